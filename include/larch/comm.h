@@ -1,0 +1,47 @@
+/* larch/comm.h - the narrow communication interface of the distributed
+ * driver. src/dist/comm.c is the only file that includes mpi.h; the engine
+ * never calls it (DESIGN.md decision 3). One process without mpirun is a
+ * world of size 1 (MPI singleton).
+ *
+ * Failure agreement (DESIGN.md decision 5): at known points every rank calls
+ * larch_comm_check with its local status. If any rank failed, every rank
+ * returns the failure, with the message of the lowest failing rank prefixed
+ * by "rank R: ", so no rank is left waiting in a later collective.
+ */
+#ifndef LARCH_COMM_H
+#define LARCH_COMM_H
+
+#include <stddef.h>
+#include "larch/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct larch_comm {
+    int rank, size;          /* in the data-parallel group            */
+    int local_rank, local_size; /* on this node (shared memory)       */
+    void *impl;              /* MPI_Comm handles, owned by comm.c     */
+} larch_comm;
+
+/* Initializes MPI if needed (thread level FUNNELED) and describes
+ * MPI_COMM_WORLD. */
+LARCH_API larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv);
+/* Finalizes MPI if larch_comm_init initialized it. */
+LARCH_API void larch_comm_finalize(larch_comm *c);
+/* Ends every rank of the job now (exit status `code`), after printing `msg`
+ * on stderr. For failures that cannot be agreed on. */
+LARCH_API void larch_comm_abort(const larch_comm *c, int code, const char *msg);
+
+LARCH_API larch_status larch_comm_check(const larch_comm *c, larch_status local);
+LARCH_API larch_status larch_comm_allreduce_f64(const larch_comm *c, double *buf, int n);
+LARCH_API larch_status larch_comm_allreduce_f32(const larch_comm *c, float *buf, size_t n);
+LARCH_API larch_status larch_comm_max_f64(const larch_comm *c, double *buf, int n);
+LARCH_API larch_status larch_comm_bcast(const larch_comm *c, void *buf, size_t bytes, int root);
+LARCH_API larch_status larch_comm_barrier(const larch_comm *c);
+LARCH_API double larch_comm_wtime(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

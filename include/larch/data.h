@@ -1,0 +1,111 @@
+/* larch/data.h - datasets and the batch loader.
+ *
+ * Datasets are held in memory. Image datasets keep their raw uint8 pixels
+ * and are normalized while a batch is assembled; synthetic datasets are
+ * float. The loader follows DESIGN.md decision 4: the global sample order of
+ * an epoch is one permutation drawn from (seed, LARCH_RNG_SHUFFLE, epoch);
+ * rank r of `world` takes the contiguous part [r*b, (r+1)*b) of every global
+ * batch (b = global_batch / world). Augmentation draws from
+ * (seed, LARCH_RNG_AUGMENT, epoch, sample id), so every rank count produces
+ * identical batches. A prefetch thread assembles the next batch while the
+ * caller computes. The loader takes rank and world as plain ints, so tests
+ * simulate several ranks in one process.
+ */
+#ifndef LARCH_DATA_H
+#define LARCH_DATA_H
+
+#include <stdint.h>
+#include "larch/error.h"
+#include "larch/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- IDX files (LeCun's MNIST format), optionally gzip-compressed ---- */
+typedef struct larch_idx {
+    int type;            /* 0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double */
+    int ndim;
+    int dims[4];
+    size_t count;        /* product of dims                                 */
+    void *data;          /* count elements of `type`, host byte order       */
+} larch_idx;
+
+/* Reads an IDX file (plain or .gz, detected by content). Errors name the
+ * file and what is wrong: bad magic, unsupported type, truncated data,
+ * trailing bytes. */
+LARCH_API larch_status larch_idx_read(const char *path, larch_idx *out);
+LARCH_API void larch_idx_free(larch_idx *idx);
+/* Writes an IDX file (gzip when gz != 0); used by tests and dataset tools. */
+LARCH_API larch_status larch_idx_write(const char *path, const larch_idx *idx, int gz);
+
+/* ---- datasets ---- */
+typedef struct larch_dataset {
+    char name[32];
+    int n;                   /* number of samples                           */
+    larch_shape shape;       /* per-sample shape (h, w, c)                  */
+    int n_classes;
+    uint8_t *u8;             /* (n, shape) raw pixels, or NULL              */
+    float *f32;              /* (n, shape) features, or NULL                */
+    int32_t *labels;         /* (n)                                         */
+    float mean, std;         /* normalization: x' = (x/255 - mean) / std for u8,
+                                (x - mean) / std for f32                    */
+} larch_dataset;
+
+/* Fashion-MNIST from `dir` (train-images-idx3-ubyte.gz etc.; Debian's
+ * dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist). Checks
+ * that image and label counts agree and labels are in 0..9. */
+LARCH_API larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out);
+
+/* A synthetic classification set: `classes` Gaussian clusters in a space of
+ * shape `shape`; sample i is a pure function of (seed, split, i). `noise` is
+ * the within-class standard deviation relative to the between-class one. */
+typedef struct larch_synth_opts {
+    int n;
+    larch_shape shape;
+    int classes;
+    float noise;
+    uint64_t seed;
+    int split;               /* 0 train, 1 test: different samples, same clusters */
+} larch_synth_opts;
+LARCH_API larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *out);
+
+/* Keeps only samples whose label is in [lo, hi] (relabelled to 0..) and at
+ * most per_class of each class (0 = all), in index order; for transfer
+ * learning experiments. */
+LARCH_API larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_class);
+LARCH_API void larch_dataset_free(larch_dataset *ds);
+
+/* ---- the loader ---- */
+typedef struct larch_loader_opts {
+    int global_batch;        /* samples per global batch                    */
+    int rank, world;         /* this process's part                          */
+    int shuffle;             /* permute each epoch                           */
+    int drop_last;           /* training: drop the last incomplete batch     */
+    uint64_t seed;
+    int flip;                /* random horizontal flip (p = 0.5)             */
+    int crop_pad;            /* random crop after zero padding by this many pixels */
+    int prefetch;            /* assemble the next batch on a background thread */
+} larch_loader_opts;
+
+typedef struct larch_loader larch_loader;
+
+/* global_batch must be a multiple of world (the error says so otherwise). */
+LARCH_API larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds,
+                                           const larch_loader_opts *o);
+LARCH_API void larch_loader_free(larch_loader *l);
+/* Global batches per epoch. */
+LARCH_API int larch_loader_steps(const larch_loader *l);
+/* Positions the loader at batch `step` of `epoch` (both 0-based). */
+LARCH_API void larch_loader_seek(larch_loader *l, int epoch, int step);
+/* Returns this rank's part of the next global batch; the batch stays valid
+ * until the next call. At the end of an epoch it moves to the next epoch.
+ * *epoch_out and *step_out (may be NULL) tell which batch it was. With an
+ * incomplete last batch (drop_last = 0) the local part is split as evenly
+ * as possible and may have n = 0 on some ranks. */
+LARCH_API const larch_batch *larch_loader_next(larch_loader *l, int *epoch_out, int *step_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

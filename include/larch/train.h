@@ -1,0 +1,55 @@
+/* larch/train.h - experiment configs and the training driver.
+ *
+ * A run is described by one validated config tree (larch_run_load). The
+ * driver (larch_train) runs data-parallel over a larch_comm of any size:
+ * every rank builds the same model, rank 0's parameters are broadcast, each
+ * rank processes its contiguous part of every global batch, gradients are
+ * summed across ranks, and every rank applies the same update. Only rank 0
+ * prints progress and writes DIR/metrics.jsonl and DIR/config.yaml.
+ */
+#ifndef LARCH_TRAIN_H
+#define LARCH_TRAIN_H
+
+#include <stdio.h>
+#include "larch/cfg.h"
+#include "larch/comm.h"
+#include "larch/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The schema of a whole experiment config. */
+LARCH_API extern const larch_key larch_run_keys[];
+
+/* Loads `path`, applies overrides ("a.b=v", n_sets of them) and validates
+ * the result (defaults filled in). */
+LARCH_API larch_status larch_run_load(const char *path, const char *const *sets, int n_sets,
+                                      larch_node **out);
+
+/* The model input shape and class count a validated config's data section
+ * implies, without reading the data (Fashion-MNIST: 28x28x1, 10 classes). */
+LARCH_API larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *classes);
+
+typedef struct larch_train_opts {
+    const char *out_dir;     /* metrics.jsonl and config.yaml go here (created) */
+    FILE *log;               /* progress (rank 0); NULL = silent              */
+    int eval_only;           /* evaluate the initial parameters and stop      */
+} larch_train_opts;
+
+typedef struct larch_train_result {
+    long steps;              /* optimizer steps taken                          */
+    int epochs;              /* epochs completed                               */
+    double final_loss;       /* mean training loss of the last step            */
+    double test_loss, test_accuracy; /* last evaluation (first task)           */
+    double wall_seconds;     /* training loop time, evaluation included        */
+    double samples_per_s;    /* global training throughput                     */
+} larch_train_result;
+
+LARCH_API larch_status larch_train(larch_node *cfg, const larch_comm *comm,
+                                   const larch_train_opts *opts, larch_train_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install what larch needs from Debian's packages. Idempotent: packages that
+# are already installed are skipped, so a second run does nothing.
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config
+      libopenmpi-dev openmpi-bin
+      libopenblas-dev liblapacke-dev
+      libhdf5-openmpi-dev hdf5-tools
+      libyaml-dev zlib1g-dev libpng-dev
+      dataset-fashion-mnist gnuplot-nox)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "larch setup: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,15 @@
+/* cli.h - the subcommands of the `larch` program. Each returns the process
+ * exit status: 0 success, 1 failure (message printed), 2 usage error. */
+#ifndef LARCH_CLI_H
+#define LARCH_CLI_H
+
+int larch_cmd_train(int argc, char **argv);
+int larch_cmd_config(int argc, char **argv);
+int larch_cmd_bench(int argc, char **argv);
+
+/* Collects "--set k=v" (also "--set=k=v") pairs; returns the index of the
+ * first argument it did not consume or -1 on a usage error. */
+int larch_cli_sets(int argc, char **argv, int i, const char **sets, int *n_sets, int cap);
+void larch_cli_error(const char *what);
+
+#endif

@@ -1,0 +1,39 @@
+/* main.c - the `larch` command-line program: dispatches subcommands. */
+#include "cli/cli.h"
+#include "larch/larch.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: larch <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  train CONFIG [--set key=value ...] [--out DIR]\n"
+            "        train a model; progress on stdout, DIR/metrics.jsonl and DIR/config.yaml\n"
+            "        (DIR defaults to runs/<config name>). Run under mpirun/srun for data parallelism.\n"
+            "  config CONFIG [--set key=value ...]\n"
+            "        validate a config and print it resolved, with every default\n"
+            "  bench step CONFIG [--batch N] [--threads T] [--set key=value ...]\n"
+            "        time one training step against OpenBLAS sgemm on the model's GEMM shapes\n"
+            "\n"
+            "options:\n"
+            "  -h, --help     this help (also: larch <command> --help)\n"
+            "  -V, --version  print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return 2; }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) { printf("larch %s\n", larch_version()); return 0; }
+    if (!strcmp(cmd, "train")) return larch_cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "config")) return larch_cmd_config(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return larch_cmd_bench(argc - 1, argv + 1);
+    fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

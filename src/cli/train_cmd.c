@@ -1,0 +1,164 @@
+/* train_cmd.c - `larch train` and `larch config`. */
+#include "cli/cli.h"
+#include "larch/larch.h"
+#include "larch/train.h"
+
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SETS 256
+
+int larch_cli_sets(int argc, char **argv, int i, const char **sets, int *n_sets, int cap)
+{
+    if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "-s")) {
+        if (i + 1 >= argc) { fprintf(stderr, "larch: --set needs key=value\n"); return -1; }
+        if (*n_sets >= cap) { fprintf(stderr, "larch: too many --set options\n"); return -1; }
+        sets[(*n_sets)++] = argv[i + 1];
+        return i + 2;
+    }
+    if (!strncmp(argv[i], "--set=", 6)) {
+        if (*n_sets >= cap) { fprintf(stderr, "larch: too many --set options\n"); return -1; }
+        sets[(*n_sets)++] = argv[i] + 6;
+        return i + 1;
+    }
+    return i;
+}
+
+void larch_cli_error(const char *what)
+{
+    fprintf(stderr, "larch: error: %s%s%s\n", what ? what : "", what ? ": " : "", larch_errmsg());
+}
+
+static void train_usage(FILE *f)
+{
+    fprintf(f, "usage: larch train CONFIG [--set key=value ...] [--out DIR]\n"
+               "  CONFIG       a YAML experiment config (see launch/configs/)\n"
+               "  --set k=v    override any key, e.g. --set train.epochs=2 --set model.0.units=512\n"
+               "  --out DIR    output directory (default runs/<config name>)\n");
+}
+
+/* Default output directory: runs/<config file name without .yaml>. */
+static void default_out(const char *config, char *out, size_t len)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", config);
+    char *base = basename(tmp);
+    char *dot = strrchr(base, '.');
+    if (dot && dot != base) *dot = '\0';
+    snprintf(out, len, "runs/%s", base);
+}
+
+int larch_cmd_train(int argc, char **argv)
+{
+    const char *config = NULL, *out = NULL, *sets[MAX_SETS];
+    int n_sets = 0;
+    for (int i = 1; i < argc;) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { train_usage(stdout); return 0; }
+        int next = larch_cli_sets(argc, argv, i, sets, &n_sets, MAX_SETS);
+        if (next < 0) return 2;
+        if (next > i) { i = next; continue; }
+        if (!strcmp(argv[i], "--out") && i + 1 < argc) { out = argv[i + 1]; i += 2; continue; }
+        if (argv[i][0] == '-' || config) {
+            fprintf(stderr, "larch train: unexpected argument '%s'\n", argv[i]);
+            train_usage(stderr);
+            return 2;
+        }
+        config = argv[i++];
+    }
+    if (!config) { train_usage(stderr); return 2; }
+    char out_buf[1100];
+    if (!out) { default_out(config, out_buf, sizeof out_buf); out = out_buf; }
+
+    larch_comm comm;
+    if (larch_comm_init(&comm, &argc, &argv)) { larch_cli_error("MPI"); return 1; }
+    larch_node *cfg = NULL;
+    larch_status s = larch_comm_check(&comm, larch_run_load(config, sets, n_sets, &cfg));
+    larch_train_result res;
+    if (!s) {
+        larch_train_opts opts = {out, stdout, 0};
+        s = larch_train(cfg, &comm, &opts, &res);
+    }
+    if (s && comm.rank == 0) larch_cli_error(NULL);
+    if (!s && comm.rank == 0)
+        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f, test accuracy %.4f; outputs in %s\n",
+               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, res.test_accuracy, out);
+    larch_node_free(cfg);
+    larch_comm_finalize(&comm);
+    return s ? 1 : 0;
+}
+
+/* Prints a schema as commented YAML: every key, its default, type and range. */
+static void print_schema(const larch_key *keys, int indent)
+{
+    for (const larch_key *k = keys; k->name; k++) {
+        char type[96] = "";
+        switch (k->type) {
+        case LARCH_T_INT: case LARCH_T_INTS: case LARCH_T_FLOAT: case LARCH_T_FLOATS: {
+            const char *t = k->type == LARCH_T_INT ? "int" : k->type == LARCH_T_INTS ? "list of int"
+                          : k->type == LARCH_T_FLOAT ? "number" : "list of numbers";
+            if (k->min <= k->max) snprintf(type, sizeof type, "%s in [%g, %g]", t, k->min, k->max);
+            else snprintf(type, sizeof type, "%s", t);
+            break;
+        }
+        case LARCH_T_BOOL: snprintf(type, sizeof type, "true|false"); break;
+        case LARCH_T_STRING: snprintf(type, sizeof type, "text"); break;
+        case LARCH_T_STRINGS: snprintf(type, sizeof type, "list of text"); break;
+        case LARCH_T_ENUM: snprintf(type, sizeof type, "%s", k->choices); break;
+        case LARCH_T_MAP: snprintf(type, sizeof type, "section"); break;
+        case LARCH_T_ANY: snprintf(type, sizeof type, "see below"); break;
+        }
+        if (k->type == LARCH_T_MAP) {
+            printf("%*s%s:%*s# %s\n", indent, "", k->name, 1, "", k->help ? k->help : "");
+            print_schema(k->sub, indent + 2);
+        } else {
+            char line[256];
+            snprintf(line, sizeof line, "%*s%s: %s", indent, "", k->name, k->def ? k->def : "(required)");
+            printf("%-44s # %s; %s\n", line, type, k->help ? k->help : "");
+        }
+    }
+}
+
+static void config_help(void)
+{
+    printf("usage: larch config CONFIG [--set key=value ...]\n"
+           "Validates CONFIG (with overrides) and prints it resolved, every default filled in.\n"
+           "Unknown keys, wrong types and out-of-range values are errors naming file, line and key.\n\n"
+           "# Every key of an experiment config, with its default:\n");
+    print_schema(larch_run_keys, 0);
+    printf("\n# model: a list of layers. Every layer takes `type`, an optional `name` (default\n"
+           "# <type><index>) and `input: NAME` or `inputs: [NAME, ...]` (default: the previous\n"
+           "# layer; `input` is the model input). Layer types and their keys:\n");
+    const larch_layer_ops *const *types;
+    int n = larch_layer_types(&types);
+    for (int i = 0; i < n; i++) {
+        printf("- type: %s\n", types[i]->type);
+        if (types[i]->keys) print_schema(types[i]->keys, 2);
+    }
+    printf("\n# loss: a mapping or a list of them (default: softmax_ce on the last layer):\n");
+    print_schema(larch_loss_keys, 2);
+    printf("\n# regularization: a list of penalties coef * sum |w|^q:\n");
+    print_schema(larch_penalty_keys, 2);
+}
+
+int larch_cmd_config(int argc, char **argv)
+{
+    const char *config = NULL, *sets[MAX_SETS];
+    int n_sets = 0;
+    for (int i = 1; i < argc;) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { config_help(); return 0; }
+        int next = larch_cli_sets(argc, argv, i, sets, &n_sets, MAX_SETS);
+        if (next < 0) return 2;
+        if (next > i) { i = next; continue; }
+        if (argv[i][0] == '-' || config) { fprintf(stderr, "larch config: unexpected argument '%s'\n", argv[i]); return 2; }
+        config = argv[i++];
+    }
+    if (!config) { fprintf(stderr, "usage: larch config CONFIG [--set key=value ...]\n"); return 2; }
+    larch_node *cfg = NULL;
+    if (larch_run_load(config, sets, n_sets, &cfg)) { larch_cli_error(NULL); return 1; }
+    larch_status s = larch_cfg_write(cfg, stdout);
+    larch_node_free(cfg);
+    if (s) { larch_cli_error(NULL); return 1; }
+    return 0;
+}

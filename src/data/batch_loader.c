@@ -1,0 +1,258 @@
+/* batch_loader.c - the sharded, deterministic, prefetching batch loader
+ * (contract in include/larch/data.h).
+ *
+ * The global order of epoch e is one permutation drawn from the stream
+ * (seed, LARCH_RNG_SHUFFLE, e, 0). Global batch s covers positions
+ * [s G, (s + 1) G) of that order; rank r of `world` takes the contiguous
+ * slice [r b, (r + 1) b), b = G / world (an incomplete last batch is split
+ * as evenly as possible). A sample's augmentation (crop offset, flip) comes
+ * from (seed, LARCH_RNG_AUGMENT, e, sample index), so the batches of every
+ * rank count are slices of the same global batch, bit for bit.
+ *
+ * With prefetch, one worker thread assembles the next batch into the back
+ * buffer while the caller trains on the front one (double buffering under
+ * a mutex and a condition variable). Buffers are allocated once at create;
+ * assembling a batch allocates nothing.
+ */
+#include "larch/data.h"
+#include "larch/rng.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct buf_t {
+    larch_batch b;
+    float *x;
+    int32_t *labels;
+    int epoch, step;
+} buf_t;
+
+struct larch_loader {
+    const larch_dataset *ds;
+    larch_loader_opts o;
+    int local, steps;              /* max local batch, global batches per epoch */
+    size_t dim;                    /* floats per sample                          */
+    float lut[256];                /* u8 pixel -> normalized value               */
+    float pad_value;               /* what a padded (black) pixel becomes        */
+    int32_t *perm;                 /* order of perm_epoch (owned by the assembler) */
+    int perm_epoch;
+    int epoch, step;               /* the batch the next call returns            */
+    buf_t buf[2];
+    int front;                     /* index of the buffer last returned          */
+    /* prefetch */
+    pthread_t thread;
+    int threaded;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop, busy, has_req, req_epoch, req_step, req_buf;
+    int ready, ready_buf;
+};
+
+/* The order of `epoch`: identity or a Fisher-Yates shuffle. */
+static void make_perm(larch_loader *l, int epoch)
+{
+    int n = l->ds->n;
+    for (int i = 0; i < n; i++) l->perm[i] = i;
+    if (l->o.shuffle) {
+        larch_rng r;
+        larch_rng_init(&r, l->o.seed, LARCH_RNG_SHUFFLE, (uint32_t)epoch, 0);
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)larch_rng_below(&r, (uint32_t)i + 1);
+            int32_t t = l->perm[i]; l->perm[i] = l->perm[j]; l->perm[j] = t;
+        }
+    }
+    l->perm_epoch = epoch;
+}
+
+/* One sample, normalized and augmented, into dst (h, w, c). */
+static void put_sample(const larch_loader *l, int idx, int epoch, float *restrict dst)
+{
+    const larch_dataset *ds = l->ds;
+    const int H = ds->shape.h, W = ds->shape.w, C = ds->shape.c;
+    const uint8_t *u = ds->u8 ? ds->u8 + (size_t)idx * l->dim : NULL;
+    const float *f = ds->f32 ? ds->f32 + (size_t)idx * l->dim : NULL;
+    const float inv_std = 1.0f / ds->std, mean = ds->mean;
+    if (!l->o.flip && !l->o.crop_pad) {
+        if (u) for (size_t j = 0; j < l->dim; j++) dst[j] = l->lut[u[j]];
+        else for (size_t j = 0; j < l->dim; j++) dst[j] = (f[j] - mean) * inv_std;
+        return;
+    }
+    larch_rng r;
+    larch_rng_init(&r, l->o.seed, LARCH_RNG_AUGMENT, (uint32_t)epoch, (uint32_t)idx);
+    int p = l->o.crop_pad;
+    int oy = p ? (int)larch_rng_below(&r, 2u * p + 1) - p : 0;      // crop offset in [-p, p]
+    int ox = p ? (int)larch_rng_below(&r, 2u * p + 1) - p : 0;
+    int flip = l->o.flip ? (int)(larch_rng_u32(&r) & 1u) : 0;       // mirror with p = 0.5
+    for (int y = 0; y < H; y++) {
+        int sy = y + oy;
+        for (int x = 0; x < W; x++) {
+            int sx = (flip ? W - 1 - x : x) + ox;
+            float *d = dst + ((size_t)y * W + x) * C;
+            if (sy < 0 || sy >= H || sx < 0 || sx >= W) {             // zero padding (a black pixel)
+                for (int c = 0; c < C; c++) d[c] = l->pad_value;
+                continue;
+            }
+            size_t s = ((size_t)sy * W + sx) * C;
+            if (u) for (int c = 0; c < C; c++) d[c] = l->lut[u[s + c]];
+            else for (int c = 0; c < C; c++) d[c] = (f[s + c] - mean) * inv_std;
+        }
+    }
+}
+
+/* This rank's part of global batch (epoch, step) into b. */
+static void assemble(larch_loader *l, int epoch, int step, buf_t *b)
+{
+    if (l->perm_epoch != epoch) make_perm(l, epoch);
+    const int G = l->o.global_batch, n = l->ds->n;
+    int start = step * G, m = n - start < G ? n - start : G;        // samples in this global batch
+    int lo, cnt;
+    if (m == G) { lo = l->o.rank * l->local; cnt = l->local; }
+    else {                                                          // incomplete: split evenly
+        int base = m / l->o.world, extra = m % l->o.world;
+        lo = l->o.rank * base + (l->o.rank < extra ? l->o.rank : extra);
+        cnt = base + (l->o.rank < extra);
+    }
+    for (int j = 0; j < cnt; j++) {
+        int idx = l->perm[start + lo + j];
+        put_sample(l, idx, epoch, b->x + (size_t)j * l->dim);
+        b->labels[j] = l->ds->labels[idx];
+    }
+    b->b.n = cnt;
+    b->b.sample0 = (uint32_t)lo;
+    b->epoch = epoch;
+    b->step = step;
+}
+
+static void *worker(void *arg)
+{
+    larch_loader *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->stop && !l->has_req) pthread_cond_wait(&l->cv, &l->mu);
+        if (l->stop) break;
+        int e = l->req_epoch, s = l->req_step, bi = l->req_buf;
+        l->has_req = 0;
+        l->busy = 1;
+        pthread_mutex_unlock(&l->mu);
+        assemble(l, e, s, &l->buf[bi]);
+        pthread_mutex_lock(&l->mu);
+        l->busy = 0;
+        l->ready = 1;
+        l->ready_buf = bi;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+int larch_loader_steps(const larch_loader *l) { return l->steps; }
+
+larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, const larch_loader_opts *o)
+{
+    *out = NULL;
+    if (o->world < 1 || o->rank < 0 || o->rank >= o->world)
+        return larch_fail(LARCH_ERR_INVALID, "loader: rank %d is not within a world of %d", o->rank, o->world);
+    if (o->global_batch < 1 || o->global_batch % o->world != 0)
+        return larch_fail(LARCH_ERR_INVALID, "batch size %d is not divisible by the %d ranks (every rank takes an equal part)",
+                          o->global_batch, o->world);
+    if (ds->n < 1) return larch_fail(LARCH_ERR_INVALID, "loader: dataset %s is empty", ds->name);
+    if (o->drop_last && ds->n < o->global_batch)
+        return larch_fail(LARCH_ERR_INVALID, "batch size %d is larger than the %d samples of %s", o->global_batch, ds->n, ds->name);
+    larch_loader *l = calloc(1, sizeof *l);
+    if (!l) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    l->ds = ds;
+    l->o = *o;
+    l->local = o->global_batch / o->world;
+    l->steps = o->drop_last ? ds->n / o->global_batch : (ds->n + o->global_batch - 1) / o->global_batch;
+    l->dim = larch_shape_size(ds->shape);
+    for (int v = 0; v < 256; v++) l->lut[v] = ((float)v / 255.0f - ds->mean) / ds->std;   // (x / 255 - mean) / std
+    l->pad_value = ds->u8 ? l->lut[0] : (0.0f - ds->mean) / ds->std;
+    l->perm = malloc((size_t)ds->n * sizeof *l->perm);
+    l->perm_epoch = -1;
+    int ok = l->perm != NULL;
+    for (int i = 0; i < 2 && ok; i++) {
+        l->buf[i].x = larch_aligned_alloc((size_t)l->local * l->dim * sizeof(float), "batch");
+        l->buf[i].labels = calloc((size_t)l->local, sizeof(int32_t));
+        ok = l->buf[i].x && l->buf[i].labels;
+        l->buf[i].b.x = l->buf[i].x;
+        l->buf[i].b.label[0] = l->buf[i].labels;
+    }
+    if (!ok) { larch_loader_free(l); return larch_fail(LARCH_ERR_NOMEM, "out of memory for loader buffers"); }
+    if (o->prefetch) {
+        pthread_mutex_init(&l->mu, NULL);
+        pthread_cond_init(&l->cv, NULL);
+        if (pthread_create(&l->thread, NULL, worker, l) != 0) {
+            pthread_mutex_destroy(&l->mu);
+            pthread_cond_destroy(&l->cv);
+            l->o.prefetch = 0;                                      /* run without the thread */
+        } else {
+            l->threaded = 1;
+        }
+    }
+    *out = l;
+    return LARCH_OK;
+}
+
+void larch_loader_free(larch_loader *l)
+{
+    if (!l) return;
+    if (l->threaded) {
+        pthread_mutex_lock(&l->mu);
+        l->stop = 1;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        pthread_join(l->thread, NULL);
+        pthread_mutex_destroy(&l->mu);
+        pthread_cond_destroy(&l->cv);
+    }
+    for (int i = 0; i < 2; i++) { free(l->buf[i].x); free(l->buf[i].labels); }
+    free(l->perm);
+    free(l);
+}
+
+void larch_loader_seek(larch_loader *l, int epoch, int step)
+{
+    if (l->threaded) {
+        pthread_mutex_lock(&l->mu);
+        while (l->busy) pthread_cond_wait(&l->cv, &l->mu);        /* let a running assembly finish */
+        l->has_req = 0;
+        l->ready = 0;
+        pthread_mutex_unlock(&l->mu);
+    }
+    l->epoch = epoch + step / l->steps;
+    l->step = step % l->steps;
+}
+
+const larch_batch *larch_loader_next(larch_loader *l, int *epoch_out, int *step_out)
+{
+    int e = l->epoch, s = l->step;
+    int ne = s + 1 == l->steps ? e + 1 : e, ns = s + 1 == l->steps ? 0 : s + 1;
+    buf_t *b;
+    if (!l->threaded) {
+        b = &l->buf[0];
+        assemble(l, e, s, b);
+    } else {
+        pthread_mutex_lock(&l->mu);
+        for (;;) {
+            if (l->ready && l->buf[l->ready_buf].epoch == e && l->buf[l->ready_buf].step == s) break;
+            if (!l->busy && !l->has_req) {                          /* nothing on its way: ask for it */
+                l->ready = 0;
+                l->has_req = 1; l->req_epoch = e; l->req_step = s; l->req_buf = 1 - l->front;
+                pthread_cond_broadcast(&l->cv);
+            }
+            pthread_cond_wait(&l->cv, &l->mu);
+        }
+        l->front = l->ready_buf;
+        l->ready = 0;
+        b = &l->buf[l->front];
+        l->has_req = 1; l->req_epoch = ne; l->req_step = ns; l->req_buf = 1 - l->front;   /* prefetch the next */
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+    }
+    l->epoch = ne;
+    l->step = ns;
+    if (epoch_out) *epoch_out = e;
+    if (step_out) *step_out = s;
+    return &b->b;
+}

@@ -1,0 +1,153 @@
+/* datasets.c - in-memory datasets: Fashion-MNIST from IDX files, synthetic
+ * Gaussian clusters, and class subsets (see include/larch/data.h).
+ *
+ * Fashion-MNIST keeps its raw uint8 pixels (47 MB for the training set);
+ * the loader normalizes while it assembles a batch. Its mean and standard
+ * deviation (0.2860, 0.3530) are the training set's pixel statistics,
+ * checked by tests/test_loader.c against the installed files. Synthetic
+ * sample i of a split is a pure function of (seed, split, i).
+ */
+#include "larch/data.h"
+#include "larch/rng.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define FMNIST_MEAN 0.2860f
+#define FMNIST_STD 0.3530f
+
+/* dir/name.gz, or dir/name when only the uncompressed file exists. */
+static void find_file(const char *dir, const char *name, char *out, size_t len)
+{
+    struct stat st;
+    snprintf(out, len, "%s/%s.gz", dir, name);
+    if (stat(out, &st) == 0) return;
+    snprintf(out, len, "%s/%s", dir, name);
+    if (stat(out, &st) == 0) return;
+    snprintf(out, len, "%s/%s.gz", dir, name);
+}
+
+larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out)
+{
+    memset(out, 0, sizeof *out);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return larch_fail(LARCH_ERR_IO, "Fashion-MNIST directory %s: %s (install it with: apt-get install dataset-fashion-mnist)",
+                          dir, stat(dir, &st) != 0 ? strerror(errno) : "not a directory");
+    char ipath[4200], lpath[4200];
+    find_file(dir, train ? "train-images-idx3-ubyte" : "t10k-images-idx3-ubyte", ipath, sizeof ipath);
+    find_file(dir, train ? "train-labels-idx1-ubyte" : "t10k-labels-idx1-ubyte", lpath, sizeof lpath);
+    larch_idx im, lb;
+    memset(&lb, 0, sizeof lb);
+    larch_status s = larch_idx_read(ipath, &im);
+    if (s) return s;
+    if ((s = larch_idx_read(lpath, &lb))) goto fail;
+    if (im.type != 0x08 || im.ndim != 3) {
+        s = larch_fail(LARCH_ERR_FORMAT, "%s: expected unsigned bytes of shape (n, h, w), got type 0x%02x with %d dimensions",
+                       ipath, im.type, im.ndim);
+        goto fail;
+    }
+    if (lb.type != 0x08 || lb.ndim != 1) {
+        s = larch_fail(LARCH_ERR_FORMAT, "%s: expected unsigned bytes of shape (n), got type 0x%02x with %d dimensions",
+                       lpath, lb.type, lb.ndim);
+        goto fail;
+    }
+    if (im.dims[0] != lb.dims[0]) {
+        s = larch_fail(LARCH_ERR_FORMAT, "%s has %d images but %s has %d labels", ipath, im.dims[0], lpath, lb.dims[0]);
+        goto fail;
+    }
+    out->labels = malloc((size_t)lb.dims[0] * sizeof *out->labels);
+    if (!out->labels) { s = larch_fail(LARCH_ERR_NOMEM, "out of memory for labels"); goto fail; }
+    const uint8_t *l = lb.data;
+    for (int i = 0; i < lb.dims[0]; i++) {
+        if (l[i] > 9) {
+            s = larch_fail(LARCH_ERR_FORMAT, "%s: label %d of sample %d is outside 0..9", lpath, l[i], i);
+            goto fail;
+        }
+        out->labels[i] = l[i];
+    }
+    snprintf(out->name, sizeof out->name, "fashion-mnist-%s", train ? "train" : "test");
+    out->n = im.dims[0];
+    out->shape = (larch_shape){im.dims[1], im.dims[2], 1};
+    out->n_classes = 10;
+    out->u8 = im.data;                                  /* take the pixels */
+    out->mean = FMNIST_MEAN;
+    out->std = FMNIST_STD;
+    larch_idx_free(&lb);
+    return LARCH_OK;
+fail:
+    larch_idx_free(&im);
+    larch_idx_free(&lb);
+    free(out->labels);
+    memset(out, 0, sizeof *out);
+    return s;
+}
+
+larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t dim = larch_shape_size(o->shape);
+    if (o->n < 1 || o->classes < 2 || dim < 1)
+        return larch_fail(LARCH_ERR_INVALID, "synthetic data: need n >= 1, classes >= 2 and a positive shape");
+    float *centres = malloc((size_t)o->classes * dim * sizeof *centres);
+    out->f32 = malloc((size_t)o->n * dim * sizeof *out->f32);
+    out->labels = malloc((size_t)o->n * sizeof *out->labels);
+    if (!centres || !out->f32 || !out->labels) {
+        free(centres);
+        larch_dataset_free(out);
+        return larch_fail(LARCH_ERR_NOMEM, "out of memory for %d synthetic samples", o->n);
+    }
+    larch_rng r;
+    for (int c = 0; c < o->classes; c++) {              /* cluster centres: N(0, 1) per feature */
+        larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH, (uint32_t)c, 0);
+        for (size_t j = 0; j < dim; j++) centres[(size_t)c * dim + j] = larch_rng_normal(&r);
+    }
+    for (int i = 0; i < o->n; i++) {                    /* sample = centre + noise * N(0, 1) */
+        larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH, 1u + (uint32_t)o->split, (uint32_t)i);
+        int label = (int)larch_rng_below(&r, (uint32_t)o->classes);
+        out->labels[i] = label;
+        for (size_t j = 0; j < dim; j++)
+            out->f32[(size_t)i * dim + j] = centres[(size_t)label * dim + j] + o->noise * larch_rng_normal(&r);
+    }
+    free(centres);
+    snprintf(out->name, sizeof out->name, "synthetic-%s", o->split ? "test" : "train");
+    out->n = o->n;
+    out->shape = o->shape;
+    out->n_classes = o->classes;
+    out->mean = 0.0f;
+    out->std = 1.0f;
+    return LARCH_OK;
+}
+
+larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_class)
+{
+    if (lo < 0 || hi < lo || hi >= ds->n_classes)
+        return larch_fail(LARCH_ERR_INVALID, "subset: classes %d..%d are not within 0..%d", lo, hi, ds->n_classes - 1);
+    size_t dim = larch_shape_size(ds->shape);
+    int *taken = calloc((size_t)(hi - lo + 1), sizeof *taken), k = 0;
+    if (!taken) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < ds->n; i++) {                   /* compact in place, in index order */
+        int c = ds->labels[i];
+        if (c < lo || c > hi || (per_class > 0 && taken[c - lo] >= per_class)) continue;
+        taken[c - lo]++;
+        if (ds->u8) memmove(ds->u8 + (size_t)k * dim, ds->u8 + (size_t)i * dim, dim);
+        if (ds->f32) memmove(ds->f32 + (size_t)k * dim, ds->f32 + (size_t)i * dim, dim * sizeof(float));
+        ds->labels[k++] = c - lo;
+    }
+    free(taken);
+    ds->n = k;
+    ds->n_classes = hi - lo + 1;
+    return LARCH_OK;
+}
+
+void larch_dataset_free(larch_dataset *ds)
+{
+    if (!ds) return;
+    free(ds->u8);
+    free(ds->f32);
+    free(ds->labels);
+    memset(ds, 0, sizeof *ds);
+}

@@ -1,0 +1,135 @@
+/* comm.c - the only file that talks to MPI. See include/larch/comm.h. */
+#include "larch/comm.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { MPI_Comm world, node; int we_initialized; } comm_impl;
+
+static larch_status mpi_fail(int rc, const char *what)
+{
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    return larch_fail(LARCH_ERR_MPI, "%s failed: %s", what, msg);
+}
+
+larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv)
+{
+    memset(c, 0, sizeof *c);
+    comm_impl *impl = calloc(1, sizeof *impl);
+    if (!impl) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    int inited = 0, provided = 0, rc;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        if ((rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided)) != MPI_SUCCESS) {
+            free(impl);
+            return mpi_fail(rc, "MPI_Init_thread");
+        }
+        impl->we_initialized = 1;
+    }
+    /* Errors come back as codes so that larch reports them as values. */
+    MPI_Comm_dup(MPI_COMM_WORLD, &impl->world);
+    MPI_Comm_set_errhandler(impl->world, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(impl->world, &c->rank);
+    MPI_Comm_size(impl->world, &c->size);
+    MPI_Comm_split_type(impl->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &impl->node);
+    MPI_Comm_rank(impl->node, &c->local_rank);
+    MPI_Comm_size(impl->node, &c->local_size);
+    c->impl = impl;
+    return LARCH_OK;
+}
+
+void larch_comm_finalize(larch_comm *c)
+{
+    comm_impl *impl = c->impl;
+    if (!impl) return;
+    MPI_Comm_free(&impl->node);
+    MPI_Comm_free(&impl->world);
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (impl->we_initialized && !finalized) MPI_Finalize();
+    free(impl);
+    c->impl = NULL;
+}
+
+void larch_comm_abort(const larch_comm *c, int code, const char *msg)
+{
+    fprintf(stderr, "larch: rank %d: %s\n", c->rank, msg);
+    fflush(stderr);
+    MPI_Abort(c->impl ? ((comm_impl *)c->impl)->world : MPI_COMM_WORLD, code);
+}
+
+static MPI_Comm world(const larch_comm *c) { return ((comm_impl *)c->impl)->world; }
+
+larch_status larch_comm_check(const larch_comm *c, larch_status local)
+{
+    if (c->size == 1) return local;
+    /* The lowest failing rank (size when none) and the worst status. */
+    int mine[2] = {local != LARCH_OK ? c->rank : c->size, (int)local}, low[2];
+    int rc = MPI_Allreduce(mine, low, 1, MPI_2INT, MPI_MINLOC, world(c));
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allreduce (failure agreement)");
+    if (low[0] == c->size) return LARCH_OK;
+    int who = low[0];
+    int status = local;
+    char msg[1536];
+    snprintf(msg, sizeof msg, "%s", larch_errmsg());
+    MPI_Bcast(&status, 1, MPI_INT, who, world(c));
+    MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, who, world(c));
+    msg[sizeof msg - 1] = '\0';
+    if (c->rank == who) return (larch_status)status;
+    return larch_fail((larch_status)status, "rank %d: %s", who, msg);
+}
+
+larch_status larch_comm_allreduce_f64(const larch_comm *c, double *buf, int n)
+{
+    if (c->size == 1) return LARCH_OK;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, world(c));
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Allreduce");
+}
+
+larch_status larch_comm_max_f64(const larch_comm *c, double *buf, int n)
+{
+    if (c->size == 1) return LARCH_OK;
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_MAX, world(c));
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Allreduce");
+}
+
+larch_status larch_comm_allreduce_f32(const larch_comm *c, float *buf, size_t n)
+{
+    if (c->size == 1) return LARCH_OK;
+    while (n > 0) {                              /* MPI counts are ints */
+        int chunk = n > (size_t)INT_MAX ? INT_MAX : (int)n;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, buf, chunk, MPI_FLOAT, MPI_SUM, world(c));
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Allreduce");
+        buf += chunk;
+        n -= (size_t)chunk;
+    }
+    return LARCH_OK;
+}
+
+larch_status larch_comm_bcast(const larch_comm *c, void *buf, size_t bytes, int root)
+{
+    if (c->size == 1) return LARCH_OK;
+    char *p = buf;
+    while (bytes > 0) {
+        int chunk = bytes > (size_t)INT_MAX ? INT_MAX : (int)bytes;
+        int rc = MPI_Bcast(p, chunk, MPI_BYTE, root, world(c));
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Bcast");
+        p += chunk;
+        bytes -= (size_t)chunk;
+    }
+    return LARCH_OK;
+}
+
+larch_status larch_comm_barrier(const larch_comm *c)
+{
+    if (c->size == 1) return LARCH_OK;
+    int rc = MPI_Barrier(world(c));
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Barrier");
+}
+
+double larch_comm_wtime(void) { return MPI_Wtime(); }

@@ -1,0 +1,394 @@
+/* trainer.c - the data-parallel training driver (see include/larch/train.h).
+ *
+ * Setup (datasets, model, optimizer, loaders, output files) may fail on any
+ * rank; every rank then agrees through larch_comm_check before the first
+ * collective of training, so none is left waiting. Inside the loop the only
+ * failure is a non-finite loss, which every rank sees at once because the
+ * loss is reduced every step. The step itself allocates nothing and does no
+ * I/O: batches come from the prefetching loader, activations from the
+ * planned arena, and metrics are written only at log points.
+ */
+#include "larch/train.h"
+#include "larch/data.h"
+#include "larch/rng.h"
+#include "larch/optim.h"
+#include "core/blas.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct run {
+    const larch_comm *comm;
+    larch_node *cfg;
+    const larch_train_opts *opts;
+    FILE *log;                           /* rank 0's progress, or NULL */
+    /* settings */
+    int batch, epochs, accumulate, eval_batch, local, micro, stop_on_nan;
+    long max_steps, log_every, eval_every, total_steps, steps_per_epoch;
+    uint64_t seed;
+    double progress_s;
+    /* state */
+    larch_dataset train, test;
+    larch_model *model;
+    larch_optim *optim;
+    larch_sched sched;
+    larch_loader *loader, *eval_loader;
+    FILE *metrics;
+    larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
+} run_t;
+
+/* ---- setup ---- */
+
+static larch_status make_dir(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++) {          /* mkdir -p */
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+            return larch_fail(LARCH_ERR_IO, "cannot create directory %s: %s", path, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(path, 0777) != 0 && errno != EEXIST)
+        return larch_fail(LARCH_ERR_IO, "cannot create directory %s: %s", path, strerror(errno));
+    return LARCH_OK;
+}
+
+static int choose_threads(const run_t *r)
+{
+    long t = larch_cfg_int(larch_map_get(r->cfg, "train"), "threads");
+    if (t > 0) return (int)t;
+    const char *env = getenv("OPENBLAS_NUM_THREADS");
+    if (env && atoi(env) > 0) return atoi(env);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int per = (int)(cores / (r->comm->local_size > 0 ? r->comm->local_size : 1));
+    return per > 0 ? per : 1;
+}
+
+static larch_status load_data(run_t *r)
+{
+    const larch_node *d = larch_map_get(r->cfg, "data");
+    const char *name = larch_cfg_str(d, "name");
+    if (strcmp(name, "synthetic") == 0) {
+        const larch_node *s = larch_map_get(d, "synthetic");
+        long shape[3];
+        if (larch_cfg_ints(s, "shape", shape, 3) != 3)
+            return larch_fail(LARCH_ERR_CONFIG, "data.synthetic.shape: expected [h, w, c]");
+        larch_synth_opts o = {(int)larch_cfg_int(s, "n_train"), {(int)shape[0], (int)shape[1], (int)shape[2]},
+                              (int)larch_cfg_int(s, "classes"), (float)larch_cfg_float(s, "noise"), r->seed, 0};
+        larch_status st = larch_dataset_synthetic(&o, &r->train);
+        if (st) return st;
+        o.n = (int)larch_cfg_int(s, "n_test");
+        o.split = 1;
+        return larch_dataset_synthetic(&o, &r->test);
+    }
+    const char *dir = larch_cfg_str(d, "dir");
+    larch_status st = larch_dataset_fmnist(dir, 1, &r->train);
+    return st ? st : larch_dataset_fmnist(dir, 0, &r->test);
+}
+
+/* Every softmax loss must score as many outputs as the data has classes. */
+static larch_status check_heads(const run_t *r)
+{
+    const larch_model *m = r->model;
+    for (int i = 0; i < m->n_losses; i++) {
+        const larch_loss *l = &m->losses[i];
+        size_t outs = larch_shape_size(larch_model_node_shape(m, l->node));
+        if (l->target != 0)
+            return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the dataset has only label set 0", l->name, l->target);
+        if (outs != (size_t)r->train.n_classes)
+            return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d classes",
+                              l->name, m->layers[l->node - 1]->name, outs, r->train.n_classes);
+    }
+    return LARCH_OK;
+}
+
+static larch_status read_settings(run_t *r)
+{
+    const larch_node *t = larch_map_get(r->cfg, "train");
+    r->batch = (int)larch_cfg_int(t, "batch_size");
+    r->epochs = (int)larch_cfg_int(t, "epochs");
+    r->max_steps = larch_cfg_int(t, "max_steps");
+    r->seed = (uint64_t)larch_cfg_int(t, "seed");
+    r->log_every = larch_cfg_int(t, "log_every");
+    r->eval_every = larch_cfg_int(t, "eval_every");
+    r->eval_batch = (int)larch_cfg_int(t, "eval_batch");
+    r->accumulate = (int)larch_cfg_int(t, "accumulate");
+    r->stop_on_nan = larch_cfg_bool(t, "stop_on_nan");
+    r->progress_s = larch_cfg_float(t, "progress_seconds");
+    int world = r->comm->size;
+    if (r->batch % world != 0)
+        return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: the global batch %d is not divisible by %d ranks", r->batch, world);
+    r->local = r->batch / world;
+    if (r->local % r->accumulate != 0)
+        return larch_fail(LARCH_ERR_CONFIG, "train.accumulate: the per-rank batch %d is not divisible into %d micro-batches",
+                          r->local, r->accumulate);
+    r->micro = r->local / r->accumulate;
+    if (r->eval_batch % world != 0) r->eval_batch += world - r->eval_batch % world;
+    return LARCH_OK;
+}
+
+static larch_status open_outputs(run_t *r)
+{
+    if (r->comm->rank != 0 || !r->opts->out_dir) return LARCH_OK;
+    larch_status s = make_dir(r->opts->out_dir);
+    if (s) return s;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.yaml", r->opts->out_dir);
+    if ((s = larch_cfg_save(r->cfg, path))) return s;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", r->opts->out_dir);
+    r->metrics = fopen(path, "w");
+    if (!r->metrics) return larch_fail(LARCH_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return LARCH_OK;
+}
+
+/* Every rank must run the same config: compare a hash of its text. */
+static larch_status check_same_config(run_t *r)
+{
+    if (r->comm->size == 1) return LARCH_OK;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    larch_cfg_write(r->cfg, f);
+    fclose(f);
+    double h = (double)(larch_hash32(text ? text : "") & 0xFFFFFF), lo = -h, hi = h;
+    free(text);
+    larch_status s = larch_comm_max_f64(r->comm, &lo, 1);
+    if (!s) s = larch_comm_max_f64(r->comm, &hi, 1);
+    if (s) return s;
+    if (-lo != hi)
+        return larch_fail(LARCH_ERR_CONFIG, "the ranks run different configs (config hashes differ; rank %d has %06x): "
+                          "start every rank with the same file and --set options", r->comm->rank, (unsigned)h);
+    return LARCH_OK;
+}
+
+static larch_status setup(run_t *r)
+{
+    larch_status s = read_settings(r);
+    if (s) return s;
+    larch_blas_set_threads(choose_threads(r));
+    if ((s = load_data(r))) return s;
+    if ((s = larch_model_build(&r->model, r->train.shape, larch_map_get(r->cfg, "model"),
+                               larch_map_get(r->cfg, "loss"), larch_map_get(r->cfg, "regularization"), r->seed)))
+        return s;
+    if ((s = check_heads(r))) return s;
+    int eval_local = r->eval_batch / r->comm->size;
+    if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
+    if ((s = larch_optim_create(&r->optim, r->model, larch_map_get(r->cfg, "optim")))) return s;
+    const larch_node *aug = larch_map_get(larch_map_get(r->cfg, "data"), "augment");
+    int prefetch = larch_cfg_bool(larch_map_get(r->cfg, "data"), "prefetch");
+    larch_loader_opts lo = {r->batch, r->comm->rank, r->comm->size, 1, 1, r->seed,
+                            larch_cfg_bool(aug, "flip"), (int)larch_cfg_int(aug, "crop_pad"), prefetch};
+    if (r->train.n < r->batch)
+        return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: %d is larger than the %d training samples", r->batch, r->train.n);
+    if ((s = larch_loader_create(&r->loader, &r->train, &lo))) return s;
+    larch_loader_opts eo = {r->eval_batch, r->comm->rank, r->comm->size, 0, 0, r->seed, 0, 0, prefetch};
+    if ((s = larch_loader_create(&r->eval_loader, &r->test, &eo))) return s;
+    r->steps_per_epoch = larch_loader_steps(r->loader);
+    r->total_steps = (long)r->epochs * r->steps_per_epoch;
+    if (r->max_steps > 0 && r->max_steps < r->total_steps) r->total_steps = r->max_steps;
+    const larch_node *optim = larch_map_get(r->cfg, "optim");
+    if ((s = larch_sched_init(&r->sched, larch_map_get(r->cfg, "sched"), larch_cfg_float(optim, "lr"),
+                              r->total_steps, r->steps_per_epoch)))
+        return s;
+    return open_outputs(r);
+}
+
+static long count_params(const larch_model *m)
+{
+    long n = 0;
+    for (int i = 0; i < m->n_params; i++) n += (long)m->params[i].size;
+    return n;
+}
+
+static void teardown(run_t *r)
+{
+    larch_loader_free(r->loader);
+    larch_loader_free(r->eval_loader);
+    larch_optim_free(r->optim);
+    larch_model_free(r->model);
+    larch_dataset_free(&r->train);
+    larch_dataset_free(&r->test);
+    if (r->metrics) fclose(r->metrics);
+}
+
+/* ---- evaluation ---- */
+
+/* Scores the test set; vals[3*k..] = loss mean, accuracy, count of loss k. */
+static larch_status evaluate(run_t *r, double *vals)
+{
+    larch_model *m = r->model;
+    int nl = m->n_losses;
+    double sums[3 * LARCH_MAX_TARGETS * 2] = {0};
+    larch_loader_seek(r->eval_loader, 0, 0);
+    int steps = larch_loader_steps(r->eval_loader);
+    for (int s = 0; s < steps; s++) {
+        const larch_batch *b = larch_loader_next(r->eval_loader, NULL, NULL);
+        if (b->n == 0) continue;
+        larch_pass p = {b->n, 0, r->seed, 0, b->sample0, 0, NULL};
+        larch_model_forward(m, b, &p);
+        larch_loss_stats st[LARCH_MAX_TARGETS * 2];
+        larch_model_loss(m, b, 0.0f, st);
+        for (int k = 0; k < nl; k++) {
+            sums[3 * k] += st[k].loss_sum;
+            sums[3 * k + 1] += (double)st[k].correct;
+            sums[3 * k + 2] += (double)st[k].count;
+        }
+    }
+    larch_status st = larch_comm_allreduce_f64(r->comm, sums, 3 * nl);
+    if (st) return st;
+    for (int k = 0; k < nl; k++) {
+        double n = sums[3 * k + 2] > 0 ? sums[3 * k + 2] : 1;
+        vals[3 * k] = sums[3 * k] / n;
+        vals[3 * k + 1] = sums[3 * k + 1] / n;
+        vals[3 * k + 2] = sums[3 * k + 2];
+    }
+    return LARCH_OK;
+}
+
+static void report_eval(run_t *r, long step, const double *vals, larch_train_result *res)
+{
+    const larch_model *m = r->model;
+    double epoch = (double)step / (double)r->steps_per_epoch;
+    res->test_loss = vals[0];
+    res->test_accuracy = vals[1];
+    for (int k = 0; k < m->n_losses; k++) {
+        if (r->metrics)
+            fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
+                    "\"loss\": %.6g, \"accuracy\": %.6g, \"samples\": %.0f}\n",
+                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1], vals[3 * k + 2]);
+        if (r->log)
+            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f\n",
+                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1]);
+    }
+    if (r->metrics) fflush(r->metrics);
+    if (r->log) fflush(r->log);
+}
+
+/* ---- the step ---- */
+
+/* One optimizer step on batch b; returns the mean loss over the global batch. */
+static larch_status train_step(run_t *r, const larch_batch *b, long step, double *loss_out)
+{
+    larch_model *m = r->model;
+    size_t in = larch_shape_size(m->input_shape);
+    double local[2] = {0.0, 0.0};                 /* loss sum, samples */
+    for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
+        larch_batch mb = *b;
+        mb.n = r->micro;
+        mb.x = b->x + (size_t)a * r->micro * in;
+        for (int t = 0; t < LARCH_MAX_TARGETS; t++)
+            if (b->label[t]) mb.label[t] = b->label[t] + (size_t)a * r->micro;
+        mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
+        larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, NULL};
+        larch_model_forward(m, &mb, &p);
+        local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, NULL);
+        local[1] += mb.n;
+        larch_model_backward(m, &p);
+    }
+    larch_status s = larch_comm_allreduce_f32(r->comm, m->grad, m->n_floats);   /* sum of 1/B-scaled grads */
+    if (!s) s = larch_comm_allreduce_f64(r->comm, local, 2);
+    if (s) return s;
+    double loss = local[0] / local[1] + larch_model_penalty(m, 1);
+    larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step), 0, m->n_floats);
+    *loss_out = loss;
+    if (r->stop_on_nan && !isfinite(loss))
+        return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)", loss, step);
+    return LARCH_OK;
+}
+
+static void fmt_eta(double s, char *buf, size_t len)
+{
+    long t = s > 0 && s < 1e8 ? (long)s : 0;
+    snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+static larch_status loop(run_t *r, larch_train_result *res)
+{
+    double t_start = larch_comm_wtime(), t_log = t_start, t_print = t_start - 1e9;
+    long log_step = 0;
+    double vals[3 * LARCH_MAX_TARGETS * 2];
+    larch_status s = LARCH_OK;
+    larch_loader_seek(r->loader, 0, 0);
+    for (long step = 0; step < r->total_steps; step++) {
+        int epoch, istep;
+        const larch_batch *b = larch_loader_next(r->loader, &epoch, &istep);
+        double loss;
+        if ((s = train_step(r, b, step, &loss))) return s;
+        long done = step + 1;
+        res->steps = done;
+        res->final_loss = loss;
+        double now = larch_comm_wtime();
+        double lr = larch_sched_lr(&r->sched, step);
+        if (done % r->log_every == 0 || done == r->total_steps) {
+            double sps = (double)(done - log_step) * r->batch / (now - t_log);
+            if (r->metrics) {
+                fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6g, \"lr\": %.6g, "
+                        "\"samples_per_s\": %.1f, \"time\": %.3f}\n",
+                        done, (double)done / r->steps_per_epoch, loss, lr, sps, now - t_start);
+                fflush(r->metrics);
+            }
+            log_step = done;
+            t_log = now;
+        }
+        if (r->log && (now - t_print >= r->progress_s || done == r->total_steps)) {
+            char eta[32];
+            double rate = (double)done / (now - t_start);
+            fmt_eta((double)(r->total_steps - done) / rate, eta, sizeof eta);
+            fprintf(r->log, "train step %ld/%ld  epoch %.2f  loss %.4f  lr %.4g  %.0f samples/s  eta %s\n",
+                    done, r->total_steps, (double)done / r->steps_per_epoch, loss, lr,
+                    rate * r->batch, eta);
+            fflush(r->log);
+            t_print = now;
+        }
+        int epoch_end = istep == r->steps_per_epoch - 1;
+        if ((r->eval_every > 0 ? done % r->eval_every == 0 : epoch_end) || done == r->total_steps) {
+            if ((s = evaluate(r, vals))) return s;
+            report_eval(r, done, vals, res);
+        }
+        res->epochs = (int)(done / r->steps_per_epoch);
+    }
+    res->wall_seconds = larch_comm_wtime() - t_start;
+    res->samples_per_s = res->steps * (double)r->batch / res->wall_seconds;
+    return LARCH_OK;
+}
+
+larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_train_opts *opts,
+                         larch_train_result *res)
+{
+    run_t r;
+    memset(&r, 0, sizeof r);
+    memset(res, 0, sizeof *res);
+    r.comm = comm;
+    r.cfg = cfg;
+    r.opts = opts;
+    r.log = comm->rank == 0 ? opts->log : NULL;
+    larch_status s = larch_comm_check(comm, setup(&r));
+    if (!s) s = larch_comm_check(comm, check_same_config(&r));
+    if (!s) s = larch_comm_bcast(comm, r.model->param, r.model->n_floats * sizeof(float), 0);
+    if (!s) s = larch_comm_bcast(comm, r.model->buffer, r.model->n_buffer_floats * sizeof(float), 0);
+    if (!s && r.log) {
+        fprintf(r.log, "larch %s: %d rank(s) x %d OpenBLAS thread(s) [%s]; %ld parameters; %ld steps of global batch %d (%d per rank",
+                LARCH_VERSION_STRING, comm->size, larch_blas_threads(), larch_blas_corename(),
+                count_params(r.model), r.total_steps, r.batch, r.local);
+        if (r.accumulate > 1) fprintf(r.log, ", %d micro-batches of %d", r.accumulate, r.micro);
+        fprintf(r.log, ")\n");
+        fflush(r.log);
+    }
+    if (!s && opts->eval_only) {
+        double vals[3 * LARCH_MAX_TARGETS * 2];
+        s = evaluate(&r, vals);
+        if (!s) report_eval(&r, 0, vals, res);
+    } else if (!s) {
+        s = loop(&r, res);
+    }
+    teardown(&r);
+    return s;
+}

@@ -1,0 +1,83 @@
+/* run_config.c - the schema of an experiment config and its loading
+ * (file, then --set overrides, then validation with defaults filled in). */
+#include "larch/train.h"
+#include "larch/optim.h"
+
+#include <string.h>
+
+static const larch_key train_keys[] = {
+    {"batch_size", LARCH_T_INT, "256", 1, 1 << 24, NULL, NULL, "global batch size (all ranks together)"},
+    {"epochs", LARCH_T_INT, "1", 1, 1000000, NULL, NULL, "epochs to train"},
+    {"max_steps", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "stop after this many steps (0 = no limit)"},
+    {"seed", LARCH_T_INT, "42", 0, 4294967295.0, NULL, NULL, "seed of every random draw"},
+    {"log_every", LARCH_T_INT, "50", 1, 1L << 40, NULL, NULL, "steps between training records"},
+    {"eval_every", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "steps between evaluations (0 = each epoch)"},
+    {"eval_batch", LARCH_T_INT, "1000", 1, 1 << 24, NULL, NULL, "global batch size of evaluation"},
+    {"threads", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "OpenBLAS threads per rank (0 = OPENBLAS_NUM_THREADS or cores / ranks on the node)"},
+    {"accumulate", LARCH_T_INT, "1", 1, 4096, NULL, NULL, "micro-batches per optimizer step"},
+    {"stop_on_nan", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "stop when the loss is not finite"},
+    {"progress_seconds", LARCH_T_FLOAT, "1", 0, 3600, NULL, NULL, "at most one progress line per this many seconds"},
+    {0}};
+
+static const larch_key augment_keys[] = {
+    {"flip", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "random horizontal flip"},
+    {"crop_pad", LARCH_T_INT, "0", 0, 64, NULL, NULL, "random crop after zero padding by this many pixels"},
+    {0}};
+
+static const larch_key synthetic_keys[] = {
+    {"n_train", LARCH_T_INT, "4096", 1, 1 << 26, NULL, NULL, "training samples"},
+    {"n_test", LARCH_T_INT, "1024", 1, 1 << 26, NULL, NULL, "test samples"},
+    {"classes", LARCH_T_INT, "10", 2, 1 << 16, NULL, NULL, "number of classes"},
+    {"shape", LARCH_T_INTS, "[1, 1, 32]", 1, 1 << 16, NULL, NULL, "per-sample shape [h, w, c]"},
+    {"noise", LARCH_T_FLOAT, "0.5", 0, 100, NULL, NULL, "within-class spread"},
+    {0}};
+
+static const larch_key data_keys[] = {
+    {"name", LARCH_T_ENUM, "fashion-mnist", 0, 0, "fashion-mnist|synthetic", NULL, "dataset"},
+    {"dir", LARCH_T_STRING, "/usr/share/datasets/fashion-mnist", 0, 0, NULL, NULL, "dataset directory"},
+    {"prefetch", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "assemble the next batch on a background thread"},
+    {"augment", LARCH_T_MAP, "{}", 0, 0, NULL, augment_keys, "training augmentation"},
+    {"synthetic", LARCH_T_MAP, "{}", 0, 0, NULL, synthetic_keys, "synthetic dataset settings"},
+    {0}};
+
+const larch_key larch_run_keys[] = {
+    {"train", LARCH_T_MAP, "{}", 0, 0, NULL, train_keys, "training loop"},
+    {"optim", LARCH_T_MAP, "{}", 0, 0, NULL, larch_optim_keys, "optimizer"},
+    {"sched", LARCH_T_MAP, "{}", 0, 0, NULL, larch_sched_keys, "learning-rate schedule"},
+    {"data", LARCH_T_MAP, "{}", 0, 0, NULL, data_keys, "dataset"},
+    {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL, "list of layers"},
+    {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},
+    {"regularization", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "list of penalties"},
+    {0}};
+
+larch_status larch_run_load(const char *path, const char *const *sets, int n_sets, larch_node **out)
+{
+    larch_node *root = NULL;
+    *out = NULL;
+    larch_status s = larch_cfg_load(path, &root);
+    if (s) return s;
+    for (int i = 0; !s && i < n_sets; i++) s = larch_cfg_set(root, sets[i]);
+    if (!s && root->kind != LARCH_NODE_MAP)
+        s = larch_fail(LARCH_ERR_CONFIG, "%s: the config must be a mapping of sections (train, optim, data, model, ...)", path);
+    if (!s) s = larch_cfg_check(root, "", larch_run_keys, NULL);
+    if (s) { larch_node_free(root); return s; }
+    *out = root;
+    return LARCH_OK;
+}
+
+larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *classes)
+{
+    const larch_node *d = larch_map_get(cfg, "data");
+    if (strcmp(larch_cfg_str(d, "name"), "synthetic") == 0) {
+        const larch_node *s = larch_map_get(d, "synthetic");
+        long v[3];
+        if (larch_cfg_ints(s, "shape", v, 3) != 3)
+            return larch_fail(LARCH_ERR_CONFIG, "data.synthetic.shape: expected [h, w, c]");
+        *shape = (larch_shape){(int)v[0], (int)v[1], (int)v[2]};
+        *classes = (int)larch_cfg_int(s, "classes");
+        return LARCH_OK;
+    }
+    *shape = (larch_shape){28, 28, 1};           /* Fashion-MNIST */
+    *classes = 10;
+    return LARCH_OK;
+}

@@ -1,0 +1,135 @@
+/* activations.c - elementwise activations: relu, leaky_relu, gelu, tanh,
+ * sigmoid. Output shape = input shape. Backward needs only the layer's own
+ * output (relu, tanh, sigmoid) or input (leaky_relu, gelu), both of which
+ * stay valid in the arena until backward, so nothing is saved.
+ * gelu is the exact form x * Phi(x) with Phi the standard normal CDF
+ * (PyTorch's default approximate='none'), not the tanh approximation.
+ */
+#include "nn/layers.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct { float slope; } leaky_t;
+
+static const larch_key no_keys[] = {{0}};
+static const larch_key leaky_keys[] = {
+    {"slope", LARCH_T_FLOAT, "0.01", 0, 1, NULL, NULL, "slope for negative inputs"},
+    {0}};
+
+static larch_status act_setup(larch_layer *L, const larch_node *o)
+{
+    L->out_shape = L->in_shape[0];
+    return LARCH_OK;
+}
+
+static larch_status leaky_setup(larch_layer *L, const larch_node *o)
+{
+    leaky_t *p = calloc(1, sizeof *p);
+    if (!p) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    p->slope = (float)larch_cfg_float(o, "slope");
+    L->priv = p;
+    L->out_shape = L->in_shape[0];
+    return LARCH_OK;
+}
+
+static void free_priv(larch_layer *L) { free(L->priv); }
+
+static size_t count(const larch_layer *L, int n) { return (size_t)n * larch_shape_size(L->out_shape); }
+
+/* dx = dy * d (acc: dx += ...); shared tail of every backward. */
+#define STORE_DX(expr)                                                     \
+    do {                                                                   \
+        if (!L->need_dx[0]) return;                                        \
+        float *restrict dx = L->dx[0];                                     \
+        const float *restrict dy = L->dy;                                  \
+        if (L->dx_acc[0]) for (size_t i = 0; i < len; i++) dx[i] += dy[i] * (expr); \
+        else for (size_t i = 0; i < len; i++) dx[i] = dy[i] * (expr);      \
+    } while (0)
+
+static void relu_forward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict x = L->x[0];
+    float *restrict y = L->y;
+    for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;      // max(x, 0)
+}
+static void relu_backward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict y = L->y;
+    STORE_DX(y[i] > 0.0f ? 1.0f : 0.0f);                                     // 1 where x > 0
+}
+
+static void leaky_forward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    float a = ((leaky_t *)L->priv)->slope;
+    const float *restrict x = L->x[0];
+    float *restrict y = L->y;
+    for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : a * x[i];  // x or a x
+}
+static void leaky_backward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    float a = ((leaky_t *)L->priv)->slope;
+    const float *restrict x = L->x[0];
+    STORE_DX(x[i] > 0.0f ? 1.0f : a);
+}
+
+static void gelu_forward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict x = L->x[0];
+    float *restrict y = L->y;
+    for (size_t i = 0; i < len; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));  // x Phi(x)
+}
+static void gelu_backward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict x = L->x[0];
+    const float c = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);                  // 1 / sqrt(2 pi)
+    // d/dx x Phi(x) = Phi(x) + x phi(x)
+    STORE_DX(0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2)) + x[i] * c * expf(-0.5f * x[i] * x[i]));
+}
+
+static void tanh_forward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict x = L->x[0];
+    float *restrict y = L->y;
+    for (size_t i = 0; i < len; i++) y[i] = tanhf(x[i]);
+}
+static void tanh_backward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict y = L->y;
+    STORE_DX(1.0f - y[i] * y[i]);                                            // 1 - tanh^2
+}
+
+static void sigmoid_forward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict x = L->x[0];
+    float *restrict y = L->y;
+    for (size_t i = 0; i < len; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));    // 1 / (1 + e^-x)
+}
+static void sigmoid_backward(larch_layer *L, const larch_pass *p)
+{
+    size_t len = count(L, p->n);
+    const float *restrict y = L->y;
+    STORE_DX(y[i] * (1.0f - y[i]));                                          // s (1 - s)
+}
+
+#define ACT(name, setup_fn, keys_, destroy_fn)                                               \
+    const larch_layer_ops larch_##name##_ops = {                                             \
+        .type = #name, .keys = keys_, .min_inputs = 1, .max_inputs = 1, .setup = setup_fn,   \
+        .forward = name##_forward, .backward = name##_backward, .destroy = destroy_fn}
+
+ACT(relu, act_setup, no_keys, NULL);
+ACT(gelu, act_setup, no_keys, NULL);
+ACT(tanh, act_setup, no_keys, NULL);
+ACT(sigmoid, act_setup, no_keys, NULL);
+const larch_layer_ops larch_leaky_relu_ops = {
+    .type = "leaky_relu", .keys = leaky_keys, .min_inputs = 1, .max_inputs = 1, .setup = leaky_setup,
+    .forward = leaky_forward, .backward = leaky_backward, .destroy = free_priv};

@@ -1,0 +1,225 @@
+/* convolution.c - 2-D convolution over channels-last (n, h, w, cin) inputs by
+ * im2col and one OpenBLAS sgemm per chunk of samples.
+ *
+ * Weight W is (cout, kh, kw, cin) row-major, i.e. (cout, K) with
+ * K = kh*kw*cin in exactly the column order of the NHWC im2col matrix, so
+ *     cols (rows, K) x W^T (K, cout) = y (rows, cout),  rows = samples*oh*ow,
+ * is already the NHWC output. Backward per chunk rebuilds cols (cheaper than
+ * keeping them: they are kh*kw times the input) and computes
+ *     dW (cout, K) += dy^T (cout, rows) x cols (rows, K)
+ *     dcols (rows, K) = dy (rows, cout) x W (cout, K), then col2im into dx.
+ * A chunk holds as many samples as fit CHUNK_FLOATS of cols (at least one),
+ * which keeps the GEMMs thousands of rows tall while the im2col buffer stays
+ * in cache. A 1x1, stride-1, unpadded convolution skips im2col: the input is
+ * the cols matrix. Output size: oh = (h + 2 padding - kernel) / stride + 1.
+ */
+#include "nn/layers.h"
+#include "core/blas.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK_FLOATS ((size_t)1 << 21)   /* 8 MiB of im2col per GEMM */
+
+typedef struct {
+    int cout, k, stride, pad, bias, oh, ow, K, chunk, direct;
+    larch_init_kind init;
+} conv_t;
+
+static const larch_key conv_keys[] = {
+    {"filters", LARCH_T_INT, NULL, 1, 1 << 20, NULL, NULL, "output channels"},
+    {"kernel", LARCH_T_INT, "3", 1, 1024, NULL, NULL, "square kernel size"},
+    {"stride", LARCH_T_INT, "1", 1, 1024, NULL, NULL, "step of the kernel"},
+    {"padding", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "zero padding on each side"},
+    {"bias", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn a bias per output channel"},
+    {"init", LARCH_T_ENUM, "he", 0, 0, LARCH_INIT_CHOICES, NULL, "weight initialization"},
+    {0}};
+
+static larch_status conv_setup(larch_layer *L, const larch_node *o)
+{
+    conv_t *d = calloc(1, sizeof *d);
+    if (!d) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    L->priv = d;
+    larch_shape in = L->in_shape[0];
+    d->cout = (int)larch_cfg_int(o, "filters");
+    d->k = (int)larch_cfg_int(o, "kernel");
+    d->stride = (int)larch_cfg_int(o, "stride");
+    d->pad = (int)larch_cfg_int(o, "padding");
+    d->bias = larch_cfg_bool(o, "bias");
+    d->init = larch_init_parse(larch_cfg_str(o, "init"));
+    if (in.h + 2 * d->pad < d->k || in.w + 2 * d->pad < d->k)
+        return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "kernel %d is larger than the padded input %dx%d (input %dx%dx%d, padding %d)",
+                                d->k, in.h + 2 * d->pad, in.w + 2 * d->pad, in.h, in.w, in.c, d->pad);
+    d->oh = (in.h + 2 * d->pad - d->k) / d->stride + 1;
+    d->ow = (in.w + 2 * d->pad - d->k) / d->stride + 1;
+    d->K = d->k * d->k * in.c;
+    d->direct = d->k == 1 && d->stride == 1 && d->pad == 0;
+    size_t per = (size_t)d->oh * d->ow * d->K;                // cols floats per sample
+    d->chunk = per >= CHUNK_FLOATS ? 1 : (int)(CHUNK_FLOATS / per);
+    L->out_shape = (larch_shape){d->oh, d->ow, d->cout};
+    int ws[4] = {d->cout, d->k, d->k, in.c};
+    larch_layer_add_param(L, "weight", LARCH_ROLE_WEIGHT, 4, ws, d->K, d->k * d->k * d->cout);
+    if (d->bias) larch_layer_add_param(L, "bias", LARCH_ROLE_BIAS, 1, &d->cout, d->K, d->cout);
+    return LARCH_OK;
+}
+
+static size_t conv_scratch(const larch_layer *L, int n)
+{
+    const conv_t *d = L->priv;
+    if (d->direct) return 0;
+    int c = n < d->chunk ? n : d->chunk;
+    return (size_t)c * d->oh * d->ow * d->K;
+}
+
+static void conv_init(larch_layer *L, uint64_t seed)
+{
+    conv_t *d = L->priv;
+    larch_init_fill(larch_layer_param(L, 0), (size_t)d->cout * d->K, d->init, d->K, d->k * d->k * d->cout,
+                    seed, L->name, 0);
+    if (d->bias) memset(larch_layer_param(L, 1), 0, (size_t)d->cout * sizeof(float));
+}
+
+/* cols (nb*oh*ow, K) from x (nb, h, w, cin): one contiguous cin run per tap. */
+static void im2col(const conv_t *d, larch_shape in, const float *restrict x, int nb, float *restrict cols)
+{
+    const size_t cin = (size_t)in.c, run = cin * sizeof(float);
+    for (int b = 0; b < nb; b++) {
+        const float *xb = x + (size_t)b * in.h * in.w * cin;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                float *row = cols + (((size_t)b * d->oh + oy) * d->ow + ox) * d->K;
+                for (int ky = 0; ky < d->k; ky++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    float *dst = row + (size_t)ky * d->k * cin;
+                    if (iy < 0 || iy >= in.h) { memset(dst, 0, d->k * run); continue; }
+                    int ix0 = ox * d->stride - d->pad;
+                    if (ix0 >= 0 && ix0 + d->k <= in.w) {            // whole kernel row inside: one copy
+                        memcpy(dst, xb + ((size_t)iy * in.w + ix0) * cin, d->k * run);
+                        continue;
+                    }
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int ix = ix0 + kx;
+                        if (ix < 0 || ix >= in.w) memset(dst + kx * cin, 0, run);
+                        else memcpy(dst + kx * cin, xb + ((size_t)iy * in.w + ix) * cin, run);
+                    }
+                }
+            }
+    }
+}
+
+/* dx (nb, h, w, cin) += col2im(dcols); dx must be initialized. */
+static void col2im(const conv_t *d, larch_shape in, const float *restrict dcols, int nb, float *restrict dx)
+{
+    const size_t cin = (size_t)in.c;
+    for (int b = 0; b < nb; b++) {
+        float *db = dx + (size_t)b * in.h * in.w * cin;
+        for (int oy = 0; oy < d->oh; oy++)
+            for (int ox = 0; ox < d->ow; ox++) {
+                const float *row = dcols + (((size_t)b * d->oh + oy) * d->ow + ox) * d->K;
+                for (int ky = 0; ky < d->k; ky++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    if (iy < 0 || iy >= in.h) continue;
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int ix = ox * d->stride - d->pad + kx;
+                        if (ix < 0 || ix >= in.w) continue;
+                        const float *src = row + ((size_t)ky * d->k + kx) * cin;
+                        float *dst = db + ((size_t)iy * in.w + ix) * cin;
+                        for (size_t c = 0; c < cin; c++) dst[c] += src[c];   // overlapping windows add up
+                    }
+                }
+            }
+    }
+}
+
+static void conv_forward(larch_layer *L, const larch_pass *p)
+{
+    conv_t *d = L->priv;
+    larch_shape in = L->in_shape[0];
+    const float *W = larch_layer_param(L, 0);                          // (cout, K)
+    const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow;
+    if (d->bias) {                                                      // y = broadcast bias
+        const float *bias = larch_layer_param(L, 1);
+        for (size_t r = 0; r < (size_t)p->n * ohw; r++) memcpy(L->y + r * d->cout, bias, (size_t)d->cout * sizeof(float));
+    }
+    float beta = d->bias ? 1.0f : 0.0f;
+    if (d->direct) {                                                    // y (n*h*w, cout) = x (n*h*w, cin) W^T
+        if (p->n) larch_sgemm(0, 1, (int)(p->n * ohw), d->cout, d->K, 1.0f, L->x[0], d->K, W, d->K, beta, L->y, d->cout);
+        return;
+    }
+    for (int b0 = 0; b0 < p->n; b0 += d->chunk) {
+        int nb = p->n - b0 < d->chunk ? p->n - b0 : d->chunk;
+        im2col(d, in, L->x[0] + (size_t)b0 * in_per, nb, L->scratch);
+        // y (nb*oh*ow, cout) += cols (nb*oh*ow, K) x W^T (K, cout)
+        larch_sgemm(0, 1, (int)(nb * ohw), d->cout, d->K, 1.0f, L->scratch, d->K, W, d->K, beta,
+                    L->y + (size_t)b0 * ohw * d->cout, d->cout);
+    }
+}
+
+static void conv_backward(larch_layer *L, const larch_pass *p)
+{
+    conv_t *d = L->priv;
+    larch_shape in = L->in_shape[0];
+    const float *W = larch_layer_param(L, 0);
+    float *dW = larch_layer_grad(L, 0);
+    const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow;
+    const int rows_all = (int)(p->n * ohw);
+    if (L->need_dw && d->bias) {                                        // db = sum over rows of dy
+        float *db = larch_layer_grad(L, 1);
+        if (!p->acc_grad) memset(db, 0, (size_t)d->cout * sizeof(float));
+        for (int r = 0; r < rows_all; r++)
+            for (int c = 0; c < d->cout; c++) db[c] += L->dy[(size_t)r * d->cout + c];
+    }
+    if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, (size_t)d->cout * d->K * sizeof(float));
+    if (d->direct) {
+        if (!p->n) return;
+        if (L->need_dw)   // dW (cout, cin) = dy^T (cout, rows) x x (rows, cin)
+            larch_sgemm(1, 0, d->cout, d->K, rows_all, 1.0f, L->dy, d->cout, L->x[0], d->K, p->acc_grad ? 1.0f : 0.0f, dW, d->K);
+        if (L->need_dx[0]) // dx (rows, cin) = dy (rows, cout) x W (cout, cin)
+            larch_sgemm(0, 0, rows_all, d->K, d->cout, 1.0f, L->dy, d->cout, W, d->K, L->dx_acc[0] ? 1.0f : 0.0f, L->dx[0], d->K);
+        return;
+    }
+    for (int b0 = 0; b0 < p->n; b0 += d->chunk) {
+        int nb = p->n - b0 < d->chunk ? p->n - b0 : d->chunk, rows = (int)(nb * ohw);
+        const float *dy = L->dy + (size_t)b0 * ohw * d->cout;          // (rows, cout)
+        if (L->need_dw) {
+            im2col(d, in, L->x[0] + (size_t)b0 * in_per, nb, L->scratch);
+            // dW (cout, K) (+)= dy^T (cout, rows) x cols (rows, K)
+            larch_sgemm(1, 0, d->cout, d->K, rows, 1.0f, dy, d->cout, L->scratch, d->K,
+                        (b0 > 0 || p->acc_grad) ? 1.0f : 0.0f, dW, d->K);
+        }
+        if (L->need_dx[0]) {
+            float *dx = L->dx[0] + (size_t)b0 * in_per;
+            // dcols (rows, K) = dy (rows, cout) x W (cout, K)
+            larch_sgemm(0, 0, rows, d->K, d->cout, 1.0f, dy, d->cout, W, d->K, 0.0f, L->scratch, d->K);
+            if (!L->dx_acc[0]) memset(dx, 0, (size_t)nb * in_per * sizeof(float));
+            col2im(d, in, L->scratch, nb, dx);
+        }
+    }
+}
+
+static int conv_gemms(const larch_layer *L, int n, int train, larch_gemm_shape *out, int cap)
+{
+    const conv_t *d = L->priv;
+    const int ohw = d->oh * d->ow;
+    int chunk = d->direct ? n : d->chunk;
+    int full = chunk > 0 ? n / chunk : 0, rest = chunk > 0 ? n % chunk : 0;
+    larch_gemm_shape g[6];
+    int k = 0;
+    for (int part = 0; part < 2; part++) {                               // full chunks, then the remainder
+        int nb = part == 0 ? chunk : rest;
+        double cnt = part == 0 ? full : (rest ? 1 : 0);
+        if (cnt == 0 || nb == 0) continue;
+        g[k++] = (larch_gemm_shape){nb * ohw, d->cout, d->K, 0, 1, cnt};
+        if (train && L->need_dw) g[k++] = (larch_gemm_shape){d->cout, d->K, nb * ohw, 1, 0, cnt};
+        if (train && L->need_dx[0]) g[k++] = (larch_gemm_shape){nb * ohw, d->K, d->cout, 0, 0, cnt};
+    }
+    for (int i = 0; i < k && i < cap; i++) out[i] = g[i];
+    return k < cap ? k : cap;
+}
+
+static void conv_destroy(larch_layer *L) { free(L->priv); }
+
+const larch_layer_ops larch_conv2d_ops = {
+    .type = "conv2d", .keys = conv_keys, .min_inputs = 1, .max_inputs = 1,
+    .setup = conv_setup, .scratch_size = conv_scratch, .init = conv_init, .forward = conv_forward,
+    .backward = conv_backward, .gemms = conv_gemms, .destroy = conv_destroy};

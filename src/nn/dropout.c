@@ -1,0 +1,79 @@
+/* dropout.c - inverted dropout.
+ *
+ * Training: each element is kept with probability 1 - rate and scaled by
+ * 1 / (1 - rate), so evaluation (identity) needs no rescaling. The mask of
+ * local sample i is drawn from the Philox stream
+ *     (run seed, LARCH_RNG_DROPOUT + hash(layer name), step, sample0 + i)
+ * i.e. keyed by the sample's global position in the global batch, never by
+ * the rank (DESIGN.md decision 4): the same sample gets the same mask
+ * however the batch is split across ranks. The mask (0 or the scale) is
+ * saved for backward.
+ */
+#include "nn/layers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { float rate; uint32_t purpose; } dropout_t;
+
+static const larch_key dropout_keys[] = {
+    {"rate", LARCH_T_FLOAT, "0.5", 0, 0.999, NULL, NULL, "probability of dropping an element"},
+    {0}};
+
+static larch_status dropout_setup(larch_layer *L, const larch_node *o)
+{
+    dropout_t *d = calloc(1, sizeof *d);
+    if (!d) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    d->rate = (float)larch_cfg_float(o, "rate");
+    d->purpose = LARCH_RNG_DROPOUT + (larch_hash32(L->name) & 0xfff);
+    L->priv = d;
+    L->out_shape = L->in_shape[0];
+    return LARCH_OK;
+}
+
+static size_t dropout_saved(const larch_layer *L, int n) { return (size_t)n * larch_shape_size(L->out_shape); }
+
+static void dropout_forward(larch_layer *L, const larch_pass *p)
+{
+    const dropout_t *d = L->priv;
+    size_t per = larch_shape_size(L->out_shape), len = (size_t)p->n * per;
+    if (!p->train || d->rate == 0.0f) {                      // identity
+        memcpy(L->y, L->x[0], len * sizeof(float));
+        return;
+    }
+    const float scale = 1.0f / (1.0f - d->rate);
+    const uint32_t keep = (uint32_t)((1.0 - d->rate) * 4294967296.0 > 4294967295.0 ? 4294967295.0
+                                                                                   : (1.0 - d->rate) * 4294967296.0);
+    for (int i = 0; i < p->n; i++) {
+        larch_rng r;
+        larch_rng_init(&r, p->seed, d->purpose, p->step, p->sample0 + (uint32_t)i);
+        float *mask = L->saved + (size_t)i * per;
+        const float *x = L->x[0] + (size_t)i * per;
+        float *y = L->y + (size_t)i * per;
+        for (size_t j = 0; j < per; j++) {
+            mask[j] = larch_rng_u32(&r) < keep ? scale : 0.0f;   // kept with probability 1 - rate
+            y[j] = x[j] * mask[j];
+        }
+    }
+}
+
+static void dropout_backward(larch_layer *L, const larch_pass *p)
+{
+    if (!L->need_dx[0]) return;
+    const dropout_t *d = L->priv;
+    size_t len = (size_t)p->n * larch_shape_size(L->out_shape);
+    float *restrict dx = L->dx[0];
+    const float *restrict dy = L->dy, *restrict mask = L->saved;
+    int identity = !p->train || d->rate == 0.0f;
+    for (size_t i = 0; i < len; i++) {
+        float g = identity ? dy[i] : dy[i] * mask[i];            // dL/dx = dy * mask
+        dx[i] = L->dx_acc[0] ? dx[i] + g : g;
+    }
+}
+
+static void dropout_destroy(larch_layer *L) { free(L->priv); }
+
+const larch_layer_ops larch_dropout_ops = {
+    .type = "dropout", .keys = dropout_keys, .min_inputs = 1, .max_inputs = 1,
+    .setup = dropout_setup, .saved_size = dropout_saved, .forward = dropout_forward,
+    .backward = dropout_backward, .destroy = dropout_destroy};

@@ -1,0 +1,40 @@
+/* layers.h - what layer implementations share (private to liblarch).
+ *
+ * One file per layer family; each defines a `const larch_layer_ops` named
+ * larch_<type>_ops and registers it in registry.c. Conventions:
+ *   - activations are (n, h, w, c), channels last;
+ *   - backward writes dx[i] when need_dx[i] (accumulating when dx_acc[i])
+ *     and parameter gradients when need_dw (accumulating when p->acc_grad);
+ *   - nothing allocates in forward/backward: use L->saved (kept from forward
+ *     to backward) and L->scratch (transient), sized by saved_size and
+ *     scratch_size;
+ *   - setup() errors name the layer: "layer 'fc1' (dense): ...".
+ */
+#ifndef LARCH_NN_LAYERS_H
+#define LARCH_NN_LAYERS_H
+
+#include "larch/model.h"
+#include "larch/rng.h"
+
+extern const larch_layer_ops larch_dense_ops, larch_conv2d_ops, larch_maxpool_ops,
+    larch_avgpool_ops, larch_global_avgpool_ops, larch_flatten_ops, larch_add_ops,
+    larch_relu_ops, larch_leaky_relu_ops, larch_gelu_ops, larch_tanh_ops,
+    larch_sigmoid_ops, larch_dropout_ops, larch_batchnorm_ops, larch_layernorm_ops,
+    larch_groupnorm_ops, larch_instancenorm_ops;
+
+/* Initialization: fills n floats. */
+typedef enum { LARCH_INIT_HE, LARCH_INIT_XAVIER, LARCH_INIT_LECUN, LARCH_INIT_ZEROS, LARCH_INIT_ONES } larch_init_kind;
+#define LARCH_INIT_CHOICES "he|xavier|lecun|zeros"
+larch_init_kind larch_init_parse(const char *name);
+/* Normal(0, gain/fan) draws from the stream (seed, LARCH_RNG_INIT, hash(layer), param index). */
+void larch_init_fill(float *w, size_t n, larch_init_kind kind, int fan_in, int fan_out,
+                     uint64_t seed, const char *layer, int param_index);
+
+/* dst = src (acc = 0) or dst += src (acc = 1). */
+static inline void larch_store(float *dst, float v, int acc) { *dst = acc ? *dst + v : v; }
+
+/* Formats a layer's error prefix. */
+#define LARCH_LAYER_FAIL(L, s, fmt, ...) \
+    larch_fail((s), "layer '%s' (%s): " fmt, (L)->name, (L)->ops->type, __VA_ARGS__)
+
+#endif

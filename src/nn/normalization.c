@@ -1,0 +1,297 @@
+/* normalization.c - batch, layer, group and instance normalization over
+ * channels-last (n, h, w, c) activations, each with an optional per-channel
+ * affine map y = scale * xhat + shift (parameters "scale" and "shift",
+ * role LARCH_ROLE_NORM, initialized to 1 and 0).
+ *
+ * batchnorm: statistics per channel over (n, h, w). Training mode uses the
+ * batch's mean and biased variance and updates the buffers running_mean and
+ * running_var (unbiased) as running = (1 - momentum) running + momentum
+ * batch (PyTorch's convention); eval mode uses the running statistics. With
+ * `sync: true` the per-channel sums (count, sum, sum of squares in double)
+ * are added across ranks through the pass's comm hook, and so are the two
+ * per-channel sums backward needs, so a batch split over ranks normalizes
+ * exactly like the whole global batch on one rank (SyncBatchNorm).
+ * groupnorm: statistics per (sample, group of c/groups channels) over
+ * (h, w, c/groups); layernorm is groupnorm with one group (per sample over
+ * h, w, c); instancenorm is groupnorm with c groups (per sample and channel
+ * over h, w). Their training and evaluation modes are the same.
+ */
+#include "nn/layers.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int batch;                /* 1: batchnorm, 0: group statistics          */
+    int groups, affine, sync;
+    float eps, momentum;
+    double *acc;              /* batchnorm: 2 c + 1 doubles of sums         */
+} norm_t;
+
+static const larch_key bn_keys[] = {
+    {"momentum", LARCH_T_FLOAT, "0.1", 0, 1, NULL, NULL, "running statistics: weight of the batch statistics"},
+    {"eps", LARCH_T_FLOAT, "1e-5", 0, 1, NULL, NULL, "added to the variance"},
+    {"affine", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn scale and shift"},
+    {"sync", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "statistics over all ranks (SyncBatchNorm)"},
+    {0}};
+static const larch_key ln_keys[] = {
+    {"eps", LARCH_T_FLOAT, "1e-5", 0, 1, NULL, NULL, "added to the variance"},
+    {"affine", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn scale and shift"},
+    {0}};
+static const larch_key gn_keys[] = {
+    {"groups", LARCH_T_INT, NULL, 1, 1 << 20, NULL, NULL, "channel groups (must divide the channels)"},
+    {"eps", LARCH_T_FLOAT, "1e-5", 0, 1, NULL, NULL, "added to the variance"},
+    {"affine", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn scale and shift"},
+    {0}};
+
+static larch_status norm_common(larch_layer *L, const larch_node *o, int batch, int groups)
+{
+    int C = L->in_shape[0].c;
+    norm_t *q = calloc(1, sizeof *q);
+    if (!q) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    L->priv = q;
+    q->batch = batch;
+    q->groups = groups;
+    q->eps = (float)larch_cfg_float(o, "eps");
+    q->affine = larch_cfg_bool(o, "affine");
+    if (batch) {
+        q->momentum = (float)larch_cfg_float(o, "momentum");
+        q->sync = larch_cfg_bool(o, "sync");
+        if (!(q->acc = calloc((size_t)2 * C + 1, sizeof *q->acc))) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    } else if (C % groups != 0) {
+        return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "%d groups do not divide the %d channels", groups, C);
+    }
+    L->out_shape = L->in_shape[0];
+    if (q->affine) {
+        larch_layer_add_param(L, "scale", LARCH_ROLE_NORM, 1, &C, C, C);
+        larch_layer_add_param(L, "shift", LARCH_ROLE_NORM, 1, &C, C, C);
+    }
+    if (batch) {
+        larch_layer_add_buffer(L, "running_mean", (size_t)C);
+        larch_layer_add_buffer(L, "running_var", (size_t)C);
+    }
+    return LARCH_OK;
+}
+
+static larch_status bn_setup(larch_layer *L, const larch_node *o) { return norm_common(L, o, 1, 1); }
+static larch_status ln_setup(larch_layer *L, const larch_node *o) { return norm_common(L, o, 0, 1); }
+static larch_status in_setup(larch_layer *L, const larch_node *o) { return norm_common(L, o, 0, L->in_shape[0].c); }
+static larch_status gn_setup(larch_layer *L, const larch_node *o)
+{
+    return norm_common(L, o, 0, (int)larch_cfg_int(o, "groups"));
+}
+
+static void norm_init(larch_layer *L, uint64_t seed)
+{
+    norm_t *q = L->priv;
+    int C = L->in_shape[0].c;
+    if (q->affine) {
+        float *scale = larch_layer_param(L, 0), *shift = larch_layer_param(L, 1);
+        for (int c = 0; c < C; c++) { scale[c] = 1.0f; shift[c] = 0.0f; }
+    }
+    if (q->batch) {
+        float *rm = larch_layer_buffer(L, 0), *rv = larch_layer_buffer(L, 1);
+        for (int c = 0; c < C; c++) { rm[c] = 0.0f; rv[c] = 1.0f; }
+    }
+}
+
+static void norm_destroy(larch_layer *L)
+{
+    norm_t *q = L->priv;
+    if (q) free(q->acc);
+    free(q);
+}
+
+/* saved: xhat (n, h, w, c), then the inverse standard deviations: batchnorm
+ * (c), group statistics (n, groups). */
+static size_t norm_saved(const larch_layer *L, int n)
+{
+    const norm_t *q = L->priv;
+    size_t stats = q->batch ? (size_t)L->in_shape[0].c : (size_t)n * q->groups;
+    return (size_t)n * larch_shape_size(L->in_shape[0]) + stats;
+}
+
+/* y = scale * xhat + shift (or y = xhat), per channel. */
+static void affine_out(const larch_layer *L, const float *xhat, float *y, size_t rows, int C)
+{
+    const norm_t *q = L->priv;
+    if (!q->affine) { memcpy(y, xhat, rows * C * sizeof(float)); return; }
+    const float *scale = larch_layer_param((larch_layer *)L, 0), *shift = larch_layer_param((larch_layer *)L, 1);
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) y[r * C + c] = scale[c] * xhat[r * C + c] + shift[c];
+}
+
+/* dscale += sum dy * xhat, dshift += sum dy over rows (or = when not acc). */
+static void affine_grads(larch_layer *L, const larch_pass *p, const float *xhat, size_t rows, int C)
+{
+    const norm_t *q = L->priv;
+    if (!q->affine || !L->need_dw) return;
+    float *dscale = larch_layer_grad(L, 0), *dshift = larch_layer_grad(L, 1);
+    if (!p->acc_grad) { memset(dscale, 0, C * sizeof(float)); memset(dshift, 0, C * sizeof(float)); }
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            dscale[c] += L->dy[r * C + c] * xhat[r * C + c];
+            dshift[c] += L->dy[r * C + c];
+        }
+}
+
+/* ---- batchnorm ---- */
+
+static void bn_forward(larch_layer *L, const larch_pass *p)
+{
+    norm_t *q = L->priv;
+    const int C = L->in_shape[0].c;
+    const size_t rows = (size_t)p->n * L->in_shape[0].h * L->in_shape[0].w;   // (n h w) rows of c
+    const float *x = L->x[0];
+    float *xhat = L->saved, *invstd = L->saved + rows * C;
+    float *rm = larch_layer_buffer(L, 0), *rv = larch_layer_buffer(L, 1);
+    if (!p->train) {
+        for (int c = 0; c < C; c++) invstd[c] = 1.0f / sqrtf(rv[c] + q->eps);
+        for (size_t r = 0; r < rows; r++)
+            for (int c = 0; c < C; c++) xhat[r * C + c] = (x[r * C + c] - rm[c]) * invstd[c];  // running statistics
+        affine_out(L, xhat, L->y, rows, C);
+        return;
+    }
+    double *sum = q->acc, *sq = q->acc + C, *count = q->acc + 2 * C;
+    memset(q->acc, 0, (2 * (size_t)C + 1) * sizeof(double));
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            double v = x[r * C + c];
+            sum[c] += v;                                             // sum x
+            sq[c] += v * v;                                          // sum x^2
+        }
+    *count = (double)rows;
+    if (q->sync && p->comm && p->comm->allreduce_sum) p->comm->allreduce_sum(p->comm->ctx, q->acc, 2 * C + 1);
+    double M = *count > 0 ? *count : 1.0;
+    for (int c = 0; c < C; c++) {
+        double mean = sum[c] / M;
+        double var = sq[c] / M - mean * mean;                        // biased batch variance
+        if (var < 0) var = 0;
+        invstd[c] = (float)(1.0 / sqrt(var + q->eps));
+        sum[c] = mean;                                               // keep mean for the loop below
+        rm[c] = (1.0f - q->momentum) * rm[c] + q->momentum * (float)mean;
+        double unbiased = M > 1 ? var * M / (M - 1) : var;
+        rv[c] = (1.0f - q->momentum) * rv[c] + q->momentum * (float)unbiased;
+    }
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) xhat[r * C + c] = (float)((x[r * C + c] - sum[c]) * invstd[c]);
+    affine_out(L, xhat, L->y, rows, C);
+}
+
+static void bn_backward(larch_layer *L, const larch_pass *p)
+{
+    norm_t *q = L->priv;
+    const int C = L->in_shape[0].c;
+    const size_t rows = (size_t)p->n * L->in_shape[0].h * L->in_shape[0].w;
+    const float *xhat = L->saved, *invstd = L->saved + rows * C, *dy = L->dy;
+    const float *scale = q->affine ? larch_layer_param(L, 0) : NULL;
+    affine_grads(L, p, xhat, rows, C);
+    if (!L->need_dx[0]) return;
+    float *dx = L->dx[0];
+    int acc = L->dx_acc[0];
+    if (!p->train) {                                                 // y is affine in x
+        for (size_t r = 0; r < rows; r++)
+            for (int c = 0; c < C; c++) {
+                float g = dy[r * C + c] * (scale ? scale[c] : 1.0f) * invstd[c];
+                dx[r * C + c] = acc ? dx[r * C + c] + g : g;
+            }
+        return;
+    }
+    double *sdy = q->acc, *sdyx = q->acc + C, *count = q->acc + 2 * C;
+    memset(q->acc, 0, (2 * (size_t)C + 1) * sizeof(double));
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            sdy[c] += dy[r * C + c];                                 // sum dy
+            sdyx[c] += (double)dy[r * C + c] * xhat[r * C + c];      // sum dy xhat
+        }
+    *count = (double)rows;
+    if (q->sync && p->comm && p->comm->allreduce_sum) p->comm->allreduce_sum(p->comm->ctx, q->acc, 2 * C + 1);
+    double M = *count > 0 ? *count : 1.0;
+    for (int c = 0; c < C; c++) { sdy[c] /= M; sdyx[c] /= M; }       // means over the (global) batch
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < C; c++) {
+            // dx = scale invstd (dy - mean(dy) - xhat mean(dy xhat))
+            float g = (scale ? scale[c] : 1.0f) * invstd[c] *
+                      (float)(dy[r * C + c] - sdy[c] - xhat[r * C + c] * sdyx[c]);
+            dx[r * C + c] = acc ? dx[r * C + c] + g : g;
+        }
+}
+
+/* ---- group statistics (layernorm, groupnorm, instancenorm) ---- */
+
+static void gn_forward(larch_layer *L, const larch_pass *p)
+{
+    const norm_t *q = L->priv;
+    const int C = L->in_shape[0].c, G = q->groups, cg = C / G;
+    const size_t HW = (size_t)L->in_shape[0].h * L->in_shape[0].w, per = HW * C;
+    float *xhat = L->saved, *invstd = L->saved + (size_t)p->n * per;
+    const double M = (double)HW * cg;                                // elements per group
+    for (int b = 0; b < p->n; b++) {
+        const float *x = L->x[0] + b * per;
+        float *xh = xhat + b * per;
+        for (int g = 0; g < G; g++) {
+            double s = 0, s2 = 0;
+            for (size_t i = 0; i < HW; i++)
+                for (int c = g * cg; c < (g + 1) * cg; c++) { double v = x[i * C + c]; s += v; s2 += v * v; }
+            double mean = s / M, var = s2 / M - mean * mean;         // biased group variance
+            if (var < 0) var = 0;
+            float is = (float)(1.0 / sqrt(var + q->eps));
+            invstd[(size_t)b * G + g] = is;
+            for (size_t i = 0; i < HW; i++)
+                for (int c = g * cg; c < (g + 1) * cg; c++) xh[i * C + c] = (float)((x[i * C + c] - mean) * is);
+        }
+    }
+    affine_out(L, xhat, L->y, (size_t)p->n * HW, C);
+}
+
+static void gn_backward(larch_layer *L, const larch_pass *p)
+{
+    const norm_t *q = L->priv;
+    const int C = L->in_shape[0].c, G = q->groups, cg = C / G;
+    const size_t HW = (size_t)L->in_shape[0].h * L->in_shape[0].w, per = HW * C;
+    const float *xhat = L->saved, *invstd = L->saved + (size_t)p->n * per;
+    const float *scale = q->affine ? larch_layer_param(L, 0) : NULL;
+    affine_grads(L, p, xhat, (size_t)p->n * HW, C);
+    if (!L->need_dx[0]) return;
+    const double M = (double)HW * cg;
+    int acc = L->dx_acc[0];
+    for (int b = 0; b < p->n; b++) {
+        const float *dy = L->dy + b * per, *xh = xhat + b * per;
+        float *dx = L->dx[0] + b * per;
+        for (int g = 0; g < G; g++) {
+            double sg = 0, sgx = 0;                                  // sums of gx = dy scale and gx xhat
+            for (size_t i = 0; i < HW; i++)
+                for (int c = g * cg; c < (g + 1) * cg; c++) {
+                    double gx = dy[i * C + c] * (scale ? scale[c] : 1.0f);
+                    sg += gx;
+                    sgx += gx * xh[i * C + c];
+                }
+            double mg = sg / M, mgx = sgx / M;
+            float is = invstd[(size_t)b * G + g];
+            for (size_t i = 0; i < HW; i++)
+                for (int c = g * cg; c < (g + 1) * cg; c++) {
+                    // dx = invstd (gx - mean(gx) - xhat mean(gx xhat))
+                    float v = is * (float)(dy[i * C + c] * (scale ? scale[c] : 1.0f) - mg - xh[i * C + c] * mgx);
+                    dx[i * C + c] = acc ? dx[i * C + c] + v : v;
+                }
+        }
+    }
+}
+
+const larch_layer_ops larch_batchnorm_ops = {
+    .type = "batchnorm", .keys = bn_keys, .min_inputs = 1, .max_inputs = 1, .setup = bn_setup,
+    .saved_size = norm_saved, .init = norm_init, .forward = bn_forward, .backward = bn_backward,
+    .destroy = norm_destroy};
+const larch_layer_ops larch_layernorm_ops = {
+    .type = "layernorm", .keys = ln_keys, .min_inputs = 1, .max_inputs = 1, .setup = ln_setup,
+    .saved_size = norm_saved, .init = norm_init, .forward = gn_forward, .backward = gn_backward,
+    .destroy = norm_destroy};
+const larch_layer_ops larch_groupnorm_ops = {
+    .type = "groupnorm", .keys = gn_keys, .min_inputs = 1, .max_inputs = 1, .setup = gn_setup,
+    .saved_size = norm_saved, .init = norm_init, .forward = gn_forward, .backward = gn_backward,
+    .destroy = norm_destroy};
+const larch_layer_ops larch_instancenorm_ops = {
+    .type = "instancenorm", .keys = ln_keys, .min_inputs = 1, .max_inputs = 1, .setup = in_setup,
+    .saved_size = norm_saved, .init = norm_init, .forward = gn_forward, .backward = gn_backward,
+    .destroy = norm_destroy};

@@ -1,0 +1,199 @@
+/* pooling.c - max pooling, average pooling and global average pooling over
+ * channels-last (n, h, w, c) inputs.
+ *
+ * maxpool / avgpool: a size x size window moved by `stride` (default: size)
+ * over the input zero-padded by `padding`; output (n, oh, ow, c) with
+ * oh = (h + 2 padding - size) / stride + 1. maxpool ignores padded cells and
+ * saves, per output element, the position of its maximum in the sample (as
+ * an exactly representable float) for backward. avgpool divides by the full
+ * window, padding included (PyTorch's default count_include_pad=True).
+ * global_avgpool: (n, h, w, c) -> (n, 1, 1, c), the mean over h and w.
+ */
+#include "nn/layers.h"
+
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { int size, stride, pad, oh, ow; } pool_t;
+
+static const larch_key pool_keys[] = {
+    {"size", LARCH_T_INT, "2", 1, 1024, NULL, NULL, "window size"},
+    {"stride", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "window step (0 = size)"},
+    {"padding", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "zero padding on each side"},
+    {0}};
+static const larch_key no_keys[] = {{0}};
+
+static larch_status pool_setup(larch_layer *L, const larch_node *o)
+{
+    pool_t *q = calloc(1, sizeof *q);
+    if (!q) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    L->priv = q;
+    q->size = (int)larch_cfg_int(o, "size");
+    q->stride = (int)larch_cfg_int(o, "stride");
+    if (q->stride == 0) q->stride = q->size;
+    q->pad = (int)larch_cfg_int(o, "padding");
+    larch_shape in = L->in_shape[0];
+    if (2 * q->pad > q->size)
+        return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "padding %d must be at most half the window size %d", q->pad, q->size);
+    if (in.h + 2 * q->pad < q->size || in.w + 2 * q->pad < q->size)
+        return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "window %d is larger than the padded input %dx%d",
+                                q->size, in.h + 2 * q->pad, in.w + 2 * q->pad);
+    if (larch_shape_size(in) >= (1u << 24))
+        return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "input of %zu elements per sample is too large (max 2^24)", larch_shape_size(in));
+    q->oh = (in.h + 2 * q->pad - q->size) / q->stride + 1;
+    q->ow = (in.w + 2 * q->pad - q->size) / q->stride + 1;
+    L->out_shape = (larch_shape){q->oh, q->ow, in.c};
+    return LARCH_OK;
+}
+
+static size_t maxpool_saved(const larch_layer *L, int n) { return (size_t)n * larch_shape_size(L->out_shape); }
+
+static void maxpool_forward(larch_layer *L, const larch_pass *p)
+{
+    const pool_t *q = L->priv;
+    larch_shape in = L->in_shape[0];
+    const int C = in.c;
+    size_t in_per = larch_shape_size(in), out_per = larch_shape_size(L->out_shape);
+    for (int b = 0; b < p->n; b++) {
+        const float *x = L->x[0] + (size_t)b * in_per;               // (h, w, c)
+        float *y = L->y + (size_t)b * out_per, *arg = L->saved + (size_t)b * out_per;
+        for (int oy = 0; oy < q->oh; oy++)
+            for (int ox = 0; ox < q->ow; ox++) {
+                float *yo = y + ((size_t)oy * q->ow + ox) * C, *ao = arg + ((size_t)oy * q->ow + ox) * C;
+                for (int c = 0; c < C; c++) { yo[c] = -FLT_MAX; ao[c] = 0.0f; }
+                for (int ky = 0; ky < q->size; ky++) {
+                    int iy = oy * q->stride - q->pad + ky;
+                    if (iy < 0 || iy >= in.h) continue;
+                    for (int kx = 0; kx < q->size; kx++) {
+                        int ix = ox * q->stride - q->pad + kx;
+                        if (ix < 0 || ix >= in.w) continue;
+                        size_t base = ((size_t)iy * in.w + ix) * C;
+                        const float *xi = x + base;
+                        for (int c = 0; c < C; c++)
+                            if (xi[c] > yo[c]) { yo[c] = xi[c]; ao[c] = (float)(base + c); }  // running max and where
+                    }
+                }
+            }
+    }
+}
+
+static void maxpool_backward(larch_layer *L, const larch_pass *p)
+{
+    if (!L->need_dx[0]) return;
+    size_t in_per = larch_shape_size(L->in_shape[0]), out_per = larch_shape_size(L->out_shape);
+    if (!L->dx_acc[0]) memset(L->dx[0], 0, (size_t)p->n * in_per * sizeof(float));
+    for (int b = 0; b < p->n; b++) {
+        float *dx = L->dx[0] + (size_t)b * in_per;
+        const float *dy = L->dy + (size_t)b * out_per, *arg = L->saved + (size_t)b * out_per;
+        for (size_t i = 0; i < out_per; i++) dx[(size_t)arg[i]] += dy[i];   // gradient to the max only
+    }
+}
+
+static void avgpool_forward(larch_layer *L, const larch_pass *p)
+{
+    const pool_t *q = L->priv;
+    larch_shape in = L->in_shape[0];
+    const int C = in.c;
+    const float inv = 1.0f / (float)(q->size * q->size);
+    size_t in_per = larch_shape_size(in), out_per = larch_shape_size(L->out_shape);
+    for (int b = 0; b < p->n; b++) {
+        const float *x = L->x[0] + (size_t)b * in_per;
+        float *y = L->y + (size_t)b * out_per;
+        for (int oy = 0; oy < q->oh; oy++)
+            for (int ox = 0; ox < q->ow; ox++) {
+                float *yo = y + ((size_t)oy * q->ow + ox) * C;
+                memset(yo, 0, (size_t)C * sizeof(float));
+                for (int ky = 0; ky < q->size; ky++) {
+                    int iy = oy * q->stride - q->pad + ky;
+                    if (iy < 0 || iy >= in.h) continue;
+                    for (int kx = 0; kx < q->size; kx++) {
+                        int ix = ox * q->stride - q->pad + kx;
+                        if (ix < 0 || ix >= in.w) continue;
+                        const float *xi = x + ((size_t)iy * in.w + ix) * C;
+                        for (int c = 0; c < C; c++) yo[c] += xi[c];
+                    }
+                }
+                for (int c = 0; c < C; c++) yo[c] *= inv;                    // mean over size^2 cells
+            }
+    }
+}
+
+static void avgpool_backward(larch_layer *L, const larch_pass *p)
+{
+    if (!L->need_dx[0]) return;
+    const pool_t *q = L->priv;
+    larch_shape in = L->in_shape[0];
+    const int C = in.c;
+    const float inv = 1.0f / (float)(q->size * q->size);
+    size_t in_per = larch_shape_size(in), out_per = larch_shape_size(L->out_shape);
+    if (!L->dx_acc[0]) memset(L->dx[0], 0, (size_t)p->n * in_per * sizeof(float));
+    for (int b = 0; b < p->n; b++) {
+        float *dx = L->dx[0] + (size_t)b * in_per;
+        const float *dy = L->dy + (size_t)b * out_per;
+        for (int oy = 0; oy < q->oh; oy++)
+            for (int ox = 0; ox < q->ow; ox++) {
+                const float *g = dy + ((size_t)oy * q->ow + ox) * C;
+                for (int ky = 0; ky < q->size; ky++) {
+                    int iy = oy * q->stride - q->pad + ky;
+                    if (iy < 0 || iy >= in.h) continue;
+                    for (int kx = 0; kx < q->size; kx++) {
+                        int ix = ox * q->stride - q->pad + kx;
+                        if (ix < 0 || ix >= in.w) continue;
+                        float *d = dx + ((size_t)iy * in.w + ix) * C;
+                        for (int c = 0; c < C; c++) d[c] += g[c] * inv;      // each cell gets dy / size^2
+                    }
+                }
+            }
+    }
+}
+
+static larch_status gap_setup(larch_layer *L, const larch_node *o)
+{
+    L->out_shape = (larch_shape){1, 1, L->in_shape[0].c};
+    return LARCH_OK;
+}
+
+static void gap_forward(larch_layer *L, const larch_pass *p)
+{
+    larch_shape in = L->in_shape[0];
+    const int C = in.c, HW = in.h * in.w;
+    const float inv = 1.0f / (float)HW;
+    for (int b = 0; b < p->n; b++) {
+        const float *x = L->x[0] + (size_t)b * HW * C;                   // (h*w, c)
+        float *y = L->y + (size_t)b * C;
+        memset(y, 0, (size_t)C * sizeof(float));
+        for (int i = 0; i < HW; i++)
+            for (int c = 0; c < C; c++) y[c] += x[(size_t)i * C + c];
+        for (int c = 0; c < C; c++) y[c] *= inv;                           // mean over h, w
+    }
+}
+
+static void gap_backward(larch_layer *L, const larch_pass *p)
+{
+    if (!L->need_dx[0]) return;
+    larch_shape in = L->in_shape[0];
+    const int C = in.c, HW = in.h * in.w;
+    const float inv = 1.0f / (float)HW;
+    for (int b = 0; b < p->n; b++) {
+        float *dx = L->dx[0] + (size_t)b * HW * C;
+        const float *dy = L->dy + (size_t)b * C;
+        for (int i = 0; i < HW; i++)
+            for (int c = 0; c < C; c++) {
+                float g = dy[c] * inv;                                     // dy / (h w) to every cell
+                dx[(size_t)i * C + c] = L->dx_acc[0] ? dx[(size_t)i * C + c] + g : g;
+            }
+    }
+}
+
+static void pool_destroy(larch_layer *L) { free(L->priv); }
+
+const larch_layer_ops larch_maxpool_ops = {
+    .type = "maxpool", .keys = pool_keys, .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
+    .saved_size = maxpool_saved, .forward = maxpool_forward, .backward = maxpool_backward, .destroy = pool_destroy};
+const larch_layer_ops larch_avgpool_ops = {
+    .type = "avgpool", .keys = pool_keys, .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
+    .forward = avgpool_forward, .backward = avgpool_backward, .destroy = pool_destroy};
+const larch_layer_ops larch_global_avgpool_ops = {
+    .type = "global_avgpool", .keys = no_keys, .min_inputs = 1, .max_inputs = 1, .setup = gap_setup,
+    .forward = gap_forward, .backward = gap_backward};

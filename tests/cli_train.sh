@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# cli_train.sh LARCH SRC - the command-line program as a user meets it:
+# help and version, config validation errors (file, line and key named,
+# non-zero exit), data errors, a training run's outputs, a 2-rank run, and
+# `larch bench step` printing one JSON line.
+set -u
+LARCH=$1; SRC=$2
+TMP=$(mktemp -d /tmp/larch_cli_XXXXXX); trap 'rm -rf "$TMP"' EXIT
+fails=0
+pass() { echo "ok: $1"; }
+fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
+# expect STATUS NEEDLE -- command...: exit status and a substring of stderr+stdout
+expect() {
+  local want=$1 needle=$2; shift 3
+  local out; out=$("$@" 2>&1); local st=$?
+  if [ "$st" -ne "$want" ]; then fail "$* -> exit $st (want $want): $out"; return; fi
+  if [ -n "$needle" ] && ! grep -qF -- "$needle" <<<"$out"; then fail "$* -> output lacks '$needle': $out"; return; fi
+  pass "$*"
+}
+CFG=$SRC/tests/configs/synth_mlp.yaml
+
+expect 0 "usage: larch" -- "$LARCH" --help
+expect 0 "larch " -- "$LARCH" --version
+expect 2 "unknown command" -- "$LARCH" frobnicate
+expect 0 "batch_size: 256" -- "$LARCH" config --help
+expect 0 "batch_size: 64" -- "$LARCH" config "$CFG"
+expect 0 "batch_size: 256" -- "$LARCH" config "$SRC/launch/configs/fmnist_cnn.yaml"
+
+# config errors name the file, the line and the key
+printf 'train:\n  batch_size: 64\n  epoch: 2\nmodel: [{type: dense, units: 4}]\n' > "$TMP/bad_key.yaml"
+expect 1 "bad_key.yaml:3" -- "$LARCH" config "$TMP/bad_key.yaml"
+expect 1 "train.epoch" -- "$LARCH" config "$TMP/bad_key.yaml"
+expect 1 "epochs" -- "$LARCH" config "$TMP/bad_key.yaml"
+printf 'optim:\n  name: sgdd\nmodel: [{type: dense, units: 4}]\n' > "$TMP/bad_enum.yaml"
+expect 1 "bad_enum.yaml:2" -- "$LARCH" train "$TMP/bad_enum.yaml" --out "$TMP/o"
+printf 'model:\n  - {type: dense, units: -3}\n' > "$TMP/bad_range.yaml"
+expect 1 "bad_range.yaml:2" -- "$LARCH" config "$TMP/bad_range.yaml"
+expect 1 "train.batch_sise" -- "$LARCH" train "$CFG" --set train.batch_sise=3 --out "$TMP/o"
+expect 1 "train.batch_size" -- "$LARCH" train "$CFG" --set train.batch_size=abc --out "$TMP/o"
+expect 1 "no such file" -- "$LARCH" train "$TMP/missing.yaml"
+expect 2 "usage" -- "$LARCH" train
+
+# data errors
+expect 1 "dataset-fashion-mnist" -- "$LARCH" train "$SRC/launch/configs/fmnist_mlp.yaml" --set data.dir="$TMP/nowhere" --out "$TMP/o"
+mkdir -p "$TMP/trunc"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  if [ -e "/usr/share/datasets/fashion-mnist/$f.gz" ]; then
+    head -c 4000 "/usr/share/datasets/fashion-mnist/$f.gz" > "$TMP/trunc/$f.gz"
+  fi
+done
+if [ -e "$TMP/trunc/train-images-idx3-ubyte.gz" ]; then
+  expect 1 "train-images-idx3-ubyte.gz" -- "$LARCH" train "$SRC/launch/configs/fmnist_mlp.yaml" --set data.dir="$TMP/trunc" --out "$TMP/o"
+fi
+# a head whose size does not match the classes
+expect 1 "classes" -- "$LARCH" train "$CFG" --set model.2.units=5 --out "$TMP/o"
+
+# a real (tiny) run and its outputs
+expect 0 "test accuracy" -- "$LARCH" train "$CFG" --out "$TMP/run"
+[ -s "$TMP/run/config.yaml" ] && pass "config.yaml written" || fail "config.yaml missing"
+grep -q '"split": "test"' "$TMP/run/metrics.jsonl" && grep -q '"samples_per_s"' "$TMP/run/metrics.jsonl" \
+  && pass "metrics.jsonl has training and evaluation records" || fail "metrics.jsonl: $(cat "$TMP/run/metrics.jsonl")"
+"$LARCH" config "$TMP/run/config.yaml" >/dev/null 2>&1 && pass "resolved config is a valid config" || fail "resolved config does not validate"
+
+# two ranks agree with one rank on the final loss (summation-order tolerance)
+if command -v mpiexec >/dev/null; then
+  one=$("$LARCH" train "$CFG" --out "$TMP/r1" | grep -o 'step 32/32.*loss [0-9.]*' | grep -o 'loss [0-9.]*')
+  two=$(mpiexec -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/r2" 2>&1 | grep -o 'step 32/32.*loss [0-9.]*' | grep -o 'loss [0-9.]*')
+  [ -n "$one" ] && [ "$one" = "$two" ] && pass "1 and 2 ranks: same final loss ($one)" || fail "1 rank '$one' vs 2 ranks '$two'"
+  expect 1 "not divisible" -- mpiexec -n 2 --oversubscribe "$LARCH" train "$CFG" --set train.batch_size=63 --out "$TMP/o"
+fi
+
+# the step benchmark prints one JSON object with the figures
+out=$("$LARCH" bench step "$CFG" --batch 32 --threads 1 --rounds 2 2>/dev/null)
+for k in samples_per_s gflops sgemm_gflops_model_shapes ratio sgemm_gflops_square ratio_square; do
+  grep -q "\"$k\":" <<<"$out" || fail "bench step output lacks $k: $out"
+done
+pass "bench step JSON"
+expect 2 "positive integer" -- "$LARCH" bench step "$CFG" --batch 0
+
+echo "cli_train: $fails failed"
+[ "$fails" -eq 0 ]
