@@ -37,7 +37,7 @@ printf 'model:\n  - {type: dense, units: -3}\n' > "$TMP/bad_range.yaml"
 expect 1 "bad_range.yaml:2" -- "$LARCH" config "$TMP/bad_range.yaml"
 expect 1 "train.batch_sise" -- "$LARCH" train "$CFG" --set train.batch_sise=3 --out "$TMP/o"
 expect 1 "train.batch_size" -- "$LARCH" train "$CFG" --set train.batch_size=abc --out "$TMP/o"
-expect 1 "no such file" -- "$LARCH" train "$TMP/missing.yaml"
+expect 1 "No such file" -- "$LARCH" train "$TMP/missing.yaml"
 expect 2 "usage" -- "$LARCH" train
 
 # data errors

@@ -157,7 +157,16 @@ int larch_cmd_config(int argc, char **argv)
     if (!config) { fprintf(stderr, "usage: larch config CONFIG [--set key=value ...]\n"); return 2; }
     larch_node *cfg = NULL;
     if (larch_run_load(config, sets, n_sets, &cfg)) { larch_cli_error(NULL); return 1; }
-    larch_status s = larch_cfg_write(cfg, stdout);
+    /* the model, losses and penalties are validated by building them */
+    larch_shape shape;
+    int classes;
+    larch_model *m = NULL;
+    larch_status s = larch_run_input(cfg, &shape, &classes);
+    if (!s) s = larch_model_build(&m, shape, larch_map_get(cfg, "model"), larch_map_get(cfg, "loss"),
+                                  larch_map_get(cfg, "regularization"), 0);
+    larch_model_free(m);
+    if (s) { larch_cli_error(NULL); larch_node_free(cfg); return 1; }
+    s = larch_cfg_write(cfg, stdout);
     larch_node_free(cfg);
     if (s) { larch_cli_error(NULL); return 1; }
     return 0;

@@ -153,9 +153,10 @@ static larch_status attach(parse_state *ps, larch_node *n, const char *scalar_te
         }
         for (int i = 0; i < top->n; i++)
             if (strcmp(top->keys[i], scalar_text) == 0) {
-                larch_node_free(n);
-                return larch_fail(LARCH_ERR_CONFIG, "%s:%d: duplicate key '%s' (first on line %d)", ps->file, line,
-                                  scalar_text, top->key_lines[i]);
+                larch_status s = larch_fail(LARCH_ERR_CONFIG, "%s:%d: duplicate key '%s' (first on line %d)", ps->file, line,
+                                            scalar_text, top->key_lines[i]);
+                larch_node_free(n);                   /* scalar_text is n's: free it last */
+                return s;
             }
         *pk = n->scalar;
         n->scalar = NULL;

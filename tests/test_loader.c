@@ -1,0 +1,185 @@
+/* test_loader.c - datasets and the sharded loader (DESIGN.md decision 4):
+ * for 1, 2 and 4 simulated ranks the ranks' parts of every global batch
+ * concatenate to the 1-rank batch bit for bit, with shuffling, random crops
+ * and flips on, across epoch boundaries; an epoch visits every sample once;
+ * seek reproduces a batch; prefetching changes nothing; bad batch sizes are
+ * errors; Fashion-MNIST files are checked (a fake set with a bad label, and
+ * the real Debian package when it is installed). */
+#include "check.h"
+#include "larch/larch.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+/* a small u8 image dataset: sample i has pixels (i * 7 + j) % 256, label i % 3 */
+static void make_u8(larch_dataset *ds, int n, larch_shape s)
+{
+    memset(ds, 0, sizeof *ds);
+    snprintf(ds->name, sizeof ds->name, "tiny");
+    ds->n = n;
+    ds->shape = s;
+    ds->n_classes = 3;
+    size_t dim = larch_shape_size(s);
+    ds->u8 = malloc((size_t)n * dim);
+    ds->labels = malloc((size_t)n * sizeof *ds->labels);
+    for (int i = 0; i < n; i++) {
+        ds->labels[i] = i % 3;
+        for (size_t j = 0; j < dim; j++) ds->u8[(size_t)i * dim + j] = (uint8_t)((i * 7 + (int)j) % 256);
+    }
+    ds->mean = 0.5f;
+    ds->std = 0.25f;
+}
+
+static void sharding(const larch_dataset *ds, int G, int prefetch_one, int prefetch_many)
+{
+    size_t dim = larch_shape_size(ds->shape);
+    larch_loader_opts o = {.global_batch = G, .rank = 0, .world = 1, .shuffle = 1, .drop_last = 1,
+                           .seed = 77, .flip = 1, .crop_pad = 2, .prefetch = prefetch_one};
+    larch_loader *one = NULL;
+    CHECK_OK(larch_loader_create(&one, ds, &o));
+    if (!one) return;
+    int steps = larch_loader_steps(one);
+    for (int world = 2; world <= 4; world *= 2) {
+        larch_loader *parts[4] = {0};
+        for (int r = 0; r < world; r++) {
+            larch_loader_opts ro = o;
+            ro.rank = r; ro.world = world; ro.prefetch = prefetch_many;
+            CHECK_OK(larch_loader_create(&parts[r], ds, &ro));
+        }
+        larch_loader_seek(one, 0, 0);
+        for (int s = 0; s < steps * 2 + 1; s++) {               /* crosses two epoch boundaries */
+            int e1, s1;
+            const larch_batch *b = larch_loader_next(one, &e1, &s1);
+            CHECK(b->n == G && b->sample0 == 0, "one rank: full batch");
+            for (int r = 0; r < world; r++) {
+                int e, st;
+                const larch_batch *pb = larch_loader_next(parts[r], &e, &st);
+                int loc = G / world;
+                CHECK(e == e1 && st == s1 && pb->n == loc && pb->sample0 == (uint32_t)(r * loc), "rank %d position", r);
+                CHECK(memcmp(pb->x, b->x + (size_t)r * loc * dim, (size_t)loc * dim * sizeof(float)) == 0,
+                      "world %d rank %d step %d: pixels differ from the 1-rank batch", world, r, s);
+                CHECK(memcmp(pb->label[0], b->label[0] + r * loc, (size_t)loc * sizeof(int32_t)) == 0, "labels");
+            }
+        }
+        for (int r = 0; r < world; r++) larch_loader_free(parts[r]);
+    }
+    larch_loader_free(one);
+}
+
+int main(void)
+{
+    larch_dataset ds;
+    make_u8(&ds, 103, (larch_shape){6, 5, 2});
+    sharding(&ds, 16, 0, 1);
+    sharding(&ds, 16, 1, 0);
+    size_t dim = larch_shape_size(ds.shape);
+
+    /* an epoch without drop_last visits every sample once; the last batch is split */
+    larch_loader *l = NULL;
+    larch_loader_opts o = {.global_batch = 20, .world = 1, .shuffle = 1, .seed = 5};
+    CHECK_OK(larch_loader_create(&l, &ds, &o));
+    CHECK(larch_loader_steps(l) == 6, "ceil(103 / 20) batches");
+    int seen[103] = {0};
+    uint8_t first_pixel_to_id[256];
+    for (int i = 0; i < 103; i++) first_pixel_to_id[(i * 7) % 256] = (uint8_t)i;
+    for (int s = 0; s < 6; s++) {
+        const larch_batch *b = larch_loader_next(l, NULL, NULL);
+        CHECK(b->n == (s < 5 ? 20 : 3), "batch %d has %d samples", s, b->n);
+        for (int j = 0; j < b->n; j++) {
+            float v = b->x[(size_t)j * dim] * ds.std + ds.mean;      /* undo the normalization */
+            int px = (int)(v * 255.0f + 0.5f);
+            seen[first_pixel_to_id[px & 255]]++;
+        }
+    }
+    int once = 1;
+    for (int i = 0; i < 103; i++) once &= seen[i] == 1;
+    CHECK(once, "every sample exactly once per epoch");
+    /* seek returns the same batch as reaching it */
+    float keep[20 * 60];
+    larch_loader_seek(l, 3, 2);
+    const larch_batch *b = larch_loader_next(l, NULL, NULL);
+    memcpy(keep, b->x, (size_t)b->n * dim * sizeof(float));
+    larch_loader_seek(l, 3, 0);
+    larch_loader_next(l, NULL, NULL);
+    larch_loader_next(l, NULL, NULL);
+    b = larch_loader_next(l, NULL, NULL);
+    CHECK(memcmp(keep, b->x, (size_t)b->n * dim * sizeof(float)) == 0, "seek");
+    larch_loader_free(l);
+    /* the incomplete last batch over 4 ranks: 3 samples -> 1, 1, 1, 0 */
+    int total = 0;
+    for (int r = 0; r < 4; r++) {
+        larch_loader_opts ro = {.global_batch = 20, .rank = r, .world = 4, .seed = 5};
+        CHECK_OK(larch_loader_create(&l, &ds, &ro));
+        larch_loader_seek(l, 0, 5);
+        b = larch_loader_next(l, NULL, NULL);
+        CHECK(b->n == (r < 3 ? 1 : 0) && b->sample0 == (uint32_t)(r < 3 ? r : 3), "rank %d: %d samples", r, b->n);
+        total += b->n;
+        larch_loader_free(l);
+    }
+    CHECK(total == 3, "the last batch is covered");
+
+    larch_loader_opts bad = {.global_batch = 30, .rank = 0, .world = 4};
+    CHECK_FAIL(larch_loader_create(&l, &ds, &bad), LARCH_ERR_INVALID, "batch size 30 is not divisible by the 4 ranks");
+    larch_loader_opts big = {.global_batch = 200, .world = 1, .drop_last = 1};
+    CHECK_FAIL(larch_loader_create(&l, &ds, &big), LARCH_ERR_INVALID, "larger than the 103 samples");
+    larch_dataset_free(&ds);
+
+    /* synthetic data is a pure function of (seed, split, index) */
+    larch_dataset a, c;
+    larch_synth_opts so = {.n = 50, .shape = {1, 1, 8}, .classes = 4, .noise = 0.5f, .seed = 3};
+    CHECK_OK(larch_dataset_synthetic(&so, &a));
+    so.n = 20;
+    CHECK_OK(larch_dataset_synthetic(&so, &c));
+    CHECK(memcmp(a.f32, c.f32, 20 * 8 * sizeof(float)) == 0 && memcmp(a.labels, c.labels, 20 * sizeof(int32_t)) == 0,
+          "a prefix of a synthetic set is the smaller set");
+    CHECK_OK(larch_dataset_subset(&a, 1, 2, 3));
+    CHECK(a.n <= 6 && a.n_classes == 2, "subset: %d samples", a.n);
+    for (int i = 0; i < a.n; i++) CHECK(a.labels[i] == 0 || a.labels[i] == 1, "relabelled");
+    larch_dataset_free(&a);
+    larch_dataset_free(&c);
+
+    /* a fake Fashion-MNIST directory: good, then with a label of 12 */
+    char dir[] = "/tmp/larch_fmnist_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    uint8_t px[5 * 28 * 28], lab[5] = {0, 9, 3, 4, 5};
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)i;
+    larch_idx im = {.type = 0x08, .ndim = 3, .dims = {5, 28, 28}, .count = sizeof px, .data = px};
+    larch_idx lb = {.type = 0x08, .ndim = 1, .dims = {5}, .count = 5, .data = lab};
+    char p[300];
+    snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte.gz", dir);
+    CHECK_OK(larch_idx_write(p, &im, 1));
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte.gz", dir);
+    CHECK_OK(larch_idx_write(p, &lb, 1));
+    CHECK_OK(larch_dataset_fmnist(dir, 0, &a));
+    CHECK(a.n == 5 && a.shape.h == 28 && a.shape.c == 1 && a.labels[1] == 9, "fake test set");
+    larch_dataset_free(&a);
+    lab[3] = 12;
+    CHECK_OK(larch_idx_write(p, &lb, 1));
+    CHECK_FAIL(larch_dataset_fmnist(dir, 0, &a), LARCH_ERR_FORMAT, "label 12 of sample 3 is outside 0..9");
+    lb.dims[0] = 4; lb.count = 4;
+    CHECK_OK(larch_idx_write(p, &lb, 0));
+    CHECK_FAIL(larch_dataset_fmnist(dir, 0, &a), LARCH_ERR_FORMAT, "has 5 images but");
+    CHECK_FAIL(larch_dataset_fmnist(dir, 1, &a), LARCH_ERR_IO, "train-images-idx3-ubyte");
+    CHECK_FAIL(larch_dataset_fmnist("/nonexistent/fm", 1, &a), LARCH_ERR_IO, "apt-get install dataset-fashion-mnist");
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+
+    /* the real thing, when installed: counts, and the normalization constants */
+    struct stat st;
+    if (stat("/usr/share/datasets/fashion-mnist", &st) == 0) {
+        CHECK_OK(larch_dataset_fmnist("/usr/share/datasets/fashion-mnist", 1, &a));
+        CHECK_OK(larch_dataset_fmnist("/usr/share/datasets/fashion-mnist", 0, &c));
+        CHECK(a.n == 60000 && c.n == 10000, "Fashion-MNIST sizes %d, %d", a.n, c.n);
+        double s = 0, s2 = 0, N = (double)a.n * 784;
+        for (size_t i = 0; i < (size_t)a.n * 784; i++) { double v = a.u8[i] / 255.0; s += v; s2 += v * v; }
+        double mean = s / N, sd = sqrt(s2 / N - mean * mean);
+        CHECK(fabs(mean - a.mean) < 5e-4 && fabs(sd - a.std) < 5e-4, "pixel mean %.4f std %.4f vs constants %.4f %.4f",
+              mean, sd, a.mean, a.std);
+        larch_dataset_free(&a);
+        larch_dataset_free(&c);
+    } else {
+        printf("Fashion-MNIST not installed: skipping the real-data checks\n");
+    }
+    return check_result("test_loader");
+}
