@@ -44,6 +44,7 @@ static void bench_usage(FILE *f)
                "  --batch N     samples per step (default: train.batch_size)\n"
                "  --threads T   OpenBLAS threads (default: train.threads, OPENBLAS_NUM_THREADS, or all cores)\n"
                "  --rounds R    timed rounds; each figure is the best round (default 7)\n"
+               "  --layers      also time each layer's forward and backward (one JSON line per layer)\n"
                "prints one JSON line: samples_per_s, gflops (model GEMM multiply-adds per second),\n"
                "sgemm_gflops_model_shapes and ratio (step / sgemm on the same shapes), sgemm_gflops_square\n"
                "and ratio_square, all measured in the same run\n");
@@ -83,6 +84,44 @@ static void train_step(step_ctx *s, uint32_t step)
     larch_optim_step(s->o, s->lr, 0, s->m->n_floats);
 }
 
+/* Best time of `rounds` rounds of fn(L, p), in seconds per call. */
+static double time_layer(void (*fn)(larch_layer *, const larch_pass *), larch_layer *L, const larch_pass *p, int rounds)
+{
+    double best = 1e30;
+    for (int r = 0; r < rounds; r++) {
+        double t0 = now();
+        int reps = 0;
+        do { fn(L, p); reps++; } while (now() - t0 < 0.02);
+        double t = (now() - t0) / reps;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+/* Per-layer forward and backward times after a full step (a profile of
+ * where a step's time goes), one JSON line per layer. */
+static void layer_profile(step_ctx *s, int rounds)
+{
+    larch_model *m = s->m;
+    larch_pass p = {.n = s->b.n, .train = 1, .seed = 1, .step = 1};
+    train_step(s, 1);
+    double total = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        larch_layer *L = m->layers[i];
+        double f = time_layer(L->ops->forward, L, &p, rounds);
+        double b = L->need_backward ? time_layer(L->ops->backward, L, &p, rounds) : 0.0;
+        larch_gemm_shape g[16];
+        int k = L->ops->gemms ? L->ops->gemms(L, s->b.n, 1, g, 16) : 0;
+        double flops = 0;
+        for (int j = 0; j < k; j++) flops += 2.0 * g[j].m * g[j].n * (double)g[j].k * g[j].count;
+        total += f + b;
+        printf("{\"bench\":\"layer\",\"layer\":\"%s\",\"type\":\"%s\",\"forward_ms\":%.4f,\"backward_ms\":%.4f,"
+               "\"gemm_gflop\":%.4f,\"gflops\":%.2f}\n",
+               L->name, L->ops->type, f * 1e3, b * 1e3, flops * 1e-9, flops > 0 ? flops / (f + b) * 1e-9 : 0.0);
+    }
+    printf("{\"bench\":\"layers_total\",\"ms\":%.4f}\n", total * 1e3);
+}
+
 /* Repetitions that make a round last about `target` seconds. */
 static int reps_for(double seconds_per_call, double target)
 {
@@ -93,12 +132,13 @@ static int reps_for(double seconds_per_call, double target)
 static int bench_step(int argc, char **argv)
 {
     const char *config = NULL, *sets[MAX_SETS];
-    int n_sets = 0, batch = 0, threads = 0, rounds = 7;
+    int n_sets = 0, batch = 0, threads = 0, rounds = 7, per_layer = 0;
     for (int i = 2; i < argc;) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { bench_usage(stdout); return 0; }
         int next = larch_cli_sets(argc, argv, i, sets, &n_sets, MAX_SETS);
         if (next < 0) return 2;
         if (next != i) { i = next; continue; }
+        if (!strcmp(argv[i], "--layers")) { per_layer = 1; i++; continue; }
         if ((!strcmp(argv[i], "--batch") || !strcmp(argv[i], "--threads") || !strcmp(argv[i], "--rounds")) && i + 1 < argc) {
             char *end;
             long v = strtol(argv[i + 1], &end, 10);
@@ -216,6 +256,7 @@ static int bench_step(int argc, char **argv)
                     "%.1f GFLOP/s = %.2f of sgemm on the model's shapes (%.1f), %.2f of square sgemm (%.1f)\n",
             config, batch, threads, best_step * 1e3, batch / best_step, gflops, gflops / sgemm, sgemm,
             gflops / square, square);
+    if (per_layer) layer_profile(&st, rounds);
     rc = 0;
 done:
     if (gs) { free(gs->a); free(gs->b); free(gs->c); }

@@ -2,8 +2,31 @@
 #include "cli/cli.h"
 #include "larch/larch.h"
 
+#include "core/blas.h"
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* OpenBLAS 0.3.21 (Debian 12) does not recognize recent AVX-512 Xeons and
+ * falls back to its Haswell (AVX2) kernels, which reach about half of the
+ * machine's sgemm speed. OpenBLAS reads OPENBLAS_CORETYPE only when it is
+ * loaded, so when the CPU has AVX-512 (F, BW, DQ, VL) and OpenBLAS chose
+ * Haswell, larch sets OPENBLAS_CORETYPE=SkylakeX and re-executes itself
+ * (before MPI starts). A user's own OPENBLAS_CORETYPE always wins. */
+static void prefer_avx512_blas(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+        return;
+    if (strcasecmp(larch_blas_corename(), "Haswell") != 0) return;
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv);                /* only returns on failure: go on with Haswell */
+}
 
 static void usage(FILE *f)
 {
@@ -26,6 +49,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    prefer_avx512_blas(argv);
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }

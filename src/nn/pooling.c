@@ -60,7 +60,7 @@ static void maxpool_forward(larch_layer *L, const larch_pass *p)
         float *y = L->y + (size_t)b * out_per, *arg = L->saved + (size_t)b * out_per;
         for (int oy = 0; oy < q->oh; oy++)
             for (int ox = 0; ox < q->ow; ox++) {
-                float *yo = y + ((size_t)oy * q->ow + ox) * C, *ao = arg + ((size_t)oy * q->ow + ox) * C;
+                float *restrict yo = y + ((size_t)oy * q->ow + ox) * C, *restrict ao = arg + ((size_t)oy * q->ow + ox) * C;
                 for (int c = 0; c < C; c++) { yo[c] = -FLT_MAX; ao[c] = 0.0f; }
                 for (int ky = 0; ky < q->size; ky++) {
                     int iy = oy * q->stride - q->pad + ky;
@@ -69,9 +69,14 @@ static void maxpool_forward(larch_layer *L, const larch_pass *p)
                         int ix = ox * q->stride - q->pad + kx;
                         if (ix < 0 || ix >= in.w) continue;
                         size_t base = ((size_t)iy * in.w + ix) * C;
-                        const float *xi = x + base;
-                        for (int c = 0; c < C; c++)
-                            if (xi[c] > yo[c]) { yo[c] = xi[c]; ao[c] = (float)(base + c); }  // running max and where
+                        const float *restrict xi = x + base;
+                        const float fb = (float)base;
+                        for (int c = 0; c < C; c++) {                        // running max and where (branch-free)
+                            float v = xi[c], cur = yo[c], a = ao[c], here = fb + (float)c;
+                            int gt = v > cur;
+                            yo[c] = gt ? v : cur;
+                            ao[c] = gt ? here : a;
+                        }
                     }
                 }
             }
