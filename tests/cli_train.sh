@@ -3,20 +3,7 @@
 # help and version, config validation errors (file, line and key named,
 # non-zero exit), data errors, a training run's outputs, a 2-rank run, and
 # `larch bench step` printing one JSON line.
-set -u
-LARCH=$1; SRC=$2
-TMP=$(mktemp -d /tmp/larch_cli_XXXXXX); trap 'rm -rf "$TMP"' EXIT
-fails=0
-pass() { echo "ok: $1"; }
-fail() { echo "FAIL: $1"; fails=$((fails + 1)); }
-# expect STATUS NEEDLE -- command...: exit status and a substring of stderr+stdout
-expect() {
-  local want=$1 needle=$2; shift 3
-  local out; out=$("$@" 2>&1); local st=$?
-  if [ "$st" -ne "$want" ]; then fail "$* -> exit $st (want $want): $out"; return; fi
-  if [ -n "$needle" ] && ! grep -qF -- "$needle" <<<"$out"; then fail "$* -> output lacks '$needle': $out"; return; fi
-  pass "$*"
-}
+. "$(dirname "$0")/cli_helpers.bash"
 CFG=$SRC/tests/configs/synth_mlp.yaml
 
 expect 0 "usage: larch" -- "$LARCH" --help
@@ -77,5 +64,4 @@ done
 pass "bench step JSON"
 expect 2 "positive integer" -- "$LARCH" bench step "$CFG" --batch 0
 
-echo "cli_train: $fails failed"
-[ "$fails" -eq 0 ]
+finish cli_train

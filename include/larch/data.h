@@ -56,6 +56,8 @@ typedef struct larch_dataset {
  * dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist). Checks
  * that image and label counts agree and labels are in 0..9. */
 LARCH_API larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out);
+/* The number of samples of a split (reads only the labels file). */
+LARCH_API larch_status larch_dataset_fmnist_count(const char *dir, int train, int *n);
 
 /* A synthetic classification set: `classes` Gaussian clusters in a space of
  * shape `shape`; sample i is a pure function of (seed, split, i). `noise` is

@@ -1,11 +1,12 @@
-/* larch/optim.h - optimizers and learning-rate schedules.
+/* larch/optim.h - optimizers, parameter groups, gradient clipping and
+ * learning-rate schedules.
  *
  * An optimizer updates the model's flat parameter buffer from its flat
- * gradient buffer. Its state tensors (momentum, ...) mirror the parameter
- * layout: state k of parameter p lives at state[k] + p->offset. Updates are
- * per tensor so that per-layer rules (trust ratios) fit, and they can be
- * restricted to a range [lo, hi) of the flat buffer (optimizer-state
- * sharding steps only its slice). Parameters with lr_mult == 0 are frozen.
+ * gradient buffer. Its state tensors (momentum, second moments, ...) hold one
+ * float per trainable parameter value: frozen tensors (lr_mult 0) have no
+ * state. Updates are per tensor so that per-layer rules (LARS and LAMB trust
+ * ratios) fit. The update rules, their defaults and the choices made where
+ * published implementations disagree are in docs/optimizers.md.
  */
 #ifndef LARCH_OPTIM_H
 #define LARCH_OPTIM_H
@@ -19,36 +20,64 @@ extern "C" {
 
 #define LARCH_OPTIM_MAX_STATE 4
 
+typedef enum {
+    LARCH_OPT_SGD, LARCH_OPT_ADAM, LARCH_OPT_ADAMW, LARCH_OPT_NADAM,
+    LARCH_OPT_RADAM, LARCH_OPT_ADAMOD, LARCH_OPT_LARS, LARCH_OPT_LAMB
+} larch_optim_kind;
+
 typedef struct larch_optim {
+    larch_optim_kind kind;
     const char *name;
     larch_model *model;
-    /* hyperparameters */
+    /* hyperparameters (docs/optimizers.md) */
     float momentum, dampening, weight_decay;
     int nesterov;
+    float beta1, beta2, beta3, eps;
+    int amsgrad, decoupled, bias_correction;
+    float momentum_decay;              /* NAdam psi                               */
+    float rho_threshold;               /* RAdam: rectify while rho_t > this       */
+    float trust_coef;                  /* LARS eta                                */
+    float trust_min, trust_max;        /* clamp of the trust ratio (max 0 = none) */
+    float clip_norm, clip_value;       /* gradient clipping (0 = off)             */
     /* state */
     int n_state;
     const char *state_names[LARCH_OPTIM_MAX_STATE];
-    float *state[LARCH_OPTIM_MAX_STATE];   /* each model->n_floats floats */
-    long t;                                /* optimizer steps taken       */
+    float *state[LARCH_OPTIM_MAX_STATE];   /* each n_state_floats floats          */
+    size_t *state_offset;              /* per parameter; (size_t)-1 when frozen   */
+    size_t n_state_floats;
+    double mu_product;                 /* NAdam: product of the momentum schedule */
+    long t;                            /* optimizer steps taken                   */
+    double last_grad_norm;             /* global gradient norm before clipping    */
 } larch_optim;
 
 /* The `optim` config section's schema. */
 LARCH_API extern const larch_key larch_optim_keys[];
-/* `cfg` is the validated `optim` map. */
+/* Fills the defaults of the optimizer named in the `optim` map that differ
+ * between optimizers (lr, momentum, eps, weight_decay: the papers' values);
+ * call before larch_cfg_check. `optim` may be NULL or not a map (no-op). */
+LARCH_API larch_status larch_optim_defaults(larch_node *optim);
+/* `cfg` is the validated `optim` map. Sets every parameter's lr_mult,
+ * wd_mult and adapt from the roles and `optim.groups`, then allocates state. */
 LARCH_API larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_node *cfg);
 LARCH_API void larch_optim_free(larch_optim *o);
-/* One update of the parameters in [lo, hi) at learning rate lr (then the
- * step counter advances; call with the whole range, or each shard once). */
-LARCH_API void larch_optim_step(larch_optim *o, float lr, size_t lo, size_t hi);
+/* Sets the momentum (SGD, LARS) or beta1 (the Adam family) of later steps:
+ * one-cycle schedules cycle it. */
+LARCH_API void larch_optim_set_momentum(larch_optim *o, float momentum);
+/* One update of every trainable parameter at learning rate lr, after the
+ * configured gradient clipping; then the step counter advances. */
+LARCH_API void larch_optim_step(larch_optim *o, float lr);
 
 /* ---- schedules ---- */
 typedef struct larch_sched {
-    int kind;                /* constant, step, multistep, cosine          */
-    double base_lr, min_lr, gamma;
+    int kind;                /* constant, step, multistep, exponential, cosine, sgdr, poly, onecycle */
+    int warmup_kind;         /* linear or exponential                      */
+    double base_lr, min_lr, gamma, power, warmup_start;
     long warmup_steps, total_steps, steps_per_epoch;
-    double step_epochs;
+    double step_epochs, restart_epochs, restart_mult;
     double milestones[16];
     int n_milestones;
+    double pct_start, div, div_final;   /* one-cycle                       */
+    double moms[3];                     /* one-cycle momentum (0 = none)    */
 } larch_sched;
 
 LARCH_API extern const larch_key larch_sched_keys[];
@@ -57,6 +86,8 @@ LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, d
                                         long total_steps, long steps_per_epoch);
 /* Learning rate of optimizer step `step` (0-based). */
 LARCH_API double larch_sched_lr(const larch_sched *s, long step);
+/* Momentum of step `step` when the schedule cycles it, else a negative value. */
+LARCH_API double larch_sched_momentum(const larch_sched *s, long step);
 
 #ifdef __cplusplus
 }

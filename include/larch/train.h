@@ -29,6 +29,9 @@ LARCH_API larch_status larch_run_load(const char *path, const char *const *sets,
 
 /* The model input shape and class count a validated config's data section
  * implies, without reading the data (Fashion-MNIST: 28x28x1, 10 classes). */
+/* Optimizer steps per epoch and in the whole run, as `larch train` counts
+ * them (incomplete last batches are dropped; train.max_steps caps). */
+LARCH_API larch_status larch_run_steps(const larch_node *cfg, long *steps_per_epoch, long *total_steps);
 LARCH_API larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *classes);
 
 typedef struct larch_train_opts {

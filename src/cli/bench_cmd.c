@@ -81,7 +81,7 @@ static void train_step(step_ctx *s, uint32_t step)
     larch_model_loss(s->m, &s->b, 1.0f / (float)s->b.n, NULL);
     larch_model_backward(s->m, &p);
     larch_model_penalty(s->m, 1);
-    larch_optim_step(s->o, s->lr, 0, s->m->n_floats);
+    larch_optim_step(s->o, s->lr);
 }
 
 /* Best time of `rounds` rounds of fn(L, p), in seconds per call. */
@@ -181,8 +181,8 @@ static int bench_step(int argc, char **argv)
     if ((s = larch_run_input(cfg, &shape, &classes)) ||
         (s = larch_model_build(&m, shape, larch_map_get(cfg, "model"), larch_map_get(cfg, "loss"),
                                larch_map_get(cfg, "regularization"), 1)) ||
-        (s = larch_model_plan(m, batch)) ||
-        (s = larch_optim_create(&o, m, larch_map_get(cfg, "optim")))) {
+        (s = larch_optim_create(&o, m, larch_map_get(cfg, "optim"))) ||
+        (s = larch_model_plan(m, batch))) {
         larch_cli_error(config);
         goto done;
     }

@@ -41,6 +41,8 @@ static void usage(FILE *f)
             "        validate a config and print it resolved, with every default\n"
             "  bench step CONFIG [--batch N] [--threads T] [--set key=value ...]\n"
             "        time one training step against OpenBLAS sgemm on the model's GEMM shapes\n"
+            "  schedule CONFIG [--set key=value ...] [--every N] [--png FILE]\n"
+            "        print (or plot) the learning rate of every step without training\n"
             "\n"
             "options:\n"
             "  -h, --help     this help (also: larch <command> --help)\n"
@@ -57,6 +59,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "train")) return larch_cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "config")) return larch_cmd_config(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return larch_cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "schedule")) return larch_cmd_schedule(argc - 1, argv + 1);
     fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

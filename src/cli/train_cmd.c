@@ -164,6 +164,9 @@ int larch_cmd_config(int argc, char **argv)
     larch_status s = larch_run_input(cfg, &shape, &classes);
     if (!s) s = larch_model_build(&m, shape, larch_map_get(cfg, "model"), larch_map_get(cfg, "loss"),
                                   larch_map_get(cfg, "regularization"), 0);
+    larch_optim *o = NULL;                       /* parameter groups must match the model */
+    if (!s) s = larch_optim_create(&o, m, larch_map_get(cfg, "optim"));
+    larch_optim_free(o);
     larch_model_free(m);
     if (s) { larch_cli_error(NULL); larch_node_free(cfg); return 1; }
     s = larch_cfg_write(cfg, stdout);

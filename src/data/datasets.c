@@ -30,6 +30,18 @@ static void find_file(const char *dir, const char *name, char *out, size_t len)
     snprintf(out, len, "%s/%s.gz", dir, name);
 }
 
+larch_status larch_dataset_fmnist_count(const char *dir, int train, int *n)
+{
+    char lpath[4200];
+    find_file(dir, train ? "train-labels-idx1-ubyte" : "t10k-labels-idx1-ubyte", lpath, sizeof lpath);
+    larch_idx lb;
+    larch_status s = larch_idx_read(lpath, &lb);
+    if (s) return s;
+    *n = lb.dims[0];
+    larch_idx_free(&lb);
+    return LARCH_OK;
+}
+
 larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out)
 {
     memset(out, 0, sizeof *out);

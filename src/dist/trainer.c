@@ -71,6 +71,14 @@ static int choose_threads(const run_t *r)
     return per > 0 ? per : 1;
 }
 
+/* A number for JSON: non-finite values (a diverged loss) become null. */
+static const char *json_num(double v, char *buf, size_t len)
+{
+    if (isfinite(v)) snprintf(buf, len, "%.6g", v);
+    else snprintf(buf, len, "null");
+    return buf;
+}
+
 static larch_status load_data(run_t *r)
 {
     const larch_node *d = larch_map_get(r->cfg, "data");
@@ -179,9 +187,10 @@ static larch_status setup(run_t *r)
                                larch_map_get(r->cfg, "loss"), larch_map_get(r->cfg, "regularization"), r->seed)))
         return s;
     if ((s = check_heads(r))) return s;
+    /* parameter groups (frozen tensors) decide which gradients the plan computes */
+    if ((s = larch_optim_create(&r->optim, r->model, larch_map_get(r->cfg, "optim")))) return s;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
-    if ((s = larch_optim_create(&r->optim, r->model, larch_map_get(r->cfg, "optim")))) return s;
     const larch_node *aug = larch_map_get(larch_map_get(r->cfg, "data"), "augment");
     int prefetch = larch_cfg_bool(larch_map_get(r->cfg, "data"), "prefetch");
     larch_loader_opts lo = {r->batch, r->comm->rank, r->comm->size, 1, 1, r->seed,
@@ -257,13 +266,14 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
 {
     const larch_model *m = r->model;
     double epoch = (double)step / (double)r->steps_per_epoch;
+    char num[32];
     res->test_loss = vals[0];
     res->test_accuracy = vals[1];
     for (int k = 0; k < m->n_losses; k++) {
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
-                    "\"loss\": %.6g, \"accuracy\": %.6g, \"samples\": %.0f}\n",
-                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1], vals[3 * k + 2]);
+                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f}\n",
+                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num), vals[3 * k + 1], vals[3 * k + 2]);
         if (r->log)
             fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f\n",
                     step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1]);
@@ -297,7 +307,9 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     if (!s) s = larch_comm_allreduce_f64(r->comm, local, 2);
     if (s) return s;
     double loss = local[0] / local[1] + larch_model_penalty(m, 1);
-    larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step), 0, m->n_floats);
+    double mom = larch_sched_momentum(&r->sched, step);
+    if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
+    larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step));
     *loss_out = loss;
     if (r->stop_on_nan && !isfinite(loss))
         return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)", loss, step);
@@ -330,9 +342,10 @@ static larch_status loop(run_t *r, larch_train_result *res)
         if (done % r->log_every == 0 || done == r->total_steps) {
             double sps = (double)(done - log_step) * r->batch / (now - t_log);
             if (r->metrics) {
-                fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6g, \"lr\": %.6g, "
+                char num[32];
+                fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
                         "\"samples_per_s\": %.1f, \"time\": %.3f}\n",
-                        done, (double)done / r->steps_per_epoch, loss, lr, sps, now - t_start);
+                        done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps, now - t_start);
                 fflush(r->metrics);
             }
             log_step = done;

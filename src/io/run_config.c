@@ -2,6 +2,7 @@
  * (file, then --set overrides, then validation with defaults filled in). */
 #include "larch/train.h"
 #include "larch/optim.h"
+#include "larch/data.h"
 
 #include <string.h>
 
@@ -59,6 +60,7 @@ larch_status larch_run_load(const char *path, const char *const *sets, int n_set
     for (int i = 0; !s && i < n_sets; i++) s = larch_cfg_set(root, sets[i]);
     if (!s && root->kind != LARCH_NODE_MAP)
         s = larch_fail(LARCH_ERR_CONFIG, "%s: the config must be a mapping of sections (train, optim, data, model, ...)", path);
+    if (!s) s = larch_optim_defaults(larch_map_get(root, "optim"));
     if (!s) s = larch_cfg_check(root, "", larch_run_keys, NULL);
     if (s) { larch_node_free(root); return s; }
     *out = root;
@@ -79,5 +81,24 @@ larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *cla
     }
     *shape = (larch_shape){28, 28, 1};           /* Fashion-MNIST */
     *classes = 10;
+    return LARCH_OK;
+}
+
+larch_status larch_run_steps(const larch_node *cfg, long *steps_per_epoch, long *total_steps)
+{
+    const larch_node *d = larch_map_get(cfg, "data"), *t = larch_map_get(cfg, "train");
+    int n = 0;
+    if (strcmp(larch_cfg_str(d, "name"), "synthetic") == 0) {
+        n = (int)larch_cfg_int(larch_map_get(d, "synthetic"), "n_train");
+    } else {
+        larch_status s = larch_dataset_fmnist_count(larch_cfg_str(d, "dir"), 1, &n);
+        if (s) return s;
+    }
+    long batch = larch_cfg_int(t, "batch_size"), max_steps = larch_cfg_int(t, "max_steps");
+    if (n < batch)
+        return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: %ld is larger than the %d training samples", batch, n);
+    *steps_per_epoch = n / batch;
+    *total_steps = larch_cfg_int(t, "epochs") * *steps_per_epoch;
+    if (max_steps > 0 && max_steps < *total_steps) *total_steps = max_steps;
     return LARCH_OK;
 }

@@ -295,21 +295,34 @@ void larch_model_free(larch_model *m)
 
 /* Which layers need backward, which inputs need gradients, and whether a
  * gradient write accumulates (a node consumed several times). */
-static void plan_flags(larch_model *m)
+static larch_status plan_flags(larch_model *m)
 {
     int nodes = m->n_layers + 1;
     int *needed = m->node_dy_written;            /* reused: node needs dy */
+    /* trains[node]: some trainable parameter (or the requested input
+     * gradient) lies upstream, so backward through it is not wasted. */
+    int *trains = calloc((size_t)nodes, sizeof *trains);
+    if (!trains) return larch_fail(LARCH_ERR_NOMEM, "out of memory planning the model");
+    trains[0] = m->want_input_grad;
+    for (int i = 0; i < m->n_layers; i++) {
+        larch_layer *L = m->layers[i];
+        for (int k = 0; k < L->n_param; k++)
+            if (m->params[L->first_param + k].lr_mult != 0.0f) trains[i + 1] = 1;
+        for (int k = 0; k < L->n_in; k++)
+            if (trains[L->in_node[k]]) trains[i + 1] = 1;
+    }
     memset(needed, 0, (size_t)nodes * sizeof *needed);
     for (int i = 0; i < m->n_losses; i++) needed[m->losses[i].node] = 1;
     for (int i = m->n_layers - 1; i >= 0; i--) {
         larch_layer *L = m->layers[i];
-        L->need_backward = needed[i + 1];
+        L->need_backward = needed[i + 1] && trains[i + 1];    /* frozen prefixes stop backward */
         L->need_dw = 0;
         for (int k = 0; k < L->n_param; k++)
             if (m->params[L->first_param + k].lr_mult != 0.0f) L->need_dw = L->need_backward;
         for (int k = 0; k < L->n_in; k++)
             if (L->need_backward) needed[L->in_node[k]] = 1;
     }
+    free(trains);
     /* Input gradients: needed where the producer needs backward (node 0: on request). */
     for (int i = 0; i < m->n_layers; i++) {
         larch_layer *L = m->layers[i];
@@ -329,6 +342,7 @@ static void plan_flags(larch_model *m)
             needed[L->in_node[k]] = 1;
         }
     }
+    return LARCH_OK;
 }
 
 larch_status larch_model_plan(larch_model *m, int max_batch)
@@ -342,7 +356,8 @@ larch_status larch_model_plan(larch_model *m, int max_batch)
     m->node_dy = larch_calloc((size_t)nodes, sizeof *m->node_dy, "plan");
     m->node_dy_written = larch_calloc((size_t)nodes, sizeof *m->node_dy_written, "plan");
     if (!m->node_y || !m->node_dy || !m->node_dy_written) return LARCH_ERR_NOMEM;
-    plan_flags(m);
+    larch_status fs = plan_flags(m);
+    if (fs) return fs;
     /* Sizes: outputs, output gradients, saved state; one shared scratch. */
     size_t total = 0, scratch = 0, n = (size_t)max_batch;
     size_t *y_off = larch_calloc((size_t)nodes * 2 + (size_t)m->n_layers, sizeof *y_off, "plan");
@@ -450,3 +465,4 @@ int larch_model_gemms(const larch_model *m, int batch, int train, larch_gemm_sha
     }
     return k;
 }
+

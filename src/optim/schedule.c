@@ -1,26 +1,54 @@
-/* schedule.c - learning-rate schedules with linear warmup.
- * The rate of step t (0-based) is the schedule's rate times the warmup factor
- * (t + 1) / warmup_steps while t < warmup_steps. Decays are measured in
- * epochs (fractional: t / steps_per_epoch).
- *   constant:  base
- *   step:      base * gamma^floor(epoch / step_epochs)
- *   multistep: base * gamma^(number of milestones <= epoch)
- *   cosine:    min + (base - min) (1 + cos(pi t / total)) / 2
+/* schedule.c - learning-rate schedules with linear or exponential warmup.
+ * t is the 0-based optimizer step, T the steps of the run, W the warmup
+ * steps, e = t / steps_per_epoch the fractional epoch.
+ *   warmup (t < W):   linear       f = s + (1 - s) (t + 1) / W
+ *                     exponential  f = s^(1 - (t + 1) / W)      (s = warmup_start)
+ *   constant:   base
+ *   step:       base gamma^floor(e / step_epochs)
+ *   multistep:  base gamma^(number of milestones <= e)
+ *   exponential base gamma^e
+ *   cosine:     min + (base - min) (1 + cos(pi p)) / 2,   p = (t - W) / (T - W)
+ *   sgdr:       cosine within restart periods of restart_epochs, each
+ *               restart_mult times longer than the previous one (after warmup)
+ *   poly:       min + (base - min) (1 - p)^power
+ *   onecycle:   fastai's fit_one_cycle: cosine from base/div up to base over
+ *               the first pct_start of the run, then cosine down to
+ *               base/div_final; momentum cosine moms[0] -> moms[1] -> moms[2]
+ * The warmup factor multiplies the schedule's rate; step, multistep and
+ * exponential count epochs from the start of training, the others measure
+ * their progress after the warmup (one-cycle has its own warm phase and
+ * takes no warmup).
  */
 #include "larch/optim.h"
 
 #include <math.h>
 #include <string.h>
 
-enum { SCHED_CONSTANT, SCHED_STEP, SCHED_MULTISTEP, SCHED_COSINE };
+enum { SCHED_CONSTANT, SCHED_STEP, SCHED_MULTISTEP, SCHED_EXPONENTIAL, SCHED_COSINE, SCHED_SGDR,
+       SCHED_POLY, SCHED_ONECYCLE };
+static const char *const sched_names[] = {"constant", "step", "multistep", "exponential", "cosine", "sgdr",
+                                          "poly", "onecycle"};
 
 const larch_key larch_sched_keys[] = {
-    {"name", LARCH_T_ENUM, "constant", 0, 0, "constant|step|multistep|cosine", NULL, "schedule"},
-    {"warmup_epochs", LARCH_T_FLOAT, "0", 0, 1e4, NULL, NULL, "linear warmup length in epochs"},
+    {"name", LARCH_T_ENUM, "constant", 0, 0, "constant|step|multistep|exponential|cosine|sgdr|poly|onecycle", NULL,
+     "schedule"},
+    {"warmup", LARCH_T_ENUM, "linear", 0, 0, "linear|exponential", NULL, "warmup shape"},
+    {"warmup_epochs", LARCH_T_FLOAT, "0", 0, 1e6, NULL, NULL, "warmup length in epochs"},
+    {"warmup_steps", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "warmup length in steps (overrides warmup_epochs)"},
+    {"warmup_start", LARCH_T_FLOAT, "0", 0, 1, NULL, NULL,
+     "warmup factor before the first step (exponential: must be > 0, e.g. 0.01)"},
     {"step_epochs", LARCH_T_FLOAT, "30", 1e-6, 1e6, NULL, NULL, "step: decay every this many epochs"},
-    {"milestones", LARCH_T_FLOATS, "[]", 0, 1e6, NULL, NULL, "multistep: epochs at which to decay"},
-    {"gamma", LARCH_T_FLOAT, "0.1", 0, 1, NULL, NULL, "decay factor"},
-    {"min_lr", LARCH_T_FLOAT, "0", 0, 1e4, NULL, NULL, "cosine: final learning rate"},
+    {"milestones", LARCH_T_FLOATS, "[]", 0, 1e6, NULL, NULL, "multistep: epochs at which to decay (ascending)"},
+    {"gamma", LARCH_T_FLOAT, "0.1", 0, 1, NULL, NULL, "step, multistep: decay factor; exponential: per epoch"},
+    {"min_lr", LARCH_T_FLOAT, "0", 0, 1e4, NULL, NULL, "cosine, sgdr, poly: final learning rate"},
+    {"power", LARCH_T_FLOAT, "2", 0, 100, NULL, NULL, "poly: exponent (2 as in the LARS paper; 1 = linear)"},
+    {"restart_epochs", LARCH_T_FLOAT, "10", 1e-6, 1e6, NULL, NULL, "sgdr: length of the first period (T_0)"},
+    {"restart_mult", LARCH_T_FLOAT, "1", 1, 100, NULL, NULL, "sgdr: growth of each period (T_mult)"},
+    {"pct_start", LARCH_T_FLOAT, "0.25", 0, 1, NULL, NULL, "onecycle: fraction of the run rising to the peak"},
+    {"div", LARCH_T_FLOAT, "25", 1, 1e9, NULL, NULL, "onecycle: the start rate is base / div"},
+    {"div_final", LARCH_T_FLOAT, "1e5", 1, 1e12, NULL, NULL, "onecycle: the final rate is base / div_final"},
+    {"moms", LARCH_T_FLOATS, "[0.95, 0.85, 0.95]", 0, 0.999999, NULL, NULL,
+     "onecycle: momentum (or beta1) at start, peak and end; [] = not cycled"},
     {0}};
 
 larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
@@ -28,36 +56,98 @@ larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base
 {
     memset(s, 0, sizeof *s);
     const char *name = larch_cfg_str(cfg, "name");
-    s->kind = strcmp(name, "step") == 0 ? SCHED_STEP : strcmp(name, "multistep") == 0 ? SCHED_MULTISTEP
-            : strcmp(name, "cosine") == 0 ? SCHED_COSINE : SCHED_CONSTANT;
+    for (int k = 0; k < (int)(sizeof sched_names / sizeof *sched_names); k++)
+        if (strcmp(name, sched_names[k]) == 0) s->kind = k;
+    s->warmup_kind = strcmp(larch_cfg_str(cfg, "warmup"), "exponential") == 0;
     s->base_lr = base_lr;
     s->min_lr = larch_cfg_float(cfg, "min_lr");
     s->gamma = larch_cfg_float(cfg, "gamma");
+    s->power = larch_cfg_float(cfg, "power");
     s->step_epochs = larch_cfg_float(cfg, "step_epochs");
+    s->restart_epochs = larch_cfg_float(cfg, "restart_epochs");
+    s->restart_mult = larch_cfg_float(cfg, "restart_mult");
+    s->pct_start = larch_cfg_float(cfg, "pct_start");
+    s->div = larch_cfg_float(cfg, "div");
+    s->div_final = larch_cfg_float(cfg, "div_final");
+    s->warmup_start = larch_cfg_float(cfg, "warmup_start");
     s->total_steps = total_steps > 0 ? total_steps : 1;
     s->steps_per_epoch = steps_per_epoch > 0 ? steps_per_epoch : 1;
-    s->warmup_steps = lround(larch_cfg_float(cfg, "warmup_epochs") * (double)s->steps_per_epoch);
+    long ws = larch_cfg_int(cfg, "warmup_steps");
+    s->warmup_steps = ws > 0 ? ws : lround(larch_cfg_float(cfg, "warmup_epochs") * (double)s->steps_per_epoch);
     s->n_milestones = larch_cfg_floats(cfg, "milestones", s->milestones, 16);
     if (s->n_milestones < 0) return larch_fail(LARCH_ERR_CONFIG, "sched.milestones: at most 16 milestones");
+    for (int i = 1; i < s->n_milestones; i++)
+        if (s->milestones[i] < s->milestones[i - 1])
+            return larch_fail(LARCH_ERR_CONFIG, "sched.milestones: must be ascending (%g comes after %g)",
+                              s->milestones[i], s->milestones[i - 1]);
+    if (s->kind == SCHED_ONECYCLE) {
+        double moms[4];
+        int nm = larch_cfg_floats(cfg, "moms", moms, 4);
+        if (nm != 0 && nm != 3) return larch_fail(LARCH_ERR_CONFIG, "sched.moms: expected [start, peak, end] or []");
+        if (nm == 3) memcpy(s->moms, moms, sizeof s->moms);
+        else s->moms[0] = -1.0;
+        if (s->warmup_steps > 0)
+            return larch_fail(LARCH_ERR_CONFIG, "sched.warmup_epochs: onecycle has its own warm phase (sched.pct_start); "
+                              "set the warmup to 0");
+    } else {
+        s->moms[0] = -1.0;
+    }
+    if (s->warmup_kind == 1 && s->warmup_steps > 0 && s->warmup_start <= 0.0)
+        return larch_fail(LARCH_ERR_CONFIG, "sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)");
+    if (s->warmup_steps > s->total_steps)
+        return larch_fail(LARCH_ERR_CONFIG, "sched.warmup_epochs: the warmup (%ld steps) is longer than the run (%ld steps)",
+                          s->warmup_steps, s->total_steps);
     return LARCH_OK;
+}
+
+/* fastai's cosine from a to b over pos in [0, 1] */
+static double cos_anneal(double a, double b, double pos)
+{
+    return b + (a - b) / 2.0 * (1.0 + cos(M_PI * pos));
 }
 
 double larch_sched_lr(const larch_sched *s, long step)
 {
-    double epoch = (double)step / (double)s->steps_per_epoch, lr = s->base_lr;
+    const double epoch = (double)step / (double)s->steps_per_epoch, base = s->base_lr;
+    const long w = s->warmup_steps;
+    double p = s->total_steps > w ? (double)(step - w) / (double)(s->total_steps - w) : 1.0;
+    if (p < 0.0) p = 0.0;
+    if (p > 1.0) p = 1.0;
+    double lr = base;
     switch (s->kind) {
     case SCHED_STEP: lr *= pow(s->gamma, floor(epoch / s->step_epochs + 1e-9)); break;
     case SCHED_MULTISTEP:
         for (int i = 0; i < s->n_milestones; i++) if (epoch + 1e-9 >= s->milestones[i]) lr *= s->gamma;
         break;
-    case SCHED_COSINE: {
-        double f = (double)step / (double)s->total_steps;
-        if (f > 1.0) f = 1.0;
-        lr = s->min_lr + (s->base_lr - s->min_lr) * 0.5 * (1.0 + cos(M_PI * f));
+    case SCHED_EXPONENTIAL: lr *= pow(s->gamma, epoch); break;
+    case SCHED_COSINE: lr = cos_anneal(base, s->min_lr, p); break;
+    case SCHED_POLY: lr = s->min_lr + (base - s->min_lr) * pow(1.0 - p, s->power); break;
+    case SCHED_SGDR: {
+        double e = step > w ? (double)(step - w) / (double)s->steps_per_epoch : 0.0, period = s->restart_epochs;
+        while (e >= period - 1e-9) { e -= period; period *= s->restart_mult; }
+        if (e < 0.0) e = 0.0;
+        lr = cos_anneal(base, s->min_lr, e / period);
+        break;
+    }
+    case SCHED_ONECYCLE: {
+        double pos = (double)step / (double)s->total_steps, pct = s->pct_start;
+        lr = pos < pct ? cos_anneal(base / s->div, base, pos / pct)
+                       : cos_anneal(base, base / s->div_final, pct < 1.0 ? (pos - pct) / (1.0 - pct) : 1.0);
         break;
     }
     default: break;
     }
-    if (step < s->warmup_steps) lr *= (double)(step + 1) / (double)s->warmup_steps;
+    if (step < w) {
+        double f = (double)(step + 1) / (double)w;
+        lr *= s->warmup_kind == 1 ? pow(s->warmup_start, 1.0 - f) : s->warmup_start + (1.0 - s->warmup_start) * f;
+    }
     return lr;
+}
+
+double larch_sched_momentum(const larch_sched *s, long step)
+{
+    if (s->kind != SCHED_ONECYCLE || s->moms[0] < 0.0) return -1.0;
+    double pos = (double)step / (double)s->total_steps, pct = s->pct_start;
+    return pos < pct ? cos_anneal(s->moms[0], s->moms[1], pos / pct)
+                     : cos_anneal(s->moms[1], s->moms[2], pct < 1.0 ? (pos - pct) / (1.0 - pct) : 1.0);
 }

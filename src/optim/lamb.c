@@ -1,0 +1,39 @@
+/* lamb.c - layer-wise adaptive moments (You et al. 2019, Algorithm 2), per
+ * tensor:
+ *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+ *   m' = m / (1 - beta1^t), v' = v / (1 - beta2^t)   (bias_correction: true)
+ *   u = m' / (sqrt(v') + eps) + wd w
+ *   ratio = ||w|| / ||u||   (1 when either norm is 0; clamped to
+ *                            [trust_min, trust_max] when trust_max > 0)
+ *   w -= lr ratio u
+ * Tensors the trust ratio does not apply to take ratio = 1 (AdamW-like).
+ * Two passes: moments and norms, then the update (u is recomputed, not stored).
+ */
+#include "optim/optim_internal.h"
+
+#include <math.h>
+
+void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
+{
+    const larch_optim *o = c->o;
+    float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1];
+    const float *restrict g = v->g;
+    const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, wd = v->wd;
+    const int bc = o->bias_correction;
+    const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(b1, (double)c->t))) : 1.0f;
+    const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(b2, (double)c->t))) : 1.0f;
+    double wsq = 0.0, usq = 0.0;
+    for (size_t i = 0; i < v->n; i++) {
+        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+        s2[i] = b2 * s2[i] + (1.0f - b2) * g[i] * g[i];
+        float u = m[i] * rbc1 / (sqrtf(s2[i] * rbc2) + eps) + wd * w[i];
+        wsq += (double)w[i] * w[i];
+        usq += (double)u * u;
+    }
+    const double ratio = v->adapt ? larch_trust_ratio(o, sqrt(wsq), sqrt(usq)) : 1.0;
+    const float rate = (float)(v->lr * ratio);
+    for (size_t i = 0; i < v->n; i++) {
+        float u = m[i] * rbc1 / (sqrtf(s2[i] * rbc2) + eps) + wd * w[i];
+        w[i] -= rate * u;
+    }
+}

@@ -1,0 +1,36 @@
+/* optim_internal.h - what optimizer.c hands to the update rules. */
+#ifndef LARCH_OPTIM_INTERNAL_H
+#define LARCH_OPTIM_INTERNAL_H
+
+#include "larch/optim.h"
+
+/* Per step: the optimizer, the base rate and the 1-based step number. */
+typedef struct {
+    const larch_optim *o;
+    float lr;
+    long t;
+    double mu_t, mu_next;        /* NAdam's momentum schedule at t and t + 1 */
+} optim_step_ctx;
+
+/* One trainable tensor: parameter, gradient and state views of n floats,
+ * with its own rate (lr * lr_mult), weight decay (wd * wd_mult) and whether
+ * LARS/LAMB adapt it. */
+typedef struct {
+    float *w;
+    const float *g;
+    float *s[LARCH_OPTIM_MAX_STATE];
+    size_t n;
+    float lr, wd;
+    int adapt;
+} optim_tensor;
+
+double larch_sumsq(const float *x, size_t n);
+void larch_sgd_update(const optim_step_ctx *c, const optim_tensor *v);
+void larch_adam_update(const optim_step_ctx *c, const optim_tensor *v);   /* adam, adamw, nadam, radam, adamod */
+void larch_lars_update(const optim_step_ctx *c, const optim_tensor *v);
+void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v);
+/* The trust ratio num / den with the zero-norm rule (1 when either is 0)
+ * and the optimizer's clamp. */
+double larch_trust_ratio(const larch_optim *o, double num, double den);
+
+#endif
