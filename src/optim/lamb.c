@@ -22,17 +22,30 @@ void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
     const int bc = o->bias_correction;
     const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(b1, (double)c->t))) : 1.0f;
     const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(b2, (double)c->t))) : 1.0f;
-    double wsq = 0.0, usq = 0.0;
-    for (size_t i = 0; i < v->n; i++) {
+    /* pass 1: moments, and ||w||^2, ||u||^2 in 8 independent lanes (a single
+     * double accumulator would serialize the loop on its add latency) */
+    double wl[8] = {0}, ul[8] = {0}, wsq = 0.0, usq = 0.0;
+    size_t i = 0;
+    for (; i + 8 <= v->n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            size_t j = i + (size_t)k;
+            m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+            s2[j] = b2 * s2[j] + (1.0f - b2) * g[j] * g[j];
+            float u = m[j] * rbc1 / (sqrtf(s2[j] * rbc2) + eps) + wd * w[j];
+            wl[k] += (double)w[j] * w[j];
+            ul[k] += (double)u * u;
+        }
+    for (; i < v->n; i++) {
         m[i] = b1 * m[i] + (1.0f - b1) * g[i];
         s2[i] = b2 * s2[i] + (1.0f - b2) * g[i] * g[i];
         float u = m[i] * rbc1 / (sqrtf(s2[i] * rbc2) + eps) + wd * w[i];
         wsq += (double)w[i] * w[i];
         usq += (double)u * u;
     }
+    for (int k = 0; k < 8; k++) { wsq += wl[k]; usq += ul[k]; }
     const double ratio = v->adapt ? larch_trust_ratio(o, sqrt(wsq), sqrt(usq)) : 1.0;
     const float rate = (float)(v->lr * ratio);
-    for (size_t i = 0; i < v->n; i++) {
+    for (i = 0; i < v->n; i++) {                          /* pass 2: the update */
         float u = m[i] * rbc1 / (sqrtf(s2[i] * rbc2) + eps) + wd * w[i];
         w[i] -= rate * u;
     }
