@@ -41,6 +41,13 @@ LARCH_API larch_status larch_comm_bcast(const larch_comm *c, void *buf, size_t b
 LARCH_API larch_status larch_comm_barrier(const larch_comm *c);
 LARCH_API double larch_comm_wtime(void);
 
+/* Non-blocking sums of float buffers (gradient buckets): start any number,
+ * let MPI progress them between pieces of computation, then wait for all.
+ * The buffers must not be touched until larch_comm_waitall returns. */
+LARCH_API larch_status larch_comm_iallreduce_f32(const larch_comm *c, float *buf, size_t n);
+LARCH_API larch_status larch_comm_progress(const larch_comm *c);
+LARCH_API larch_status larch_comm_waitall(const larch_comm *c);
+
 #ifdef __cplusplus
 }
 #endif

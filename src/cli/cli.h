@@ -7,6 +7,7 @@ int larch_cmd_train(int argc, char **argv);
 int larch_cmd_config(int argc, char **argv);
 int larch_cmd_bench(int argc, char **argv);
 int larch_cmd_schedule(int argc, char **argv);
+int larch_cmd_bench_allreduce(int argc, char **argv);   /* argv[1] == "allreduce" */
 
 /* Collects "--set k=v" (also "--set=k=v") pairs; returns the index of the
  * first argument it did not consume or -1 on a usage error. */

@@ -7,7 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct { MPI_Comm world, node; int we_initialized; } comm_impl;
+#define MAX_PENDING 4096
+
+typedef struct {
+    MPI_Comm world, node;
+    int we_initialized;
+    int n_pending;                       /* non-blocking sums in flight */
+    MPI_Request pending[MAX_PENDING];
+} comm_impl;
 
 static larch_status mpi_fail(int rc, const char *what)
 {
@@ -133,3 +140,40 @@ larch_status larch_comm_barrier(const larch_comm *c)
 }
 
 double larch_comm_wtime(void) { return MPI_Wtime(); }
+
+larch_status larch_comm_iallreduce_f32(const larch_comm *c, float *buf, size_t n)
+{
+    if (c->size == 1 || n == 0) return LARCH_OK;
+    comm_impl *impl = c->impl;
+    while (n > 0) {
+        int chunk = n > (size_t)INT_MAX ? INT_MAX : (int)n;
+        if (impl->n_pending == MAX_PENDING)
+            return larch_fail(LARCH_ERR_MPI, "more than %d non-blocking allreduces in flight (raise dist.bucket_mb)", MAX_PENDING);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, chunk, MPI_FLOAT, MPI_SUM, impl->world, &impl->pending[impl->n_pending]);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Iallreduce");
+        impl->n_pending++;
+        buf += chunk;
+        n -= (size_t)chunk;
+    }
+    return LARCH_OK;
+}
+
+larch_status larch_comm_progress(const larch_comm *c)
+{
+    comm_impl *impl = c->impl;
+    if (c->size == 1 || impl->n_pending == 0) return LARCH_OK;
+    int done = 0;
+    int rc = MPI_Testall(impl->n_pending, impl->pending, &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Testall");
+    if (done) impl->n_pending = 0;
+    return LARCH_OK;
+}
+
+larch_status larch_comm_waitall(const larch_comm *c)
+{
+    comm_impl *impl = c->impl;
+    if (c->size == 1 || impl->n_pending == 0) return LARCH_OK;
+    int rc = MPI_Waitall(impl->n_pending, impl->pending, MPI_STATUSES_IGNORE);
+    impl->n_pending = 0;
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Waitall");
+}

@@ -13,6 +13,7 @@
 #include "larch/rng.h"
 #include "larch/optim.h"
 #include "core/blas.h"
+#include "dist/grad_sync.h"
 
 #include <errno.h>
 #include <math.h>
@@ -38,6 +39,9 @@ typedef struct run {
     larch_optim *optim;
     larch_sched sched;
     larch_loader *loader, *eval_loader;
+    grad_sync *sync;                     /* bucketed gradient allreduce */
+    larch_comm_hooks hooks;              /* SyncBatchNorm's sums        */
+    larch_status hook_status;
     FILE *metrics;
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
 } run_t;
@@ -177,6 +181,14 @@ static larch_status check_same_config(run_t *r)
     return LARCH_OK;
 }
 
+/* SyncBatchNorm's sum over ranks; a failure is kept for the step to return. */
+static void hook_allreduce(void *ctx, double *buf, int n)
+{
+    run_t *r = ctx;
+    larch_status s = larch_comm_allreduce_f64(r->comm, buf, n);
+    if (s && !r->hook_status) r->hook_status = s;
+}
+
 static larch_status setup(run_t *r)
 {
     larch_status s = read_settings(r);
@@ -191,6 +203,11 @@ static larch_status setup(run_t *r)
     if ((s = larch_optim_create(&r->optim, r->model, larch_map_get(r->cfg, "optim")))) return s;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
+    const larch_node *dist = larch_map_get(r->cfg, "dist");
+    if ((s = grad_sync_create(&r->sync, r->comm, r->model, larch_cfg_float(dist, "bucket_mb"),
+                              larch_cfg_float(dist, "first_bucket_mb"), larch_cfg_bool(dist, "overlap"))))
+        return s;
+    r->hooks = (larch_comm_hooks){hook_allreduce, r};
     const larch_node *aug = larch_map_get(larch_map_get(r->cfg, "data"), "augment");
     int prefetch = larch_cfg_bool(larch_map_get(r->cfg, "data"), "prefetch");
     larch_loader_opts lo = {r->batch, r->comm->rank, r->comm->size, 1, 1, r->seed,
@@ -221,6 +238,7 @@ static void teardown(run_t *r)
 {
     larch_loader_free(r->loader);
     larch_loader_free(r->eval_loader);
+    grad_sync_free(r->sync);
     larch_optim_free(r->optim);
     larch_model_free(r->model);
     larch_dataset_free(&r->train);
@@ -297,13 +315,15 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         for (int t = 0; t < LARCH_MAX_TARGETS; t++)
             if (b->label[t]) mb.label[t] = b->label[t] + (size_t)a * r->micro;
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
-        larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, NULL};
+        larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
         larch_model_forward(m, &mb, &p);
         local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, NULL);
         local[1] += mb.n;
+        if (a == r->accumulate - 1) grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
         larch_model_backward(m, &p);
     }
-    larch_status s = larch_comm_allreduce_f32(r->comm, m->grad, m->n_floats);   /* sum of 1/B-scaled grads */
+    larch_status s = grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
+    if (!s) s = r->hook_status;
     if (!s) s = larch_comm_allreduce_f64(r->comm, local, 2);
     if (s) return s;
     double loss = local[0] / local[1] + larch_model_penalty(m, 1);
@@ -343,9 +363,12 @@ static larch_status loop(run_t *r, larch_train_result *res)
             double sps = (double)(done - log_step) * r->batch / (now - t_log);
             if (r->metrics) {
                 char num[32];
+                long n_sync = 0;
+                double wait = grad_sync_take_wait(r->sync, &n_sync);
                 fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
-                        "\"samples_per_s\": %.1f, \"time\": %.3f}\n",
-                        done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps, now - t_start);
+                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"time\": %.3f}\n",
+                        done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps,
+                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, now - t_start);
                 fflush(r->metrics);
             }
             log_step = done;

@@ -41,11 +41,18 @@ static const larch_key data_keys[] = {
     {"synthetic", LARCH_T_MAP, "{}", 0, 0, NULL, synthetic_keys, "synthetic dataset settings"},
     {0}};
 
+static const larch_key dist_keys[] = {
+    {"bucket_mb", LARCH_T_FLOAT, "25", 0.001, 65536, NULL, NULL, "gradient bucket size in MiB (as PyTorch DDP)"},
+    {"first_bucket_mb", LARCH_T_FLOAT, "1", 0.001, 65536, NULL, NULL, "size of the first bucket (the last layers), MiB"},
+    {"overlap", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "start each bucket's allreduce during backward"},
+    {0}};
+
 const larch_key larch_run_keys[] = {
     {"train", LARCH_T_MAP, "{}", 0, 0, NULL, train_keys, "training loop"},
     {"optim", LARCH_T_MAP, "{}", 0, 0, NULL, larch_optim_keys, "optimizer"},
     {"sched", LARCH_T_MAP, "{}", 0, 0, NULL, larch_sched_keys, "learning-rate schedule"},
     {"data", LARCH_T_MAP, "{}", 0, 0, NULL, data_keys, "dataset"},
+    {"dist", LARCH_T_MAP, "{}", 0, 0, NULL, dist_keys, "data-parallel communication"},
     {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL, "list of layers"},
     {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},
     {"regularization", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "list of penalties"},

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Data-parallel training with Open MPI's mpirun, on this machine or on the
+# hosts of a hostfile.
+#   bash launch/mpirun.sh -n 2 launch/configs/fmnist_mlp.yaml [larch train options]
+#   bash launch/mpirun.sh -n 16 --hostfile hosts launch/configs/fmnist_cnn.yaml --out runs/cnn16
+# A hostfile lists one host per line with its slots (ranks), e.g. "node1 slots=4".
+# Ranks x threads = cores: each rank gets THREADS OpenBLAS threads (default:
+# the cores of this machine / ranks per node, at least 1) and is bound to that
+# many cores (--map-by slot:PE=THREADS) so ranks do not share cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NP=2; HOSTFILE=""; PER_NODE=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    -n|-np) NP=$2; shift 2 ;;
+    --hostfile) HOSTFILE=$2; shift 2 ;;
+    --per-node) PER_NODE=$2; shift 2 ;;   # ranks per node (default: NP on one machine, slots of the hostfile)
+    *) break ;;
+  esac
+done
+[ $# -ge 1 ] || { sed -n 2,9p "$0" >&2; exit 2; }
+CONFIG=$1; shift
+LARCH=${LARCH:-build/larch}
+[ -x "$LARCH" ] || { echo "mpirun.sh: $LARCH not built (cmake -S . -B build && cmake --build build)" >&2; exit 1; }
+CORES=$(nproc)
+if [ -z "$PER_NODE" ]; then
+  if [ -n "$HOSTFILE" ]; then PER_NODE=$(awk '/slots=/ {sub(/.*slots=/, ""); print $1 + 0; exit}' "$HOSTFILE"); fi
+  PER_NODE=${PER_NODE:-$NP}
+fi
+THREADS=${THREADS:-$(( CORES / PER_NODE > 0 ? CORES / PER_NODE : 1 ))}
+ARGS=(-n "$NP" -x OPENBLAS_NUM_THREADS="$THREADS" -x OPENBLAS_CORETYPE)
+if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+if [ $(( PER_NODE * THREADS )) -le "$CORES" ]; then
+  ARGS+=(--map-by "slot:PE=$THREADS" --bind-to core)
+else
+  ARGS+=(--oversubscribe --bind-to none)         # more ranks than cores: let the OS schedule
+fi
+[ -n "$HOSTFILE" ] && ARGS+=(--hostfile "$HOSTFILE")
+echo "mpirun.sh: $NP ranks ($PER_NODE per node) x $THREADS OpenBLAS threads" >&2
+exec mpirun "${ARGS[@]}" "$LARCH" train "$CONFIG" --set train.threads="$THREADS" "$@"

@@ -1,0 +1,35 @@
+/* grad_sync.h - gradient averaging across ranks in buckets that overlap
+ * backward (internal to src/dist).
+ *
+ * The flat gradient buffer is cut into buckets from its end (the last
+ * layers' gradients are ready first): the first bucket holds about
+ * first_mb MiB, the others about bucket_mb (whole tensors, as PyTorch DDP).
+ * During the last backward of a step the model reports each layer's
+ * finished gradients; a bucket whose gradients are all final starts a
+ * non-blocking allreduce at once, and every report lets MPI progress the
+ * ones in flight. grad_sync_finish starts what is left and waits.
+ * All ranks run the same graph, so buckets start in the same order on every
+ * rank, as MPI requires.
+ */
+#ifndef LARCH_GRAD_SYNC_H
+#define LARCH_GRAD_SYNC_H
+
+#include "larch/comm.h"
+#include "larch/model.h"
+
+typedef struct grad_sync grad_sync;
+
+larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
+                              double first_mb, int overlap);
+void grad_sync_free(grad_sync *g);
+/* Arms the hook for the backward that follows (the last micro-batch). */
+void grad_sync_begin(grad_sync *g);
+/* Starts the buckets not started yet and waits for all; the gradient buffer
+ * then holds the sums over ranks. */
+larch_status grad_sync_finish(grad_sync *g);
+int grad_sync_buckets(const grad_sync *g);
+/* Seconds spent waiting in grad_sync_finish since the last call (the
+ * communication not hidden behind backward), and the steps it covers. */
+double grad_sync_take_wait(grad_sync *g, long *steps);
+
+#endif
