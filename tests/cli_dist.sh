@@ -6,6 +6,7 @@
 #   relative; with 1 rank SyncBatchNorm is plain batch norm over the whole
 #   batch, so this also checks 2 ranks x b against 1 rank x 2b;
 # - overlapped and blocking gradient sums agree exactly;
+# - sharded (ZeRO-1) and unsharded optimizer state give the same parameters;
 # - errors on one rank end every rank with the rank named.
 . "$(dirname "$0")/cli_helpers.bash"
 MPIEXEC=${LARCH_MPIEXEC:-mpiexec}
@@ -29,10 +30,28 @@ for np in 1 2 4; do
 done
 compare "$TMP/r1" "$TMP/r2" "1 vs 2 ranks"
 compare "$TMP/r1" "$TMP/r4" "1 vs 4 ranks"
+pn1=$(grep '"split": "test"' "$TMP/r1/metrics.jsonl" | tail -1 | sed 's/.*"param_norm": \([0-9.e+-]*\).*/\1/')
+pn4=$(grep '"split": "test"' "$TMP/r4/metrics.jsonl" | tail -1 | sed 's/.*"param_norm": \([0-9.e+-]*\).*/\1/')
+awk -v a="$pn1" -v b="$pn4" 'BEGIN{d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-5 * a)}' \
+  && pass "1 vs 4 ranks: final parameter norm $pn1 = $pn4" || fail "final parameter norm 1 rank $pn1 vs 4 ranks $pn4"
 run 2 "$TMP/block" --set dist.overlap=false || fail "blocking run failed"
 if cmp -s <(losses "$TMP/r2") <(losses "$TMP/block"); then pass "overlapped = blocking gradient sums (2 ranks)"
 else fail "overlapped and blocking sums differ"; fi
 grep -q '"sync_wait_ms"' "$TMP/r2/metrics.jsonl" && pass "metrics carry sync_wait_ms" || fail "no sync_wait_ms in metrics"
+
+# ZeRO-1: sharded optimizer state gives the same parameters (LAMB's per-tensor
+# trust ratios and a global clipping norm exercise the cross-slice parts)
+pnorm() { grep '"split": "test"' "$1/metrics.jsonl" | tail -1 | sed 's/.*"param_norm": \([0-9.e+-]*\).*/\1/'; }
+for np in 2 4; do
+  Z=(--set optim.name=lamb --set optim.lr=0.01 --set optim.clip_norm=0.5)
+  run $np "$TMP/full$np" "${Z[@]}" || fail "unsharded $np ranks failed"
+  run $np "$TMP/zero$np" "${Z[@]}" --set dist.shard_optimizer=true || fail "sharded $np ranks failed: $(tail -3 "$TMP/zero$np.log")"
+  compare "$TMP/full$np" "$TMP/zero$np" "sharded vs unsharded optimizer, $np ranks (losses)"
+  a=$(pnorm "$TMP/full$np"); b=$(pnorm "$TMP/zero$np")
+  awk -v a="$a" -v b="$b" 'BEGIN{d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-6 * a)}' \
+    && pass "sharded vs unsharded, $np ranks: parameter norm $a = $b" || fail "parameter norm $a (unsharded) vs $b (sharded)"
+  grep -q "(sharded)" "$TMP/zero$np.log" && pass "sharded run reports its per-rank state" || fail "no sharded state line"
+done
 
 # errors on all ranks end the job with a message, no hang
 expect 1 "not divisible by 4 ranks" -- timeout 60 "$MPIEXEC" -n 4 --oversubscribe "$LARCH" train "$CFG" --set train.batch_size=30 --out "$TMP/o"

@@ -48,6 +48,13 @@ LARCH_API larch_status larch_comm_iallreduce_f32(const larch_comm *c, float *buf
 LARCH_API larch_status larch_comm_progress(const larch_comm *c);
 LARCH_API larch_status larch_comm_waitall(const larch_comm *c);
 
+/* Optimizer-state sharding: rank r receives the sum over ranks of
+ * send[displ_r .. displ_r + counts[r]) in recv (displacements are the
+ * prefix sums of counts); then every rank's slice of buf, in place, goes
+ * to all ranks. */
+LARCH_API larch_status larch_comm_reduce_scatter_f32(const larch_comm *c, const float *send, float *recv, const int *counts);
+LARCH_API larch_status larch_comm_allgatherv_f32(const larch_comm *c, float *buf, const int *counts, const int *displs);
+
 #ifdef __cplusplus
 }
 #endif

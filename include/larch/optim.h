@@ -45,6 +45,9 @@ typedef struct larch_optim {
     float *state[LARCH_OPTIM_MAX_STATE];   /* each n_state_floats floats          */
     size_t *state_offset;              /* per parameter; (size_t)-1 when frozen   */
     size_t n_state_floats;
+    size_t lo, hi;                     /* the part of the flat buffer it steps    */
+    double *norms;                     /* LARS/LAMB: per tensor, two squared norms */
+    const larch_comm_hooks *sum_hooks; /* sharded: sums the clipping norm over ranks */
     double mu_product;                 /* NAdam: product of the momentum schedule */
     long t;                            /* optimizer steps taken                   */
     double last_grad_norm;             /* global gradient norm before clipping    */
@@ -59,6 +62,12 @@ LARCH_API larch_status larch_optim_defaults(larch_node *optim);
 /* `cfg` is the validated `optim` map. Sets every parameter's lr_mult,
  * wd_mult and adapt from the roles and `optim.groups`, then allocates state. */
 LARCH_API larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_node *cfg);
+/* The same for the values [lo, hi) of the flat buffer only (optimizer-state
+ * sharding, ZeRO stage 1): state is allocated and updates run there; a
+ * tensor may be split between ranks. With sum_hooks set, the per-tensor
+ * norms of LARS/LAMB and the clipping norm are summed over the ranks. */
+LARCH_API larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const larch_node *cfg,
+                                                size_t lo, size_t hi);
 LARCH_API void larch_optim_free(larch_optim *o);
 /* Sets the momentum (SGD, LARS) or beta1 (the Adam family) of later steps:
  * one-cycle schedules cycle it. */

@@ -177,3 +177,17 @@ larch_status larch_comm_waitall(const larch_comm *c)
     impl->n_pending = 0;
     return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Waitall");
 }
+
+larch_status larch_comm_reduce_scatter_f32(const larch_comm *c, const float *send, float *recv, const int *counts)
+{
+    if (c->size == 1) { memcpy(recv, send, (size_t)counts[0] * sizeof *recv); return LARCH_OK; }
+    int rc = MPI_Reduce_scatter(send, recv, counts, MPI_FLOAT, MPI_SUM, world(c));
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Reduce_scatter");
+}
+
+larch_status larch_comm_allgatherv_f32(const larch_comm *c, float *buf, const int *counts, const int *displs)
+{
+    if (c->size == 1) return LARCH_OK;
+    int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, world(c));
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Allgatherv");
+}

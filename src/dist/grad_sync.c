@@ -2,6 +2,7 @@
 #include "dist/grad_sync.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     size_t lo, hi;        /* [lo, hi) of the flat gradient buffer */
@@ -15,6 +16,9 @@ struct grad_sync {
     bucket *b;
     int n, next;          /* buckets; the next one to start (in order) */
     int armed, overlap;
+    int shard;                              /* ZeRO-1: reduce-scatter + allgather   */
+    int *counts, *displs;                   /* per rank, in floats                 */
+    float *recv;                            /* this rank's summed gradient slice   */
     larch_status status;  /* first failure inside the hook */
     double wait_s;
     long steps;
@@ -46,17 +50,57 @@ static void on_grads_ready(void *ctx, size_t offset, size_t count)
     if (s && !g->status) g->status = s;
 }
 
+/* Equal contiguous slices of the flat buffer per rank (multiples of 16
+ * floats, 64 bytes); a tensor may be split between ranks. */
+static larch_status plan_shards(grad_sync *g)
+{
+    const larch_model *m = g->m;
+    int n = g->comm->size;
+    g->counts = larch_calloc((size_t)n, sizeof *g->counts, "shards");
+    g->displs = larch_calloc((size_t)n, sizeof *g->displs, "shards");
+    if (!g->counts || !g->displs) return LARCH_ERR_NOMEM;
+    if (m->n_floats > (size_t)0x7fffffff) return larch_fail(LARCH_ERR_INVALID, "dist.shard_optimizer: more than 2^31 parameters");
+    size_t most = 0;
+    for (int r = 0; r < n; r++) {
+        size_t lo = r == 0 ? 0 : (m->n_floats * (size_t)r / (size_t)n) & ~(size_t)15;
+        size_t hi = r == n - 1 ? m->n_floats : (m->n_floats * (size_t)(r + 1) / (size_t)n) & ~(size_t)15;
+        if (hi < lo) hi = lo;
+        g->displs[r] = (int)lo;
+        g->counts[r] = (int)(hi - lo);
+        if (hi - lo > most) most = hi - lo;
+    }
+    g->recv = larch_aligned_alloc((most ? most : 1) * sizeof(float), "gradient shard");
+    return g->recv ? LARCH_OK : LARCH_ERR_NOMEM;
+}
+
+void grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi)
+{
+    if (!g->shard) { *lo = 0; *hi = g->m->n_floats; return; }
+    *lo = (size_t)g->displs[g->comm->rank];
+    *hi = *lo + (size_t)g->counts[g->comm->rank];
+}
+
+larch_status grad_sync_gather(grad_sync *g)
+{
+    return g->shard ? larch_comm_allgatherv_f32(g->comm, g->m->param, g->counts, g->displs) : LARCH_OK;
+}
+
 larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
-                              double first_mb, int overlap)
+                              double first_mb, int overlap, int shard)
 {
     *out = NULL;
     grad_sync *g = larch_calloc(1, sizeof *g, "gradient buckets");
     if (!g) return LARCH_ERR_NOMEM;
     g->comm = comm;
     g->m = m;
-    g->overlap = overlap && comm->size > 1;
+    g->shard = shard && comm->size > 1;
+    g->overlap = overlap && comm->size > 1 && !g->shard;
+    if (g->shard) {
+        larch_status s = plan_shards(g);
+        if (s) { grad_sync_free(g); return s; }
+    }
     g->b = larch_calloc((size_t)m->n_params + 1, sizeof *g->b, "gradient buckets");
-    if (!g->b) { free(g); return LARCH_ERR_NOMEM; }
+    if (!g->b) { grad_sync_free(g); return LARCH_ERR_NOMEM; }
     /* whole tensors, from the last parameter backwards */
     size_t cap = (size_t)(first_mb * 1048576.0 / sizeof(float)), hi = m->n_floats, lo = hi;
     for (int i = m->n_params - 1; i >= 0; i--) {
@@ -81,6 +125,9 @@ void grad_sync_free(grad_sync *g)
     if (!g) return;
     if (g->m && g->m->grads_ready_ctx == g) { g->m->grads_ready = NULL; g->m->grads_ready_ctx = NULL; }
     free(g->b);
+    free(g->counts);
+    free(g->displs);
+    free(g->recv);
     free(g);
 }
 
@@ -97,6 +144,14 @@ larch_status grad_sync_finish(grad_sync *g)
     g->armed = 0;
     larch_status s = g->status;
     double t0 = larch_comm_wtime();
+    if (g->shard) {                                         /* each rank: the sums of its own slice */
+        int r = g->comm->rank;
+        if (!s) s = larch_comm_reduce_scatter_f32(g->comm, g->m->grad, g->recv, g->counts);
+        if (!s) memcpy(g->m->grad + g->displs[r], g->recv, (size_t)g->counts[r] * sizeof(float));
+        g->wait_s += larch_comm_wtime() - t0;
+        g->steps++;
+        return s;
+    }
     for (; !s && g->next < g->n; g->next++) {               /* frozen or unreported tensors, or no overlap */
         bucket *k = &g->b[g->next];
         s = g->overlap ? larch_comm_iallreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo)

@@ -9,7 +9,8 @@
  * non-blocking allreduce at once, and every report lets MPI progress the
  * ones in flight. grad_sync_finish starts what is left and waits.
  * All ranks run the same graph, so buckets start in the same order on every
- * rank, as MPI requires.
+ * rank, as MPI requires. With sharding the sum is one reduce-scatter after
+ * backward (no overlap).
  */
 #ifndef LARCH_GRAD_SYNC_H
 #define LARCH_GRAD_SYNC_H
@@ -20,7 +21,7 @@
 typedef struct grad_sync grad_sync;
 
 larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
-                              double first_mb, int overlap);
+                              double first_mb, int overlap, int shard);
 void grad_sync_free(grad_sync *g);
 /* Arms the hook for the backward that follows (the last micro-batch). */
 void grad_sync_begin(grad_sync *g);
@@ -28,6 +29,14 @@ void grad_sync_begin(grad_sync *g);
  * then holds the sums over ranks. */
 larch_status grad_sync_finish(grad_sync *g);
 int grad_sync_buckets(const grad_sync *g);
+
+/* Optimizer-state sharding (ZeRO stage 1, `shard` at create): the flat
+ * buffer is cut into one equal slice per rank; grad_sync_finish then
+ * reduce-scatters, so each rank holds the summed gradients of its slice
+ * only, its optimizer steps that slice, and grad_sync_gather sends every
+ * rank's updated parameters to all. */
+void grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi);
+larch_status grad_sync_gather(grad_sync *g);
 /* Seconds spent waiting in grad_sync_finish since the last call (the
  * communication not hidden behind backward), and the steps it covers. */
 double grad_sync_take_wait(grad_sync *g, long *steps);

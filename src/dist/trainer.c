@@ -83,6 +83,19 @@ static const char *json_num(double v, char *buf, size_t len)
     return buf;
 }
 
+/* ||all parameters||, recorded with each evaluation (weight growth; equal
+ * parameters across runs show as equal norms). */
+static double param_norm(const larch_model *m)
+{
+    double acc[8] = {0}, t = 0.0;
+    size_t i = 0;
+    for (; i + 8 <= m->n_floats; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)m->param[i + k] * m->param[i + k];
+    for (; i < m->n_floats; i++) t += (double)m->param[i] * m->param[i];
+    for (int k = 0; k < 8; k++) t += acc[k];
+    return sqrt(t);
+}
+
 static larch_status load_data(run_t *r)
 {
     const larch_node *d = larch_map_get(r->cfg, "data");
@@ -199,15 +212,21 @@ static larch_status setup(run_t *r)
                                larch_map_get(r->cfg, "loss"), larch_map_get(r->cfg, "regularization"), r->seed)))
         return s;
     if ((s = check_heads(r))) return s;
-    /* parameter groups (frozen tensors) decide which gradients the plan computes */
-    if ((s = larch_optim_create(&r->optim, r->model, larch_map_get(r->cfg, "optim")))) return s;
-    int eval_local = r->eval_batch / r->comm->size;
-    if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
     const larch_node *dist = larch_map_get(r->cfg, "dist");
+    int shard = larch_cfg_bool(dist, "shard_optimizer");
     if ((s = grad_sync_create(&r->sync, r->comm, r->model, larch_cfg_float(dist, "bucket_mb"),
-                              larch_cfg_float(dist, "first_bucket_mb"), larch_cfg_bool(dist, "overlap"))))
+                              larch_cfg_float(dist, "first_bucket_mb"), larch_cfg_bool(dist, "overlap"), shard)))
         return s;
     r->hooks = (larch_comm_hooks){hook_allreduce, r};
+    /* parameter groups (frozen tensors) decide which gradients the plan computes */
+    size_t slice_lo, slice_hi;
+    grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
+    if ((s = larch_optim_create_shard(&r->optim, r->model, larch_map_get(r->cfg, "optim"), slice_lo, slice_hi)))
+        return s;
+    if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
+    int eval_local = r->eval_batch / r->comm->size;
+    if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
+
     const larch_node *aug = larch_map_get(larch_map_get(r->cfg, "data"), "augment");
     int prefetch = larch_cfg_bool(larch_map_get(r->cfg, "data"), "prefetch");
     larch_loader_opts lo = {r->batch, r->comm->rank, r->comm->size, 1, 1, r->seed,
@@ -290,8 +309,9 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
     for (int k = 0; k < m->n_losses; k++) {
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
-                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f}\n",
-                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num), vals[3 * k + 1], vals[3 * k + 2]);
+                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f, \"param_norm\": %.9g}\n",
+                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num), vals[3 * k + 1], vals[3 * k + 2],
+                    param_norm(m));
         if (r->log)
             fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f\n",
                     step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1]);
@@ -330,6 +350,9 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
     larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step));
+    if (!s) s = grad_sync_gather(r->sync);                  /* sharded: everyone's updated slice to all */
+    if (!s) s = r->hook_status;                             /* the clipping norm's sum */
+    if (s) return s;
     *loss_out = loss;
     if (r->stop_on_nan && !isfinite(loss))
         return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)", loss, step);
@@ -415,7 +438,10 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
                 LARCH_VERSION_STRING, comm->size, larch_blas_threads(), larch_blas_corename(),
                 count_params(r.model), r.total_steps, r.batch, r.local);
         if (r.accumulate > 1) fprintf(r.log, ", %d micro-batches of %d", r.accumulate, r.micro);
-        fprintf(r.log, ")\n");
+        fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %d gradient bucket(s)\n", r.optim->name,
+                (double)r.optim->n_state * (double)r.optim->n_state_floats * sizeof(float) / 1048576.0,
+                comm->size > 1 && larch_cfg_bool(larch_map_get(cfg, "dist"), "shard_optimizer") ? " (sharded)" : "",
+                grad_sync_buckets(r.sync));
         fflush(r.log);
     }
     if (!s && opts->eval_only) {

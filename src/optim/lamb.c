@@ -7,13 +7,17 @@
  *                            [trust_min, trust_max] when trust_max > 0)
  *   w -= lr ratio u
  * Tensors the trust ratio does not apply to take ratio = 1 (AdamW-like).
- * Two passes: moments and norms, then the update (u is recomputed, not stored).
+ * Two passes over all tensors (optimizer.c): moments and norms, then the
+ * update (u is recomputed, not stored); the norms of a tensor split over
+ * ranks by optimizer-state sharding are summed over the ranks in between.
  */
 #include "optim/optim_internal.h"
 
 #include <math.h>
 
-void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
+/* Pass 1: moments, and ||w||^2, ||u||^2 of this part in 8 independent lanes
+ * (a single double accumulator would serialize the loop on its add latency). */
+void larch_lamb_norms(const optim_step_ctx *c, const optim_tensor *v)
 {
     const larch_optim *o = c->o;
     float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1];
@@ -22,8 +26,6 @@ void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
     const int bc = o->bias_correction;
     const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(b1, (double)c->t))) : 1.0f;
     const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(b2, (double)c->t))) : 1.0f;
-    /* pass 1: moments, and ||w||^2, ||u||^2 in 8 independent lanes (a single
-     * double accumulator would serialize the loop on its add latency) */
     double wl[8] = {0}, ul[8] = {0}, wsq = 0.0, usq = 0.0;
     size_t i = 0;
     for (; i + 8 <= v->n; i += 8)
@@ -43,9 +45,22 @@ void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
         usq += (double)u * u;
     }
     for (int k = 0; k < 8; k++) { wsq += wl[k]; usq += ul[k]; }
-    const double ratio = v->adapt ? larch_trust_ratio(o, sqrt(wsq), sqrt(usq)) : 1.0;
+    v->norms[0] += wsq;
+    v->norms[1] += usq;
+}
+
+/* Pass 2: the update, with u recomputed from the moments. */
+void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
+{
+    const larch_optim *o = c->o;
+    float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1];
+    const float eps = o->eps, wd = v->wd;
+    const int bc = o->bias_correction;
+    const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(o->beta1, (double)c->t))) : 1.0f;
+    const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(o->beta2, (double)c->t))) : 1.0f;
+    const double ratio = v->adapt ? larch_trust_ratio(o, sqrt(v->norms[0]), sqrt(v->norms[1])) : 1.0;
     const float rate = (float)(v->lr * ratio);
-    for (i = 0; i < v->n; i++) {                          /* pass 2: the update */
+    for (size_t i = 0; i < v->n; i++) {
         float u = m[i] * rbc1 / (sqrtf(s2[i] * rbc2) + eps) + wd * w[i];
         w[i] -= rate * u;
     }

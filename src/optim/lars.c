@@ -19,6 +19,14 @@ double larch_trust_ratio(const larch_optim *o, double num, double den)
     return r;
 }
 
+void larch_lars_norms(const optim_step_ctx *c, const optim_tensor *v)
+{
+    (void)c;
+    if (!v->adapt) return;
+    v->norms[0] += larch_sumsq(v->w, v->n);
+    v->norms[1] += larch_sumsq(v->g, v->n);
+}
+
 void larch_lars_update(const optim_step_ctx *c, const optim_tensor *v)
 {
     const larch_optim *o = c->o;
@@ -27,7 +35,7 @@ void larch_lars_update(const optim_step_ctx *c, const optim_tensor *v)
     const float wd = v->wd, mom = o->momentum;
     double local = 1.0;
     if (v->adapt) {
-        double wn = sqrt(larch_sumsq(w, v->n)), gn = sqrt(larch_sumsq(g, v->n));
+        double wn = sqrt(v->norms[0]), gn = sqrt(v->norms[1]);
         local = wn > 0.0 && gn > 0.0 ? larch_trust_ratio(o, o->trust_coef * wn, gn + wd * wn)
                                      : larch_trust_ratio(o, 0.0, 0.0);
     }

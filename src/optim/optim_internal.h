@@ -22,12 +22,19 @@ typedef struct {
     size_t n;
     float lr, wd;
     int adapt;
+    double *norms;   /* LARS: ||w||^2, ||g||^2; LAMB: ||w||^2, ||u||^2 (of the whole tensor in pass 1) */
 } optim_tensor;
 
 double larch_sumsq(const float *x, size_t n);
 void larch_sgd_update(const optim_step_ctx *c, const optim_tensor *v);
 void larch_adam_update(const optim_step_ctx *c, const optim_tensor *v);   /* adam, adamw, nadam, radam, adamod */
+/* LARS and LAMB run in two passes over all tensors: *_norms adds this
+ * part's squared norms to v->norms (LAMB also updates its moments), then,
+ * after the norms are summed over ranks when the state is sharded,
+ * *_update applies the step. */
+void larch_lars_norms(const optim_step_ctx *c, const optim_tensor *v);
 void larch_lars_update(const optim_step_ctx *c, const optim_tensor *v);
+void larch_lamb_norms(const optim_step_ctx *c, const optim_tensor *v);
 void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v);
 /* The trust ratio num / den with the zero-norm rule (1 when either is 0)
  * and the optimizer's clamp. */

@@ -224,6 +224,19 @@ static int n_state_of(const larch_optim *o)
 
 larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_node *cfg)
 {
+    return larch_optim_create_shard(out, m, cfg, 0, m ? m->n_floats : 0);
+}
+
+/* The part [a, z) of parameter i inside the optimizer's range (a == z: none). */
+static void own_part(const larch_optim *o, const larch_param *p, size_t *a, size_t *z)
+{
+    *a = p->offset > o->lo ? p->offset : o->lo;
+    *z = p->offset + p->size < o->hi ? p->offset + p->size : o->hi;
+    if (*z < *a || p->lr_mult == 0.0f) *z = *a;
+}
+
+larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const larch_node *cfg, size_t lo, size_t hi)
+{
     *out = NULL;
     int kind = kind_of(larch_cfg_str(cfg, "name"));
     if (kind < 0) return larch_fail(LARCH_ERR_CONFIG, "optim.name: unknown optimizer '%s'", larch_cfg_str(cfg, "name"));
@@ -251,6 +264,8 @@ larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_n
     o->clip_norm = (float)larch_cfg_float(cfg, "clip_norm");
     o->clip_value = (float)larch_cfg_float(cfg, "clip_value");
     o->mu_product = 1.0;
+    o->lo = lo;
+    o->hi = hi;
     larch_status s = LARCH_OK;
     if (o->kind == LARCH_OPT_SGD && o->nesterov && (o->momentum <= 0.0f || o->dampening != 0.0f))
         s = larch_fail(LARCH_ERR_CONFIG, "optim.nesterov: Nesterov momentum needs momentum > 0 and dampening = 0");
@@ -261,10 +276,14 @@ larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_n
     /* state: one float per trainable value, frozen tensors get none */
     o->state_offset = larch_calloc(m->n_params ? (size_t)m->n_params : 1, sizeof *o->state_offset, "optimizer");
     if (!o->state_offset) { free(o); return LARCH_ERR_NOMEM; }
+    o->norms = larch_calloc(2 * (size_t)(m->n_params ? m->n_params : 1), sizeof *o->norms, "optimizer");
+    if (!o->norms) { larch_optim_free(o); return LARCH_ERR_NOMEM; }
     for (int i = 0; i < m->n_params; i++) {
-        if (m->params[i].lr_mult == 0.0f) { o->state_offset[i] = (size_t)-1; continue; }
-        o->state_offset[i] = o->n_state_floats;
-        o->n_state_floats += m->params[i].size;
+        size_t a, z;
+        own_part(o, &m->params[i], &a, &z);
+        if (a == z) { o->state_offset[i] = (size_t)-1; continue; }
+        o->state_offset[i] = o->n_state_floats;          /* state of value a */
+        o->n_state_floats += z - a;
     }
     static const char *const names_sgd[] = {"momentum"};
     static const char *const names_adam[] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
@@ -286,6 +305,7 @@ void larch_optim_free(larch_optim *o)
     if (!o) return;
     for (int k = 0; k < o->n_state; k++) free(o->state[k]);
     free(o->state_offset);
+    free(o->norms);
     free(o);
 }
 
@@ -301,23 +321,25 @@ static void clip_gradients(larch_optim *o)
     larch_model *m = o->model;
     double sq = 0.0;
     for (int i = 0; i < m->n_params; i++) {
-        const larch_param *p = &m->params[i];
-        if (p->lr_mult == 0.0f) continue;
-        float *g = m->grad + p->offset;
+        size_t a, z;
+        own_part(o, &m->params[i], &a, &z);
+        float *g = m->grad + a;
         if (o->clip_value > 0.0f) {
             float c = o->clip_value;
-            for (size_t j = 0; j < p->size; j++) g[j] = g[j] > c ? c : g[j] < -c ? -c : g[j];
+            for (size_t j = 0; j < z - a; j++) g[j] = g[j] > c ? c : g[j] < -c ? -c : g[j];
         }
-        sq += larch_sumsq(g, p->size);
+        sq += larch_sumsq(g, z - a);
     }
+    if (o->sum_hooks && o->sum_hooks->allreduce_sum)   /* sharded: the other ranks hold the other slices */
+        o->sum_hooks->allreduce_sum(o->sum_hooks->ctx, &sq, 1);
     o->last_grad_norm = sqrt(sq);
     if (o->clip_norm > 0.0f && o->last_grad_norm > o->clip_norm) {
         float scale = (float)(o->clip_norm / (o->last_grad_norm + 1e-6));   /* as torch's clip_grad_norm_ */
         for (int i = 0; i < m->n_params; i++) {
-            const larch_param *p = &m->params[i];
-            if (p->lr_mult == 0.0f) continue;
-            float *g = m->grad + p->offset;
-            for (size_t j = 0; j < p->size; j++) g[j] *= scale;
+            size_t a, z;
+            own_part(o, &m->params[i], &a, &z);
+            float *g = m->grad + a;
+            for (size_t j = 0; j < z - a; j++) g[j] *= scale;
         }
     }
 }
@@ -344,17 +366,27 @@ void larch_optim_step(larch_optim *o, float lr)
         c.mu_next = o->beta1 * (1.0 - 0.5 * pow(0.96, (double)(t + 1) * o->momentum_decay));
         o->mu_product *= c.mu_t;
     }
-    for (int i = 0; i < m->n_params; i++) {
-        const larch_param *p = &m->params[i];
-        if (p->lr_mult == 0.0f) continue;               /* frozen */
-        optim_tensor v = {m->param + p->offset, m->grad + p->offset, {NULL, NULL, NULL, NULL}, p->size,
-                          lr * p->lr_mult, o->weight_decay * p->wd_mult, p->adapt};
-        for (int k = 0; k < o->n_state; k++) v.s[k] = o->state[k] + o->state_offset[i];
-        switch (o->kind) {
-        case LARCH_OPT_SGD: larch_sgd_update(&c, &v); break;
-        case LARCH_OPT_LARS: larch_lars_update(&c, &v); break;
-        case LARCH_OPT_LAMB: larch_lamb_update(&c, &v); break;
-        default: larch_adam_update(&c, &v); break;
+    const int layerwise = o->kind == LARCH_OPT_LARS || o->kind == LARCH_OPT_LAMB;
+    for (int pass = layerwise ? 0 : 1; pass < 2; pass++) {
+        /* LARS/LAMB: pass 0 gathers each tensor's squared norms over this
+         * range (summed over the ranks when sharded), pass 1 updates */
+        if (pass == 1 && layerwise && o->sum_hooks && o->sum_hooks->allreduce_sum)
+            o->sum_hooks->allreduce_sum(o->sum_hooks->ctx, o->norms, 2 * m->n_params);
+        for (int i = 0; i < m->n_params; i++) {
+            const larch_param *p = &m->params[i];
+            size_t a, z;
+            own_part(o, p, &a, &z);
+            if (pass == 0) { o->norms[2 * i] = o->norms[2 * i + 1] = 0.0; }
+            if (a == z) continue;                       /* frozen, or another rank's */
+            optim_tensor v = {m->param + a, m->grad + a, {NULL, NULL, NULL, NULL}, z - a,
+                              lr * p->lr_mult, o->weight_decay * p->wd_mult, p->adapt, o->norms + 2 * i};
+            for (int k = 0; k < o->n_state; k++) v.s[k] = o->state[k] + o->state_offset[i];
+            switch (o->kind) {
+            case LARCH_OPT_SGD: larch_sgd_update(&c, &v); break;
+            case LARCH_OPT_LARS: if (pass == 0) larch_lars_norms(&c, &v); else larch_lars_update(&c, &v); break;
+            case LARCH_OPT_LAMB: if (pass == 0) larch_lamb_norms(&c, &v); else larch_lamb_update(&c, &v); break;
+            default: larch_adam_update(&c, &v); break;
+            }
         }
     }
     o->t++;

@@ -17,7 +17,8 @@
  * The warmup factor multiplies the schedule's rate; step, multistep and
  * exponential count epochs from the start of training, the others measure
  * their progress after the warmup (one-cycle has its own warm phase and
- * takes no warmup).
+ * takes no warmup). A run shorter than its warmup (a short test with
+ * train.max_steps) ends inside the warmup.
  */
 #include "larch/optim.h"
 
@@ -94,9 +95,6 @@ larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base
     }
     if (s->warmup_kind == 1 && s->warmup_steps > 0 && s->warmup_start <= 0.0)
         return larch_fail(LARCH_ERR_CONFIG, "sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)");
-    if (s->warmup_steps > s->total_steps)
-        return larch_fail(LARCH_ERR_CONFIG, "sched.warmup_epochs: the warmup (%ld steps) is longer than the run (%ld steps)",
-                          s->warmup_steps, s->total_steps);
     return LARCH_OK;
 }
 
@@ -110,7 +108,7 @@ double larch_sched_lr(const larch_sched *s, long step)
 {
     const double epoch = (double)step / (double)s->steps_per_epoch, base = s->base_lr;
     const long w = s->warmup_steps;
-    double p = s->total_steps > w ? (double)(step - w) / (double)(s->total_steps - w) : 1.0;
+    double p = s->total_steps > w ? (double)(step - w) / (double)(s->total_steps - w) : 0.0;   /* a run shorter than its warmup never decays */
     if (p < 0.0) p = 0.0;
     if (p > 1.0) p = 1.0;
     double lr = base;
