@@ -7,6 +7,7 @@
 #   batch, so this also checks 2 ranks x b against 1 rank x 2b;
 # - overlapped and blocking gradient sums agree exactly;
 # - sharded (ZeRO-1) and unsharded optimizer state give the same parameters;
+# - fp16/bf16 gradient compression stays close to the float run;
 # - errors on one rank end every rank with the rank named.
 . "$(dirname "$0")/cli_helpers.bash"
 MPIEXEC=${LARCH_MPIEXEC:-mpiexec}
@@ -52,6 +53,15 @@ for np in 2 4; do
     && pass "sharded vs unsharded, $np ranks: parameter norm $a = $b" || fail "parameter norm $a (unsharded) vs $b (sharded)"
   grep -q "(sharded)" "$TMP/zero$np.log" && pass "sharded run reports its per-rank state" || fail "no sharded state line"
 done
+
+# 16-bit gradients on the wire: close to the float run, not equal
+for c in fp16 bf16; do
+  run 2 "$TMP/c_$c" --set dist.compress=$c || fail "$c run failed: $(tail -3 "$TMP/c_$c.log")"
+  worst=$(paste <(losses "$TMP/r2") <(losses "$TMP/c_$c") | awk '{d = $1 - $2; if (d < 0) d = -d; r = d / $1; if (r > w) w = r} END {printf "%.3g", w + 0}')
+  awk -v w="$worst" 'BEGIN{exit !(w > 0 && w < 0.02)}' && pass "dist.compress=$c: per-step losses within $worst of float" \
+    || fail "dist.compress=$c: worst relative loss difference $worst (want (0, 0.02))"
+done
+expect 1 "dist.compress" -- timeout 60 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --set dist.compress=bf16 --set dist.shard_optimizer=true --out "$TMP/o"
 
 # errors on all ranks end the job with a message, no hang
 expect 1 "not divisible by 4 ranks" -- timeout 60 "$MPIEXEC" -n 4 --oversubscribe "$LARCH" train "$CFG" --set train.batch_size=30 --out "$TMP/o"

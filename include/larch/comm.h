@@ -12,6 +12,7 @@
 #define LARCH_COMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "larch/error.h"
 
 #ifdef __cplusplus
@@ -47,6 +48,9 @@ LARCH_API double larch_comm_wtime(void);
 LARCH_API larch_status larch_comm_iallreduce_f32(const larch_comm *c, float *buf, size_t n);
 LARCH_API larch_status larch_comm_progress(const larch_comm *c);
 LARCH_API larch_status larch_comm_waitall(const larch_comm *c);
+/* The same for 16-bit floats (fp16, or bf16 when `bf16`), summed in float
+ * and rounded back to 16 bits at each step of the reduction. */
+LARCH_API larch_status larch_comm_iallreduce_16(const larch_comm *c, uint16_t *buf, size_t n, int bf16);
 
 /* Optimizer-state sharding: rank r receives the sum over ranks of
  * send[displ_r .. displ_r + counts[r]) in recv (displacements are the

@@ -1,5 +1,6 @@
 /* comm.c - the only file that talks to MPI. See include/larch/comm.h. */
 #include "larch/comm.h"
+#include "core/half.h"
 
 #include <limits.h>
 #include <mpi.h>
@@ -12,9 +13,26 @@
 typedef struct {
     MPI_Comm world, node;
     int we_initialized;
+    MPI_Op sum_f16, sum_bf16;            /* sums of 16-bit floats (compression) */
     int n_pending;                       /* non-blocking sums in flight */
     MPI_Request pending[MAX_PENDING];
 } comm_impl;
+
+/* MPI reduction operators on 16-bit floats: widen, add in float, round back. */
+static void sum_16(const uint16_t *in, uint16_t *inout, int len, int bf16)
+{
+    float a[256], b[256];
+    for (int i = 0; i < len; i += 256) {
+        size_t k = (size_t)(len - i < 256 ? len - i : 256);
+        if (bf16) { larch_bf16_to_f32(in + i, a, k); larch_bf16_to_f32(inout + i, b, k); }
+        else { larch_f16_to_f32(in + i, a, k); larch_f16_to_f32(inout + i, b, k); }
+        for (size_t j = 0; j < k; j++) b[j] += a[j];
+        if (bf16) larch_f32_to_bf16(b, inout + i, k);
+        else larch_f32_to_f16(b, inout + i, k);
+    }
+}
+static void op_sum_f16(void *in, void *inout, int *len, MPI_Datatype *dt) { (void)dt; sum_16(in, inout, *len, 0); }
+static void op_sum_bf16(void *in, void *inout, int *len, MPI_Datatype *dt) { (void)dt; sum_16(in, inout, *len, 1); }
 
 static larch_status mpi_fail(int rc, const char *what)
 {
@@ -46,6 +64,8 @@ larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv)
     MPI_Comm_split_type(impl->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &impl->node);
     MPI_Comm_rank(impl->node, &c->local_rank);
     MPI_Comm_size(impl->node, &c->local_size);
+    MPI_Op_create(op_sum_f16, 1, &impl->sum_f16);
+    MPI_Op_create(op_sum_bf16, 1, &impl->sum_bf16);
     c->impl = impl;
     return LARCH_OK;
 }
@@ -54,6 +74,8 @@ void larch_comm_finalize(larch_comm *c)
 {
     comm_impl *impl = c->impl;
     if (!impl) return;
+    MPI_Op_free(&impl->sum_f16);
+    MPI_Op_free(&impl->sum_bf16);
     MPI_Comm_free(&impl->node);
     MPI_Comm_free(&impl->world);
     int finalized = 0;
@@ -190,4 +212,22 @@ larch_status larch_comm_allgatherv_f32(const larch_comm *c, float *buf, const in
     if (c->size == 1) return LARCH_OK;
     int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, MPI_FLOAT, world(c));
     return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Allgatherv");
+}
+
+larch_status larch_comm_iallreduce_16(const larch_comm *c, uint16_t *buf, size_t n, int bf16)
+{
+    if (c->size == 1 || n == 0) return LARCH_OK;
+    comm_impl *impl = c->impl;
+    while (n > 0) {
+        int chunk = n > (size_t)INT_MAX ? INT_MAX : (int)n;
+        if (impl->n_pending == MAX_PENDING)
+            return larch_fail(LARCH_ERR_MPI, "more than %d non-blocking allreduces in flight (raise dist.bucket_mb)", MAX_PENDING);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, chunk, MPI_UINT16_T, bf16 ? impl->sum_bf16 : impl->sum_f16, impl->world,
+                                &impl->pending[impl->n_pending]);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Iallreduce (16-bit)");
+        impl->n_pending++;
+        buf += chunk;
+        n -= (size_t)chunk;
+    }
+    return LARCH_OK;
 }

@@ -1,5 +1,6 @@
 /* grad_sync.c - bucketed, overlapped gradient allreduce; see grad_sync.h. */
 #include "dist/grad_sync.h"
+#include "core/half.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +20,29 @@ struct grad_sync {
     int shard;                              /* ZeRO-1: reduce-scatter + allgather   */
     int *counts, *displs;                   /* per rank, in floats                 */
     float *recv;                            /* this rank's summed gradient slice   */
+    int compress;                           /* 0 float, 1 fp16, 2 bf16 on the wire  */
+    uint16_t *wire;                         /* 16-bit copy of the gradients        */
     larch_status status;  /* first failure inside the hook */
     double wait_s;
     long steps;
 };
 
+/* Starts bucket k's sum (non-blocking), compressed to 16 bits if asked. */
+static larch_status start_bucket(grad_sync *g, bucket *k)
+{
+    k->started = 1;
+    size_t n = k->hi - k->lo;
+    if (!g->compress) return larch_comm_iallreduce_f32(g->comm, g->m->grad + k->lo, n);
+    if (g->compress == 1) larch_f32_to_f16(g->m->grad + k->lo, g->wire + k->lo, n);
+    else larch_f32_to_bf16(g->m->grad + k->lo, g->wire + k->lo, n);
+    return larch_comm_iallreduce_16(g->comm, g->wire + k->lo, n, g->compress == 2);
+}
+
 static void start_ready(grad_sync *g)
 {
     while (g->next < g->n && g->b[g->next].ready == g->b[g->next].hi - g->b[g->next].lo) {
-        bucket *k = &g->b[g->next++];
-        larch_status s = larch_comm_iallreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo);
+        larch_status s = start_bucket(g, &g->b[g->next++]);
         if (s && !g->status) g->status = s;
-        k->started = 1;
     }
 }
 
@@ -86,14 +98,22 @@ larch_status grad_sync_gather(grad_sync *g)
 }
 
 larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
-                              double first_mb, int overlap, int shard)
+                              double first_mb, int overlap, int shard, int compress)
 {
+    if (shard && compress && comm->size > 1)
+        return larch_fail(LARCH_ERR_CONFIG, "dist.compress: 16-bit gradients are not combined with dist.shard_optimizer "
+                          "(set one of them off)");
     *out = NULL;
     grad_sync *g = larch_calloc(1, sizeof *g, "gradient buckets");
     if (!g) return LARCH_ERR_NOMEM;
     g->comm = comm;
     g->m = m;
     g->shard = shard && comm->size > 1;
+    g->compress = comm->size > 1 ? compress : 0;
+    if (g->compress) {
+        g->wire = larch_aligned_alloc((m->n_floats ? m->n_floats : 1) * sizeof *g->wire, "compressed gradients");
+        if (!g->wire) { free(g); return LARCH_ERR_NOMEM; }
+    }
     g->overlap = overlap && comm->size > 1 && !g->shard;
     if (g->shard) {
         larch_status s = plan_shards(g);
@@ -128,6 +148,7 @@ void grad_sync_free(grad_sync *g)
     free(g->counts);
     free(g->displs);
     free(g->recv);
+    free(g->wire);
     free(g);
 }
 
@@ -154,10 +175,14 @@ larch_status grad_sync_finish(grad_sync *g)
     }
     for (; !s && g->next < g->n; g->next++) {               /* frozen or unreported tensors, or no overlap */
         bucket *k = &g->b[g->next];
-        s = g->overlap ? larch_comm_iallreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo)
-                       : larch_comm_allreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo);
+        s = g->overlap || g->compress ? start_bucket(g, k)
+                                      : larch_comm_allreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo);
     }
     larch_status w = larch_comm_waitall(g->comm);           /* always: no request left behind */
+    if (!s && !w && g->compress) {                          /* back to float */
+        if (g->compress == 1) larch_f16_to_f32(g->wire, g->m->grad, g->m->n_floats);
+        else larch_bf16_to_f32(g->wire, g->m->grad, g->m->n_floats);
+    }
     g->wait_s += larch_comm_wtime() - t0;
     g->steps++;
     return s ? s : w;

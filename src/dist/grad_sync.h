@@ -9,7 +9,9 @@
  * non-blocking allreduce at once, and every report lets MPI progress the
  * ones in flight. grad_sync_finish starts what is left and waits.
  * All ranks run the same graph, so buckets start in the same order on every
- * rank, as MPI requires. With sharding the sum is one reduce-scatter after
+ * rank, as MPI requires. `compress` 1 (fp16) or 2 (bf16) sends each bucket
+ * as 16-bit floats, summed in float and rounded to 16 bits at each step of
+ * the reduction (error: docs/distributed.md). With sharding the sum is one reduce-scatter after
  * backward (no overlap).
  */
 #ifndef LARCH_GRAD_SYNC_H
@@ -21,7 +23,7 @@
 typedef struct grad_sync grad_sync;
 
 larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
-                              double first_mb, int overlap, int shard);
+                              double first_mb, int overlap, int shard, int compress);
 void grad_sync_free(grad_sync *g);
 /* Arms the hook for the backward that follows (the last micro-batch). */
 void grad_sync_begin(grad_sync *g);

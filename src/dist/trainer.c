@@ -215,7 +215,9 @@ static larch_status setup(run_t *r)
     const larch_node *dist = larch_map_get(r->cfg, "dist");
     int shard = larch_cfg_bool(dist, "shard_optimizer");
     if ((s = grad_sync_create(&r->sync, r->comm, r->model, larch_cfg_float(dist, "bucket_mb"),
-                              larch_cfg_float(dist, "first_bucket_mb"), larch_cfg_bool(dist, "overlap"), shard)))
+                              larch_cfg_float(dist, "first_bucket_mb"), larch_cfg_bool(dist, "overlap"), shard,
+                              !strcmp(larch_cfg_str(dist, "compress"), "fp16") ? 1
+                              : !strcmp(larch_cfg_str(dist, "compress"), "bf16") ? 2 : 0)))
         return s;
     r->hooks = (larch_comm_hooks){hook_allreduce, r};
     /* parameter groups (frozen tensors) decide which gradients the plan computes */

@@ -45,6 +45,7 @@ static const larch_key dist_keys[] = {
     {"bucket_mb", LARCH_T_FLOAT, "25", 0.001, 65536, NULL, NULL, "gradient bucket size in MiB (as PyTorch DDP)"},
     {"first_bucket_mb", LARCH_T_FLOAT, "1", 0.001, 65536, NULL, NULL, "size of the first bucket (the last layers), MiB"},
     {"overlap", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "start each bucket's allreduce during backward"},
+    {"compress", LARCH_T_ENUM, "none", 0, 0, "none|fp16|bf16", NULL, "16-bit gradients on the wire"},
     {"shard_optimizer", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
      "ZeRO stage 1: each rank keeps optimizer state for its slice of the parameters"},
     {0}};
