@@ -43,7 +43,7 @@ static larch_status run(const char *cfg_path, const char *const *sets, int n_set
     larch_node *cfg = NULL;
     larch_status s = larch_run_load(cfg_path, sets, n_sets, &cfg);
     if (s) return s;
-    larch_train_opts o = {out, NULL, 0};
+    larch_train_opts o = {.out_dir = out, .log = NULL};
     s = larch_train(cfg, comm, &o, res);
     larch_node_free(cfg);
     return s;

@@ -41,6 +41,9 @@ LARCH_API larch_status larch_comm_max_f64(const larch_comm *c, double *buf, int 
 LARCH_API larch_status larch_comm_bcast(const larch_comm *c, void *buf, size_t bytes, int root);
 LARCH_API larch_status larch_comm_barrier(const larch_comm *c);
 LARCH_API double larch_comm_wtime(void);
+/* The communicator as an MPI_Comm * (for parallel I/O in src/io); the
+ * caller casts it. Valid until larch_comm_finalize. */
+LARCH_API const void *larch_comm_mpi(const larch_comm *c);
 
 /* Non-blocking sums of float buffers (gradient buckets): start any number,
  * let MPI progress them between pieces of computation, then wait for all.

@@ -38,6 +38,9 @@ typedef struct larch_train_opts {
     const char *out_dir;     /* metrics.jsonl and config.yaml go here (created) */
     FILE *log;               /* progress (rank 0); NULL = silent              */
     int eval_only;           /* evaluate the initial parameters and stop      */
+    const char *checkpoint;  /* eval_only: load parameters from this file     */
+    int handle_signals;      /* SIGTERM/SIGUSR1: checkpoint, then stop with
+                                LARCH_ERR_INTERRUPTED (preemption)            */
 } larch_train_opts;
 
 typedef struct larch_train_result {
@@ -47,6 +50,8 @@ typedef struct larch_train_result {
     double test_loss, test_accuracy; /* last evaluation (first task)           */
     double wall_seconds;     /* training loop time, evaluation included        */
     double samples_per_s;    /* global training throughput                     */
+    long resumed_from;       /* step of the checkpoint resumed (0 = fresh)     */
+    char checkpoint[4200];   /* the last checkpoint written ("" = none)        */
 } larch_train_result;
 
 LARCH_API larch_status larch_train(larch_node *cfg, const larch_comm *comm,

@@ -48,7 +48,8 @@ static void bench_usage(FILE *f)
                "prints one JSON line: samples_per_s, gflops (model GEMM multiply-adds per second),\n"
                "sgemm_gflops_model_shapes and ratio (step / sgemm on the same shapes), sgemm_gflops_square\n"
                "and ratio_square, all measured in the same run\n"
-               "       mpirun -n N larch bench allreduce [CONFIG ...] [--help]: gradient-sum bandwidth\n");
+               "       mpirun -n N larch bench allreduce [CONFIG ...] [--help]: gradient-sum bandwidth\n"
+               "       [mpirun -n N] larch bench ckpt CONFIG ... [--help]: checkpoint write/read vs disk bandwidth\n");
 }
 
 /* Buffers for replaying the model's GEMMs. */
@@ -276,6 +277,7 @@ int larch_cmd_bench(int argc, char **argv)
     }
     if (!strcmp(argv[1], "step")) return bench_step(argc, argv);
     if (!strcmp(argv[1], "allreduce")) return larch_cmd_bench_allreduce(argc, argv);
-    fprintf(stderr, "larch bench: unknown benchmark '%s' (valid: step, allreduce)\n", argv[1]);
+    if (!strcmp(argv[1], "ckpt")) return larch_cmd_bench_ckpt(argc, argv);
+    fprintf(stderr, "larch bench: unknown benchmark '%s' (valid: step, allreduce, ckpt)\n", argv[1]);
     return 2;
 }

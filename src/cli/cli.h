@@ -3,11 +3,16 @@
 #ifndef LARCH_CLI_H
 #define LARCH_CLI_H
 
+#define LARCH_EXIT_PREEMPTED 75   /* stopped by SIGTERM/SIGUSR1 after a checkpoint (EX_TEMPFAIL) */
+
 int larch_cmd_train(int argc, char **argv);
+int larch_cmd_eval(int argc, char **argv);
+int larch_cmd_ckpt(int argc, char **argv);
 int larch_cmd_config(int argc, char **argv);
 int larch_cmd_bench(int argc, char **argv);
 int larch_cmd_schedule(int argc, char **argv);
 int larch_cmd_bench_allreduce(int argc, char **argv);   /* argv[1] == "allreduce" */
+int larch_cmd_bench_ckpt(int argc, char **argv);        /* argv[1] == "ckpt" */
 
 /* Collects "--set k=v" (also "--set=k=v") pairs; returns the index of the
  * first argument it did not consume or -1 on a usage error. */

@@ -37,6 +37,10 @@ static void usage(FILE *f)
             "  train CONFIG [--set key=value ...] [--out DIR]\n"
             "        train a model; progress on stdout, DIR/metrics.jsonl and DIR/config.yaml\n"
             "        (DIR defaults to runs/<config name>). Run under mpirun/srun for data parallelism.\n"
+            "  eval CONFIG --checkpoint FILE [--set key=value ...] [--out DIR]\n"
+            "        evaluate a checkpoint's parameters on the test set\n"
+            "  ckpt info|verify FILE\n"
+            "        print a checkpoint's metadata and tensors, or check its integrity\n"
             "  config CONFIG [--set key=value ...]\n"
             "        validate a config and print it resolved, with every default\n"
             "  bench step CONFIG [--batch N] [--threads T] [--set key=value ...]\n"
@@ -57,6 +61,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) { printf("larch %s\n", larch_version()); return 0; }
     if (!strcmp(cmd, "train")) return larch_cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return larch_cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ckpt")) return larch_cmd_ckpt(argc - 1, argv + 1);
     if (!strcmp(cmd, "config")) return larch_cmd_config(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return larch_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "schedule")) return larch_cmd_schedule(argc - 1, argv + 1);

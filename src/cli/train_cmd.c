@@ -31,12 +31,21 @@ void larch_cli_error(const char *what)
     fprintf(stderr, "larch: error: %s%s%s\n", what ? what : "", what ? ": " : "", larch_errmsg());
 }
 
-static void train_usage(FILE *f)
+static void train_usage(FILE *f, int eval)
 {
-    fprintf(f, "usage: larch train CONFIG [--set key=value ...] [--out DIR]\n"
-               "  CONFIG       a YAML experiment config (see launch/configs/)\n"
-               "  --set k=v    override any key, e.g. --set train.epochs=2 --set model.0.units=512\n"
-               "  --out DIR    output directory (default runs/<config name>)\n");
+    if (eval)
+        fprintf(f, "usage: larch eval CONFIG --checkpoint FILE [--set key=value ...] [--out DIR]\n"
+                   "  evaluates the parameters of a checkpoint on the config's test set\n"
+                   "  --checkpoint FILE  a checkpoint (ckpt-<step>.h5) of the config's model\n"
+                   "  --set k=v          override any key of CONFIG\n"
+                   "  --out DIR          also write DIR/metrics.jsonl (default: print only)\n");
+    else
+        fprintf(f, "usage: larch train CONFIG [--set key=value ...] [--out DIR]\n"
+                   "  CONFIG       a YAML experiment config (see launch/configs/)\n"
+                   "  --set k=v    override any key, e.g. --set train.epochs=2 --set model.0.units=512\n"
+                   "  --out DIR    output directory (default runs/<config name>)\n"
+                   "On SIGTERM or SIGUSR1 every rank finishes its step, a checkpoint is written and larch\n"
+                   "exits with status %d; checkpoint.resume=auto continues from it.\n", LARCH_EXIT_PREEMPTED);
 }
 
 /* Default output directory: runs/<config file name without .yaml>. */
@@ -50,26 +59,29 @@ static void default_out(const char *config, char *out, size_t len)
     snprintf(out, len, "runs/%s", base);
 }
 
-int larch_cmd_train(int argc, char **argv)
+/* `larch train` and `larch eval` share their arguments and their run. */
+static int train_or_eval(int argc, char **argv, int eval)
 {
-    const char *config = NULL, *out = NULL, *sets[MAX_SETS];
+    const char *config = NULL, *out = NULL, *ckpt = NULL, *sets[MAX_SETS];
+    const char *cmd = eval ? "eval" : "train";
     int n_sets = 0;
     for (int i = 1; i < argc;) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { train_usage(stdout); return 0; }
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { train_usage(stdout, eval); return 0; }
         int next = larch_cli_sets(argc, argv, i, sets, &n_sets, MAX_SETS);
         if (next < 0) return 2;
         if (next > i) { i = next; continue; }
         if (!strcmp(argv[i], "--out") && i + 1 < argc) { out = argv[i + 1]; i += 2; continue; }
+        if (eval && !strcmp(argv[i], "--checkpoint") && i + 1 < argc) { ckpt = argv[i + 1]; i += 2; continue; }
         if (argv[i][0] == '-' || config) {
-            fprintf(stderr, "larch train: unexpected argument '%s'\n", argv[i]);
-            train_usage(stderr);
+            fprintf(stderr, "larch %s: unexpected argument '%s'\n", cmd, argv[i]);
+            train_usage(stderr, eval);
             return 2;
         }
         config = argv[i++];
     }
-    if (!config) { train_usage(stderr); return 2; }
+    if (!config || (eval && !ckpt)) { train_usage(stderr, eval); return 2; }
     char out_buf[1100];
-    if (!out) { default_out(config, out_buf, sizeof out_buf); out = out_buf; }
+    if (!out && !eval) { default_out(config, out_buf, sizeof out_buf); out = out_buf; }
 
     larch_comm comm;
     if (larch_comm_init(&comm, &argc, &argv)) { larch_cli_error("MPI"); return 1; }
@@ -77,17 +89,26 @@ int larch_cmd_train(int argc, char **argv)
     larch_status s = larch_comm_check(&comm, larch_run_load(config, sets, n_sets, &cfg));
     larch_train_result res;
     if (!s) {
-        larch_train_opts opts = {out, stdout, 0};
+        larch_train_opts opts = {out, stdout, eval, ckpt, !eval};
         s = larch_train(cfg, &comm, &opts, &res);
     }
-    if (s && comm.rank == 0) larch_cli_error(NULL);
-    if (!s && comm.rank == 0)
-        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f, test accuracy %.4f; outputs in %s\n",
-               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, res.test_accuracy, out);
+    int status = s == LARCH_OK ? 0 : s == LARCH_ERR_INTERRUPTED ? LARCH_EXIT_PREEMPTED : 1;
+    if (s == LARCH_ERR_INTERRUPTED && comm.rank == 0) printf("larch: %s\n", larch_errmsg());
+    else if (s && comm.rank == 0) larch_cli_error(NULL);
+    if (!s && comm.rank == 0 && eval)
+        printf("eval: %s: test loss %.4f, test accuracy %.4f\n", ckpt, res.test_loss, res.test_accuracy);
+    else if (!s && comm.rank == 0)
+        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f, test accuracy %.4f; outputs in %s%s%s\n",
+               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, res.test_accuracy, out,
+               res.checkpoint[0] ? "; checkpoint " : "", res.checkpoint);
+    fflush(stdout);
     larch_node_free(cfg);
     larch_comm_finalize(&comm);
-    return s ? 1 : 0;
+    return status;
 }
+
+int larch_cmd_train(int argc, char **argv) { return train_or_eval(argc, argv, 0); }
+int larch_cmd_eval(int argc, char **argv) { return train_or_eval(argc, argv, 1); }
 
 /* Prints a schema as commented YAML: every key, its default, type and range. */
 static void print_schema(const larch_key *keys, int indent)

@@ -1,4 +1,5 @@
-/* comm.c - the only file that talks to MPI. See include/larch/comm.h. */
+/* comm.c - the only file that talks to MPI (src/io/checkpoint.c only hands
+ * the communicator to parallel HDF5). See include/larch/comm.h. */
 #include "larch/comm.h"
 #include "core/half.h"
 
@@ -93,6 +94,8 @@ void larch_comm_abort(const larch_comm *c, int code, const char *msg)
 }
 
 static MPI_Comm world(const larch_comm *c) { return ((comm_impl *)c->impl)->world; }
+
+const void *larch_comm_mpi(const larch_comm *c) { return &((comm_impl *)c->impl)->world; }
 
 larch_status larch_comm_check(const larch_comm *c, larch_status local)
 {

@@ -12,11 +12,14 @@
 #include "larch/data.h"
 #include "larch/rng.h"
 #include "larch/optim.h"
+#include "larch/checkpoint.h"
 #include "core/blas.h"
+#include "core/fs.h"
 #include "dist/grad_sync.h"
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,26 +46,14 @@ typedef struct run {
     larch_comm_hooks hooks;              /* SyncBatchNorm's sums        */
     larch_status hook_status;
     FILE *metrics;
+    /* checkpoints */
+    char ckpt_dir[4200];
+    long ckpt_every, start_step, last_saved;
+    int ckpt_keep, ckpt_at_end, stop_requested;
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
 } run_t;
 
 /* ---- setup ---- */
-
-static larch_status make_dir(const char *dir)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++) {          /* mkdir -p */
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return larch_fail(LARCH_ERR_IO, "cannot create directory %s: %s", path, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return larch_fail(LARCH_ERR_IO, "cannot create directory %s: %s", path, strerror(errno));
-    return LARCH_OK;
-}
 
 static int choose_threads(const run_t *r)
 {
@@ -147,6 +138,14 @@ static larch_status read_settings(run_t *r)
     r->accumulate = (int)larch_cfg_int(t, "accumulate");
     r->stop_on_nan = larch_cfg_bool(t, "stop_on_nan");
     r->progress_s = larch_cfg_float(t, "progress_seconds");
+    const larch_node *ck = larch_map_get(r->cfg, "checkpoint");
+    r->ckpt_every = larch_cfg_int(ck, "every_steps");
+    r->ckpt_keep = (int)larch_cfg_int(ck, "keep");
+    r->ckpt_at_end = larch_cfg_bool(ck, "at_end");
+    const char *dir = larch_cfg_str(ck, "dir");
+    if (dir[0]) snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s", dir);
+    else if (r->opts->out_dir) snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->opts->out_dir);
+    r->last_saved = -1;
     int world = r->comm->size;
     if (r->batch % world != 0)
         return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: the global batch %d is not divisible by %d ranks", r->batch, world);
@@ -159,30 +158,38 @@ static larch_status read_settings(run_t *r)
     return LARCH_OK;
 }
 
-static larch_status open_outputs(run_t *r)
+static larch_status open_outputs(run_t *r, int append)
 {
     if (r->comm->rank != 0 || !r->opts->out_dir) return LARCH_OK;
-    larch_status s = make_dir(r->opts->out_dir);
+    larch_status s = larch_mkdir_p(r->opts->out_dir);
     if (s) return s;
     char path[4200];
     snprintf(path, sizeof path, "%s/config.yaml", r->opts->out_dir);
     if ((s = larch_cfg_save(r->cfg, path))) return s;
     snprintf(path, sizeof path, "%s/metrics.jsonl", r->opts->out_dir);
-    r->metrics = fopen(path, "w");
+    r->metrics = fopen(path, append ? "a" : "w");
     if (!r->metrics) return larch_fail(LARCH_ERR_IO, "cannot write %s: %s", path, strerror(errno));
     return LARCH_OK;
+}
+
+/* The resolved config as YAML text (malloc'ed; NULL when out of memory). */
+static char *config_text(const run_t *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    larch_cfg_write(r->cfg, f);
+    fclose(f);
+    return text;
 }
 
 /* Every rank must run the same config: compare a hash of its text. */
 static larch_status check_same_config(run_t *r)
 {
     if (r->comm->size == 1) return LARCH_OK;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
-    larch_cfg_write(r->cfg, f);
-    fclose(f);
+    char *text = config_text(r);
+    if (!text) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     double h = (double)(larch_hash32(text ? text : "") & 0xFFFFFF), lo = -h, hi = h;
     free(text);
     larch_status s = larch_comm_max_f64(r->comm, &lo, 1);
@@ -245,7 +252,7 @@ static larch_status setup(run_t *r)
     if ((s = larch_sched_init(&r->sched, larch_map_get(r->cfg, "sched"), larch_cfg_float(optim, "lr"),
                               r->total_steps, r->steps_per_epoch)))
         return s;
-    return open_outputs(r);
+    return LARCH_OK;
 }
 
 static long count_params(const larch_model *m)
@@ -267,6 +274,121 @@ static void teardown(run_t *r)
     if (r->metrics) fclose(r->metrics);
 }
 
+/* ---- checkpoints and preemption ---- */
+
+/* Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit); read once
+ * per step and agreed on by all ranks through the step's loss reduction. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static void install_signals(struct sigaction *old_term, struct sigaction *old_usr1)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    sigaction(SIGTERM, &sa, old_term);
+    sigaction(SIGUSR1, &sa, old_usr1);
+}
+
+/* Batch-norm running statistics differ between ranks that normalize their
+ * own part of the batch; evaluation and checkpoints use their mean. */
+static larch_status average_buffers(run_t *r)
+{
+    larch_model *m = r->model;
+    if (r->comm->size == 1 || m->n_buffer_floats == 0) return LARCH_OK;
+    larch_status s = larch_comm_allreduce_f32(r->comm, m->buffer, m->n_buffer_floats);
+    float inv = 1.0f / (float)r->comm->size;
+    for (size_t i = 0; !s && i < m->n_buffer_floats; i++) m->buffer[i] *= inv;
+    return s;
+}
+
+/* Collective: writes the state after `done` steps. */
+static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res)
+{
+    if (!r->ckpt_dir[0])
+        return larch_fail(LARCH_ERR_CONFIG, "checkpoint.dir: no directory to save into (set it, or give --out)");
+    larch_status s = average_buffers(r);
+    if (s) return s;
+    larch_ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.step = done;
+    meta.epoch = done / r->steps_per_epoch;
+    meta.sampler_epoch = done / r->steps_per_epoch;
+    meta.sampler_step = done % r->steps_per_epoch;
+    meta.samples_seen = done * (long)r->batch;
+    meta.rng_seed = r->seed;
+    meta.world_size = r->comm->size;
+    meta.global_batch = r->batch;
+    meta.sched_step = done;
+    meta.sched_total_steps = r->total_steps;
+    meta.config = config_text(r);
+    double t0 = larch_comm_wtime();
+    s = larch_ckpt_save(r->ckpt_dir, r->ckpt_keep, r->comm, r->model, r->optim, &meta, res->checkpoint,
+                        sizeof res->checkpoint);
+    free(meta.config);
+    if (s) return larch_fail_context(s, "saving the checkpoint of step %ld", done);
+    r->last_saved = done;
+    if (r->log) {
+        fprintf(r->log, "checkpoint step %ld -> %s (%.2f s)\n", done, res->checkpoint, larch_comm_wtime() - t0);
+        fflush(r->log);
+    }
+    return LARCH_OK;
+}
+
+/* Collective: loads checkpoint.resume ("auto": the newest in the directory)
+ * and positions the run after its step. */
+static larch_status resume(run_t *r, larch_train_result *res)
+{
+    const char *want = larch_cfg_str(larch_map_get(r->cfg, "checkpoint"), "resume");
+    if (!want[0]) return LARCH_OK;
+    char path[4200] = "";
+    larch_status s = LARCH_OK;
+    if (strcmp(want, "auto") == 0) {
+        if (r->comm->rank == 0 && r->ckpt_dir[0]) {
+            s = larch_ckpt_latest(r->ckpt_dir, path, sizeof path);
+            if (s == LARCH_ERR_IO) { s = LARCH_OK; path[0] = '\0'; }   /* none yet: a fresh start */
+        }
+        s = larch_comm_check(r->comm, s);
+        if (!s) s = larch_comm_bcast(r->comm, path, sizeof path, 0);
+        if (s) return s;
+        if (!path[0]) {
+            if (r->log) fprintf(r->log, "checkpoint.resume=auto: no checkpoint in %s yet, starting fresh\n",
+                                r->ckpt_dir[0] ? r->ckpt_dir : "(no directory)");
+            return LARCH_OK;
+        }
+    } else {
+        snprintf(path, sizeof path, "%s", want);
+    }
+    larch_ckpt_meta meta;
+    if ((s = larch_ckpt_load(path, r->comm, r->model, r->optim, &meta))) return s;
+    if (meta.global_batch != r->batch)
+        s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s was written with train.batch_size %ld, this run uses %d: resuming "
+                       "needs the same global batch (sampler position and schedule depend on it); to start a new "
+                       "run from its weights use model.init_from", path, meta.global_batch, r->batch);
+    else if (meta.step > r->total_steps)
+        s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s is at step %ld, beyond this run's %ld steps (train.epochs / "
+                       "train.max_steps)", path, meta.step, r->total_steps);
+    else if (meta.rng_seed != r->seed)
+        s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s was written with train.seed %llu, this run uses %llu", path,
+                       (unsigned long long)meta.rng_seed, (unsigned long long)r->seed);
+    if (!s) {
+        r->start_step = meta.step;
+        r->last_saved = meta.step;
+        res->resumed_from = meta.step;
+        if (r->log) {
+            fprintf(r->log, "resumed from %s: step %ld (epoch %ld), saved by %d rank(s), now %d\n", path, meta.step,
+                    meta.epoch, meta.world_size, r->comm->size);
+            fflush(r->log);
+        }
+    }
+    larch_ckpt_meta_free(&meta);
+    return s;
+}
+
 /* ---- evaluation ---- */
 
 /* Scores the test set; vals[3*k..] = loss mean, accuracy, count of loss k. */
@@ -275,6 +397,8 @@ static larch_status evaluate(run_t *r, double *vals)
     larch_model *m = r->model;
     int nl = m->n_losses;
     double sums[3 * LARCH_MAX_TARGETS * 2] = {0};
+    larch_status bs = average_buffers(r);
+    if (bs) return bs;
     larch_loader_seek(r->eval_loader, 0, 0);
     int steps = larch_loader_steps(r->eval_loader);
     for (int s = 0; s < steps; s++) {
@@ -329,7 +453,7 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
 {
     larch_model *m = r->model;
     size_t in = larch_shape_size(m->input_shape);
-    double local[2] = {0.0, 0.0};                 /* loss sum, samples */
+    double local[3] = {0.0, 0.0, 0.0};            /* loss sum, samples, stop requests */
     for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
         larch_batch mb = *b;
         mb.n = r->micro;
@@ -346,8 +470,10 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     }
     larch_status s = grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
     if (!s) s = r->hook_status;
-    if (!s) s = larch_comm_allreduce_f64(r->comm, local, 2);
+    local[2] = stop_signal ? 1.0 : 0.0;
+    if (!s) s = larch_comm_allreduce_f64(r->comm, local, 3);
     if (s) return s;
+    if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
     double loss = local[0] / local[1] + larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
@@ -370,11 +496,19 @@ static void fmt_eta(double s, char *buf, size_t len)
 static larch_status loop(run_t *r, larch_train_result *res)
 {
     double t_start = larch_comm_wtime(), t_log = t_start, t_print = t_start - 1e9;
-    long log_step = 0;
+    long log_step = r->start_step;
     double vals[3 * LARCH_MAX_TARGETS * 2];
     larch_status s = LARCH_OK;
-    larch_loader_seek(r->loader, 0, 0);
-    for (long step = 0; step < r->total_steps; step++) {
+    long first = r->start_step;
+    if (first >= r->total_steps) {                   /* resumed at the end: only evaluate */
+        if (r->log) fprintf(r->log, "the checkpoint is at the last step (%ld): nothing to train\n", first);
+        if ((s = evaluate(r, vals))) return s;
+        report_eval(r, first, vals, res);
+        res->epochs = (int)(first / r->steps_per_epoch);
+        return LARCH_OK;
+    }
+    larch_loader_seek(r->loader, (int)(first / r->steps_per_epoch), (int)(first % r->steps_per_epoch));
+    for (long step = first; step < r->total_steps; step++) {
         int epoch, istep;
         const larch_batch *b = larch_loader_next(r->loader, &epoch, &istep);
         double loss;
@@ -401,7 +535,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
         }
         if (r->log && (now - t_print >= r->progress_s || done == r->total_steps)) {
             char eta[32];
-            double rate = (double)done / (now - t_start);
+            double rate = (double)(done - first) / (now - t_start);
             fmt_eta((double)(r->total_steps - done) / rate, eta, sizeof eta);
             fprintf(r->log, "train step %ld/%ld  epoch %.2f  loss %.4f  lr %.4g  %.0f samples/s  eta %s\n",
                     done, r->total_steps, (double)done / r->steps_per_epoch, loss, lr,
@@ -415,9 +549,16 @@ static larch_status loop(run_t *r, larch_train_result *res)
             report_eval(r, done, vals, res);
         }
         res->epochs = (int)(done / r->steps_per_epoch);
+        if (r->stop_requested) {                             /* preemption: save, then stop */
+            if ((s = save_checkpoint(r, done, res))) return s;
+            return larch_fail(LARCH_ERR_INTERRUPTED, "stopped by a signal after step %ld; the checkpoint %s resumes it "
+                              "(checkpoint.resume=auto)", done, res->checkpoint);
+        }
+        if ((r->ckpt_every > 0 && done % r->ckpt_every == 0) || (done == r->total_steps && r->ckpt_at_end))
+            if ((s = save_checkpoint(r, done, res))) return s;
     }
     res->wall_seconds = larch_comm_wtime() - t_start;
-    res->samples_per_s = res->steps * (double)r->batch / res->wall_seconds;
+    res->samples_per_s = res->wall_seconds > 0 ? (double)(res->steps - first) * (double)r->batch / res->wall_seconds : 0.0;
     return LARCH_OK;
 }
 
@@ -435,6 +576,10 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
     if (!s) s = larch_comm_check(comm, check_same_config(&r));
     if (!s) s = larch_comm_bcast(comm, r.model->param, r.model->n_floats * sizeof(float), 0);
     if (!s) s = larch_comm_bcast(comm, r.model->buffer, r.model->n_buffer_floats * sizeof(float), 0);
+    if (!s && opts->eval_only && opts->checkpoint) s = larch_ckpt_load(opts->checkpoint, comm, r.model, NULL, NULL);
+    if (!s && !opts->eval_only) s = resume(&r, res);
+    if (!s) s = larch_comm_check(comm, open_outputs(&r, res->resumed_from > 0));
+    res->steps = r.start_step;
     if (!s && r.log) {
         fprintf(r.log, "larch %s: %d rank(s) x %d OpenBLAS thread(s) [%s]; %ld parameters; %ld steps of global batch %d (%d per rank",
                 LARCH_VERSION_STRING, comm->size, larch_blas_threads(), larch_blas_corename(),
@@ -451,7 +596,13 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
         s = evaluate(&r, vals);
         if (!s) report_eval(&r, 0, vals, res);
     } else if (!s) {
+        struct sigaction old_term, old_usr1;
+        if (opts->handle_signals) install_signals(&old_term, &old_usr1);
         s = loop(&r, res);
+        if (opts->handle_signals) {
+            sigaction(SIGTERM, &old_term, NULL);
+            sigaction(SIGUSR1, &old_usr1, NULL);
+        }
     }
     teardown(&r);
     return s;

@@ -50,12 +50,22 @@ static const larch_key dist_keys[] = {
      "ZeRO stage 1: each rank keeps optimizer state for its slice of the parameters"},
     {0}};
 
+static const larch_key checkpoint_keys[] = {
+    {"dir", LARCH_T_STRING, "", 0, 0, NULL, NULL, "checkpoint directory (empty: <output dir>/checkpoints)"},
+    {"every_steps", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "save every this many steps (0 = only at the end and on preemption)"},
+    {"keep", LARCH_T_INT, "3", 0, 1000000, NULL, NULL, "newest checkpoints kept in dir (0 = all)"},
+    {"at_end", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "save when training ends"},
+    {"resume", LARCH_T_STRING, "", 0, 0, NULL, NULL,
+     "resume from this checkpoint file, or 'auto' for the newest in dir (none: start fresh)"},
+    {0}};
+
 const larch_key larch_run_keys[] = {
     {"train", LARCH_T_MAP, "{}", 0, 0, NULL, train_keys, "training loop"},
     {"optim", LARCH_T_MAP, "{}", 0, 0, NULL, larch_optim_keys, "optimizer"},
     {"sched", LARCH_T_MAP, "{}", 0, 0, NULL, larch_sched_keys, "learning-rate schedule"},
     {"data", LARCH_T_MAP, "{}", 0, 0, NULL, data_keys, "dataset"},
     {"dist", LARCH_T_MAP, "{}", 0, 0, NULL, dist_keys, "data-parallel communication"},
+    {"checkpoint", LARCH_T_MAP, "{}", 0, 0, NULL, checkpoint_keys, "saving and resuming (docs/checkpoints.md)"},
     {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL, "list of layers"},
     {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},
     {"regularization", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "list of penalties"},

@@ -1,0 +1,117 @@
+/* larch/checkpoint.h - logical HDF5 checkpoints (DESIGN.md decision 6).
+ *
+ * One HDF5 file per checkpoint, written collectively with parallel HDF5:
+ * every rank writes its own part of each tensor (its ZeRO slice of sharded
+ * optimizer state, or an equal share of replicated tensors), and datasets
+ * hold whole logical tensors under their names, so a checkpoint loads on any
+ * number of ranks, into h5py, or by name into another model. The layout
+ * (docs/checkpoints.md):
+ *
+ *   /params/<layer>/<tensor>          float32, the tensor's logical shape
+ *   /buffers/<layer>/<tensor>         float32 (batch-norm running statistics)
+ *   /optim/<state>/<layer>/<tensor>   float32, trainable tensors only
+ *   attributes of /                   format_version, larch_version, step,
+ *                                     epoch, sampler_epoch, sampler_step,
+ *                                     samples_seen, rng_seed, world_size,
+ *                                     global_batch, sched_step,
+ *                                     sched_total_steps, config
+ *   attributes of /optim              optimizer, t, mu_product
+ *
+ * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a read
+ * detects corrupted bytes. A save writes DIR/.ckpt-<step>.h5.tmp and renames
+ * it to DIR/ckpt-<step>.h5 only after every rank has closed it; a failed save
+ * (a full disk) removes its temporary file and leaves older checkpoints as
+ * they were.
+ */
+#ifndef LARCH_CHECKPOINT_H
+#define LARCH_CHECKPOINT_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "larch/comm.h"
+#include "larch/model.h"
+#include "larch/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LARCH_CKPT_FORMAT 1   /* format_version this larch writes and reads */
+
+typedef struct larch_ckpt_meta {
+    int format_version;
+    char larch_version[32];
+    long step;                /* optimizer steps taken                         */
+    long epoch;               /* epochs completed                              */
+    long sampler_epoch;       /* position of the next training batch:          */
+    long sampler_step;        /*   epoch and step within it                    */
+    long samples_seen;        /* step * global_batch                           */
+    uint64_t rng_seed;        /* key of the counter-based RNG (decision 4)     */
+    int world_size;           /* ranks at save                                 */
+    long global_batch;
+    long sched_step, sched_total_steps; /* the schedule is a function of these */
+    char optimizer[32];
+    long optim_t;             /* optimizer steps (bias corrections)            */
+    double optim_mu_product;  /* NAdam's momentum product                      */
+    char *config;             /* resolved config (YAML); owned, may be NULL    */
+} larch_ckpt_meta;
+
+/* Frees meta->config. */
+LARCH_API void larch_ckpt_meta_free(larch_ckpt_meta *meta);
+
+/* Collective: writes model parameters, buffers and (o != NULL) optimizer state
+ * to dir/ckpt-<step>.h5 through a temporary file, then keeps only the newest
+ * `keep` checkpoints of dir (keep 0 = all). meta's format and version fields
+ * are filled in. `path_out` (may be NULL) receives the final path. */
+LARCH_API larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c,
+                                       const larch_model *m, const larch_optim *o,
+                                       const larch_ckpt_meta *meta, char *path_out, size_t path_len);
+
+/* Collective: loads a checkpoint written for the same model (the same tensor
+ * names and shapes; anything missing, extra or differently shaped is an
+ * error naming the tensor) into m and, when o != NULL, the optimizer state of
+ * o's slice. meta (may be NULL) receives the metadata. */
+LARCH_API larch_status larch_ckpt_load(const char *path, const larch_comm *c, larch_model *m,
+                                       larch_optim *o, larch_ckpt_meta *meta);
+
+/* One process: the metadata only (checks the format version). */
+LARCH_API larch_status larch_ckpt_read_meta(const char *path, larch_ckpt_meta *meta);
+
+/* The newest checkpoint of dir whose metadata reads (NULL-terminated list
+ * of candidates, newest first, when several are needed). Returns
+ * LARCH_ERR_IO with an empty `out` when dir holds none. */
+LARCH_API larch_status larch_ckpt_latest(const char *dir, char *out, size_t len);
+/* The checkpoint files of dir, newest first (paths; free each and the list). */
+LARCH_API int larch_ckpt_list(const char *dir, char ***paths);
+
+/* One process: prints the metadata and a table of every tensor (name, shape,
+ * dtype, L2 norm) to f. */
+LARCH_API larch_status larch_ckpt_info(const char *path, FILE *f);
+/* One process: reads every tensor (checksums) and checks the metadata and
+ * the layout; prints what it checked to f (may be NULL). */
+LARCH_API larch_status larch_ckpt_verify(const char *path, FILE *f);
+
+/* Transfer learning: which tensors to take from a checkpoint, and under
+ * which name (model.init_from). */
+typedef struct larch_ckpt_map {
+    const char *rename_from[8], *rename_to[8]; /* prefix renames, checkpoint -> model */
+    int n_rename;
+    const char *include[16], *exclude[16];     /* glob patterns on model names          */
+    int n_include, n_exclude;
+    int skip_mismatch;                         /* skip shape mismatches instead of failing */
+    int buffers;                               /* also take matching buffers            */
+} larch_ckpt_map;
+
+typedef struct larch_ckpt_init_report { int loaded, skipped, fresh; } larch_ckpt_init_report;
+
+/* Collective: loads the model's parameters that the checkpoint has (after
+ * mapping); prints what was loaded, skipped and left freshly initialized to
+ * log (may be NULL). A shape mismatch is an error unless skip_mismatch. */
+LARCH_API larch_status larch_ckpt_init_from(const char *path, const larch_comm *c, larch_model *m,
+                                            const larch_ckpt_map *map, FILE *log,
+                                            larch_ckpt_init_report *rep);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

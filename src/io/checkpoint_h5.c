@@ -1,0 +1,320 @@
+/* checkpoint_h5.c - HDF5 helpers of the checkpoint files (ckpt_internal.h). */
+#include "io/ckpt_internal.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ckpt_h5_quiet(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+typedef struct { char *buf; size_t len; } why_ctx;
+
+static herr_t why_walk(unsigned n, const H5E_error2_t *e, void *data)
+{
+    why_ctx *w = data;
+    char minor[128] = "";
+    H5Eget_msg(e->min_num, NULL, minor, sizeof minor);
+    if (n == 0)   /* walking upward, entry 0 is the innermost: the cause */ snprintf(w->buf, w->len, "%s%s%s", e->desc ? e->desc : "", minor[0] ? ": " : "", minor);
+    return 0;
+}
+
+const char *ckpt_h5_why(char *buf, size_t len)
+{
+    buf[0] = '\0';
+    why_ctx w = {buf, len};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, why_walk, &w);
+    H5Eclear2(H5E_DEFAULT);
+    return buf;
+}
+
+void ckpt_param_path(char *out, size_t len, const larch_model *m, const larch_param *p)
+{
+    snprintf(out, len, "/params/%s/%s", m->layers[p->layer]->name, p->tensor);
+}
+
+void ckpt_buffer_path(char *out, size_t len, const larch_model *m, const larch_buffer *b)
+{
+    snprintf(out, len, "/buffers/%s/%s", m->layers[b->layer]->name, b->tensor);
+}
+
+void ckpt_state_path(char *out, size_t len, const char *state, const larch_model *m, const larch_param *p)
+{
+    snprintf(out, len, "/optim/%s/%s/%s", state, m->layers[p->layer]->name, p->tensor);
+}
+
+int ckpt_param_dims(const larch_param *p, hsize_t *dims)
+{
+    for (int k = 0; k < p->ndim; k++) dims[k] = (hsize_t)p->shape[k];
+    return p->ndim;
+}
+
+/* ---- row-major element ranges as hyperslab unions ---- */
+
+typedef struct { hid_t space; int ndim; const hsize_t *dims; int n_blocks; } range_sel;
+
+static int add_block(range_sel *s, const hsize_t *start, const hsize_t *count)
+{
+    herr_t rc = H5Sselect_hyperslab(s->space, s->n_blocks ? H5S_SELECT_OR : H5S_SELECT_SET, start, NULL, count, NULL);
+    s->n_blocks++;
+    return rc < 0 ? -1 : 0;
+}
+
+/* Elements [a, b) of the sub-array at depth k whose leading coordinates
+ * start[0..k) are fixed. */
+static int add_range(range_sel *s, int k, hsize_t *start, hsize_t a, hsize_t b)
+{
+    if (k >= s->ndim || k >= CKPT_MAX_DIMS) return -1;
+    hsize_t inner = 1, count[CKPT_MAX_DIMS];
+    for (int j = k + 1; j < s->ndim; j++) inner *= s->dims[j];
+    for (int j = 0; j < k; j++) count[j] = 1;
+    if (a / inner == (b - 1) / inner && (a % inner != 0 || b % inner != 0)) {
+        hsize_t row = a / inner;                  /* inside one row, not all of it */
+        start[k] = row;
+        return add_range(s, k + 1, start, a - row * inner, b - row * inner);
+    }
+    hsize_t full0 = (a + inner - 1) / inner, full1 = b / inner;
+    if (a % inner != 0) {                         /* partial first row */
+        start[k] = a / inner;
+        if (add_range(s, k + 1, start, a % inner, inner)) return -1;
+    }
+    if (full1 > full0) {                          /* whole rows */
+        start[k] = full0;
+        count[k] = full1 - full0;
+        for (int j = k + 1; j < s->ndim && j < CKPT_MAX_DIMS; j++) { start[j] = 0; count[j] = s->dims[j]; }
+        if (add_block(s, start, count)) return -1;
+    }
+    if (b % inner != 0) {                         /* partial last row */
+        start[k] = b / inner;
+        if (add_range(s, k + 1, start, 0, b % inner)) return -1;
+    }
+    return 0;
+}
+
+int ckpt_select_range(hid_t space, int ndim, const hsize_t *dims, hsize_t a, hsize_t b)
+{
+    if (a >= b) return H5Sselect_none(space) < 0 ? -1 : 0;
+    range_sel s = {space, ndim, dims, 0};
+    hsize_t start[CKPT_MAX_DIMS] = {0};
+    return add_range(&s, 0, start, a, b);
+}
+
+/* ---- attributes ---- */
+
+static int put_attr(hid_t obj, const char *name, hid_t type, const void *v)
+{
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 || H5Awrite(a, type, v) < 0 ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(space);
+    return rc;
+}
+
+int ckpt_attr_put_long(hid_t obj, const char *name, long v)
+{
+    int64_t x = v;
+    return put_attr(obj, name, H5T_NATIVE_INT64, &x);
+}
+
+int ckpt_attr_put_double(hid_t obj, const char *name, double v)
+{
+    return put_attr(obj, name, H5T_NATIVE_DOUBLE, &v);
+}
+
+int ckpt_attr_put_str(hid_t obj, const char *name, const char *v)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    int rc = put_attr(obj, name, t, v);
+    H5Tclose(t);
+    return rc;
+}
+
+static larch_status open_attr(hid_t obj, const char *file, const char *name, hid_t *a)
+{
+    if (H5Aexists(obj, name) <= 0)
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: attribute '%s' is missing", file, name);
+    *a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (*a < 0) {
+        char why[256];
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot read attribute '%s': %s", file, name,
+                          ckpt_h5_why(why, sizeof why));
+    }
+    return LARCH_OK;
+}
+
+static larch_status get_number(hid_t obj, const char *file, const char *name, hid_t mem, void *v)
+{
+    hid_t a = -1;
+    larch_status s = open_attr(obj, file, name, &a);
+    if (s) return s;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    int ok = H5Tget_class(t) == H5T_INTEGER || H5Tget_class(t) == H5T_FLOAT;
+    ok = ok && H5Sget_simple_extent_npoints(sp) == 1 && H5Aread(a, mem, v) >= 0;
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Aclose(a);
+    if (!ok) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: attribute '%s' is not a number", file, name);
+    return LARCH_OK;
+}
+
+larch_status ckpt_attr_get_long(hid_t obj, const char *file, const char *name, long *v)
+{
+    int64_t x = 0;
+    larch_status s = get_number(obj, file, name, H5T_NATIVE_INT64, &x);
+    *v = (long)x;
+    return s;
+}
+
+larch_status ckpt_attr_get_double(hid_t obj, const char *file, const char *name, double *v)
+{
+    return get_number(obj, file, name, H5T_NATIVE_DOUBLE, v);
+}
+
+larch_status ckpt_attr_get_str(hid_t obj, const char *file, const char *name, char **v)
+{
+    *v = NULL;
+    hid_t a = -1;
+    larch_status s = open_attr(obj, file, name, &a);
+    if (s) return s;
+    hid_t t = H5Aget_type(a);
+    int ok = H5Tget_class(t) == H5T_STRING && !H5Tis_variable_str(t);
+    size_t n = ok ? H5Tget_size(t) : 0;
+    char *buf = ok ? calloc(n + 1, 1) : NULL;
+    if (buf) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        ok = H5Aread(a, mt, buf) >= 0;
+        H5Tclose(mt);
+    }
+    H5Tclose(t);
+    H5Aclose(a);
+    if (!ok || !buf) {
+        free(buf);
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: attribute '%s' is not a fixed-length string", file, name);
+    }
+    *v = buf;
+    return LARCH_OK;
+}
+
+larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta)
+{
+    memset(meta, 0, sizeof *meta);
+    long v;
+    larch_status s = ckpt_attr_get_long(file, path, "format_version", &v);
+    if (s) return s;
+    meta->format_version = (int)v;
+    if (v > LARCH_CKPT_FORMAT || v < 1)
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: format_version %ld is not one this larch reads (%d%s)", path, v,
+                          LARCH_CKPT_FORMAT, v > LARCH_CKPT_FORMAT ? "; it was written by a newer larch: upgrade" : "");
+    char *str = NULL;
+    if ((s = ckpt_attr_get_str(file, path, "larch_version", &str))) return s;
+    snprintf(meta->larch_version, sizeof meta->larch_version, "%s", str);
+    free(str);
+    struct { const char *name; long *dst; } longs[] = {
+        {"step", &meta->step}, {"epoch", &meta->epoch}, {"sampler_epoch", &meta->sampler_epoch},
+        {"sampler_step", &meta->sampler_step}, {"samples_seen", &meta->samples_seen},
+        {"global_batch", &meta->global_batch}, {"sched_step", &meta->sched_step},
+        {"sched_total_steps", &meta->sched_total_steps}};
+    for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++)
+        if ((s = ckpt_attr_get_long(file, path, longs[i].name, longs[i].dst))) return s;
+    if ((s = ckpt_attr_get_long(file, path, "world_size", &v))) return s;
+    meta->world_size = (int)v;
+    if ((s = ckpt_attr_get_long(file, path, "rng_seed", &v))) return s;
+    meta->rng_seed = (uint64_t)v;
+    if ((s = ckpt_attr_get_str(file, path, "config", &meta->config))) return s;
+    if (H5Lexists(file, "/optim", H5P_DEFAULT) > 0) {
+        hid_t g = H5Gopen2(file, "/optim", H5P_DEFAULT);
+        if (g < 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open /optim", path);
+        s = ckpt_attr_get_str(g, path, "optimizer", &str);
+        if (!s) { snprintf(meta->optimizer, sizeof meta->optimizer, "%s", str); free(str); }
+        if (!s) s = ckpt_attr_get_long(g, path, "t", &meta->optim_t);
+        if (!s) s = ckpt_attr_get_double(g, path, "mu_product", &meta->optim_mu_product);
+        H5Gclose(g);
+        if (s) return s;
+    }
+    return LARCH_OK;
+}
+
+void larch_ckpt_meta_free(larch_ckpt_meta *meta)
+{
+    free(meta->config);
+    meta->config = NULL;
+}
+
+/* ---- tensors ---- */
+
+static void fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims)
+{
+    size_t o = (size_t)snprintf(out, len, "(");
+    for (int k = 0; k < ndim && o < len; k++)
+        o += (size_t)snprintf(out + o, len - o, "%s%llu", k ? ", " : "", (unsigned long long)dims[k]);
+    if (o < len) snprintf(out + o, len - o, ")");
+}
+
+larch_status ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, int *ndim, hsize_t *dims)
+{
+    *ndim = 0;
+    if (H5Lexists(file, dpath, H5P_DEFAULT) <= 0) return LARCH_OK;
+    hid_t d = H5Dopen2(file, dpath, H5P_DEFAULT);
+    if (d < 0) {
+        char why[256];
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open tensor %s: %s", path, dpath, ckpt_h5_why(why, sizeof why));
+    }
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    larch_status s = LARCH_OK;
+    if (H5Tget_class(t) != H5T_FLOAT || H5Tget_size(t) != 4)
+        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s is not float32", path, dpath);
+    else if (nd < 1 || nd > CKPT_MAX_DIMS)
+        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s has %d dimensions", path, dpath, nd);
+    else {
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+        *ndim = nd;
+    }
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return s;
+}
+
+larch_status ckpt_read_tensor(hid_t file, const char *path, const char *dpath, int ndim, const hsize_t *dims,
+                              hsize_t a, hsize_t b, float *dst)
+{
+    int fnd;
+    hsize_t fdims[CKPT_MAX_DIMS];
+    larch_status s = ckpt_tensor_shape(file, path, dpath, &fnd, fdims);
+    if (s) return s;
+    if (fnd == 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s is missing", path, dpath);
+    int same = fnd == ndim;
+    for (int k = 0; same && k < ndim; k++) same = fdims[k] == dims[k];
+    if (!same) {
+        char want[128], have[128];
+        fmt_shape(want, sizeof want, ndim, dims);
+        fmt_shape(have, sizeof have, fnd, fdims);
+        return larch_fail(LARCH_ERR_SHAPE, "checkpoint %s: tensor %s has shape %s, the model needs %s", path, dpath, have, want);
+    }
+    hid_t d = H5Dopen2(file, dpath, H5P_DEFAULT);
+    hid_t fs = H5Dget_space(d);
+    /* same-shape selections (HDF5's fast path); element a lands in dst[0] */
+    hid_t ms = H5Screate_simple(ndim, dims, NULL);
+    float *base = (float *)((uintptr_t)dst - (uintptr_t)a * sizeof(float));
+    int rc = ckpt_select_range(fs, ndim, dims, a, b);
+    if (rc == 0) rc = ckpt_select_range(ms, ndim, dims, a, b);
+    if (rc == 0) rc = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, base) < 0 ? -1 : 0;
+    char why[256] = "";
+    if (rc) ckpt_h5_why(why, sizeof why);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    if (rc)
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s cannot be read (corrupted or truncated: %s)",
+                          path, dpath, why);
+    return LARCH_OK;
+}

@@ -1,0 +1,50 @@
+/* ckpt_internal.h - HDF5 helpers shared by the checkpoint files of src/io:
+ * checkpoint.c (collective save and load), checkpoint_inspect.c (info,
+ * verify, listing) and checkpoint_transfer.c (init_from). */
+#ifndef LARCH_IO_CKPT_INTERNAL_H
+#define LARCH_IO_CKPT_INTERNAL_H
+
+#include "larch/checkpoint.h"
+
+#include <hdf5.h>
+
+#define CKPT_MAX_DIMS 8
+
+/* Silences HDF5's own error printing (larch reports errors as values). */
+void ckpt_h5_quiet(void);
+/* The innermost message of HDF5's current error stack ("" when none). */
+const char *ckpt_h5_why(char *buf, size_t len);
+
+/* "/params/<layer>/<tensor>" etc. */
+void ckpt_param_path(char *out, size_t len, const larch_model *m, const larch_param *p);
+void ckpt_buffer_path(char *out, size_t len, const larch_model *m, const larch_buffer *b);
+void ckpt_state_path(char *out, size_t len, const char *state, const larch_model *m, const larch_param *p);
+
+/* Selects the row-major elements [a, b) of a dataspace of shape dims (a
+ * union of at most 2 * ndim blocks); nothing when a >= b. */
+int ckpt_select_range(hid_t space, int ndim, const hsize_t *dims, hsize_t a, hsize_t b);
+
+/* Attributes of an object: scalar integers, reals and strings. Readers
+ * return LARCH_ERR_FORMAT naming the attribute and the file. */
+int ckpt_attr_put_long(hid_t obj, const char *name, long v);
+int ckpt_attr_put_double(hid_t obj, const char *name, double v);
+int ckpt_attr_put_str(hid_t obj, const char *name, const char *v);
+larch_status ckpt_attr_get_long(hid_t obj, const char *file, const char *name, long *v);
+larch_status ckpt_attr_get_double(hid_t obj, const char *file, const char *name, double *v);
+/* *v is malloc'ed. */
+larch_status ckpt_attr_get_str(hid_t obj, const char *file, const char *name, char **v);
+
+/* Reads the root and /optim attributes into meta; checks format_version. */
+larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta);
+
+/* Opens dataset `dpath`, checks it is float32 of shape dims[0..ndim), and
+ * reads its row-major elements [a, b) into dst. Errors name the tensor. */
+larch_status ckpt_read_tensor(hid_t file, const char *path, const char *dpath, int ndim, const hsize_t *dims,
+                              hsize_t a, hsize_t b, float *dst);
+/* The stored shape of a float32 dataset (ndim 0 when absent or not float32). */
+larch_status ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, int *ndim, hsize_t *dims);
+
+/* A model parameter's logical shape as hsize_t. */
+int ckpt_param_dims(const larch_param *p, hsize_t *dims);
+
+#endif

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# cli_ckpt.sh LARCH SRC - checkpoints through the program and mpiexec:
+# - exact resume: 2 ranks trained 24 steps equal, bit for bit (h5diff -d 0),
+#   2 ranks resumed at step 10 from the first run's checkpoint;
+# - cross world size: 2 -> 1 and 1 -> 2 ranks, and sharded (ZeRO-1) 2 -> 4
+#   ranks, within summation-order tolerance;
+# - larch ckpt info / verify and larch eval;
+# - SIGTERM to one rank: every rank stops after the same step, a checkpoint
+#   is written, exit status 75, and checkpoint.resume=auto continues;
+# - kill -9 during saves leaves every checkpoint file valid; a full disk
+#   (a file-size limit) fails the save and keeps the previous checkpoint;
+# - bad checkpoints and resume mismatches are clear errors.
+. "$(dirname "$0")/cli_helpers.bash"
+MPIEXEC=${LARCH_MPIEXEC:-mpiexec}
+command -v "$MPIEXEC" > /dev/null || { echo "cli_ckpt: no mpiexec"; exit 1; }
+command -v h5diff > /dev/null || { echo "cli_ckpt: h5diff missing (Debian's hdf5-tools; launch/setup.sh installs it)"; exit 1; }
+CFG=$SRC/tests/configs/synth_cnn_sync.yaml
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+run() {  # run NP OUT [--set ...]
+  local np=$1 out=$2; shift 2
+  timeout 300 "$MPIEXEC" -n "$np" --oversubscribe "$LARCH" train "$CFG" --out "$out" "$@" > "$out.log" 2>&1
+}
+ck() { printf '%s/checkpoints/ckpt-%08d.h5' "$1" "$2"; }
+same() {  # same A B GROUP DELTA WHAT
+  local out; out=$(h5diff -d "$4" "$1" "$2" "$3" "$3" 2>&1)
+  if [ $? -eq 0 ]; then pass "$5"; else fail "$5: $(tail -3 <<<"$out")"; fi
+}
+
+# ---- exact and cross-world-size resume ----
+EVERY=(--set optim.name=adam --set checkpoint.every_steps=10 --set checkpoint.keep=0)
+run 2 "$TMP/a2" "${EVERY[@]}" || fail "2-rank run: $(tail -3 "$TMP/a2.log")"
+run 1 "$TMP/a1" "${EVERY[@]}" || fail "1-rank run: $(tail -3 "$TMP/a1.log")"
+run 2 "$TMP/b2" --set optim.name=adam --set checkpoint.resume="$(ck "$TMP/a2" 10)" \
+  || fail "2-rank resume: $(tail -3 "$TMP/b2.log")"
+grep -q "resumed from .*ckpt-00000010.h5: step 10" "$TMP/b2.log" && pass "resume reports its step" || fail "no resume line"
+same "$(ck "$TMP/a2" 24)" "$(ck "$TMP/b2" 24)" /params 0 "2 ranks: 24 steps = 10 + resume + 14, parameters bit-identical"
+same "$(ck "$TMP/a2" 24)" "$(ck "$TMP/b2" 24)" /optim 0 "2 ranks: optimizer state bit-identical after resume"
+run 1 "$TMP/c1" --set optim.name=adam --set checkpoint.resume="$(ck "$TMP/a2" 10)" || fail "2->1 resume failed"
+same "$(ck "$TMP/a2" 24)" "$(ck "$TMP/c1" 24)" /params 1e-5 "resume 2 -> 1 ranks within 1e-5"
+run 2 "$TMP/c2" --set optim.name=adam --set checkpoint.resume="$(ck "$TMP/a1" 10)" || fail "1->2 resume failed"
+same "$(ck "$TMP/a1" 24)" "$(ck "$TMP/c2" 24)" /params 1e-5 "resume 1 -> 2 ranks within 1e-5"
+SH=(--set optim.name=lamb --set dist.shard_optimizer=true)
+run 2 "$TMP/s2" "${SH[@]}" --set checkpoint.every_steps=10 || fail "sharded run failed"
+run 4 "$TMP/s4" "${SH[@]}" --set checkpoint.resume="$(ck "$TMP/s2" 20)" || fail "sharded 2->4 resume: $(tail -3 "$TMP/s4.log")"
+same "$(ck "$TMP/s2" 24)" "$(ck "$TMP/s4" 24)" /params 1e-5 "sharded state 2 -> 4 ranks within 1e-5"
+n=$(ls "$TMP/s2/checkpoints" | wc -l)
+[ "$n" -eq 3 ] && pass "checkpoint.keep=3 keeps 3 (of 10, 20, 24... saved: $n)" || fail "keep: $n files in s2"
+
+# ---- info, verify, eval ----
+FINAL=$(ck "$TMP/a1" 24)
+expect 0 "/params/conv1/weight                         (8, 3, 3, 2)" -- "$LARCH" ckpt info "$FINAL"
+expect 0 "optimizer adam (t = 24)" -- "$LARCH" ckpt info "$FINAL"
+expect 0 "ok (format 1, step 24" -- "$LARCH" ckpt verify "$FINAL"
+acc=$(grep '"split": "test"' "$TMP/a1/metrics.jsonl" | tail -1 | sed 's/.*"accuracy": \([0-9.e+-]*\).*/\1/')
+expect 0 "$(printf 'test accuracy %.4f' "$acc")" -- "$LARCH" eval "$CFG" --checkpoint "$FINAL"
+
+# ---- bad checkpoints and mismatches ----
+head -c 5000 "$FINAL" > "$TMP/trunc.h5"
+expect 1 "truncated" -- "$LARCH" ckpt verify "$TMP/trunc.h5"
+expect 1 "trunc.h5" -- "$LARCH" eval "$CFG" --checkpoint "$TMP/trunc.h5"
+expect 1 "cannot read checkpoint $TMP/none.h5" -- "$LARCH" train "$CFG" --out "$TMP/x" --set checkpoint.resume="$TMP/none.h5"
+expect 1 "train.batch_size 32, this run uses 64" -- "$LARCH" train "$CFG" --out "$TMP/x" \
+  --set optim.name=adam --set train.batch_size=64 --set checkpoint.resume="$FINAL"
+expect 1 "optimizer 'adam', the config uses 'sgd'" -- "$LARCH" train "$CFG" --out "$TMP/x" --set checkpoint.resume="$FINAL"
+expect 1 "/params/fc1/weight has shape (16, 128), the model needs (12, 128)" -- "$LARCH" eval "$CFG" \
+  --checkpoint "$FINAL" --set model.6.units=12
+
+# ---- preemption: SIGTERM to rank 1 only ----
+LONG=(--set train.epochs=100000 --set train.log_every=50 --set checkpoint.resume=auto --set sched.name=constant)
+timeout 300 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/p" "${LONG[@]}" > "$TMP/p.log" 2>&1 &
+job=$!
+for _ in $(seq 300); do [ -f "$TMP/p/metrics.jsonl" ] && [ "$(wc -l < "$TMP/p/metrics.jsonl")" -ge 3 ] && break; sleep 0.1; done
+rank1=""
+for pid in $(pgrep -f -- "--out $TMP/p "); do
+  grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$pid/environ" 2>/dev/null && rank1=$pid
+done
+if [ -z "$rank1" ]; then fail "preemption: rank 1 not found"; kill $job; fi
+kill -TERM "$rank1" 2>/dev/null
+wait $job; st=$?
+[ "$st" -eq 75 ] && pass "SIGTERM to rank 1: exit status 75" || fail "SIGTERM: exit $st: $(tail -5 "$TMP/p.log")"
+saved=$(ls "$TMP/p/checkpoints" 2>/dev/null | grep -c '^ckpt-')
+step=$(grep -o 'stopped by a signal after step [0-9]*' "$TMP/p.log" | grep -o '[0-9]*$')
+if [ "$saved" -eq 1 ] && [ -n "$step" ] && "$LARCH" ckpt verify "$(ck "$TMP/p" "$step")" > /dev/null 2>&1; then
+  pass "preemption checkpoint of step $step is valid"
+else fail "preemption: $saved checkpoints, step '$step': $(tail -5 "$TMP/p.log")"; fi
+if [ -n "$step" ]; then
+  timeout 300 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/p" "${LONG[@]}" \
+    --set train.max_steps=$((step + 5)) > "$TMP/p2.log" 2>&1 || fail "resume after preemption: $(tail -3 "$TMP/p2.log")"
+  grep -q "resumed from .*ckpt-$(printf %08d "$step").h5: step $step" "$TMP/p2.log" \
+    && pass "checkpoint.resume=auto continues from step $step" || fail "auto resume: $(grep -m2 'resum\|error' "$TMP/p2.log")"
+fi
+
+# ---- kill -9 while saving: every checkpoint file stays valid ----
+BIG=(--set data.synthetic.shape=[1,1,512] --set 'model=[{type: dense, units: 1024}, {type: relu}, {type: dense, units: 1024}, {type: relu}, {type: dense, units: 4}]'
+     --set optim.name=adam --set checkpoint.every_steps=1 --set checkpoint.keep=2 --set train.epochs=1000)
+"$LARCH" train "$CFG" --out "$TMP/k" "${BIG[@]}" > "$TMP/k.log" 2>&1 &
+job=$!
+for _ in $(seq 600); do [ "$(ls "$TMP/k/checkpoints" 2>/dev/null | grep -c '^ckpt-')" -ge 2 ] && break; sleep 0.05; done
+sleep 0.$((RANDOM % 9 + 1))
+kill -KILL $job; wait $job 2>/dev/null
+files=$(ls "$TMP/k/checkpoints"/ckpt-*.h5 2>/dev/null)
+if [ -z "$files" ]; then fail "kill -9: no checkpoint was written"
+elif "$LARCH" ckpt verify $files > "$TMP/k.verify" 2>&1; then pass "kill -9 during saves: $(echo $files | wc -w) checkpoint(s) all valid"
+else fail "kill -9 left a damaged checkpoint: $(cat "$TMP/k.verify")"; fi
+
+# ---- a full disk (a file-size limit below the checkpoint's size) during a save ----
+newest=$(ls "$TMP/k/checkpoints"/ckpt-*.h5 2>/dev/null | tail -1)
+mkdir -p "$TMP/f/checkpoints" && cp "$newest" "$TMP/f/checkpoints/" && cp "$newest" "$TMP/prev.h5"
+PREV=$TMP/f/checkpoints/$(basename "$newest")
+out=$( (trap '' XFSZ; ulimit -f 8192; "$LARCH" train "$CFG" --out "$TMP/f" "${BIG[@]}" --set checkpoint.resume=auto) 2>&1 ); st=$?
+[ "$st" -eq 1 ] && grep -q "saving the checkpoint of step" <<<"$out" && pass "full disk: the save fails with a clear error" \
+  || fail "full disk: exit $st: $(tail -3 <<<"$out")"
+cmp -s "$PREV" "$TMP/prev.h5" && "$LARCH" ckpt verify "$PREV" > /dev/null 2>&1 && pass "full disk: the previous checkpoint is intact" \
+  || fail "full disk damaged the previous checkpoint"
+ls -a "$TMP/f/checkpoints" | grep -q '\.tmp$' && fail "full disk left a temporary file" || pass "full disk: no temporary file left"
+
+finish cli_ckpt
