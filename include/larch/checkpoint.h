@@ -77,9 +77,9 @@ LARCH_API larch_status larch_ckpt_load(const char *path, const larch_comm *c, la
 /* One process: the metadata only (checks the format version). */
 LARCH_API larch_status larch_ckpt_read_meta(const char *path, larch_ckpt_meta *meta);
 
-/* The newest checkpoint of dir whose metadata reads (NULL-terminated list
- * of candidates, newest first, when several are needed). Returns
- * LARCH_ERR_IO with an empty `out` when dir holds none. */
+/* The newest checkpoint of dir whose metadata reads. Returns LARCH_ERR_IO
+ * with an empty `out` when dir holds none, LARCH_ERR_FORMAT when none of
+ * them reads. */
 LARCH_API larch_status larch_ckpt_latest(const char *dir, char *out, size_t len);
 /* The checkpoint files of dir, newest first (paths; free each and the list). */
 LARCH_API int larch_ckpt_list(const char *dir, char ***paths);
@@ -90,26 +90,6 @@ LARCH_API larch_status larch_ckpt_info(const char *path, FILE *f);
 /* One process: reads every tensor (checksums) and checks the metadata and
  * the layout; prints what it checked to f (may be NULL). */
 LARCH_API larch_status larch_ckpt_verify(const char *path, FILE *f);
-
-/* Transfer learning: which tensors to take from a checkpoint, and under
- * which name (model.init_from). */
-typedef struct larch_ckpt_map {
-    const char *rename_from[8], *rename_to[8]; /* prefix renames, checkpoint -> model */
-    int n_rename;
-    const char *include[16], *exclude[16];     /* glob patterns on model names          */
-    int n_include, n_exclude;
-    int skip_mismatch;                         /* skip shape mismatches instead of failing */
-    int buffers;                               /* also take matching buffers            */
-} larch_ckpt_map;
-
-typedef struct larch_ckpt_init_report { int loaded, skipped, fresh; } larch_ckpt_init_report;
-
-/* Collective: loads the model's parameters that the checkpoint has (after
- * mapping); prints what was loaded, skipped and left freshly initialized to
- * log (may be NULL). A shape mismatch is an error unless skip_mismatch. */
-LARCH_API larch_status larch_ckpt_init_from(const char *path, const larch_comm *c, larch_model *m,
-                                            const larch_ckpt_map *map, FILE *log,
-                                            larch_ckpt_init_report *rep);
 
 #ifdef __cplusplus
 }

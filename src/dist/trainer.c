@@ -367,8 +367,7 @@ static larch_status resume(run_t *r, larch_train_result *res)
     if ((s = larch_ckpt_load(path, r->comm, r->model, r->optim, &meta))) return s;
     if (meta.global_batch != r->batch)
         s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s was written with train.batch_size %ld, this run uses %d: resuming "
-                       "needs the same global batch (sampler position and schedule depend on it); to start a new "
-                       "run from its weights use model.init_from", path, meta.global_batch, r->batch);
+                       "needs the same global batch (sampler position and schedule depend on it)", path, meta.global_batch, r->batch);
     else if (meta.step > r->total_steps)
         s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s is at step %ld, beyond this run's %ld steps (train.epochs / "
                        "train.max_steps)", path, meta.step, r->total_steps);

@@ -300,8 +300,7 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
     }
     if (s || !o) return s;
     if (strcmp(meta->optimizer, o->name) != 0)
-        return larch_fail(LARCH_ERR_CONFIG, "checkpoint %s holds the state of optimizer '%s', the config uses '%s' "
-                          "(start a new run from its weights with model.init_from)",
+        return larch_fail(LARCH_ERR_CONFIG, "checkpoint %s holds the state of optimizer '%s', the config uses '%s'",
                           path, meta->optimizer[0] ? meta->optimizer : "(none)", o->name);
     for (int k = 0; !s && k < o->n_state; k++) {
         for (int i = 0; !s && i < m->n_params; i++) {
@@ -343,18 +342,9 @@ larch_status larch_ckpt_load(const char *path, const larch_comm *c, larch_model 
 {
     ckpt_h5_quiet();
     larch_ckpt_meta meta;
-    memset(&meta, 0, sizeof meta);
-    char why[256];
-    larch_status s = LARCH_OK;
     hid_t file = -1;
-    if (access(path, R_OK) != 0) s = larch_fail(LARCH_ERR_IO, "cannot read checkpoint %s: %s", path, strerror(errno));
-    /* every rank reads on its own (sec2 driver): no collective to leave hanging */
-    if (!s && (file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
-        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s is not a readable HDF5 file (truncated or corrupted?): %s", path,
-                       ckpt_h5_why(why, sizeof why));
-    if (!s) s = ckpt_read_meta_h5(file, path, &meta);
-    if (!s && H5Lexists(file, "/params", H5P_DEFAULT) <= 0)
-        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s has no /params group", path);
+    /* every rank reads on its own (POSIX driver): no collective to leave hanging */
+    larch_status s = ckpt_open_meta(path, &file, &meta);
     if (!s) s = read_all(file, path, m, o, &meta);
     if (!s) {
         extra_ctx x = {m, ""};
@@ -362,7 +352,7 @@ larch_status larch_ckpt_load(const char *path, const larch_comm *c, larch_model 
         if (g >= 0) { H5Lvisit(g, H5_INDEX_NAME, H5_ITER_NATIVE, find_extra, &x); H5Gclose(g); }
         if (x.extra[0])
             s = larch_fail(LARCH_ERR_SHAPE, "checkpoint %s has tensor %s, which the model does not have "
-                           "(a different model? model.init_from loads matching tensors only)", path, x.extra);
+                           "(a checkpoint of a different model?)", path, x.extra);
     }
     if (file >= 0) H5Fclose(file);
     s = larch_comm_check(c, s);

@@ -1,9 +1,11 @@
 /* checkpoint_h5.c - HDF5 helpers of the checkpoint files (ckpt_internal.h). */
 #include "io/ckpt_internal.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void ckpt_h5_quiet(void)
 {
@@ -239,6 +241,29 @@ larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *me
         H5Gclose(g);
         if (s) return s;
     }
+    return LARCH_OK;
+}
+
+larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta)
+{
+    ckpt_h5_quiet();
+    memset(meta, 0, sizeof *meta);
+    *file = -1;
+    if (access(path, R_OK) != 0) return larch_fail(LARCH_ERR_IO, "cannot read checkpoint %s: %s", path, strerror(errno));
+    char why[256];
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0)
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s is not a readable HDF5 file (truncated or corrupted?): %s",
+                          path, ckpt_h5_why(why, sizeof why));
+    larch_status s = ckpt_read_meta_h5(f, path, meta);
+    if (!s && H5Lexists(f, "/params", H5P_DEFAULT) <= 0)
+        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s has no /params group", path);
+    if (s) {
+        H5Fclose(f);
+        larch_ckpt_meta_free(meta);
+        return s;
+    }
+    *file = f;
     return LARCH_OK;
 }
 

@@ -67,17 +67,9 @@ int larch_ckpt_list(const char *dir, char ***paths)
 
 larch_status larch_ckpt_read_meta(const char *path, larch_ckpt_meta *meta)
 {
-    ckpt_h5_quiet();
-    memset(meta, 0, sizeof *meta);
-    if (access(path, R_OK) != 0) return larch_fail(LARCH_ERR_IO, "cannot read checkpoint %s: %s", path, strerror(errno));
-    char why[256];
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0)
-        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s is not a readable HDF5 file (truncated or corrupted?): %s",
-                          path, ckpt_h5_why(why, sizeof why));
-    larch_status s = ckpt_read_meta_h5(f, path, meta);
-    H5Fclose(f);
-    if (s) larch_ckpt_meta_free(meta);
+    hid_t f;
+    larch_status s = ckpt_open_meta(path, &f, meta);
+    if (!s) H5Fclose(f);
     return s;
 }
 
@@ -164,19 +156,12 @@ static herr_t visit(hid_t root, const char *name, const H5L_info_t *info, void *
 
 static larch_status walk(const char *path, FILE *out, int verify, larch_ckpt_meta *meta, walk_ctx *w)
 {
-    ckpt_h5_quiet();
     memset(w, 0, sizeof *w);
-    memset(meta, 0, sizeof *meta);
-    if (access(path, R_OK) != 0) return larch_fail(LARCH_ERR_IO, "cannot read checkpoint %s: %s", path, strerror(errno));
+    hid_t f;
+    larch_status s = ckpt_open_meta(path, &f, meta);
+    if (s) return s;
     char why[256];
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0)
-        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s is not a readable HDF5 file (truncated or corrupted?): %s",
-                          path, ckpt_h5_why(why, sizeof why));
-    larch_status s = ckpt_read_meta_h5(f, path, meta);
-    if (!s && H5Lexists(f, "/params", H5P_DEFAULT) <= 0)
-        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s has no /params group", path);
-    if (!s && out && !verify) {
+    if (out && !verify) {
         fprintf(out, "checkpoint %s\n", path);
         fprintf(out, "  format_version %d, written by larch %s\n", meta->format_version, meta->larch_version);
         fprintf(out, "  step %ld, epoch %ld, next batch: epoch %ld step %ld, samples seen %ld\n", meta->step, meta->epoch,
@@ -188,7 +173,7 @@ static larch_status walk(const char *path, FILE *out, int verify, larch_ckpt_met
         fprintf(out, "  config: %zu bytes (h5dump -a /config %s)\n\n", meta->config ? strlen(meta->config) : 0, path);
         fprintf(out, "  %-44s %-22s %-8s %14s\n", "tensor", "shape", "dtype", "L2 norm");
     }
-    if (!s) {
+    {
         w->file = f;
         w->path = path;
         w->out = out;

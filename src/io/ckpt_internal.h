@@ -1,6 +1,6 @@
 /* ckpt_internal.h - HDF5 helpers shared by the checkpoint files of src/io:
- * checkpoint.c (collective save and load), checkpoint_inspect.c (info,
- * verify, listing) and checkpoint_transfer.c (init_from). */
+ * checkpoint.c (collective save and load) and checkpoint_inspect.c (info,
+ * verify, listing). */
 #ifndef LARCH_IO_CKPT_INTERNAL_H
 #define LARCH_IO_CKPT_INTERNAL_H
 
@@ -33,6 +33,11 @@ larch_status ckpt_attr_get_long(hid_t obj, const char *file, const char *name, l
 larch_status ckpt_attr_get_double(hid_t obj, const char *file, const char *name, double *v);
 /* *v is malloc'ed. */
 larch_status ckpt_attr_get_str(hid_t obj, const char *file, const char *name, char **v);
+
+/* Opens a checkpoint read-only (one process, POSIX driver) and reads its
+ * metadata; checks the format version and that /params exists. On failure
+ * *file is -1, meta is freed, and the message names the file. */
+larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta);
 
 /* Reads the root and /optim attributes into meta; checks format_version. */
 larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta);
