@@ -166,7 +166,10 @@ larch_status larch_comm_barrier(const larch_comm *c)
 
 double larch_comm_wtime(void) { return MPI_Wtime(); }
 
-larch_status larch_comm_iallreduce_f32(const larch_comm *c, float *buf, size_t n)
+/* Starts in-place non-blocking sums of n elements of `elem` bytes, in
+ * pieces of at most INT_MAX elements; waited for by larch_comm_waitall. */
+static larch_status start_iallreduce(const larch_comm *c, char *buf, size_t n, size_t elem, MPI_Datatype type,
+                                     MPI_Op op, const char *what)
 {
     if (c->size == 1 || n == 0) return LARCH_OK;
     comm_impl *impl = c->impl;
@@ -174,13 +177,18 @@ larch_status larch_comm_iallreduce_f32(const larch_comm *c, float *buf, size_t n
         int chunk = n > (size_t)INT_MAX ? INT_MAX : (int)n;
         if (impl->n_pending == MAX_PENDING)
             return larch_fail(LARCH_ERR_MPI, "more than %d non-blocking allreduces in flight (raise dist.bucket_mb)", MAX_PENDING);
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, chunk, MPI_FLOAT, MPI_SUM, impl->world, &impl->pending[impl->n_pending]);
-        if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Iallreduce");
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, chunk, type, op, impl->world, &impl->pending[impl->n_pending]);
+        if (rc != MPI_SUCCESS) return mpi_fail(rc, what);
         impl->n_pending++;
-        buf += chunk;
+        buf += (size_t)chunk * elem;
         n -= (size_t)chunk;
     }
     return LARCH_OK;
+}
+
+larch_status larch_comm_iallreduce_f32(const larch_comm *c, float *buf, size_t n)
+{
+    return start_iallreduce(c, (char *)buf, n, sizeof *buf, MPI_FLOAT, MPI_SUM, "MPI_Iallreduce");
 }
 
 larch_status larch_comm_progress(const larch_comm *c)
@@ -219,18 +227,8 @@ larch_status larch_comm_allgatherv_f32(const larch_comm *c, float *buf, const in
 
 larch_status larch_comm_iallreduce_16(const larch_comm *c, uint16_t *buf, size_t n, int bf16)
 {
-    if (c->size == 1 || n == 0) return LARCH_OK;
+    if (c->size == 1) return LARCH_OK;
     comm_impl *impl = c->impl;
-    while (n > 0) {
-        int chunk = n > (size_t)INT_MAX ? INT_MAX : (int)n;
-        if (impl->n_pending == MAX_PENDING)
-            return larch_fail(LARCH_ERR_MPI, "more than %d non-blocking allreduces in flight (raise dist.bucket_mb)", MAX_PENDING);
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, chunk, MPI_UINT16_T, bf16 ? impl->sum_bf16 : impl->sum_f16, impl->world,
-                                &impl->pending[impl->n_pending]);
-        if (rc != MPI_SUCCESS) return mpi_fail(rc, "MPI_Iallreduce (16-bit)");
-        impl->n_pending++;
-        buf += chunk;
-        n -= (size_t)chunk;
-    }
-    return LARCH_OK;
+    return start_iallreduce(c, (char *)buf, n, sizeof *buf, MPI_UINT16_T, bf16 ? impl->sum_bf16 : impl->sum_f16,
+                            "MPI_Iallreduce (16-bit)");
 }
