@@ -11,16 +11,10 @@
 #   (a file-size limit) fails the save and keeps the previous checkpoint;
 # - bad checkpoints and resume mismatches are clear errors.
 . "$(dirname "$0")/cli_helpers.bash"
-MPIEXEC=${LARCH_MPIEXEC:-mpiexec}
 command -v "$MPIEXEC" > /dev/null || { echo "cli_ckpt: no mpiexec"; exit 1; }
 command -v h5diff > /dev/null || { echo "cli_ckpt: h5diff missing (Debian's hdf5-tools; launch/setup.sh installs it)"; exit 1; }
 CFG=$SRC/tests/configs/synth_cnn_sync.yaml
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-run() {  # run NP OUT [--set ...]
-  local np=$1 out=$2; shift 2
-  timeout 300 "$MPIEXEC" -n "$np" --oversubscribe "$LARCH" train "$CFG" --out "$out" "$@" > "$out.log" 2>&1
-}
-ck() { printf '%s/checkpoints/ckpt-%08d.h5' "$1" "$2"; }
 same() {  # same A B GROUP DELTA WHAT
   local out; out=$(h5diff -d "$4" "$1" "$2" "$3" "$3" 2>&1)
   if [ $? -eq 0 ]; then pass "$5"; else fail "$5: $(tail -3 <<<"$out")"; fi

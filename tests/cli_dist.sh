@@ -10,15 +10,11 @@
 # - fp16/bf16 gradient compression stays close to the float run;
 # - errors on one rank end every rank with the rank named.
 . "$(dirname "$0")/cli_helpers.bash"
-MPIEXEC=${LARCH_MPIEXEC:-mpiexec}
 command -v "$MPIEXEC" > /dev/null || { echo "cli_dist: no mpiexec"; exit 1; }
 CFG=$SRC/tests/configs/synth_cnn_sync.yaml
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 losses() { grep '"samples_per_s"' "$1/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/'; }
-run() {  # run NP OUT [--set ...]
-  local np=$1 out=$2; shift 2
-  timeout 120 "$MPIEXEC" -n "$np" --oversubscribe "$LARCH" train "$CFG" --out "$out" "$@" > "$out.log" 2>&1
-}
+RUN_TIMEOUT=120
 compare() {  # compare A B WHAT: per-step losses within 1e-5 relative
   local n; n=$(losses "$1" | wc -l)
   if [ "$n" -lt 20 ]; then fail "$3: only $n steps logged"; return; fi

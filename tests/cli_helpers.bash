@@ -1,7 +1,9 @@
 # cli_helpers.bash - sourced by the command-line tests (tests/cli_*.sh):
 # LARCH and SRC from the arguments, a temporary directory TMP removed at
-# exit, and the pass/fail/expect checks; `finish NAME` reports and sets the
-# exit status.
+# exit, the pass/fail/expect checks (`finish NAME` reports and sets the exit
+# status), and for MPI runs MPIEXEC, `run NP OUT [--set ...]` (trains $CFG
+# on NP ranks into OUT, log in OUT.log; RUN_TIMEOUT seconds, default 300)
+# and `ck RUN STEP` (the path of a run's checkpoint of that step).
 set -u
 LARCH=$1; SRC=$2
 TMP=$(mktemp -d /tmp/larch_cli_XXXXXX); trap 'rm -rf "$TMP"' EXIT
@@ -17,3 +19,9 @@ expect() {
   pass "$*"
 }
 finish() { echo "$1: $fails failed"; [ "$fails" -eq 0 ]; }
+MPIEXEC=${LARCH_MPIEXEC:-mpiexec}
+run() {
+  local np=$1 out=$2; shift 2
+  timeout "${RUN_TIMEOUT:-300}" "$MPIEXEC" -n "$np" --oversubscribe "$LARCH" train "$CFG" --out "$out" "$@" > "$out.log" 2>&1
+}
+ck() { printf '%s/checkpoints/ckpt-%08d.h5' "$1" "$2"; }

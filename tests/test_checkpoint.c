@@ -1,7 +1,9 @@
 /* test_checkpoint.c - HDF5 checkpoints in one process: the round trip of
  * every tensor and metadata field, and each bad checkpoint (corrupted data
  * bytes, a truncated file, a newer format version, a different model or
- * optimizer) failing with a message that names the tensor or field. */
+ * optimizer) failing with a message that names the tensor or field; and
+ * model.init_from: loading another model's tensors by name with renames,
+ * include/exclude globs and shape mismatches (failing or skipped). */
 #include "check.h"
 #include "larch/checkpoint.h"
 #include "larch/larch.h"
@@ -216,6 +218,84 @@ int main(int argc, char **argv)
     CHECK_OK(larch_ckpt_latest(ckdir, latest, sizeof latest));
     CHECK(strstr(latest, "ckpt-00000014.h5") != NULL, "latest %s", latest);
     CHECK_FAIL(larch_ckpt_latest(dir, latest, sizeof latest), LARCH_ERR_IO, "holds no checkpoint");
+
+    /* ---- init_from: another model, by name ---- */
+    {
+        larch_node *sl = NULL, *tl = NULL;
+        CHECK_OK(larch_cfg_parse("[{type: conv2d, name: enc_conv1, filters: 4, kernel: 3, padding: 1}, {type: batchnorm, name: enc_bn1},"
+                                 " {type: relu}, {type: flatten}, {type: dense, name: enc_fc, units: 5}, {type: relu},"
+                                 " {type: dense, name: head, units: 3}]", "<src>", &sl));
+        CHECK_OK(larch_cfg_parse("[{type: conv2d, name: conv1, filters: 4, kernel: 3, padding: 1}, {type: batchnorm, name: bn1},"
+                                 " {type: relu}, {type: flatten}, {type: dense, name: fc, units: 5}, {type: relu},"
+                                 " {type: dense, name: head, units: 4}]", "<dst>", &tl));
+        larch_model *sm = NULL, *tm = NULL;
+        CHECK_OK(larch_model_build(&sm, (larch_shape){6, 6, 2}, sl, NULL, NULL, 1));
+        CHECK_OK(larch_model_build(&tm, (larch_shape){6, 6, 2}, tl, NULL, NULL, 2));
+        for (size_t i = 0; i < sm->n_floats; i++) sm->param[i] = 3.0f + 0.001f * (float)i;
+        for (size_t i = 0; i < sm->n_buffer_floats; i++) sm->buffer[i] = 7.0f + 0.01f * (float)i;
+        float *init = malloc(tm->n_floats * sizeof *init);
+        memcpy(init, tm->param, tm->n_floats * sizeof *init);
+        char src[700], isrc[700];
+        snprintf(src, sizeof src, "%s/src", dir);
+        meta.step = 5;
+        CHECK_OK(larch_ckpt_save(src, 0, &comm, sm, NULL, &meta, isrc, sizeof isrc));
+        larch_init_map map = {0};
+        larch_init_report rep;
+        map.buffers = 1;
+        /* no rename: only head matches by name, with another shape */
+        CHECK_FAIL(larch_ckpt_init_from(isrc, tm, &map, &rep), LARCH_ERR_SHAPE, "/params/head/weight has shape (3, 5)");
+        CHECK(strstr(larch_errmsg(), "head.weight has shape (4, 5)") && strstr(larch_errmsg(), "skip_mismatch"),
+              "names both shapes and the way out: %s", larch_errmsg());
+        map.skip_mismatch = 1;
+        CHECK_OK(larch_ckpt_init_from(isrc, tm, &map, &rep));
+        CHECK(rep.loaded == 0 && rep.skipped == 2 && rep.fresh == tm->n_params + tm->n_buffers - 2 && rep.unused == 8,
+              "no rename: loaded %d skipped %d fresh %d unused %d", rep.loaded, rep.skipped, rep.fresh, rep.unused);
+        CHECK(rep.text && strstr(rep.text, "skipped  head.weight: (3, 5) in the checkpoint, (4, 5) in the model"),
+              "report:\n%s", rep.text ? rep.text : "");
+        CHECK(memcmp(init, tm->param, tm->n_floats * sizeof *init) == 0, "nothing loaded, nothing changed");
+        larch_init_report_free(&rep);
+        /* enc_ -> "": the trunk loads, head is looked up as enc_head (absent: fresh) */
+        map.skip_mismatch = 0;
+        map.n_rename = 1;
+        map.rename_from[0] = "enc_";
+        map.rename_to[0] = "";
+        CHECK_OK(larch_ckpt_init_from(isrc, tm, &map, &rep));
+        CHECK(rep.loaded == 8 && rep.skipped == 0 && rep.fresh == 2 && rep.unused == 2,
+              "rename: loaded %d skipped %d fresh %d unused %d", rep.loaded, rep.skipped, rep.fresh, rep.unused);
+        CHECK(rep.text && strstr(rep.text, "loaded   fc.weight <- /params/enc_fc/weight")
+                       && strstr(rep.text, "fresh    head.weight (no /params/enc_head/weight in the checkpoint)")
+                       && strstr(rep.text, "unused   /params/head/weight"),
+              "report:\n%s", rep.text ? rep.text : "");
+        larch_init_report_free(&rep);
+        int si = larch_model_param_index(sm, "enc_fc.weight"), ti = larch_model_param_index(tm, "fc.weight");
+        int hi = larch_model_param_index(tm, "head.weight");
+        CHECK(memcmp(sm->param + sm->params[si].offset, tm->param + tm->params[ti].offset, tm->params[ti].size * 4) == 0,
+              "fc.weight holds enc_fc.weight");
+        CHECK(memcmp(init + tm->params[hi].offset, tm->param + tm->params[hi].offset, tm->params[hi].size * 4) == 0,
+              "the skipped head keeps its initialization");
+        CHECK(memcmp(sm->buffer, tm->buffer, sm->buffers[0].size * 4) == 0, "batch-norm statistics loaded");
+        /* include/exclude: only conv1.weight */
+        memcpy(tm->param, init, tm->n_floats * sizeof *init);
+        map.n_include = 1;
+        map.include[0] = "conv1.*";
+        map.n_exclude = 1;
+        map.exclude[0] = "*.bias";
+        CHECK_OK(larch_ckpt_init_from(isrc, tm, &map, &rep));
+        CHECK(rep.loaded == 1 && rep.fresh == tm->n_params + tm->n_buffers - 1,
+              "include/exclude: loaded %d fresh %d", rep.loaded, rep.fresh);
+        CHECK(rep.text && strstr(rep.text, "fresh    conv1.bias (excluded)"), "report:\n%s", rep.text ? rep.text : "");
+        int ci = larch_model_param_index(tm, "conv1.bias");
+        CHECK(memcmp(init + tm->params[ci].offset, tm->param + tm->params[ci].offset, tm->params[ci].size * 4) == 0,
+              "an excluded tensor keeps its initialization");
+        larch_init_report_free(&rep);
+        snprintf(bad, sizeof bad, "%s/nope.h5", dir);
+        CHECK_FAIL(larch_ckpt_init_from(bad, tm, &map, &rep), LARCH_ERR_IO, "nope.h5");
+        free(init);
+        larch_model_free(sm);
+        larch_model_free(tm);
+        larch_node_free(sl);
+        larch_node_free(tl);
+    }
 
     free_net(&a);
     free_net(&b);

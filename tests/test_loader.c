@@ -132,9 +132,28 @@ int main(void)
     CHECK_OK(larch_dataset_synthetic(&so, &c));
     CHECK(memcmp(a.f32, c.f32, 20 * 8 * sizeof(float)) == 0 && memcmp(a.labels, c.labels, 20 * sizeof(int32_t)) == 0,
           "a prefix of a synthetic set is the smaller set");
+    /* a derived (coarse) label set follows its samples through a subset and into batches */
+    const int coarse[4] = {0, 1, 1, 0};
+    CHECK_FAIL(larch_dataset_derive_labels(&a, coarse, 3), LARCH_ERR_INVALID, "3 entries but the data has 4 classes");
+    const int negative[4] = {0, -1, 1, 0};
+    CHECK_FAIL(larch_dataset_derive_labels(&a, negative, 4), LARCH_ERR_INVALID, "sends class 1 to -1");
+    CHECK_OK(larch_dataset_derive_labels(&a, coarse, 4));
+    CHECK(a.n_derived == 1 && larch_dataset_classes(&a, 1) == 2 && larch_dataset_classes(&a, 0) == 4, "one derived set");
+    for (int i = 0; i < a.n; i++) CHECK(a.derived[0][i] == coarse[a.labels[i]], "derived label of sample %d", i);
+    {
+        larch_loader *dl = NULL;
+        larch_loader_opts dopt = {.global_batch = 10, .rank = 1, .world = 2, .shuffle = 1, .drop_last = 1, .seed = 4};
+        CHECK_OK(larch_loader_create(&dl, &a, &dopt));
+        const larch_batch *db = dl ? larch_loader_next(dl, NULL, NULL) : NULL;
+        CHECK(db && db->label[1] != NULL, "the batch carries label set 1");
+        for (int j = 0; db && db->label[1] && j < db->n; j++)
+            CHECK(db->label[1][j] == coarse[db->label[0][j]], "batch sample %d: coarse label", j);
+        larch_loader_free(dl);
+    }
     CHECK_OK(larch_dataset_subset(&a, 1, 2, 3));
     CHECK(a.n <= 6 && a.n_classes == 2, "subset: %d samples", a.n);
     for (int i = 0; i < a.n; i++) CHECK(a.labels[i] == 0 || a.labels[i] == 1, "relabelled");
+    for (int i = 0; i < a.n; i++) CHECK(a.derived[0][i] == 1, "classes 1 and 2 are coarse class 1 after the subset");
     larch_dataset_free(&a);
     larch_dataset_free(&c);
 

@@ -1,6 +1,7 @@
 /* test_loss_grad.c - gradients of the losses (softmax cross-entropy with and
  * without label smoothing, MSE against targets and against one-hot labels,
- * two weighted heads on one trunk) and of the L1 / L2 / Lq penalties, against
+ * two weighted heads on one trunk, two heads weighted by learned uncertainty
+ * whose log-variances are parameters) and of the L1 / L2 / Lq penalties, against
  * central differences of the values larch itself reports. Also checks the
  * softmax_ce value against a direct formula. */
 #include "check.h"
@@ -116,6 +117,12 @@ int main(void)
     loss_case("two heads", "[{type: dense, name: trunk, units: 6}, {type: tanh, name: act},"
                            " {type: dense, name: a, units: 4}, {type: dense, name: b, input: act, units: 2}]",
               "[{name: fine, input: a, weight: 0.7}, {name: coarse, input: b, target: 1, weight: 0.3, label_smoothing: 0.2}]", 0);
+    /* Kendall et al. 2018: c exp(-s) L + s/2; d/ds checked like any parameter */
+    loss_case("uncertainty weighting", "[{type: dense, name: trunk, units: 6}, {type: tanh, name: act},"
+                                       " {type: dense, name: a, units: 4}, {type: dense, name: b, input: act, units: 4}]",
+              "[{name: fine, input: a, weighting: uncertainty, log_var_init: 0.4},"
+              " {name: reg, type: mse, input: b, weighting: uncertainty, log_var_init: -0.3, weight: 2},"
+              " {name: fixed, input: b, target: 1, weight: 0.5}]", 1);
     loss_case("loss on a trunk node", "[{type: dense, name: trunk, units: 4}, {type: tanh, name: act}, {type: dense, name: head, units: 4}]",
               "[{name: t1, input: act}, {name: t2, input: head}]", 0);
 
@@ -138,6 +145,39 @@ int main(void)
     CHECK(st.count == 1 && st.correct == 0, "stats count %ld correct %ld", st.count, st.correct);
     larch_model_free(m);
     larch_node_free(layers);
+
+    /* the uncertainty-weighted value against the formula, from the unweighted stats */
+    {
+        larch_node *ly = parse("[{type: dense, name: a, units: 3}, {type: dense, name: b, input: input, units: 3}]");
+        larch_node *ls = parse("[{name: c, input: a, weighting: uncertainty, log_var_init: 0.7},"
+                               " {name: r, type: mse, input: b, weighting: uncertainty, log_var_init: -1.2, weight: 3}]");
+        larch_model *mu = NULL;
+        CHECK_OK(larch_model_build(&mu, (larch_shape){1, 1, 2}, ly, ls, NULL, 5));
+        CHECK_OK(larch_model_plan(mu, 2));
+        CHECK(mu->loss_weights && strcmp(mu->loss_weights->name, "loss_weights") == 0, "the loss_weights layer exists");
+        int pi = larch_model_param_index(mu, "loss_weights.log_var");
+        CHECK(pi >= 0 && mu->params[pi].size == 2 && mu->params[pi].role == LARCH_ROLE_NORM, "log_var: 2 values, role norm");
+        float xx[4] = {0.3f, -0.2f, 1.0f, 0.5f};
+        int32_t yy[2] = {1, 2};
+        larch_batch bb = {.n = 2, .x = xx, .label = {yy}};
+        larch_pass pp = {.n = 2};
+        larch_model_forward(mu, &bb, &pp);
+        larch_loss_stats su[2];
+        double tot = larch_model_loss(mu, &bb, 0.0f, su);
+        double want = exp(-0.7) * su[0].loss_sum + 0.5 * 0.7 * 2 + 3 * (0.5 * exp(1.2) * su[1].loss_sum + 0.5 * -1.2 * 2);
+        CHECK_NEAR(tot, want, 1e-5);
+        CHECK_NEAR(larch_model_task_weight(mu, 0), exp(-0.7), 1e-6);
+        CHECK_NEAR(larch_model_task_weight(mu, 1), 3 * 0.5 * exp(1.2), 1e-5);
+        larch_model_free(mu);
+        larch_node_free(ly);
+        larch_node_free(ls);
+        /* the reserved name */
+        ly = parse("[{type: dense, name: loss_weights, units: 3}]");
+        ls = parse("[{weighting: uncertainty}]");
+        CHECK_FAIL(larch_model_build(&mu, (larch_shape){1, 1, 2}, ly, ls, NULL, 5), LARCH_ERR_CONFIG, "reserved");
+        larch_node_free(ly);
+        larch_node_free(ls);
+    }
 
     penalty_case("{type: l2, coef: 0.3}", 2, 0);
     penalty_case("{type: l1, coef: 0.3}", 1, 0);

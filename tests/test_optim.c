@@ -227,6 +227,21 @@ static void config_error(const char *yaml, const char *needle)
     larch_node_free(c);
 }
 
+/* fc1 (4 -> 5), relu, fc2 (5 -> 3) with the optimizer `optim_yaml`, planned for 4 samples. */
+static void two_layers(const char *optim_yaml, larch_model **m, larch_optim **o)
+{
+    larch_node *layers = parse("[{type: dense, name: fc1, units: 5}, {type: relu, name: r1},"
+                               " {type: dense, name: fc2, units: 3}]");
+    larch_node *oc = parse(optim_yaml);
+    CHECK_OK(larch_model_build(m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 5));
+    CHECK_OK(larch_optim_defaults(oc));
+    CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
+    if (*m) CHECK_OK(larch_optim_create(o, *m, oc));
+    if (*m) CHECK_OK(larch_model_plan(*m, 4));
+    larch_node_free(layers);
+    larch_node_free(oc);
+}
+
 int main(void)
 {
     /* SGD */
@@ -293,16 +308,9 @@ int main(void)
 
     /* freezing the first layers: no state for them, and backward stops above them */
     {
-        larch_node *layers = parse("[{type: dense, name: fc1, units: 5}, {type: relu, name: r1},"
-                                   " {type: dense, name: fc2, units: 3}]");
-        larch_node *oc = parse("{name: adam, groups: [{match: 'fc1.*', freeze: true}]}");
         larch_model *fm = NULL;
         larch_optim *fo = NULL;
-        CHECK_OK(larch_model_build(&fm, (larch_shape){1, 1, 4}, layers, NULL, NULL, 5));
-        CHECK_OK(larch_optim_defaults(oc));
-        CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
-        CHECK_OK(larch_optim_create(&fo, fm, oc));
-        CHECK_OK(larch_model_plan(fm, 4));
+        two_layers("{name: adam, groups: [{match: 'fc1.*', freeze: true}]}", &fm, &fo);
         if (fo && fm) {
             CHECK(fo->n_state_floats == 5 * 3 + 3, "state only for fc2: %zu floats", fo->n_state_floats);
             CHECK(!fm->layers[0]->need_backward && !fm->layers[1]->need_backward, "backward runs below fc2");
@@ -310,11 +318,42 @@ int main(void)
         }
         larch_optim_free(fo);
         larch_model_free(fm);
-        larch_node_free(layers);
-        larch_node_free(oc);
+    }
+
+    /* a freezing schedule: state from the start, no update while frozen, then
+     * the group's lr_mult and gradients again (after a re-plan) */
+    {
+        larch_model *fm = NULL;
+        larch_optim *fo = NULL;
+        two_layers("{name: sgd, lr: 0.1, momentum: 0.9, groups: [{match: 'fc1.*', freeze: true,"
+                   " unfreeze_after_epochs: 2, lr_mult: 0.25}]}", &fm, &fo);
+        if (fo && fm) {
+            CHECK(fo->n_state_floats == 5 * 4 + 5 + 5 * 3 + 3, "state for fc1 too: %zu floats", fo->n_state_floats);
+            CHECK(!fm->layers[0]->need_dw && fm->params[0].lr_mult == 0.0f, "fc1 frozen at first");
+            size_t w1 = fm->params[0].size;
+            float *before = malloc(w1 * sizeof *before);
+            memcpy(before, fm->param, w1 * sizeof *before);
+            for (size_t i = 0; i < fm->n_floats; i++) fm->grad[i] = 0.5f;
+            larch_optim_step(fo, 0.1f);
+            CHECK(memcmp(before, fm->param, w1 * sizeof *before) == 0, "a frozen tensor does not move");
+            CHECK(larch_optim_thaw(fm, 1) == 0, "nothing thaws before epoch 2");
+            CHECK(larch_optim_thaw(fm, 2) == 2, "fc1.weight and fc1.bias thaw at epoch 2");
+            CHECK(fm->params[0].lr_mult == 0.25f && fm->params[1].lr_mult == 0.25f, "thawed at the group's lr_mult");
+            CHECK(larch_optim_thaw(fm, 3) == 0, "a thaw happens once");
+            CHECK_OK(larch_model_plan(fm, 4));
+            CHECK(fm->layers[0]->need_dw, "fc1 gets gradients after the re-plan");
+            larch_optim_step(fo, 0.1f);                 /* momentum buffer was zero: w -= lr * 0.25 * g */
+            CHECK_NEAR(fm->param[0], before[0] - 0.1f * 0.25f * 0.5f, 1e-7);
+            free(before);
+        }
+        larch_optim_free(fo);
+        larch_model_free(fm);
     }
 
     /* errors */
+    config_error("{name: sgd, groups: [{match: 'fc.*', unfreeze_after_epochs: 2}]}", "needs freeze: true");
+    config_error("{name: sgd, groups: [{match: 'fc.*', freeze: true, unfreeze_after_epochs: 2, lr_mult: 0}]}",
+                 "would keep the group frozen");
     config_error("{name: sgd, momentum: 0, nesterov: true}", "nesterov");
     c = parse("{name: adam, momentum: 0.9, trust_coef: 0.001}");   /* defaults of other optimizers: accepted */
     CHECK_OK(larch_optim_defaults(c));

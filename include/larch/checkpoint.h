@@ -91,6 +91,41 @@ LARCH_API larch_status larch_ckpt_info(const char *path, FILE *f);
  * the layout; prints what it checked to f (may be NULL). */
 LARCH_API larch_status larch_ckpt_verify(const char *path, FILE *f);
 
+/* ---- transfer learning: initializing a (different) model by name ---- */
+
+#define LARCH_INIT_MAX_RULES 16
+
+/* Which tensors model.init_from loads (docs/transfer.md). Names are the
+ * model's "<layer>.<tensor>". A model tensor is looked up in the checkpoint
+ * under its name with the first rename rule whose `to` prefix it starts
+ * with replaced by that rule's `from` prefix. Pointers are borrowed. */
+typedef struct larch_init_map {
+    int n_rename;
+    const char *rename_from[LARCH_INIT_MAX_RULES];   /* checkpoint prefix */
+    const char *rename_to[LARCH_INIT_MAX_RULES];     /* model prefix      */
+    int n_include, n_exclude;                        /* globs; no include = all */
+    const char *include[LARCH_INIT_MAX_RULES], *exclude[LARCH_INIT_MAX_RULES];
+    int skip_mismatch;       /* a shape mismatch skips the tensor instead of failing */
+    int buffers;             /* also batch-norm running statistics          */
+} larch_init_map;
+
+typedef struct larch_init_report {
+    int loaded, skipped, fresh, unused;   /* model tensors loaded / skipped on a
+                                             shape mismatch / left as initialized;
+                                             checkpoint parameters not used */
+    size_t loaded_values;
+    char *text;              /* one line per tensor (malloc'ed, may be NULL) */
+} larch_init_report;
+
+/* The map of a validated `model.init_from` config node. */
+LARCH_API larch_status larch_init_map_from_cfg(const larch_node *init_from, larch_init_map *map);
+/* One process: loads the parameters (and buffers) of m that the map selects
+ * and the checkpoint has, by name; not the optimizer state. A shape
+ * mismatch is an error naming both shapes unless map->skip_mismatch. */
+LARCH_API larch_status larch_ckpt_init_from(const char *path, larch_model *m, const larch_init_map *map,
+                                            larch_init_report *rep);
+LARCH_API void larch_init_report_free(larch_init_report *rep);
+
 #ifdef __cplusplus
 }
 #endif

@@ -47,7 +47,10 @@ typedef struct larch_dataset {
     int n_classes;
     uint8_t *u8;             /* (n, shape) raw pixels, or NULL              */
     float *f32;              /* (n, shape) features, or NULL                */
-    int32_t *labels;         /* (n)                                         */
+    int32_t *labels;         /* (n): label set 0                            */
+    int n_derived;           /* further label sets 1..n_derived             */
+    int32_t *derived[LARCH_MAX_TARGETS - 1];   /* (n) each                  */
+    int derived_classes[LARCH_MAX_TARGETS - 1];
     float mean, std;         /* normalization: x' = (x/255 - mean) / std for u8,
                                 (x - mean) / std for f32                    */
 } larch_dataset;
@@ -76,6 +79,13 @@ LARCH_API larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_
  * most per_class of each class (0 = all), in index order; for transfer
  * learning experiments. */
 LARCH_API larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_class);
+/* Adds label set 1 + ds->n_derived: sample i gets map[labels[i]] (a coarse
+ * label derived from the fine one, for multi-task heads). map has one entry
+ * per class (n_map == ds->n_classes), each >= 0; the new set has
+ * max(map) + 1 classes. Errors say what is wrong with the map. */
+LARCH_API larch_status larch_dataset_derive_labels(larch_dataset *ds, const int *map, int n_map);
+/* Classes of label set t (0: ds->n_classes). */
+LARCH_API int larch_dataset_classes(const larch_dataset *ds, int t);
 LARCH_API void larch_dataset_free(larch_dataset *ds);
 
 /* ---- the loader ---- */

@@ -55,6 +55,8 @@ typedef struct larch_param {
     int fan_in, fan_out;            /* for initialization                    */
     /* parameter-group settings (filled by the optimizer configuration) */
     float lr_mult;                  /* 1 by default; 0 = frozen              */
+    int thaw_epoch;                 /* frozen until this epoch, then trained  */
+    float thaw_lr_mult;             /*   at this lr_mult (0: no schedule)     */
     float wd_mult;                  /* multiplier of the weight decay        */
     int adapt;                      /* LARS/LAMB trust ratio applies         */
 } larch_param;
@@ -173,6 +175,12 @@ typedef struct larch_loss {
     int target;                 /* which label set / target of the batch        */
     float weight;               /* multiplier in the total loss                 */
     float label_smoothing;      /* softmax_ce                                   */
+    /* Learned weighting by homoscedastic uncertainty (Kendall et al. 2018):
+     * the task adds weight * (c exp(-s) L + s / 2), s = log sigma^2 a
+     * trainable parameter, c = 1 for softmax_ce and 1/2 for mse. */
+    int uncertainty;
+    int log_var;                /* index of s in loss_weights.log_var           */
+    float log_var_init;
 } larch_loss;
 
 typedef struct larch_loss_stats {
@@ -220,6 +228,11 @@ struct larch_model {
     larch_loss losses[LARCH_MAX_TARGETS * 2];
     int n_penalties;
     larch_penalty penalties[4];
+    /* The layer "loss_weights" holding the log-variances s of uncertainty-
+     * weighted losses (NULL when none); larch_model_loss leaves d/ds of the
+     * pass here and larch_model_backward moves it into the gradients. */
+    larch_layer *loss_weights;
+    double log_var_grad[LARCH_MAX_TARGETS * 2];
     /* plan */
     int max_batch;
     int want_input_grad;      /* compute d loss / d input (attacks)          */
@@ -267,6 +280,9 @@ LARCH_API void larch_model_forward(larch_model *m, const larch_batch *b, const l
  * the weighted loss sum over the local samples. */
 LARCH_API double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale,
                                   larch_loss_stats *stats);
+/* The factor that multiplies loss k's mean in the total: its weight, times
+ * c exp(-s) when it is uncertainty-weighted. */
+LARCH_API double larch_model_task_weight(const larch_model *m, int k);
 /* Backward from the loss gradients written by larch_model_loss. */
 LARCH_API void larch_model_backward(larch_model *m, const larch_pass *p);
 /* Adds the penalties' value and gradient (on the whole flat buffer) and

@@ -53,8 +53,19 @@ typedef struct larch_optim {
     double last_grad_norm;             /* global gradient norm before clipping    */
 } larch_optim;
 
-/* The `optim` config section's schema. */
+/* Does the optimizer keep state for p: it is trained now, or frozen only
+ * until a scheduled epoch (optim.groups[].unfreeze_after_epochs)? */
+static inline int larch_param_has_state(const larch_param *p) { return p->lr_mult != 0.0f || p->thaw_epoch > 0; }
+
+/* Applies the freezing schedule at the start of `epoch`: tensors whose
+ * unfreeze epoch has come get their lr_mult back. Returns how many changed;
+ * the caller re-plans the model (larch_model_plan) so that their gradients
+ * are computed. */
+LARCH_API int larch_optim_thaw(larch_model *m, long epoch);
+
+/* The `optim` config section's schema, and that of one of its `groups`. */
 LARCH_API extern const larch_key larch_optim_keys[];
+LARCH_API extern const larch_key larch_optim_group_keys[];
 /* Fills the defaults of the optimizer named in the `optim` map that differ
  * between optimizers (lr, momentum, eps, weight_decay: the papers' values);
  * call before larch_cfg_check. `optim` may be NULL or not a map (no-op). */

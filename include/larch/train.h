@@ -14,25 +14,36 @@
 #include "larch/cfg.h"
 #include "larch/comm.h"
 #include "larch/model.h"
+#include "larch/data.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* The schema of a whole experiment config. */
+/* The schema of a whole experiment config, and of `model` written as a
+ * mapping ({layers, init_from}). */
 LARCH_API extern const larch_key larch_run_keys[];
+LARCH_API extern const larch_key larch_model_map_keys[];
 
 /* Loads `path`, applies overrides ("a.b=v", n_sets of them) and validates
  * the result (defaults filled in). */
 LARCH_API larch_status larch_run_load(const char *path, const char *const *sets, int n_sets,
                                       larch_node **out);
 
-/* The model input shape and class count a validated config's data section
- * implies, without reading the data (Fashion-MNIST: 28x28x1, 10 classes). */
 /* Optimizer steps per epoch and in the whole run, as `larch train` counts
  * them (incomplete last batches are dropped; train.max_steps caps). */
 LARCH_API larch_status larch_run_steps(const larch_node *cfg, long *steps_per_epoch, long *total_steps);
+/* The model input shape and class count a validated config's data section
+ * implies, without reading the data (Fashion-MNIST: 28x28x1, 10 classes, or
+ * hi - lo + 1 with data.classes). */
 LARCH_API larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *classes);
+/* The training and test sets of a validated config, with data.classes,
+ * data.train_per_class and data.derived_labels applied. */
+LARCH_API larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, larch_dataset *test);
+/* The layer list: `model` itself, or `model.layers` when `model` is a map. */
+LARCH_API larch_node *larch_run_layers(const larch_node *cfg);
+/* `model.init_from` when it names a file, else NULL. */
+LARCH_API const larch_node *larch_run_init_from(const larch_node *cfg);
 
 typedef struct larch_train_opts {
     const char *out_dir;     /* metrics.jsonl and config.yaml go here (created) */

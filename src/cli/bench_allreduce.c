@@ -141,7 +141,7 @@ int larch_cmd_bench_allreduce(int argc, char **argv)
         int classes;
         s = larch_run_load(configs[k], NULL, 0, &cfg);
         if (!s) s = larch_run_input(cfg, &shape, &classes);
-        if (!s) s = larch_model_build(&m, shape, larch_map_get(cfg, "model"), larch_map_get(cfg, "loss"),
+        if (!s) s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                       larch_map_get(cfg, "regularization"), 1);
         if (!s) { sizes[n] = m->n_floats * sizeof(float); labels[n++] = configs[k]; }
         larch_model_free(m);

@@ -61,7 +61,7 @@ static larch_status bench_one(const char *config, const char *dir, int repeat, c
     larch_model *m = NULL;
     larch_optim *o = NULL;
     if (!s) s = larch_run_input(cfg, &shape, &classes);
-    if (!s) s = larch_model_build(&m, shape, larch_map_get(cfg, "model"), larch_map_get(cfg, "loss"),
+    if (!s) s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                   larch_map_get(cfg, "regularization"), 1);
     if (!s) s = larch_optim_create(&o, m, larch_map_get(cfg, "optim"));
     s = larch_comm_check(comm, s);

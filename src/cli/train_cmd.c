@@ -148,6 +148,11 @@ static void config_help(void)
            "Unknown keys, wrong types and out-of-range values are errors naming file, line and key.\n\n"
            "# Every key of an experiment config, with its default:\n");
     print_schema(larch_run_keys, 0);
+    printf("\n# optim.groups: a list of parameter groups, applied in order (docs/optimizers.md):\n");
+    print_schema(larch_optim_group_keys, 2);
+    printf("\n# model as a mapping, to initialize from a checkpoint (docs/transfer.md):\n"
+           "model:\n");
+    print_schema(larch_model_map_keys, 2);
     printf("\n# model: a list of layers. Every layer takes `type`, an optional `name` (default\n"
            "# <type><index>) and `input: NAME` or `inputs: [NAME, ...]` (default: the previous\n"
            "# layer; `input` is the model input). Layer types and their keys:\n");
@@ -183,7 +188,7 @@ int larch_cmd_config(int argc, char **argv)
     int classes;
     larch_model *m = NULL;
     larch_status s = larch_run_input(cfg, &shape, &classes);
-    if (!s) s = larch_model_build(&m, shape, larch_map_get(cfg, "model"), larch_map_get(cfg, "loss"),
+    if (!s) s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                   larch_map_get(cfg, "regularization"), 0);
     larch_optim *o = NULL;                       /* parameter groups must match the model */
     if (!s) s = larch_optim_create(&o, m, larch_map_get(cfg, "optim"));

@@ -24,7 +24,7 @@
 typedef struct buf_t {
     larch_batch b;
     float *x;
-    int32_t *labels;
+    int32_t *labels[LARCH_MAX_TARGETS];   /* label set 0 and the derived sets */
     int epoch, step;
 } buf_t;
 
@@ -116,7 +116,8 @@ static void assemble(larch_loader *l, int epoch, int step, buf_t *b)
     for (int j = 0; j < cnt; j++) {
         int idx = l->perm[start + lo + j];
         put_sample(l, idx, epoch, b->x + (size_t)j * l->dim);
-        b->labels[j] = l->ds->labels[idx];
+        b->labels[0][j] = l->ds->labels[idx];
+        for (int t = 0; t < l->ds->n_derived; t++) b->labels[t + 1][j] = l->ds->derived[t][idx];
     }
     b->b.n = cnt;
     b->b.sample0 = (uint32_t)lo;
@@ -173,10 +174,13 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
     int ok = l->perm != NULL;
     for (int i = 0; i < 2 && ok; i++) {
         l->buf[i].x = larch_aligned_alloc((size_t)l->local * l->dim * sizeof(float), "batch");
-        l->buf[i].labels = calloc((size_t)l->local, sizeof(int32_t));
-        ok = l->buf[i].x && l->buf[i].labels;
         l->buf[i].b.x = l->buf[i].x;
-        l->buf[i].b.label[0] = l->buf[i].labels;
+        ok = l->buf[i].x != NULL;
+        for (int t = 0; t <= ds->n_derived && ok; t++) {
+            l->buf[i].labels[t] = calloc((size_t)l->local, sizeof(int32_t));
+            l->buf[i].b.label[t] = l->buf[i].labels[t];
+            ok = l->buf[i].labels[t] != NULL;
+        }
     }
     if (!ok) { larch_loader_free(l); return larch_fail(LARCH_ERR_NOMEM, "out of memory for loader buffers"); }
     if (o->prefetch) {
@@ -206,7 +210,10 @@ void larch_loader_free(larch_loader *l)
         pthread_mutex_destroy(&l->mu);
         pthread_cond_destroy(&l->cv);
     }
-    for (int i = 0; i < 2; i++) { free(l->buf[i].x); free(l->buf[i].labels); }
+    for (int i = 0; i < 2; i++) {
+        free(l->buf[i].x);
+        for (int t = 0; t < LARCH_MAX_TARGETS; t++) free(l->buf[i].labels[t]);
+    }
     free(l->perm);
     free(l);
 }

@@ -147,6 +147,7 @@ larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_cla
         taken[c - lo]++;
         if (ds->u8) memmove(ds->u8 + (size_t)k * dim, ds->u8 + (size_t)i * dim, dim);
         if (ds->f32) memmove(ds->f32 + (size_t)k * dim, ds->f32 + (size_t)i * dim, dim * sizeof(float));
+        for (int t = 0; t < ds->n_derived; t++) ds->derived[t][k] = ds->derived[t][i];
         ds->labels[k++] = c - lo;
     }
     free(taken);
@@ -155,9 +156,36 @@ larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_cla
     return LARCH_OK;
 }
 
+larch_status larch_dataset_derive_labels(larch_dataset *ds, const int *map, int n_map)
+{
+    if (ds->n_derived >= LARCH_MAX_TARGETS - 1)
+        return larch_fail(LARCH_ERR_INVALID, "at most %d derived label sets", LARCH_MAX_TARGETS - 1);
+    if (n_map != ds->n_classes)
+        return larch_fail(LARCH_ERR_INVALID, "the label map has %d entries but the data has %d classes (one entry per class)",
+                          n_map, ds->n_classes);
+    int classes = 0;
+    for (int c = 0; c < n_map; c++) {
+        if (map[c] < 0 || map[c] >= 1 << 16)
+            return larch_fail(LARCH_ERR_INVALID, "the label map sends class %d to %d (expected 0..65535)", c, map[c]);
+        if (map[c] + 1 > classes) classes = map[c] + 1;
+    }
+    int32_t *d = malloc((size_t)(ds->n ? ds->n : 1) * sizeof *d);
+    if (!d) return larch_fail(LARCH_ERR_NOMEM, "out of memory for a label set");
+    for (int i = 0; i < ds->n; i++) d[i] = map[ds->labels[i]];
+    ds->derived[ds->n_derived] = d;
+    ds->derived_classes[ds->n_derived++] = classes;
+    return LARCH_OK;
+}
+
+int larch_dataset_classes(const larch_dataset *ds, int t)
+{
+    return t == 0 ? ds->n_classes : t <= ds->n_derived ? ds->derived_classes[t - 1] : 0;
+}
+
 void larch_dataset_free(larch_dataset *ds)
 {
     if (!ds) return;
+    for (int t = 0; t < ds->n_derived; t++) free(ds->derived[t]);
     free(ds->u8);
     free(ds->f32);
     free(ds->labels);

@@ -51,6 +51,8 @@ typedef struct run {
     long ckpt_every, start_step, last_saved;
     int ckpt_keep, ckpt_at_end, stop_requested;
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
+    double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
+    larch_init_report init_report;       /* model.init_from (rank 0)   */
 } run_t;
 
 /* ---- setup ---- */
@@ -87,41 +89,47 @@ static double param_norm(const larch_model *m)
     return sqrt(t);
 }
 
-static larch_status load_data(run_t *r)
-{
-    const larch_node *d = larch_map_get(r->cfg, "data");
-    const char *name = larch_cfg_str(d, "name");
-    if (strcmp(name, "synthetic") == 0) {
-        const larch_node *s = larch_map_get(d, "synthetic");
-        long shape[3];
-        if (larch_cfg_ints(s, "shape", shape, 3) != 3)
-            return larch_fail(LARCH_ERR_CONFIG, "data.synthetic.shape: expected [h, w, c]");
-        larch_synth_opts o = {(int)larch_cfg_int(s, "n_train"), {(int)shape[0], (int)shape[1], (int)shape[2]},
-                              (int)larch_cfg_int(s, "classes"), (float)larch_cfg_float(s, "noise"), r->seed, 0};
-        larch_status st = larch_dataset_synthetic(&o, &r->train);
-        if (st) return st;
-        o.n = (int)larch_cfg_int(s, "n_test");
-        o.split = 1;
-        return larch_dataset_synthetic(&o, &r->test);
-    }
-    const char *dir = larch_cfg_str(d, "dir");
-    larch_status st = larch_dataset_fmnist(dir, 1, &r->train);
-    return st ? st : larch_dataset_fmnist(dir, 0, &r->test);
-}
-
-/* Every softmax loss must score as many outputs as the data has classes. */
+/* Every loss must read a label set the data has, and score as many outputs
+ * as that set has classes. */
 static larch_status check_heads(const run_t *r)
 {
     const larch_model *m = r->model;
     for (int i = 0; i < m->n_losses; i++) {
         const larch_loss *l = &m->losses[i];
         size_t outs = larch_shape_size(larch_model_node_shape(m, l->node));
-        if (l->target != 0)
-            return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the dataset has only label set 0", l->name, l->target);
-        if (outs != (size_t)r->train.n_classes)
-            return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d classes",
-                              l->name, m->layers[l->node - 1]->name, outs, r->train.n_classes);
+        int classes = larch_dataset_classes(&r->train, l->target);
+        if (l->target > r->train.n_derived)
+            return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has label sets 0..%d (set 0 is the dataset's "
+                              "labels, 1.. come from data.derived_labels)", l->name, l->target, r->train.n_derived);
+        if (outs != (size_t)classes)
+            return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but label set %d has %d classes",
+                              l->name, m->layers[l->node - 1]->name, outs, l->target, classes);
     }
+    return LARCH_OK;
+}
+
+/* model.init_from: rank 0 loads the selected tensors (the parameters are
+ * broadcast from rank 0 after setup) and reports what it did. */
+static larch_status init_from(run_t *r)
+{
+    const larch_node *init = larch_run_init_from(r->cfg);
+    if (!init || r->comm->rank != 0) return LARCH_OK;
+    larch_init_map map;
+    larch_status s = larch_init_map_from_cfg(init, &map);
+    const char *file = larch_cfg_str(init, "file");
+    if (!s) s = larch_ckpt_init_from(file, r->model, &map, &r->init_report);
+    if (s || !r->log) return s;
+    const larch_init_report *rep = &r->init_report;
+    fprintf(r->log, "init_from %s: loaded %d tensor(s) (%zu values), skipped %d on a shape mismatch, %d freshly initialized; "
+            "%d checkpoint parameter(s) unused\n", file, rep->loaded, rep->loaded_values, rep->skipped, rep->fresh, rep->unused);
+    int shown = 0;
+    for (const char *line = rep->text; line && *line;) {     /* everything but the loaded tensors */
+        const char *end = strchr(line, '\n');
+        int n = end ? (int)(end - line) : (int)strlen(line);
+        if (strncmp(line, "loaded", 6) != 0 && shown++ < 40) fprintf(r->log, "  %.*s\n", n, line);
+        line += n + (end != NULL);
+    }
+    fflush(r->log);
     return LARCH_OK;
 }
 
@@ -169,6 +177,14 @@ static larch_status open_outputs(run_t *r, int append)
     snprintf(path, sizeof path, "%s/metrics.jsonl", r->opts->out_dir);
     r->metrics = fopen(path, append ? "a" : "w");
     if (!r->metrics) return larch_fail(LARCH_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    if (r->init_report.text && !append) {                  /* what model.init_from did, tensor by tensor */
+        snprintf(path, sizeof path, "%s/init_from.txt", r->opts->out_dir);
+        FILE *f = fopen(path, "w");
+        int bad = !f || fputs(r->init_report.text, f) < 0;
+        if (f && fclose(f) != 0) bad = 1;
+        if (bad)
+            return larch_fail(LARCH_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    }
     return LARCH_OK;
 }
 
@@ -214,11 +230,12 @@ static larch_status setup(run_t *r)
     larch_status s = read_settings(r);
     if (s) return s;
     larch_blas_set_threads(choose_threads(r));
-    if ((s = load_data(r))) return s;
-    if ((s = larch_model_build(&r->model, r->train.shape, larch_map_get(r->cfg, "model"),
+    if ((s = larch_run_datasets(r->cfg, &r->train, &r->test))) return s;
+    if ((s = larch_model_build(&r->model, r->train.shape, larch_run_layers(r->cfg),
                                larch_map_get(r->cfg, "loss"), larch_map_get(r->cfg, "regularization"), r->seed)))
         return s;
     if ((s = check_heads(r))) return s;
+    if ((s = init_from(r))) return s;
     const larch_node *dist = larch_map_get(r->cfg, "dist");
     int shard = larch_cfg_bool(dist, "shard_optimizer");
     if ((s = grad_sync_create(&r->sync, r->comm, r->model, larch_cfg_float(dist, "bucket_mb"),
@@ -271,6 +288,7 @@ static void teardown(run_t *r)
     larch_model_free(r->model);
     larch_dataset_free(&r->train);
     larch_dataset_free(&r->test);
+    larch_init_report_free(&r->init_report);
     if (r->metrics) fclose(r->metrics);
 }
 
@@ -434,12 +452,12 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
     for (int k = 0; k < m->n_losses; k++) {
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
-                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f, \"param_norm\": %.9g}\n",
+                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
                     step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num), vals[3 * k + 1], vals[3 * k + 2],
-                    param_norm(m));
+                    larch_model_task_weight(m, k), param_norm(m));
         if (r->log)
-            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f\n",
-                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1]);
+            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f  weight %.4g\n",
+                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1], larch_model_task_weight(m, k));
     }
     if (r->metrics) fflush(r->metrics);
     if (r->log) fflush(r->log);
@@ -452,7 +470,8 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
 {
     larch_model *m = r->model;
     size_t in = larch_shape_size(m->input_shape);
-    double local[3] = {0.0, 0.0, 0.0};            /* loss sum, samples, stop requests */
+    int nl = m->n_losses;
+    double local[3 + LARCH_MAX_TARGETS * 2] = {0.0};  /* loss sum, samples, stop requests, per-task loss sums */
     for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
         larch_batch mb = *b;
         mb.n = r->micro;
@@ -462,17 +481,19 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
         larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
         larch_model_forward(m, &mb, &p);
-        local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, NULL);
+        local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, r->stats);
         local[1] += mb.n;
+        for (int k = 0; k < nl; k++) local[3 + k] += r->stats[k].loss_sum;
         if (a == r->accumulate - 1) grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
         larch_model_backward(m, &p);
     }
     larch_status s = grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
     if (!s) s = r->hook_status;
     local[2] = stop_signal ? 1.0 : 0.0;
-    if (!s) s = larch_comm_allreduce_f64(r->comm, local, 3);
+    if (!s) s = larch_comm_allreduce_f64(r->comm, local, 3 + nl);
     if (s) return s;
     if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
+    for (int k = 0; k < nl; k++) r->task_loss[k] = local[3 + k] / local[1];
     double loss = local[0] / local[1] + larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
@@ -492,6 +513,37 @@ static void fmt_eta(double s, char *buf, size_t len)
     snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
+/* The freezing schedule (optim.groups[].unfreeze_after_epochs) at the start
+ * of `epoch`: thawed tensors need gradients, so the model is re-planned
+ * (once per thaw, between steps). */
+static larch_status thaw(run_t *r, long epoch)
+{
+    larch_model *m = r->model;
+    int n = larch_optim_thaw(m, epoch);
+    if (n == 0) return LARCH_OK;
+    if (r->log) {
+        fprintf(r->log, "epoch %ld: unfroze %d tensor(s):", epoch, n);
+        for (int i = 0, shown = 0; i < m->n_params; i++)
+            if (m->params[i].thaw_epoch > 0 && m->params[i].thaw_epoch <= epoch && shown++ < 12)
+                fprintf(r->log, " %s", m->params[i].name);
+        fprintf(r->log, "%s\n", n > 12 ? " ..." : "");
+        fflush(r->log);
+    }
+    return larch_model_plan(m, m->max_batch);
+}
+
+/* Multi-task training records: each task's mean loss and weight. */
+static void write_tasks(const run_t *r)
+{
+    const larch_model *m = r->model;
+    char num[32];
+    fprintf(r->metrics, ", \"tasks\": {");
+    for (int k = 0; k < m->n_losses; k++)
+        fprintf(r->metrics, "%s\"%s\": {\"loss\": %s, \"weight\": %.6g}", k ? ", " : "", m->losses[k].name,
+                json_num(r->task_loss[k], num, sizeof num), larch_model_task_weight(m, k));
+    fprintf(r->metrics, "}");
+}
+
 static larch_status loop(run_t *r, larch_train_result *res)
 {
     double t_start = larch_comm_wtime(), t_log = t_start, t_print = t_start - 1e9;
@@ -507,8 +559,10 @@ static larch_status loop(run_t *r, larch_train_result *res)
         return LARCH_OK;
     }
     larch_loader_seek(r->loader, (int)(first / r->steps_per_epoch), (int)(first % r->steps_per_epoch));
+    if ((s = thaw(r, first / r->steps_per_epoch))) return s;
     for (long step = first; step < r->total_steps; step++) {
         int epoch, istep;
+        if (step > first && step % r->steps_per_epoch == 0 && (s = thaw(r, step / r->steps_per_epoch))) return s;
         const larch_batch *b = larch_loader_next(r->loader, &epoch, &istep);
         double loss;
         if ((s = train_step(r, b, step, &loss))) return s;
@@ -524,9 +578,11 @@ static larch_status loop(run_t *r, larch_train_result *res)
                 long n_sync = 0;
                 double wait = grad_sync_take_wait(r->sync, &n_sync);
                 fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
-                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"time\": %.3f}\n",
+                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"time\": %.3f",
                         done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps,
                         n_sync ? 1e3 * wait / (double)n_sync : 0.0, now - t_start);
+                if (r->model->n_losses > 1) write_tasks(r);
+                fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
             }
             log_step = done;

@@ -148,7 +148,7 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
     for (int k = 0; !s && k < o->n_state; k++) {
         for (int i = 0; !s && i < m->n_params; i++) {
             const larch_param *p = &m->params[i];
-            if (p->lr_mult == 0.0f) continue;        /* frozen: no state */
+            if (!larch_param_has_state(p)) continue;  /* frozen: no state */
             size_t a = p->offset > slo ? p->offset : slo, z = p->offset + p->size < shi ? p->offset + p->size : shi;
             if (z < a) z = a;
             /* state of flat value e is state[k][state_offset + e - first value of the optimizer's range] */
@@ -168,7 +168,7 @@ static double estimate_bytes(const larch_model *m, const larch_optim *o)
     double floats = 0.0, trainable = 0.0, tensors = (double)(m->n_params + m->n_buffers);
     for (int i = 0; i < m->n_params; i++) {
         floats += (double)m->params[i].size;
-        if (m->params[i].lr_mult != 0.0f) trainable += (double)m->params[i].size;
+        if (larch_param_has_state(&m->params[i])) trainable += (double)m->params[i].size;
     }
     for (int i = 0; i < m->n_buffers; i++) floats += (double)m->buffers[i].size;
     if (o) {

@@ -275,7 +275,7 @@ void larch_ckpt_meta_free(larch_ckpt_meta *meta)
 
 /* ---- tensors ---- */
 
-static void fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims)
+void ckpt_fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims)
 {
     size_t o = (size_t)snprintf(out, len, "(");
     for (int k = 0; k < ndim && o < len; k++)
@@ -321,8 +321,8 @@ larch_status ckpt_read_tensor(hid_t file, const char *path, const char *dpath, i
     for (int k = 0; same && k < ndim; k++) same = fdims[k] == dims[k];
     if (!same) {
         char want[128], have[128];
-        fmt_shape(want, sizeof want, ndim, dims);
-        fmt_shape(have, sizeof have, fnd, fdims);
+        ckpt_fmt_shape(want, sizeof want, ndim, dims);
+        ckpt_fmt_shape(have, sizeof have, fnd, fdims);
         return larch_fail(LARCH_ERR_SHAPE, "checkpoint %s: tensor %s has shape %s, the model needs %s", path, dpath, have, want);
     }
     hid_t d = H5Dopen2(file, dpath, H5P_DEFAULT);

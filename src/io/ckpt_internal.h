@@ -49,6 +49,9 @@ larch_status ckpt_read_tensor(hid_t file, const char *path, const char *dpath, i
 /* The stored shape of a float32 dataset (ndim 0 when absent or not float32). */
 larch_status ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, int *ndim, hsize_t *dims);
 
+/* "(32, 3, 3, 1)" */
+void ckpt_fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims);
+
 /* A model parameter's logical shape as hsize_t. */
 int ckpt_param_dims(const larch_param *p, hsize_t *dims);
 

@@ -1,9 +1,13 @@
 /* run_config.c - the schema of an experiment config and its loading
- * (file, then --set overrides, then validation with defaults filled in). */
+ * (file, then --set overrides, then validation with defaults filled in),
+ * and what a validated config implies: the datasets (class subsets and
+ * derived label sets), the layer list, the input shape, the step counts. */
 #include "larch/train.h"
 #include "larch/optim.h"
 #include "larch/data.h"
+#include "io/cfg_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const larch_key train_keys[] = {
@@ -39,6 +43,13 @@ static const larch_key data_keys[] = {
     {"prefetch", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "assemble the next batch on a background thread"},
     {"augment", LARCH_T_MAP, "{}", 0, 0, NULL, augment_keys, "training augmentation"},
     {"synthetic", LARCH_T_MAP, "{}", 0, 0, NULL, synthetic_keys, "synthetic dataset settings"},
+    {"classes", LARCH_T_INTS, "[]", 0, 65535, NULL, NULL,
+     "[lo, hi]: keep only classes lo..hi (relabelled 0..hi-lo) in both splits ([] = all)"},
+    {"train_per_class", LARCH_T_INT, "0", 0, 1 << 30, NULL, NULL,
+     "keep at most this many training samples per class, the first in file order (0 = all)"},
+    {"derived_labels", LARCH_T_ANY, "[]", 0, 0, NULL, NULL,
+     "further label sets for multi-task heads: a list of maps class -> coarse class, e.g. [[0, 1, 0, 0, 0, 2, 0, 2, 3, 2]]; "
+     "loss target 1 is the first"},
     {0}};
 
 static const larch_key dist_keys[] = {
@@ -66,10 +77,67 @@ const larch_key larch_run_keys[] = {
     {"data", LARCH_T_MAP, "{}", 0, 0, NULL, data_keys, "dataset"},
     {"dist", LARCH_T_MAP, "{}", 0, 0, NULL, dist_keys, "data-parallel communication"},
     {"checkpoint", LARCH_T_MAP, "{}", 0, 0, NULL, checkpoint_keys, "saving and resuming (docs/checkpoints.md)"},
-    {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL, "list of layers"},
+    {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL,
+     "list of layers, or {layers: [...], init_from: {...}} (docs/transfer.md)"},
     {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},
     {"regularization", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "list of penalties"},
     {0}};
+
+static const larch_key init_from_keys[] = {
+    {"file", LARCH_T_STRING, "", 0, 0, NULL, NULL, "checkpoint to initialize matching parameters from (\"\" = none)"},
+    {"rename", LARCH_T_ANY, "{}", 0, 0, NULL, NULL,
+     "checkpoint name prefix -> model name prefix, e.g. {\"enc_\": \"\"}; the first rule whose model prefix fits applies"},
+    {"include", LARCH_T_STRINGS, "[\"*\"]", 0, 0, NULL, NULL, "globs on model tensor names \"<layer>.<tensor>\" to load"},
+    {"exclude", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL, "globs on model tensor names to leave freshly initialized"},
+    {"skip_mismatch", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "skip tensors whose shapes differ instead of failing"},
+    {"buffers", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "also load batch-norm running statistics"},
+    {0}};
+
+const larch_key larch_model_map_keys[] = {
+    {"layers", LARCH_T_ANY, NULL, 0, 0, NULL, NULL, "list of layers"},
+    {"init_from", LARCH_T_MAP, "{}", 0, 0, NULL, init_from_keys, "initialize from a checkpoint (transfer learning)"},
+    {0}};
+
+/* `model` as a map: `init_from: FILE` is short for `init_from: {file: FILE}`;
+ * the map is validated, the layer list is checked by building the model. */
+static larch_status check_model_map(larch_node *model)
+{
+    for (int i = 0; i < model->n; i++) {
+        larch_node *v = model->items[i];
+        if (strcmp(model->keys[i], "init_from") != 0 || v->kind != LARCH_NODE_SCALAR) continue;
+        larch_node *map = larch_node_new(LARCH_NODE_MAP, v->file, v->line);
+        if (!map) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+        larch_status s = larch_node_append(map, "file", v->line, v);
+        if (s) { larch_node_free(map); return s; }
+        model->items[i] = map;
+    }
+    larch_status s = larch_cfg_check(model, "model", larch_model_map_keys, NULL);
+    if (s) return s;
+    const larch_node *rn = larch_map_get(larch_map_get(model, "init_from"), "rename");
+    char where[300];
+    if (rn->kind != LARCH_NODE_MAP)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: model.init_from.rename: expected a mapping of name prefixes "
+                          "({\"old_\": \"new_\"})", larch_node_where(rn, where, sizeof where));
+    for (int i = 0; i < rn->n; i++)
+        if (rn->items[i]->kind != LARCH_NODE_SCALAR)
+            return larch_fail(LARCH_ERR_CONFIG, "%s: model.init_from.rename.%s: expected a name prefix",
+                              larch_node_where(rn->items[i], where, sizeof where), rn->keys[i]);
+    return LARCH_OK;
+}
+
+larch_node *larch_run_layers(const larch_node *cfg)
+{
+    larch_node *model = larch_map_get(cfg, "model");
+    return model && model->kind == LARCH_NODE_MAP ? larch_map_get(model, "layers") : model;
+}
+
+const larch_node *larch_run_init_from(const larch_node *cfg)
+{
+    const larch_node *model = larch_map_get(cfg, "model");
+    if (!model || model->kind != LARCH_NODE_MAP) return NULL;
+    const larch_node *init = larch_map_get(model, "init_from");
+    return init && larch_cfg_str(init, "file")[0] ? init : NULL;
+}
 
 larch_status larch_run_load(const char *path, const char *const *sets, int n_sets, larch_node **out)
 {
@@ -82,6 +150,8 @@ larch_status larch_run_load(const char *path, const char *const *sets, int n_set
         s = larch_fail(LARCH_ERR_CONFIG, "%s: the config must be a mapping of sections (train, optim, data, model, ...)", path);
     if (!s) s = larch_optim_defaults(larch_map_get(root, "optim"));
     if (!s) s = larch_cfg_check(root, "", larch_run_keys, NULL);
+    larch_node *model = s ? NULL : larch_map_get(root, "model");
+    if (model && model->kind == LARCH_NODE_MAP) s = check_model_map(model);
     if (s) { larch_node_free(root); return s; }
     *out = root;
     return LARCH_OK;
@@ -101,14 +171,86 @@ larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *cla
     }
     *shape = (larch_shape){28, 28, 1};           /* Fashion-MNIST */
     *classes = 10;
+    long range[2];
+    if (larch_cfg_ints(d, "classes", range, 2) == 2) *classes = (int)(range[1] - range[0] + 1);
     return LARCH_OK;
+}
+
+/* data.classes and data.derived_labels applied to one split. */
+static larch_status shape_split(const larch_node *d, larch_dataset *ds, int train)
+{
+    char where[300];
+    const larch_node *cl = larch_map_get(d, "classes");
+    long range[2];
+    int n = larch_cfg_ints(d, "classes", range, 2);
+    int per_class = train ? (int)larch_cfg_int(d, "train_per_class") : 0;
+    larch_status s = LARCH_OK;
+    if (n != 0 && (n != 2 || range[0] > range[1] || range[1] >= ds->n_classes))
+        return larch_fail(LARCH_ERR_CONFIG, "%s: data.classes: expected [lo, hi] with 0 <= lo <= hi < %d (the data's classes)",
+                          larch_node_where(cl, where, sizeof where), ds->n_classes);
+    if (n == 2 || per_class > 0)
+        s = larch_dataset_subset(ds, n == 2 ? (int)range[0] : 0, n == 2 ? (int)range[1] : ds->n_classes - 1, per_class);
+    const larch_node *dl = larch_map_get(d, "derived_labels");
+    if (!s && dl->kind != LARCH_NODE_SEQ)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: data.derived_labels: expected a list of class maps ([[0, 1, 0, ...]])",
+                          larch_node_where(dl, where, sizeof where));
+    for (int k = 0; !s && k < dl->n; k++) {
+        const larch_node *mp = dl->items[k];
+        int map[1024], ok = mp->kind == LARCH_NODE_SEQ && mp->n <= 1024;
+        for (int c = 0; ok && c < mp->n; c++) {
+            char *end;
+            const larch_node *e = mp->items[c];
+            ok = e->kind == LARCH_NODE_SCALAR && e->scalar[0];
+            if (ok) map[c] = (int)strtol(e->scalar, &end, 10), ok = !*end;
+        }
+        if (!ok)
+            return larch_fail(LARCH_ERR_CONFIG, "%s: data.derived_labels.%d: expected a list of class numbers, one per class",
+                              larch_node_where(mp, where, sizeof where), k);
+        if ((s = larch_dataset_derive_labels(ds, map, mp->n)))
+            return larch_fail_context(s, "%s: data.derived_labels.%d", larch_node_where(mp, where, sizeof where), k);
+    }
+    return s;
+}
+
+larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, larch_dataset *test)
+{
+    const larch_node *d = larch_map_get(cfg, "data");
+    uint64_t seed = (uint64_t)larch_cfg_int(larch_map_get(cfg, "train"), "seed");
+    larch_status s;
+    memset(test, 0, sizeof *test);
+    if (strcmp(larch_cfg_str(d, "name"), "synthetic") == 0) {
+        const larch_node *sy = larch_map_get(d, "synthetic");
+        larch_shape shape;
+        int classes;
+        if ((s = larch_run_input(cfg, &shape, &classes))) return s;
+        larch_synth_opts o = {(int)larch_cfg_int(sy, "n_train"), shape, (int)larch_cfg_int(sy, "classes"),
+                              (float)larch_cfg_float(sy, "noise"), seed, 0};
+        if ((s = larch_dataset_synthetic(&o, train))) return s;
+        o.n = (int)larch_cfg_int(sy, "n_test");
+        o.split = 1;
+        s = larch_dataset_synthetic(&o, test);
+    } else {
+        const char *dir = larch_cfg_str(d, "dir");
+        if (!(s = larch_dataset_fmnist(dir, 1, train))) s = larch_dataset_fmnist(dir, 0, test);
+    }
+    if (!s) s = shape_split(d, train, 1);
+    if (!s) s = shape_split(d, test, 0);
+    if (s) { larch_dataset_free(train); larch_dataset_free(test); }
+    return s;
 }
 
 larch_status larch_run_steps(const larch_node *cfg, long *steps_per_epoch, long *total_steps)
 {
     const larch_node *d = larch_map_get(cfg, "data"), *t = larch_map_get(cfg, "train");
     int n = 0;
-    if (strcmp(larch_cfg_str(d, "name"), "synthetic") == 0) {
+    if (larch_cfg_ints(d, "classes", NULL, 0) != 0 || larch_cfg_int(d, "train_per_class") > 0) {
+        larch_dataset train, test;                  /* a subset: count what it keeps */
+        larch_status s = larch_run_datasets(cfg, &train, &test);
+        if (s) return s;
+        n = train.n;
+        larch_dataset_free(&train);
+        larch_dataset_free(&test);
+    } else if (strcmp(larch_cfg_str(d, "name"), "synthetic") == 0) {
         n = (int)larch_cfg_int(larch_map_get(d, "synthetic"), "n_train");
     } else {
         larch_status s = larch_dataset_fmnist_count(larch_cfg_str(d, "dir"), 1, &n);

@@ -20,7 +20,8 @@ extern const larch_layer_ops larch_dense_ops, larch_conv2d_ops, larch_maxpool_op
     larch_avgpool_ops, larch_global_avgpool_ops, larch_flatten_ops, larch_add_ops,
     larch_relu_ops, larch_leaky_relu_ops, larch_gelu_ops, larch_tanh_ops,
     larch_sigmoid_ops, larch_dropout_ops, larch_batchnorm_ops, larch_layernorm_ops,
-    larch_groupnorm_ops, larch_instancenorm_ops;
+    larch_groupnorm_ops, larch_instancenorm_ops,
+    larch_loss_weights_ops;   /* not a config type: see loss_weights.c */
 
 /* Initialization: fills n floats. */
 typedef enum { LARCH_INIT_HE, LARCH_INIT_XAVIER, LARCH_INIT_LECUN, LARCH_INIT_ZEROS, LARCH_INIT_ONES } larch_init_kind;

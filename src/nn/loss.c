@@ -1,11 +1,18 @@
-/* loss.c - losses (softmax cross-entropy with label smoothing, MSE) and
- * regularization penalties (L1, L2, Lq), their configuration, and building
- * a whole model from config nodes.
+/* loss.c - losses (softmax cross-entropy with label smoothing, MSE), their
+ * fixed or learned (homoscedastic uncertainty) task weights, regularization
+ * penalties (L1, L2, Lq), their configuration, and building a whole model
+ * from config nodes.
  *
  * softmax_ce: per-sample loss -sum_j q_j log softmax(z)_j with the smoothed
  * target q = (1 - eps) onehot(y) + eps / C; gradient softmax(z) - q.
  * mse: per-sample loss mean_j (z_j - t_j)^2, gradient 2 (z - t) / D; when
  * the batch has no float targets, t = onehot(label).
+ * Uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018, eq. 7 and
+ * 10): a task contributes c exp(-s) L + s / 2 with s = log sigma^2 learned,
+ * c = 1 for a classification likelihood and 1/2 for a Gaussian one, so
+ * d/ds = -c exp(-s) L + 1/2; the s of every such task live in the extra
+ * layer "loss_weights" (one tensor log_var), so they are synchronized,
+ * stepped and checkpointed like any parameter.
  * Penalty: coef * sum |w|^q over weights (or all parameters).
  */
 #include "nn/layers.h"
@@ -23,6 +30,9 @@ const larch_key larch_loss_keys[] = {
     {"target", LARCH_T_INT, "0", 0, LARCH_MAX_TARGETS - 1, NULL, NULL, "label set of the batch"},
     {"weight", LARCH_T_FLOAT, "1", 0, 1e6, NULL, NULL, "weight in the total loss"},
     {"label_smoothing", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL, "softmax_ce: smoothing eps"},
+    {"weighting", LARCH_T_ENUM, "fixed", 0, 0, "fixed|uncertainty", NULL,
+     "fixed: weight * L; uncertainty: weight * (c exp(-s) L + s/2) with s learned (Kendall et al. 2018)"},
+    {"log_var_init", LARCH_T_FLOAT, "0", -20, 20, NULL, NULL, "uncertainty: initial s = log sigma^2"},
     {0}};
 
 const larch_key larch_penalty_keys[] = {
@@ -56,6 +66,8 @@ larch_status larch_model_add_loss(larch_model *m, larch_node *opts)
     l->target = (int)larch_cfg_int(opts, "target");
     l->weight = (float)larch_cfg_float(opts, "weight");
     l->label_smoothing = (float)larch_cfg_float(opts, "label_smoothing");
+    l->uncertainty = strcmp(larch_cfg_str(opts, "weighting"), "uncertainty") == 0;
+    l->log_var_init = (float)larch_cfg_float(opts, "log_var_init");
     m->n_losses++;
     return LARCH_OK;
 }
@@ -162,6 +174,19 @@ static void mse(const float *z, const float *t, const int32_t *y, int n, int D, 
     }
 }
 
+/* s of an uncertainty-weighted loss. */
+static double log_var(const larch_model *m, const larch_loss *l)
+{
+    return m->param[m->params[m->loss_weights->first_param].offset + (size_t)l->log_var];
+}
+
+double larch_model_task_weight(const larch_model *m, int k)
+{
+    const larch_loss *l = &m->losses[k];
+    if (!l->uncertainty) return l->weight;
+    return l->weight * (l->type == LARCH_LOSS_MSE ? 0.5 : 1.0) * exp(-log_var(m, l));
+}
+
 double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, larch_loss_stats *stats)
 {
     double total = 0.0;
@@ -172,7 +197,8 @@ double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, 
         float *dz = grad_scale != 0.0f ? m->node_dy[l->node] : NULL;
         int acc = 0;
         for (int j = 0; j < k; j++) if (m->losses[j].node == l->node) acc = 1;
-        float scale = grad_scale * l->weight;
+        double w = larch_model_task_weight(m, k);
+        float scale = grad_scale * (float)w;
         if (l->type == LARCH_LOSS_SOFTMAX_CE) {
             assert(b->label[l->target]);
             softmax_ce(m->node_y[l->node], b->label[l->target], b->n, dim, l->label_smoothing, scale, dz, acc, &st);
@@ -180,7 +206,12 @@ double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, 
             assert(b->target[l->target] || b->label[l->target]);
             mse(m->node_y[l->node], b->target[l->target], b->label[l->target], b->n, dim, scale, dz, acc, &st);
         }
-        total += l->weight * st.loss_sum;
+        total += w * st.loss_sum;
+        if (l->uncertainty) {                         /* + weight * s / 2 per sample; d/ds */
+            total += l->weight * 0.5 * log_var(m, l) * (double)st.count;
+            if (grad_scale != 0.0f)
+                m->log_var_grad[l->log_var] = grad_scale * (-w * st.loss_sum + l->weight * 0.5 * (double)st.count);
+        }
         if (stats) stats[k] = st;
     }
     return total;

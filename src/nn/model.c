@@ -242,10 +242,48 @@ larch_status larch_model_add(larch_model *m, larch_node *opts)
 
 /* ---- finalize, init, free ---- */
 
+/* Appends the layer "loss_weights" that holds the s of every
+ * uncertainty-weighted loss (loss_weights.c), when there is one. */
+static larch_status add_loss_weights(larch_model *m)
+{
+    int n = 0;
+    for (int k = 0; k < m->n_losses; k++)
+        if (m->losses[k].uncertainty) m->losses[k].log_var = n++;
+    if (n == 0) return LARCH_OK;
+    if (larch_model_node(m, "loss_weights") >= 0)
+        return larch_fail(LARCH_ERR_CONFIG, "model: the layer name 'loss_weights' is reserved for the learned loss weights "
+                          "of `weighting: uncertainty`; rename that layer");
+    larch_status s = grow((void **)&m->layers, &m->cap_layers, m->n_layers + 1, sizeof *m->layers);
+    if (s) return s;
+    larch_layer *L = larch_calloc(1, sizeof *L, "layer");
+    if (!L) return LARCH_ERR_NOMEM;
+    L->ops = &larch_loss_weights_ops;
+    L->model = m;
+    L->index = m->n_layers;
+    snprintf(L->name, sizeof L->name, "loss_weights");
+    L->n_in = 1;
+    L->in_node[0] = 0;
+    L->in_shape[0] = m->input_shape;
+    if ((s = L->ops->setup(L, NULL))) { layer_free(L); return s; }
+    m->layers[m->n_layers++] = L;
+    m->loss_weights = L;
+    return LARCH_OK;
+}
+
 larch_status larch_model_finalize(larch_model *m)
 {
     assert(!m->finalized);
     if (m->n_layers == 0) return larch_fail(LARCH_ERR_CONFIG, "model: the model has no layers");
+    if (m->n_losses == 0) {   /* default: softmax cross-entropy on the last layer */
+        larch_loss *l = &m->losses[m->n_losses++];
+        memset(l, 0, sizeof *l);
+        snprintf(l->name, sizeof l->name, "main");
+        l->type = LARCH_LOSS_SOFTMAX_CE;
+        l->node = m->n_layers;
+        l->weight = 1.0f;
+    }
+    larch_status s = add_loss_weights(m);
+    if (s) return s;
     m->param = larch_aligned_alloc((m->n_floats ? m->n_floats : 1) * sizeof(float), "parameters");
     m->grad = larch_aligned_alloc((m->n_floats ? m->n_floats : 1) * sizeof(float), "gradients");
     m->buffer = larch_aligned_alloc((m->n_buffer_floats ? m->n_buffer_floats : 1) * sizeof(float), "buffers");
@@ -255,14 +293,6 @@ larch_status larch_model_finalize(larch_model *m)
         L->w = m->param + L->param_offset;
         L->dw = m->grad + L->param_offset;
         L->buf = L->n_buffer ? m->buffer + m->buffers[L->first_buffer].offset : m->buffer;
-    }
-    if (m->n_losses == 0) {   /* default: softmax cross-entropy on the last layer */
-        larch_loss *l = &m->losses[m->n_losses++];
-        memset(l, 0, sizeof *l);
-        snprintf(l->name, sizeof l->name, "main");
-        l->type = LARCH_LOSS_SOFTMAX_CE;
-        l->node = m->n_layers;
-        l->weight = 1.0f;
     }
     m->finalized = 1;
     return LARCH_OK;
@@ -419,6 +449,14 @@ void larch_model_forward(larch_model *m, const larch_batch *b, const larch_pass 
 
 void larch_model_backward(larch_model *m, const larch_pass *p)
 {
+    larch_layer *W = m->loss_weights;
+    if (W && m->params[W->first_param].lr_mult != 0.0f) {   /* d/ds from larch_model_loss */
+        for (int k = 0; k < m->n_losses; k++)
+            if (m->losses[k].uncertainty)
+                W->dw[m->losses[k].log_var] = (float)m->log_var_grad[m->losses[k].log_var] +
+                                              (p->acc_grad ? W->dw[m->losses[k].log_var] : 0.0f);
+        if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, W->param_offset, W->param_count);
+    }
     for (int i = m->n_layers - 1; i >= 0; i--) {
         larch_layer *L = m->layers[i];
         if (!L->need_backward) continue;

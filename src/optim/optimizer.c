@@ -44,7 +44,7 @@ const larch_key larch_optim_keys[] = {
     {"clip_norm", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "clip the global gradient norm to this (0 = off)"},
     {"clip_value", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "clip every gradient value to [-v, v] (0 = off)"},
     {"groups", LARCH_T_ANY, "[]", 0, 0, NULL, NULL,
-     "parameter groups: list of {match, roles, lr_mult, wd_mult, adapt, freeze}"},
+     "parameter groups: list of {match, roles, lr_mult, wd_mult, adapt, freeze, unfreeze_after_epochs}"},
     {0}};
 
 /* Which optimizers read a key (a key set to a non-default value for another
@@ -78,13 +78,15 @@ static const struct { larch_optim_kind kind; const char *key, *value; } kind_def
     {LARCH_OPT_LAMB, "lr", "0.001"}, {LARCH_OPT_LAMB, "weight_decay", "0.01"}, {LARCH_OPT_LAMB, "eps", "1e-6"},
     {0, NULL, NULL}};
 
-static const larch_key group_keys[] = {
+const larch_key larch_optim_group_keys[] = {
     {"match", LARCH_T_STRING, "*", 0, 0, NULL, NULL, "glob on parameter names \"<layer>.<tensor>\""},
     {"roles", LARCH_T_STRINGS, "[weight, bias, norm]", 0, 0, NULL, NULL, "roles the group takes"},
     {"lr_mult", LARCH_T_FLOAT, "1", 0, 1e6, NULL, NULL, "learning-rate multiplier (0 = frozen)"},
     {"wd_mult", LARCH_T_FLOAT, "-1", -1, 1e6, NULL, NULL, "weight-decay multiplier (-1 = by role)"},
     {"adapt", LARCH_T_ENUM, "role", 0, 0, "role|true|false", NULL, "lars, lamb: trust ratio (role = weights only)"},
     {"freeze", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "no update, no state, no gradient where avoidable"},
+    {"unfreeze_after_epochs", LARCH_T_INT, "0", 0, 1000000, NULL, NULL,
+     "with freeze: frozen for this many epochs, then trained at lr_mult (0 = frozen for the whole run)"},
     {0}};
 
 static int kind_of(const char *name)
@@ -109,7 +111,7 @@ static larch_status check_groups(larch_node *groups)
                           larch_node_where(groups, where, sizeof where));
     for (int i = 0; i < groups->n; i++) {
         snprintf(path, sizeof path, "optim.groups[%d]", i);
-        larch_status s = larch_cfg_check(groups->items[i], path, group_keys, NULL);
+        larch_status s = larch_cfg_check(groups->items[i], path, larch_optim_group_keys, NULL);
         if (s) return s;
         char *roles[8];
         int nr = 0;
@@ -119,6 +121,13 @@ static larch_status check_groups(larch_node *groups)
             if (strcmp(roles[r], "weight") && strcmp(roles[r], "bias") && strcmp(roles[r], "norm"))
                 return larch_fail(LARCH_ERR_CONFIG, "%s: %s.roles: unknown role '%s' (valid: weight, bias, norm)",
                                   larch_node_where(rl->items[r], where, sizeof where), path, roles[r]);
+        const larch_node *g = groups->items[i];
+        if (larch_cfg_int(g, "unfreeze_after_epochs") > 0 && !larch_cfg_bool(g, "freeze"))
+            return larch_fail(LARCH_ERR_CONFIG, "%s: %s.unfreeze_after_epochs: needs freeze: true in the same group",
+                              larch_node_where(larch_map_get(g, "unfreeze_after_epochs"), where, sizeof where), path);
+        if (larch_cfg_int(g, "unfreeze_after_epochs") > 0 && larch_cfg_float(g, "lr_mult") == 0.0)
+            return larch_fail(LARCH_ERR_CONFIG, "%s: %s.lr_mult: 0 would keep the group frozen after unfreeze_after_epochs",
+                              larch_node_where(larch_map_get(g, "lr_mult"), where, sizeof where), path);
     }
     return LARCH_OK;
 }
@@ -183,6 +192,8 @@ static larch_status assign_groups(larch_model *m, const larch_node *cfg)
     for (int i = 0; i < m->n_params; i++) {
         larch_param *p = &m->params[i];
         p->lr_mult = 1.0f;
+        p->thaw_epoch = 0;
+        p->thaw_lr_mult = 0.0f;
         p->wd_mult = p->role == LARCH_ROLE_WEIGHT || decay_all ? 1.0f : 0.0f;
         p->adapt = p->role == LARCH_ROLE_WEIGHT || adapt_all;
     }
@@ -192,12 +203,14 @@ static larch_status assign_groups(larch_model *m, const larch_node *cfg)
         const char *pat = larch_cfg_str(gr, "match"), *adapt = larch_cfg_str(gr, "adapt");
         const larch_node *roles = larch_map_get(gr, "roles");
         double lr_mult = larch_cfg_float(gr, "lr_mult"), wd_mult = larch_cfg_float(gr, "wd_mult");
-        int freeze = larch_cfg_bool(gr, "freeze"), hits = 0;
+        int freeze = larch_cfg_bool(gr, "freeze"), hits = 0, thaw = (int)larch_cfg_int(gr, "unfreeze_after_epochs");
         for (int i = 0; i < m->n_params; i++) {
             larch_param *p = &m->params[i];
             if (fnmatch(pat, p->name, 0) != 0 || !role_listed(roles, p->role)) continue;
             hits++;
             p->lr_mult = freeze ? 0.0f : (float)lr_mult;
+            p->thaw_epoch = freeze ? thaw : 0;
+            p->thaw_lr_mult = freeze && thaw > 0 ? (float)lr_mult : 0.0f;
             if (wd_mult >= 0.0) p->wd_mult = (float)wd_mult;
             else p->wd_mult = p->role == LARCH_ROLE_WEIGHT || decay_all ? 1.0f : 0.0f;
             if (strcmp(adapt, "role") != 0) p->adapt = strcmp(adapt, "true") == 0;
@@ -232,7 +245,20 @@ static void own_part(const larch_optim *o, const larch_param *p, size_t *a, size
 {
     *a = p->offset > o->lo ? p->offset : o->lo;
     *z = p->offset + p->size < o->hi ? p->offset + p->size : o->hi;
-    if (*z < *a || p->lr_mult == 0.0f) *z = *a;
+    if (*z < *a || !larch_param_has_state(p)) *z = *a;
+}
+
+int larch_optim_thaw(larch_model *m, long epoch)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        larch_param *p = &m->params[i];
+        if (p->thaw_epoch > 0 && epoch >= p->thaw_epoch && p->lr_mult == 0.0f) {
+            p->lr_mult = p->thaw_lr_mult;
+            n++;
+        }
+    }
+    return n;
 }
 
 larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const larch_node *cfg, size_t lo, size_t hi)
@@ -323,6 +349,7 @@ static void clip_gradients(larch_optim *o)
     for (int i = 0; i < m->n_params; i++) {
         size_t a, z;
         own_part(o, &m->params[i], &a, &z);
+        if (m->params[i].lr_mult == 0.0f) z = a;       /* frozen until a later epoch */
         float *g = m->grad + a;
         if (o->clip_value > 0.0f) {
             float c = o->clip_value;
@@ -338,6 +365,7 @@ static void clip_gradients(larch_optim *o)
         for (int i = 0; i < m->n_params; i++) {
             size_t a, z;
             own_part(o, &m->params[i], &a, &z);
+            if (m->params[i].lr_mult == 0.0f) z = a;
             float *g = m->grad + a;
             for (size_t j = 0; j < z - a; j++) g[j] *= scale;
         }
@@ -377,7 +405,7 @@ void larch_optim_step(larch_optim *o, float lr)
             size_t a, z;
             own_part(o, p, &a, &z);
             if (pass == 0) { o->norms[2 * i] = o->norms[2 * i + 1] = 0.0; }
-            if (a == z) continue;                       /* frozen, or another rank's */
+            if (a == z || p->lr_mult == 0.0f) continue; /* frozen, or another rank's */
             optim_tensor v = {m->param + a, m->grad + a, {NULL, NULL, NULL, NULL}, z - a,
                               lr * p->lr_mult, o->weight_decay * p->wd_mult, p->adapt, o->norms + 2 * i};
             for (int k = 0; k < o->n_state; k++) v.s[k] = o->state[k] + o->state_offset[i];
