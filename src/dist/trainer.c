@@ -529,7 +529,9 @@ static larch_status thaw(run_t *r, long epoch)
         fprintf(r->log, "%s\n", n > 12 ? " ..." : "");
         fflush(r->log);
     }
-    return larch_model_plan(m, m->max_batch);
+    /* every rank thaws at the same step; a failed re-plan on one of them
+     * must not leave the others waiting in the next step's collectives */
+    return larch_comm_check(r->comm, larch_model_plan(m, m->max_batch));
 }
 
 /* Multi-task training records: each task's mean loss and weight. */
