@@ -1,6 +1,7 @@
 /* gradcheck.h - finite-difference gradient checks for layers (tests only).
  *
- * gradcheck() builds a model from a YAML list of layers, draws an input x and
+ * gradcheck() builds a model from a YAML list of layers (gradcheck_model()
+ * takes one built through the typed API instead), draws an input x and
  * a random output weighting r, and compares the analytic gradients of
  *     f(x, theta) = sum_i r_i * y_i        (y = output of the last layer)
  * with respect to the input and to every parameter tensor against central
@@ -30,9 +31,9 @@ typedef struct gradcheck_opts {
 static double gradcheck_f(larch_model *m, const larch_batch *b, const larch_pass *p, const float *r)
 {
     larch_model_forward(m, b, p);
-    int last = m->n_layers;
+    int last = larch_model_n_layers(m);
     size_t len = (size_t)b->n * larch_shape_size(larch_model_node_shape(m, last));
-    const float *y = m->node_y[last];
+    const float *y = larch_model_node_output(m, last);
     double f = 0.0;
     for (size_t i = 0; i < len; i++) f += (double)r[i] * y[i];
     return f;
@@ -68,9 +69,7 @@ static int gradcheck_tensor(const char *label, const char *tensor, larch_model *
     return bad;
 }
 
-/* Runs the check; returns the number of failing coordinates (and records
- * CHECK failures). */
-static int gradcheck(const char *label, const char *yaml_layers, larch_shape in, const gradcheck_opts *opt)
+static gradcheck_opts gradcheck_defaults(const gradcheck_opts *opt)
 {
     gradcheck_opts o = *opt;
     if (o.n <= 0) o.n = 3;
@@ -78,22 +77,27 @@ static int gradcheck(const char *label, const char *yaml_layers, larch_shape in,
     if (o.tol <= 0) o.tol = 2e-2;
     if (o.probes <= 0) o.probes = 24;
     if (!o.seed) o.seed = 11;
-    larch_node *layers = NULL;
-    larch_model *m = NULL;
-    larch_status s = larch_cfg_parse(yaml_layers, label, &layers);
-    CHECK(s == LARCH_OK, "%s: parse: %s", label, larch_errmsg());
-    if (s) return 1;
-    s = larch_model_build(&m, in, layers, NULL, NULL, o.seed);
-    CHECK(s == LARCH_OK, "%s: build: %s", label, larch_errmsg());
-    if (s) { larch_node_free(layers); return 1; }
-    m->want_input_grad = 1;
-    s = larch_model_plan(m, o.n);
+    return o;
+}
+
+/* Runs the check on a finalized, initialized model (not yet planned; it is
+ * planned here for opt->n samples with the input gradient) through the
+ * public API only; returns the number of failing coordinates (and records
+ * CHECK failures). The model stays the caller's. */
+static int gradcheck_model(const char *label, larch_model *m, const gradcheck_opts *opt)
+{
+    gradcheck_opts o = gradcheck_defaults(opt);
+    larch_model_set_input_grad(m, 1);
+    larch_status s = larch_model_plan(m, o.n);
     CHECK(s == LARCH_OK, "%s: plan: %s", label, larch_errmsg());
-    int last = m->n_layers;
-    size_t xlen = (size_t)o.n * larch_shape_size(in);
+    if (s) return 1;
+    int last = larch_model_n_layers(m);
+    size_t n_floats;
+    const float *grad = larch_model_flat_grads(m, &n_floats);
+    size_t xlen = (size_t)o.n * larch_shape_size(larch_model_input_shape(m));
     size_t ylen = (size_t)o.n * larch_shape_size(larch_model_node_shape(m, last));
     float *x = malloc(xlen * sizeof *x), *r = malloc(ylen * sizeof *r);
-    float *dx = malloc(xlen * sizeof *dx), *gw = malloc(m->n_floats * sizeof *gw);
+    float *dx = malloc(xlen * sizeof *dx), *gw = malloc((n_floats ? n_floats : 1) * sizeof *gw);
     larch_rng rng;
     larch_rng_init(&rng, o.seed, LARCH_RNG_USER, 1, 2);
     for (size_t i = 0; i < xlen; i++) x[i] = larch_rng_normal(&rng);
@@ -107,16 +111,32 @@ static int gradcheck(const char *label, const char *yaml_layers, larch_shape in,
     }
     /* analytic: forward, seed the output gradient with r, backward */
     gradcheck_f(m, &b, &p, r);
-    memcpy(m->node_dy[last], r, ylen * sizeof *r);
+    memcpy(larch_model_node_grad(m, last), r, ylen * sizeof *r);
     larch_model_backward(m, &p);
-    memcpy(dx, m->node_dy[0], xlen * sizeof *dx);
-    memcpy(gw, m->grad, m->n_floats * sizeof *gw);
+    memcpy(dx, larch_model_node_grad(m, 0), xlen * sizeof *dx);
+    memcpy(gw, grad, n_floats * sizeof *gw);
     int bad = gradcheck_tensor(label, "input", m, &b, &p, r, x, dx, xlen, &o);
-    for (int i = 0; i < m->n_params; i++) {
-        const larch_param *pr = &m->params[i];
-        bad += gradcheck_tensor(label, pr->name, m, &b, &p, r, m->param + pr->offset, gw + pr->offset, pr->size, &o);
+    for (int i = 0; i < larch_model_n_params(m); i++) {
+        const larch_param *pr = larch_model_param(m, i);
+        bad += gradcheck_tensor(label, pr->name, m, &b, &p, r, larch_model_param_data(m, i), gw + pr->offset,
+                                pr->size, &o);
     }
     free(x); free(r); free(dx); free(gw);
+    return bad;
+}
+
+/* Builds the model from a YAML list of layers and runs gradcheck_model. */
+static int gradcheck(const char *label, const char *yaml_layers, larch_shape in, const gradcheck_opts *opt)
+{
+    gradcheck_opts o = gradcheck_defaults(opt);
+    larch_node *layers = NULL;
+    larch_model *m = NULL;
+    larch_status s = larch_cfg_parse(yaml_layers, label, &layers);
+    CHECK(s == LARCH_OK, "%s: parse: %s", label, larch_errmsg());
+    if (s) return 1;
+    s = larch_model_build(&m, in, layers, NULL, NULL, o.seed);
+    CHECK(s == LARCH_OK, "%s: build: %s", label, larch_errmsg());
+    int bad = s ? 1 : gradcheck_model(label, m, &o);
     larch_model_free(m);
     larch_node_free(layers);
     return bad;

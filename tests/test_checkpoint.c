@@ -8,6 +8,7 @@
 #include "larch/checkpoint.h"
 #include "larch/larch.h"
 #include "larch/train.h"
+#include "nn/model_internal.h"   /* the model's layout */
 
 #include <hdf5.h>
 #include <stdlib.h>

@@ -5,6 +5,7 @@
  * masks keyed by global sample index, SyncBatchNorm through a simulated
  * two-rank comm hook, and shape errors that name the layer. */
 #include "gradcheck.h"
+#include "nn/model_internal.h"   /* the model's layout */
 
 #include <stdlib.h>
 

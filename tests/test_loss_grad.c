@@ -6,6 +6,7 @@
  * softmax_ce value against a direct formula. */
 #include "check.h"
 #include "larch/larch.h"
+#include "nn/model_internal.h"   /* the model's layout */
 
 #include <stdlib.h>
 

@@ -16,6 +16,7 @@
  */
 #include "check.h"
 #include "larch/larch.h"
+#include "nn/model_internal.h"   /* the model's layout */
 
 #include <stdlib.h>
 

@@ -5,6 +5,7 @@
 #include "larch/rng.h"
 #include "larch/cfg.h"
 #include "larch/model.h"
+#include "larch/model_cfg.h"
 #include "larch/data.h"
 #include "larch/optim.h"
 #include "larch/comm.h"

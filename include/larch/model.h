@@ -1,4 +1,7 @@
-/* larch/model.h - layers, the model graph, losses and the activation arena.
+/* larch/model.h - layers, the model graph, losses and the activation arena:
+ * the typed C API that builds and runs a model (docs/api.md). YAML configs
+ * are a front end over it (larch/model_cfg.h): they are parsed into the same
+ * options structs and call the same builders.
  *
  * Activations are channels-last: a sample of per-sample shape (h, w, c) is
  * h*w*c contiguous floats with c fastest, and a batch of n samples is
@@ -19,6 +22,20 @@
  *
  * The activation arena is planned once for a maximum batch size
  * (larch_model_plan); forward and backward then allocate nothing.
+ *
+ * Ownership: larch_model and larch_layer are opaque. A model owns its layers,
+ * its parameter, gradient and buffer storage and its arena; every pointer the
+ * accessors below return points into the model and must not be freed.
+ * Parameter, gradient and buffer pointers are valid from larch_model_finalize
+ * until larch_model_free; arena pointers (node outputs and gradients, a
+ * layer's x, y, dx, dy, saved, scratch) from larch_model_plan until the next
+ * larch_model_plan or larch_model_free. Builders copy the strings and options
+ * they are given: the caller's structs and strings may be reused at once.
+ *
+ * Thread safety: a model is used by one thread at a time (building, passes,
+ * accessors); distinct models may be used by distinct threads at once. The
+ * layer type registry (larch_layer_register) is process-wide: register types
+ * before any thread builds models. Error messages are per thread.
  */
 #ifndef LARCH_MODEL_H
 #define LARCH_MODEL_H
@@ -26,7 +43,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "larch/error.h"
-#include "larch/cfg.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -95,61 +111,99 @@ typedef struct larch_layer larch_layer;
  * times per pass; for benchmarks and FLOP counts. */
 typedef struct larch_gemm_shape { int m, n, k; int ta, tb; double count; } larch_gemm_shape;
 
+/* ==== Layer types ==== */
+
 /* The layer vtable (DESIGN.md decision 2). All functions but forward and
- * backward are optional (NULL). */
+ * backward (and setup) are optional (NULL). Built-in types and custom ones
+ * (defined by a program, see docs/api.md) are alike. An ops struct must
+ * outlive every model that uses it (give it static storage). Its functions
+ * are called from the thread that calls the larch_model_* function running
+ * them, never concurrently for one model. Inside them the layer's views
+ * are read with larch_layer_context() and its tensors with
+ * larch_layer_param/grad/buffer. */
 typedef struct larch_layer_ops {
-    const char *type;                 /* config name, e.g. "dense"             */
-    const larch_key *keys;            /* option schema (without type/name/input) */
-    int min_inputs, max_inputs;       /* usually 1, 1                          */
-    /* Reads options (already validated against `keys`) and the input shapes,
-     * sets out_shape, declares parameters and buffers. Errors name the layer. */
-    larch_status (*setup)(larch_layer *L, const larch_node *opts);
+    const char *type;                 /* type name, e.g. "dense" (also its YAML `type`) */
+    int min_inputs, max_inputs;       /* usually 1, 1; at most LARCH_MAX_IN    */
+    /* Reads the options (`opts`: the type's options struct as given to
+     * larch_model_add_layer, NULL meaning the type's defaults; only valid
+     * during the call, so copy what is needed into priv), checks them and the
+     * input shapes, sets the output shape (larch_layer_set_out_shape) and
+     * declares parameters and buffers (larch_layer_add_param/add_buffer).
+     * Errors name the layer: "layer 'fc1' (dense): ...". After a failure the
+     * layer is destroyed (destroy is called when set). */
+    larch_status (*setup)(larch_layer *L, const void *opts);
     /* Floats kept from forward to backward, and transient scratch floats,
      * for a pass of n samples. */
     size_t (*saved_size)(const larch_layer *L, int n);
     size_t (*scratch_size)(const larch_layer *L, int n);
     /* Initializes parameters and buffers (views are set). */
     void (*init)(larch_layer *L, uint64_t seed);
-    /* y = f(x). */
+    /* y = f(x) over the pass's n samples. */
     void (*forward)(larch_layer *L, const larch_pass *p);
     /* From dy: parameter gradients into dw (+= when p->acc_grad, else =) when
-     * L->need_dw, and input gradients into dx[i] (+= when L->dx_acc[i],
-     * else =) when L->need_dx[i]. */
+     * need_dw, and input gradients into dx[i] (+= when dx_acc[i], else =)
+     * when need_dx[i] (see larch_layer_ctx). */
     void (*backward)(larch_layer *L, const larch_pass *p);
     /* Normalizing flows: x = f^-1(y) and log|det df/dx| per sample. */
     void (*inverse)(larch_layer *L, const larch_pass *p);
     void (*logdet)(larch_layer *L, const larch_pass *p, float *out /* (n) */);
-    void (*destroy)(larch_layer *L);  /* frees L->priv contents */
+    void (*destroy)(larch_layer *L);  /* frees what priv points to */
     /* The GEMMs of a pass of n samples: forward only, or (train) forward and
      * backward as need_dx/need_dw require. Returns how many were written
      * (at most cap). Layers without GEMMs leave this NULL. */
     int (*gemms)(const larch_layer *L, int n, int train, larch_gemm_shape *out, int cap);
 } larch_layer_ops;
 
-struct larch_layer {
-    const larch_layer_ops *ops;
-    char name[LARCH_NAME_MAX];
-    int index;
-    larch_model *model;
-    void *priv;                       /* layer-specific settings (owned)       */
-    int n_in;
-    int in_node[LARCH_MAX_IN];
+/* The type registry: the built-in types, then those registered. */
+LARCH_API const larch_layer_ops *larch_layer_find(const char *type);
+LARCH_API int larch_layer_types(const larch_layer_ops *const **out);
+/* Registers a custom layer type under ops->type so that larch_layer_find
+ * (and, with a larch_cfg_layer description, YAML configs) can name it. The
+ * name must be new; up to 32 types may be registered. Not thread-safe: call
+ * before building models. A type need not be registered to be used: see
+ * larch_model_add_layer. */
+LARCH_API larch_status larch_layer_register(const larch_layer_ops *ops);
+
+/* ---- what a layer's own functions use ---- */
+
+/* A snapshot of a layer's views, for its forward/backward (and setup:
+ * names and shapes). Arena pointers are NULL before larch_model_plan,
+ * parameter pointers NULL before larch_model_finalize. Taking it is cheap
+ * and allocates nothing; take it again after a re-plan. */
+typedef struct larch_layer_ctx {
+    const char *name;                 /* the layer's name                       */
+    int index;                        /* position in the model (its node - 1)   */
+    int n_in;                         /* inputs                                 */
     larch_shape in_shape[LARCH_MAX_IN];
     larch_shape out_shape;
-    int first_param, n_param;         /* range in model->params                */
-    int first_buffer, n_buffer;       /* range in model->buffers               */
-    size_t param_offset, param_count; /* this layer's range of the flat buffers */
-    /* Set by larch_model_plan / each pass: */
-    const float *x[LARCH_MAX_IN];     /* (n, in_shape[i])                      */
-    float *dx[LARCH_MAX_IN];
-    int need_dx[LARCH_MAX_IN], dx_acc[LARCH_MAX_IN];
-    float *y, *dy;                    /* (n, out_shape)                        */
-    float *w, *dw;                    /* model->param + param_offset, same for grad */
-    float *buf;                       /* model->buffer + first buffer's offset */
-    float *saved, *scratch;
-    int need_dw;                      /* some parameter is trainable           */
-    int need_backward;                /* a loss depends on this layer          */
-};
+    void *priv;                       /* the layer's own state (set_priv)       */
+    const float *x[LARCH_MAX_IN];     /* inputs, (n, in_shape[i])               */
+    float *dx[LARCH_MAX_IN];          /* input gradients (NULL: not needed)     */
+    int need_dx[LARCH_MAX_IN];        /* backward writes dx[i] ...              */
+    int dx_acc[LARCH_MAX_IN];         /* ... adding to it (+=) rather than (=)  */
+    float *y;                         /* output, (n, out_shape)                 */
+    float *dy;                        /* output gradient (NULL: no backward)    */
+    float *saved;                     /* saved_size(max batch) floats, kept from forward to backward */
+    float *scratch;                   /* scratch_size(max batch) floats, shared by all layers: transient */
+    float *w, *dw;                    /* start of the layer's parameters / gradients (tensor i: larch_layer_param(L, i)) */
+    float *buf;                       /* start of its buffers (tensor i: larch_layer_buffer(L, i)) */
+    int n_param, n_buffer;            /* its tensors                            */
+    int need_dw;                      /* backward writes parameter gradients    */
+    int need_backward;                /* some loss depends on this layer        */
+} larch_layer_ctx;
+LARCH_API larch_layer_ctx larch_layer_context(const larch_layer *L);
+
+LARCH_API const char *larch_layer_name(const larch_layer *L);
+LARCH_API const char *larch_layer_type(const larch_layer *L);
+LARCH_API const larch_layer_ops *larch_layer_get_ops(const larch_layer *L);
+LARCH_API int larch_layer_n_inputs(const larch_layer *L);
+LARCH_API larch_shape larch_layer_in_shape(const larch_layer *L, int i);
+LARCH_API larch_shape larch_layer_out_shape(const larch_layer *L);
+LARCH_API void *larch_layer_priv(const larch_layer *L);
+/* Only inside ops->setup: the output shape, and the layer's own state
+ * (owned by the layer: ops->destroy frees it). */
+LARCH_API void larch_layer_set_out_shape(larch_layer *L, larch_shape s);
+LARCH_API void larch_layer_set_priv(larch_layer *L, void *priv);
 
 /* Declaring parameters and buffers (only inside ops->setup). Shapes are
  * logical; fan_in/fan_out drive initialization. Returns the index. */
@@ -161,37 +215,130 @@ LARCH_API float *larch_layer_param(larch_layer *L, int i);   /* i-th of this lay
 LARCH_API float *larch_layer_grad(larch_layer *L, int i);
 LARCH_API float *larch_layer_buffer(larch_layer *L, int i);
 
-/* The layer registry: every built-in type. */
-LARCH_API const larch_layer_ops *larch_layer_find(const char *type);
-LARCH_API int larch_layer_types(const larch_layer_ops *const **out);
+/* Parameter initialization schemes (`init` of dense and conv2d). */
+typedef enum {
+    LARCH_INIT_HE,       /* Normal(0, 2 / fan_in), He et al. 2015               */
+    LARCH_INIT_XAVIER,   /* Normal(0, 2 / (fan_in + fan_out)), Glorot 2010      */
+    LARCH_INIT_LECUN,    /* Normal(0, 1 / fan_in)                               */
+    LARCH_INIT_ZEROS,
+    LARCH_INIT_ONES
+} larch_init_kind;
+/* Fills w[0..n) by `kind`, drawing from the stream (seed, LARCH_RNG_INIT,
+ * hash(layer), param_index): deterministic, for custom layers' init too. */
+LARCH_API void larch_init_fill(float *w, size_t n, larch_init_kind kind, int fan_in, int fan_out,
+                               uint64_t seed, const char *layer, int param_index);
 
-/* ---- losses ---- */
+/* ==== Options of the built-in layer types ====
+ *
+ * One struct per type; every field has a default, the same as the YAML key
+ * of the same name (larch config --help), given by the type's _DEFAULTS
+ * initializer. Start from it and set what differs:
+ *     larch_conv2d_opts c = LARCH_CONV2D_DEFAULTS;
+ *     c.filters = 32; c.padding = 1;
+ *     larch_model_add_conv2d(m, "conv1", NULL, &c);
+ * Fields marked "required" have no default: the builder rejects the value
+ * the _DEFAULTS initializer leaves there. Passing NULL options means the
+ * defaults. Builders check every value (LARCH_ERR_INVALID naming the layer
+ * and the field). */
+
+typedef struct larch_dense_opts {
+    int units;                /* required: output features, 1..2^24          */
+    int bias;                 /* 1: learn a bias                             */
+    larch_init_kind init;     /* weight initialization (he)                  */
+} larch_dense_opts;
+#define LARCH_DENSE_DEFAULTS {.units = 0, .bias = 1, .init = LARCH_INIT_HE}
+
+typedef struct larch_conv2d_opts {
+    int filters;              /* required: output channels, 1..2^20          */
+    int kernel;               /* square kernel size, 1..1024 (3)             */
+    int stride;               /* step of the kernel, 1..1024 (1)             */
+    int padding;              /* zero padding on each side, 0..1024 (0)      */
+    int bias;                 /* 1: learn a bias per output channel          */
+    larch_init_kind init;     /* weight initialization (he)                  */
+} larch_conv2d_opts;
+#define LARCH_CONV2D_DEFAULTS {.filters = 0, .kernel = 3, .stride = 1, .padding = 0, .bias = 1, .init = LARCH_INIT_HE}
+
+/* maxpool and avgpool. */
+typedef struct larch_pool_opts {
+    int size;                 /* window size, 1..1024 (2)                    */
+    int stride;               /* window step, 0..1024; 0 = size (0)          */
+    int padding;              /* zero padding on each side, at most size/2 (0) */
+} larch_pool_opts;
+#define LARCH_POOL_DEFAULTS {.size = 2, .stride = 0, .padding = 0}
+
+typedef struct larch_leaky_relu_opts {
+    float slope;              /* slope for negative inputs, 0..1 (0.01)      */
+} larch_leaky_relu_opts;
+#define LARCH_LEAKY_RELU_DEFAULTS {.slope = 0.01f}
+
+typedef struct larch_dropout_opts {
+    float rate;               /* probability of dropping an element, 0..0.999 (0.5) */
+} larch_dropout_opts;
+#define LARCH_DROPOUT_DEFAULTS {.rate = 0.5f}
+
+typedef struct larch_batchnorm_opts {
+    float momentum;           /* weight of the batch statistics in the running ones, 0..1 (0.1) */
+    float eps;                /* added to the variance, 0..1 (1e-5)          */
+    int affine;               /* 1: learn scale and shift                    */
+    int sync;                 /* 1: statistics over all ranks (SyncBatchNorm) (0) */
+} larch_batchnorm_opts;
+#define LARCH_BATCHNORM_DEFAULTS {.momentum = 0.1f, .eps = 1e-5f, .affine = 1, .sync = 0}
+
+/* layernorm and instancenorm. */
+typedef struct larch_norm_opts {
+    float eps;                /* added to the variance, 0..1 (1e-5)          */
+    int affine;               /* 1: learn scale and shift                    */
+} larch_norm_opts;
+#define LARCH_NORM_DEFAULTS {.eps = 1e-5f, .affine = 1}
+
+typedef struct larch_groupnorm_opts {
+    int groups;               /* required: channel groups (must divide the channels) */
+    float eps;                /* added to the variance, 0..1 (1e-5)          */
+    int affine;               /* 1: learn scale and shift                    */
+} larch_groupnorm_opts;
+#define LARCH_GROUPNORM_DEFAULTS {.groups = 0, .eps = 1e-5f, .affine = 1}
+
+/* ==== Losses and penalties ==== */
+
 typedef enum { LARCH_LOSS_SOFTMAX_CE, LARCH_LOSS_MSE } larch_loss_type;
+typedef enum { LARCH_WEIGHTING_FIXED, LARCH_WEIGHTING_UNCERTAINTY } larch_loss_weighting;
 
-typedef struct larch_loss {
-    char name[LARCH_NAME_MAX];  /* task name, for metrics                       */
-    larch_loss_type type;
-    int node;                   /* node whose output is scored                  */
-    int target;                 /* which label set / target of the batch        */
-    float weight;               /* multiplier in the total loss                 */
-    float label_smoothing;      /* softmax_ce                                   */
-    /* Learned weighting by homoscedastic uncertainty (Kendall et al. 2018):
-     * the task adds weight * (c exp(-s) L + s / 2), s = log sigma^2 a
-     * trainable parameter, c = 1 for softmax_ce and 1/2 for mse. */
-    int uncertainty;
-    int log_var;                /* index of s in loss_weights.log_var           */
-    float log_var_init;
-} larch_loss;
+/* A loss scoring one node. softmax_ce: per-sample -sum_j q_j log softmax(z)_j
+ * with q = (1 - label_smoothing) onehot(y) + label_smoothing / C. mse:
+ * mean_j (z_j - t_j)^2 (t = one-hot labels when the batch has no float
+ * targets). Uncertainty weighting (Kendall et al. 2018): the task adds
+ * weight * (c exp(-s) L + s / 2), s = log sigma^2 a trainable parameter
+ * (tensor "loss_weights.log_var"), c = 1 for softmax_ce and 1/2 for mse. */
+typedef struct larch_loss_opts {
+    larch_loss_type type;     /* loss function (softmax_ce)                  */
+    const char *name;         /* task name in metrics, unique ("main"; NULL = "main") */
+    const char *input;        /* scored layer (NULL or "": the last layer added so far) */
+    int target;               /* label set of the batch, 0..LARCH_MAX_TARGETS-1 (0) */
+    float weight;             /* weight in the total loss, 0..1e6 (1)        */
+    float label_smoothing;    /* softmax_ce: smoothing eps, 0..0.999 (0)     */
+    larch_loss_weighting weighting; /* fixed or uncertainty (fixed)         */
+    float log_var_init;       /* uncertainty: initial s = log sigma^2, -20..20 (0) */
+} larch_loss_opts;
+#define LARCH_LOSS_DEFAULTS {.type = LARCH_LOSS_SOFTMAX_CE, .name = "main", .input = NULL, .target = 0, \
+                             .weight = 1.0f, .label_smoothing = 0.0f, .weighting = LARCH_WEIGHTING_FIXED, .log_var_init = 0.0f}
+
+typedef enum { LARCH_PENALTY_UNSET, LARCH_PENALTY_L1, LARCH_PENALTY_L2, LARCH_PENALTY_LQ } larch_penalty_type;
+
+/* A penalty coef * sum |w|^q added to the loss, over weights (or every
+ * trainable parameter). */
+typedef struct larch_penalty_opts {
+    larch_penalty_type type;  /* required: l1 (q = 1), l2 (q = 2) or lq      */
+    float coef;               /* coefficient, 0..1e3 (required in YAML; 0 here adds nothing) */
+    float q;                  /* exponent of type lq, 1..10 (2)              */
+    int all_params;           /* 0: weights only; 1: every parameter (YAML apply_to: all) */
+} larch_penalty_opts;
+#define LARCH_PENALTY_DEFAULTS {.type = LARCH_PENALTY_UNSET, .coef = 0.0f, .q = 2.0f, .all_params = 0}
 
 typedef struct larch_loss_stats {
     double loss_sum;            /* sum over samples of the per-sample loss      */
     long correct;               /* classification: argmax == label              */
     long count;                 /* samples scored                               */
 } larch_loss_stats;
-
-/* Schemas of a loss entry and of a penalty entry (for documentation). */
-LARCH_API extern const larch_key larch_loss_keys[];
-LARCH_API extern const larch_key larch_penalty_keys[];
 
 /* ---- a batch ---- */
 typedef struct larch_batch {
@@ -203,74 +350,108 @@ typedef struct larch_batch {
     uint32_t sample0;                      /* global position of sample 0   */
 } larch_batch;
 
-/* ---- penalties ---- */
-typedef struct larch_penalty {
-    float q;          /* exponent: 1 = L1, 2 = L2, other = Lq                  */
-    float coef;       /* penalty = coef * sum |w|^q                            */
-    int all_roles;    /* 0: weights only (default); 1: every parameter         */
-} larch_penalty;
-
-/* ---- the model ---- */
-struct larch_model {
-    larch_shape input_shape;
-    int n_layers, cap_layers;
-    larch_layer **layers;
-    int n_params, cap_params;
-    larch_param *params;
-    int n_buffers, cap_buffers;
-    larch_buffer *buffers;
-    size_t n_floats;          /* flat parameter buffer length (with padding) */
-    float *param, *grad;
-    size_t n_buffer_floats;
-    float *buffer;
-    int finalized;
-    int n_losses;
-    larch_loss losses[LARCH_MAX_TARGETS * 2];
-    int n_penalties;
-    larch_penalty penalties[4];
-    /* The layer "loss_weights" holding the log-variances s of uncertainty-
-     * weighted losses (NULL when none); larch_model_loss leaves d/ds of the
-     * pass here and larch_model_backward moves it into the gradients. */
-    larch_layer *loss_weights;
-    double log_var_grad[LARCH_MAX_TARGETS * 2];
-    /* plan */
-    int max_batch;
-    int want_input_grad;      /* compute d loss / d input (attacks)          */
-    float *arena;
-    size_t arena_floats;
-    float **node_y, **node_dy;/* per node (n_layers + 1); node_y[0] = batch x */
-    int *node_dy_written;     /* scratch for planning                         */
-    /* hook: called after each layer's backward with the layer's finished
-     * gradient range [offset, offset + count) of the flat buffer. */
-    void (*grads_ready)(void *ctx, size_t offset, size_t count);
-    void *grads_ready_ctx;
-};
-
-/* Building. larch_model_add validates `opts` (a map with `type`, optional
- * `name`, `input` or `inputs`, and the type's keys) and errors name the file,
- * line and key. larch_model_finalize allocates the flat buffers and sets
- * views. larch_model_init draws initial parameters from `seed`. */
+/* ==== Building a model ====
+ *
+ * create, add layers (in graph order), add losses and penalties, finalize
+ * (allocates the flat buffers), init (draws the parameters), plan (the
+ * arena), then passes. `name` NULL or "" gives "<type><index>" (e.g.
+ * "dense3"); a name has 1-63 characters, no '.' or '/', is not "input" and
+ * is unique. `input` names an earlier layer or "input" (the model input);
+ * NULL takes the previous layer's output. Errors leave the model as it was
+ * before the call. */
 LARCH_API larch_status larch_model_create(larch_model **out, larch_shape input);
-LARCH_API larch_status larch_model_add(larch_model *m, larch_node *opts);
-LARCH_API larch_status larch_model_add_loss(larch_model *m, larch_node *opts);
-LARCH_API larch_status larch_model_add_penalty(larch_model *m, larch_node *opts);
+/* Whether `name` may name a layer (the rule above, uniqueness aside). */
+LARCH_API int larch_layer_name_valid(const char *name);
+
+/* Any layer type: `ops` (built-in from larch_layer_find, or the caller's
+ * own), `inputs` the names of its n_inputs inputs (n_inputs 0: the previous
+ * layer), `opts` handed to ops->setup. The typed builders below call this. */
+LARCH_API larch_status larch_model_add_layer(larch_model *m, const larch_layer_ops *ops, const char *name,
+                                             const char *const *inputs, int n_inputs, const void *opts);
+
+LARCH_API larch_status larch_model_add_dense(larch_model *m, const char *name, const char *input,
+                                             const larch_dense_opts *o);
+LARCH_API larch_status larch_model_add_conv2d(larch_model *m, const char *name, const char *input,
+                                              const larch_conv2d_opts *o);
+LARCH_API larch_status larch_model_add_maxpool(larch_model *m, const char *name, const char *input,
+                                               const larch_pool_opts *o);
+LARCH_API larch_status larch_model_add_avgpool(larch_model *m, const char *name, const char *input,
+                                               const larch_pool_opts *o);
+LARCH_API larch_status larch_model_add_global_avgpool(larch_model *m, const char *name, const char *input);
+LARCH_API larch_status larch_model_add_flatten(larch_model *m, const char *name, const char *input);
+/* y = sum of 2 to LARCH_MAX_IN inputs of one shape (residual connections). */
+LARCH_API larch_status larch_model_add_add(larch_model *m, const char *name, const char *const *inputs,
+                                           int n_inputs);
+LARCH_API larch_status larch_model_add_relu(larch_model *m, const char *name, const char *input);
+LARCH_API larch_status larch_model_add_leaky_relu(larch_model *m, const char *name, const char *input,
+                                                  const larch_leaky_relu_opts *o);
+LARCH_API larch_status larch_model_add_gelu(larch_model *m, const char *name, const char *input);
+LARCH_API larch_status larch_model_add_tanh(larch_model *m, const char *name, const char *input);
+LARCH_API larch_status larch_model_add_sigmoid(larch_model *m, const char *name, const char *input);
+LARCH_API larch_status larch_model_add_dropout(larch_model *m, const char *name, const char *input,
+                                               const larch_dropout_opts *o);
+LARCH_API larch_status larch_model_add_batchnorm(larch_model *m, const char *name, const char *input,
+                                                 const larch_batchnorm_opts *o);
+LARCH_API larch_status larch_model_add_layernorm(larch_model *m, const char *name, const char *input,
+                                                 const larch_norm_opts *o);
+LARCH_API larch_status larch_model_add_groupnorm(larch_model *m, const char *name, const char *input,
+                                                 const larch_groupnorm_opts *o);
+LARCH_API larch_status larch_model_add_instancenorm(larch_model *m, const char *name, const char *input,
+                                                    const larch_norm_opts *o);
+
+/* Losses (up to 2 * LARCH_MAX_TARGETS; none: softmax_ce named "main" on the
+ * last layer) and penalties (up to 4); `o` NULL means the defaults. */
+LARCH_API larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *o);
+LARCH_API larch_status larch_model_add_penalty(larch_model *m, const larch_penalty_opts *o);
+
+/* Allocates the flat buffers and sets the views. */
 LARCH_API larch_status larch_model_finalize(larch_model *m);
+/* Draws initial parameters from `seed` (the same seed gives the same
+ * parameters, however the model was built). */
 LARCH_API void larch_model_init(larch_model *m, uint64_t seed);
-/* Builds a whole model from a config's `model`, `loss` and `regularization`
- * nodes (loss and regularization may be NULL: default softmax_ce on the last
- * layer, no penalty). */
-LARCH_API larch_status larch_model_build(larch_model **out, larch_shape input,
-                                         larch_node *layers, larch_node *losses,
-                                         larch_node *penalties, uint64_t seed);
 LARCH_API void larch_model_free(larch_model *m);
 
+/* Before larch_model_plan: also compute d loss / d input (node 0's
+ * gradient; for attacks and gradient checks). */
+LARCH_API void larch_model_set_input_grad(larch_model *m, int want);
 /* Plans the arena for passes of up to max_batch samples. */
 LARCH_API larch_status larch_model_plan(larch_model *m, int max_batch);
 
+/* ==== Inspecting a model ==== */
+
+LARCH_API larch_shape larch_model_input_shape(const larch_model *m);
+LARCH_API int larch_model_n_layers(const larch_model *m);
+LARCH_API larch_layer *larch_model_layer(const larch_model *m, int i);   /* 0 <= i < n_layers */
 /* Node lookup by layer name ("input" = 0); -1 when absent. */
 LARCH_API int larch_model_node(const larch_model *m, const char *name);
 LARCH_API larch_shape larch_model_node_shape(const larch_model *m, int node);
-LARCH_API int larch_model_param_index(const larch_model *m, const char *name);
+/* A node's activations (n, shape) of the last forward (node 0: the batch's
+ * x), and its gradient buffer (NULL when backward does not reach it; node 0
+ * only with larch_model_set_input_grad). NULL before larch_model_plan. */
+LARCH_API const float *larch_model_node_output(const larch_model *m, int node);
+LARCH_API float *larch_model_node_grad(const larch_model *m, int node);
+
+/* Parameters: descriptors (name "<layer>.<tensor>", shape, size, offset
+ * into the flat buffers, group settings) and their values and gradients. */
+LARCH_API int larch_model_n_params(const larch_model *m);
+LARCH_API const larch_param *larch_model_param(const larch_model *m, int i);
+LARCH_API int larch_model_param_index(const larch_model *m, const char *name);   /* -1 when absent */
+LARCH_API float *larch_model_param_data(const larch_model *m, int i);
+LARCH_API float *larch_model_grad_data(const larch_model *m, int i);
+/* The flat buffers and their length in floats (padding included). */
+LARCH_API float *larch_model_flat_params(const larch_model *m, size_t *n_floats);
+LARCH_API float *larch_model_flat_grads(const larch_model *m, size_t *n_floats);
+/* Non-trainable buffers (running statistics). */
+LARCH_API int larch_model_n_buffers(const larch_model *m);
+LARCH_API const larch_buffer *larch_model_buffer(const larch_model *m, int i);
+LARCH_API float *larch_model_buffer_data(const larch_model *m, int i);
+LARCH_API float *larch_model_flat_buffers(const larch_model *m, size_t *n_floats);
+/* Losses: count and task names; penalties: count. */
+LARCH_API int larch_model_n_losses(const larch_model *m);
+LARCH_API const char *larch_model_loss_name(const larch_model *m, int k);
+LARCH_API int larch_model_n_penalties(const larch_model *m);
+
+/* ==== Passes ==== */
 
 /* Forward over b (b->n <= max_batch). */
 LARCH_API void larch_model_forward(larch_model *m, const larch_batch *b, const larch_pass *p);
@@ -283,7 +464,8 @@ LARCH_API double larch_model_loss(larch_model *m, const larch_batch *b, float gr
 /* The factor that multiplies loss k's mean in the total: its weight, times
  * c exp(-s) when it is uncertainty-weighted. */
 LARCH_API double larch_model_task_weight(const larch_model *m, int k);
-/* Backward from the loss gradients written by larch_model_loss. */
+/* Backward from the loss gradients written by larch_model_loss (or from
+ * gradients the caller wrote into larch_model_node_grad of scored nodes). */
 LARCH_API void larch_model_backward(larch_model *m, const larch_pass *p);
 /* Adds the penalties' value and gradient (on the whole flat buffer) and
  * returns the penalty value. Call once per optimizer step, after gradients

@@ -14,6 +14,7 @@
 #include "larch/cfg.h"
 #include "larch/comm.h"
 #include "larch/model.h"
+#include "larch/model_cfg.h"
 #include "larch/data.h"
 
 #ifdef __cplusplus

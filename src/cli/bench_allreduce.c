@@ -143,7 +143,7 @@ int larch_cmd_bench_allreduce(int argc, char **argv)
         if (!s) s = larch_run_input(cfg, &shape, &classes);
         if (!s) s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                       larch_map_get(cfg, "regularization"), 1);
-        if (!s) { sizes[n] = m->n_floats * sizeof(float); labels[n++] = configs[k]; }
+        if (!s) { size_t nf; larch_model_flat_params(m, &nf); sizes[n] = nf * sizeof(float); labels[n++] = configs[k]; }
         larch_model_free(m);
         larch_node_free(cfg);
         if (s) larch_fail_context(s, "%s", configs[k]);

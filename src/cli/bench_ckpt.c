@@ -95,7 +95,7 @@ static larch_status bench_one(const char *config, const char *dir, int repeat, c
             if (t > 0 && t < disk) disk = t;
         }
         long n_params = 0;
-        for (int i = 0; i < m->n_params; i++) n_params += (long)m->params[i].size;
+        for (int i = 0; i < larch_model_n_params(m); i++) n_params += (long)larch_model_param(m, i)->size;
         double mb = size / 1048576.0;
         printf("{\"config\": \"%s\", \"ranks\": %d, \"params\": %ld, \"optimizer\": \"%s\", \"file_mib\": %.1f, "
                "\"write_s\": %.3f, \"read_s\": %.3f, \"write_mib_s\": %.0f, \"read_mib_s\": %.0f, "

@@ -108,18 +108,19 @@ static void layer_profile(step_ctx *s, int rounds)
     larch_pass p = {.n = s->b.n, .train = 1, .seed = 1, .step = 1};
     train_step(s, 1);
     double total = 0;
-    for (int i = 0; i < m->n_layers; i++) {
-        larch_layer *L = m->layers[i];
-        double f = time_layer(L->ops->forward, L, &p, rounds);
-        double b = L->need_backward ? time_layer(L->ops->backward, L, &p, rounds) : 0.0;
+    for (int i = 0; i < larch_model_n_layers(m); i++) {
+        larch_layer *L = larch_model_layer(m, i);
+        const larch_layer_ops *ops = larch_layer_get_ops(L);
+        double f = time_layer(ops->forward, L, &p, rounds);
+        double b = larch_layer_context(L).need_backward ? time_layer(ops->backward, L, &p, rounds) : 0.0;
         larch_gemm_shape g[16];
-        int k = L->ops->gemms ? L->ops->gemms(L, s->b.n, 1, g, 16) : 0;
+        int k = ops->gemms ? ops->gemms(L, s->b.n, 1, g, 16) : 0;
         double flops = 0;
         for (int j = 0; j < k; j++) flops += 2.0 * g[j].m * g[j].n * (double)g[j].k * g[j].count;
         total += f + b;
         printf("{\"bench\":\"layer\",\"layer\":\"%s\",\"type\":\"%s\",\"forward_ms\":%.4f,\"backward_ms\":%.4f,"
                "\"gemm_gflop\":%.4f,\"gflops\":%.2f}\n",
-               L->name, L->ops->type, f * 1e3, b * 1e3, flops * 1e-9, flops > 0 ? flops / (f + b) * 1e-9 : 0.0);
+               larch_layer_name(L), ops->type, f * 1e3, b * 1e3, flops * 1e-9, flops > 0 ? flops / (f + b) * 1e-9 : 0.0);
     }
     printf("{\"bench\":\"layers_total\",\"ms\":%.4f}\n", total * 1e3);
 }
@@ -232,6 +233,8 @@ static int bench_step(int argc, char **argv)
     int gemm_reps = reps_for((now() - t0) / 2, 0.3);
     larch_sgemm(0, 0, N, N, N, 1.0f, sq, N, sq + (size_t)N * N, N, 0.0f, sq + (size_t)2 * N * N, N);
     double best_step = 1e30, best_gemm = 1e30, best_sq = 1e30;
+    size_t n_floats;
+    larch_model_flat_params(m, &n_floats);
     for (int r = 0; r < rounds; r++) {
         t0 = now();
         for (int i = 0; i < step_reps; i++) train_step(&st, step++);
@@ -252,7 +255,7 @@ static int bench_step(int argc, char **argv)
            "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,"
            "\"gflops\":%.2f,\"sgemm_gflops_model_shapes\":%.2f,\"ratio\":%.4f,"
            "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\"}\n",
-           config, batch, threads, m->n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
+           config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
            gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename());
     fprintf(stderr, "larch bench step: %s batch %d, %d thread(s): %.3f ms/step, %.0f samples/s, "
                     "%.1f GFLOP/s = %.2f of sgemm on the model's shapes (%.1f), %.2f of square sgemm (%.1f)\n",

@@ -156,11 +156,11 @@ static void config_help(void)
     printf("\n# model: a list of layers. Every layer takes `type`, an optional `name` (default\n"
            "# <type><index>) and `input: NAME` or `inputs: [NAME, ...]` (default: the previous\n"
            "# layer; `input` is the model input). Layer types and their keys:\n");
-    const larch_layer_ops *const *types;
-    int n = larch_layer_types(&types);
+    const larch_cfg_layer *const *types;
+    int n = larch_cfg_layer_types(&types);
     for (int i = 0; i < n; i++) {
         printf("- type: %s\n", types[i]->type);
-        if (types[i]->keys) print_schema(types[i]->keys, 2);
+        print_schema(types[i]->keys, 2);
     }
     printf("\n# loss: a mapping or a list of them (default: softmax_ce on the last layer):\n");
     print_schema(larch_loss_keys, 2);

@@ -1,5 +1,6 @@
 /* grad_sync.c - bucketed, overlapped gradient allreduce; see grad_sync.h. */
 #include "dist/grad_sync.h"
+#include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "core/half.h"
 
 #include <stdlib.h>

@@ -9,6 +9,7 @@
  * planned arena, and metrics are written only at log points.
  */
 #include "larch/train.h"
+#include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "larch/data.h"
 #include "larch/rng.h"
 #include "larch/optim.h"

@@ -12,6 +12,7 @@
  * rank reads what it needs, and the ranks agree once at the end.
  */
 #include "io/ckpt_internal.h"
+#include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "core/fs.h"
 
 #include <dirent.h>

@@ -1,5 +1,6 @@
 /* checkpoint_h5.c - HDF5 helpers of the checkpoint files (ckpt_internal.h). */
 #include "io/ckpt_internal.h"
+#include "nn/model_internal.h"   /* the model's layout (library-internal) */
 
 #include <errno.h>
 #include <stdint.h>

@@ -11,6 +11,7 @@
  * used are counted too, since a typo in a rename shows up there first.
  */
 #include "io/ckpt_internal.h"
+#include "nn/model_internal.h"   /* the model's layout (library-internal) */
 
 #include <fnmatch.h>
 #include <stdarg.h>

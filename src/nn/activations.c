@@ -12,22 +12,20 @@
 
 typedef struct { float slope; } leaky_t;
 
-static const larch_key no_keys[] = {{0}};
-static const larch_key leaky_keys[] = {
-    {"slope", LARCH_T_FLOAT, "0.01", 0, 1, NULL, NULL, "slope for negative inputs"},
-    {0}};
-
-static larch_status act_setup(larch_layer *L, const larch_node *o)
+static larch_status act_setup(larch_layer *L, const void *opts)
 {
     L->out_shape = L->in_shape[0];
     return LARCH_OK;
 }
 
-static larch_status leaky_setup(larch_layer *L, const larch_node *o)
+static larch_status leaky_setup(larch_layer *L, const void *opts)
 {
+    const larch_leaky_relu_opts o = opts ? *(const larch_leaky_relu_opts *)opts : (larch_leaky_relu_opts)LARCH_LEAKY_RELU_DEFAULTS;
+    larch_status s = larch_check_float(L, "slope", o.slope, 0, 1);
+    if (s) return s;
     leaky_t *p = calloc(1, sizeof *p);
     if (!p) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
-    p->slope = (float)larch_cfg_float(o, "slope");
+    p->slope = o.slope;
     L->priv = p;
     L->out_shape = L->in_shape[0];
     return LARCH_OK;
@@ -121,15 +119,15 @@ static void sigmoid_backward(larch_layer *L, const larch_pass *p)
     STORE_DX(y[i] * (1.0f - y[i]));                                          // s (1 - s)
 }
 
-#define ACT(name, setup_fn, keys_, destroy_fn)                                               \
+#define ACT(name, setup_fn, destroy_fn)                                                      \
     const larch_layer_ops larch_##name##_ops = {                                             \
-        .type = #name, .keys = keys_, .min_inputs = 1, .max_inputs = 1, .setup = setup_fn,   \
+        .type = #name, .min_inputs = 1, .max_inputs = 1, .setup = setup_fn,                  \
         .forward = name##_forward, .backward = name##_backward, .destroy = destroy_fn}
 
-ACT(relu, act_setup, no_keys, NULL);
-ACT(gelu, act_setup, no_keys, NULL);
-ACT(tanh, act_setup, no_keys, NULL);
-ACT(sigmoid, act_setup, no_keys, NULL);
+ACT(relu, act_setup, NULL);
+ACT(gelu, act_setup, NULL);
+ACT(tanh, act_setup, NULL);
+ACT(sigmoid, act_setup, NULL);
 const larch_layer_ops larch_leaky_relu_ops = {
-    .type = "leaky_relu", .keys = leaky_keys, .min_inputs = 1, .max_inputs = 1, .setup = leaky_setup,
+    .type = "leaky_relu", .min_inputs = 1, .max_inputs = 1, .setup = leaky_setup,
     .forward = leaky_forward, .backward = leaky_backward, .destroy = free_priv};

@@ -26,27 +26,24 @@ typedef struct {
     larch_init_kind init;
 } conv_t;
 
-static const larch_key conv_keys[] = {
-    {"filters", LARCH_T_INT, NULL, 1, 1 << 20, NULL, NULL, "output channels"},
-    {"kernel", LARCH_T_INT, "3", 1, 1024, NULL, NULL, "square kernel size"},
-    {"stride", LARCH_T_INT, "1", 1, 1024, NULL, NULL, "step of the kernel"},
-    {"padding", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "zero padding on each side"},
-    {"bias", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn a bias per output channel"},
-    {"init", LARCH_T_ENUM, "he", 0, 0, LARCH_INIT_CHOICES, NULL, "weight initialization"},
-    {0}};
-
-static larch_status conv_setup(larch_layer *L, const larch_node *o)
+static larch_status conv_setup(larch_layer *L, const void *opts)
 {
+    const larch_conv2d_opts o = opts ? *(const larch_conv2d_opts *)opts : (larch_conv2d_opts)LARCH_CONV2D_DEFAULTS;
+    larch_status s;
+    if ((s = larch_check_int(L, "filters", o.filters, 1, 1 << 20)) || (s = larch_check_int(L, "kernel", o.kernel, 1, 1024)) ||
+        (s = larch_check_int(L, "stride", o.stride, 1, 1024)) || (s = larch_check_int(L, "padding", o.padding, 0, 1024)) ||
+        (s = larch_check_init(L, o.init)))
+        return s;
     conv_t *d = calloc(1, sizeof *d);
     if (!d) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     L->priv = d;
     larch_shape in = L->in_shape[0];
-    d->cout = (int)larch_cfg_int(o, "filters");
-    d->k = (int)larch_cfg_int(o, "kernel");
-    d->stride = (int)larch_cfg_int(o, "stride");
-    d->pad = (int)larch_cfg_int(o, "padding");
-    d->bias = larch_cfg_bool(o, "bias");
-    d->init = larch_init_parse(larch_cfg_str(o, "init"));
+    d->cout = o.filters;
+    d->k = o.kernel;
+    d->stride = o.stride;
+    d->pad = o.padding;
+    d->bias = o.bias != 0;
+    d->init = o.init;
     if (in.h + 2 * d->pad < d->k || in.w + 2 * d->pad < d->k)
         return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "kernel %d is larger than the padded input %dx%d (input %dx%dx%d, padding %d)",
                                 d->k, in.h + 2 * d->pad, in.w + 2 * d->pad, in.h, in.w, in.c, d->pad);
@@ -220,6 +217,6 @@ static int conv_gemms(const larch_layer *L, int n, int train, larch_gemm_shape *
 static void conv_destroy(larch_layer *L) { free(L->priv); }
 
 const larch_layer_ops larch_conv2d_ops = {
-    .type = "conv2d", .keys = conv_keys, .min_inputs = 1, .max_inputs = 1,
+    .type = "conv2d", .min_inputs = 1, .max_inputs = 1,
     .setup = conv_setup, .scratch_size = conv_scratch, .init = conv_init, .forward = conv_forward,
     .backward = conv_backward, .gemms = conv_gemms, .destroy = conv_destroy};

@@ -11,20 +11,17 @@
 
 typedef struct { int units, in, bias; larch_init_kind init; } dense_t;
 
-static const larch_key dense_keys[] = {
-    {"units", LARCH_T_INT, NULL, 1, 1 << 24, NULL, NULL, "output features"},
-    {"bias", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn a bias"},
-    {"init", LARCH_T_ENUM, "he", 0, 0, LARCH_INIT_CHOICES, NULL, "weight initialization"},
-    {0}};
-
-static larch_status dense_setup(larch_layer *L, const larch_node *o)
+static larch_status dense_setup(larch_layer *L, const void *opts)
 {
+    const larch_dense_opts o = opts ? *(const larch_dense_opts *)opts : (larch_dense_opts)LARCH_DENSE_DEFAULTS;
+    larch_status s;
+    if ((s = larch_check_int(L, "units", o.units, 1, 1 << 24)) || (s = larch_check_init(L, o.init))) return s;
     dense_t *d = calloc(1, sizeof *d);
     if (!d) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     L->priv = d;
-    d->units = (int)larch_cfg_int(o, "units");
-    d->bias = larch_cfg_bool(o, "bias");
-    d->init = larch_init_parse(larch_cfg_str(o, "init"));
+    d->units = o.units;
+    d->bias = o.bias != 0;
+    d->init = o.init;
     d->in = (int)larch_shape_size(L->in_shape[0]);
     L->out_shape = (larch_shape){1, 1, d->units};
     int ws[2] = {d->units, d->in};
@@ -96,7 +93,7 @@ static int dense_gemms(const larch_layer *L, int n, int train, larch_gemm_shape 
 static void dense_destroy(larch_layer *L) { free(L->priv); }
 
 const larch_layer_ops larch_dense_ops = {
-    .type = "dense", .keys = dense_keys, .min_inputs = 1, .max_inputs = 1,
+    .type = "dense", .min_inputs = 1, .max_inputs = 1,
     .setup = dense_setup, .init = dense_init, .forward = dense_forward,
     .backward = dense_backward, .gemms = dense_gemms, .destroy = dense_destroy,
 };

@@ -16,15 +16,14 @@
 
 typedef struct { float rate; uint32_t purpose; } dropout_t;
 
-static const larch_key dropout_keys[] = {
-    {"rate", LARCH_T_FLOAT, "0.5", 0, 0.999, NULL, NULL, "probability of dropping an element"},
-    {0}};
-
-static larch_status dropout_setup(larch_layer *L, const larch_node *o)
+static larch_status dropout_setup(larch_layer *L, const void *opts)
 {
+    const larch_dropout_opts o = opts ? *(const larch_dropout_opts *)opts : (larch_dropout_opts)LARCH_DROPOUT_DEFAULTS;
+    larch_status s = larch_check_float(L, "rate", o.rate, 0, 0.999);
+    if (s) return s;
     dropout_t *d = calloc(1, sizeof *d);
     if (!d) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
-    d->rate = (float)larch_cfg_float(o, "rate");
+    d->rate = o.rate;
     d->purpose = LARCH_RNG_DROPOUT + (larch_hash32(L->name) & 0xfff);
     L->priv = d;
     L->out_shape = L->in_shape[0];
@@ -74,6 +73,6 @@ static void dropout_backward(larch_layer *L, const larch_pass *p)
 static void dropout_destroy(larch_layer *L) { free(L->priv); }
 
 const larch_layer_ops larch_dropout_ops = {
-    .type = "dropout", .keys = dropout_keys, .min_inputs = 1, .max_inputs = 1,
+    .type = "dropout", .min_inputs = 1, .max_inputs = 1,
     .setup = dropout_setup, .saved_size = dropout_saved, .forward = dropout_forward,
     .backward = dropout_backward, .destroy = dropout_destroy};

@@ -4,14 +4,6 @@
 #include <math.h>
 #include <string.h>
 
-larch_init_kind larch_init_parse(const char *name)
-{
-    if (strcmp(name, "xavier") == 0) return LARCH_INIT_XAVIER;
-    if (strcmp(name, "lecun") == 0) return LARCH_INIT_LECUN;
-    if (strcmp(name, "zeros") == 0) return LARCH_INIT_ZEROS;
-    return LARCH_INIT_HE;
-}
-
 void larch_init_fill(float *w, size_t n, larch_init_kind kind, int fan_in, int fan_out,
                      uint64_t seed, const char *layer, int param_index)
 {

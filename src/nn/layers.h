@@ -1,7 +1,11 @@
 /* layers.h - what layer implementations share (private to liblarch).
  *
  * One file per layer family; each defines a `const larch_layer_ops` named
- * larch_<type>_ops and registers it in registry.c. Conventions:
+ * larch_<type>_ops and registers it in registry.c. setup() reads the type's
+ * options struct of larch/model.h (NULL: its _DEFAULTS), checks every value
+ * and copies what forward/backward need into priv; layers never see the
+ * config tree (the YAML front end, src/io/model_cfg.c, fills the same
+ * structs). Conventions:
  *   - activations are (n, h, w, c), channels last;
  *   - backward writes dx[i] when need_dx[i] (accumulating when dx_acc[i])
  *     and parameter gradients when need_dw (accumulating when p->acc_grad);
@@ -13,7 +17,7 @@
 #ifndef LARCH_NN_LAYERS_H
 #define LARCH_NN_LAYERS_H
 
-#include "larch/model.h"
+#include "nn/model_internal.h"
 #include "larch/rng.h"
 
 extern const larch_layer_ops larch_dense_ops, larch_conv2d_ops, larch_maxpool_ops,
@@ -23,19 +27,21 @@ extern const larch_layer_ops larch_dense_ops, larch_conv2d_ops, larch_maxpool_op
     larch_groupnorm_ops, larch_instancenorm_ops,
     larch_loss_weights_ops;   /* not a config type: see loss_weights.c */
 
-/* Initialization: fills n floats. */
-typedef enum { LARCH_INIT_HE, LARCH_INIT_XAVIER, LARCH_INIT_LECUN, LARCH_INIT_ZEROS, LARCH_INIT_ONES } larch_init_kind;
-#define LARCH_INIT_CHOICES "he|xavier|lecun|zeros"
-larch_init_kind larch_init_parse(const char *name);
-/* Normal(0, gain/fan) draws from the stream (seed, LARCH_RNG_INIT, hash(layer), param index). */
-void larch_init_fill(float *w, size_t n, larch_init_kind kind, int fan_in, int fan_out,
-                     uint64_t seed, const char *layer, int param_index);
-
 /* dst = src (acc = 0) or dst += src (acc = 1). */
 static inline void larch_store(float *dst, float v, int acc) { *dst = acc ? *dst + v : v; }
 
 /* Formats a layer's error prefix. */
 #define LARCH_LAYER_FAIL(L, s, fmt, ...) \
     larch_fail((s), "layer '%s' (%s): " fmt, (L)->name, (L)->ops->type, __VA_ARGS__)
+
+/* Whether ops can define layers: a type name, setup, forward and backward,
+ * 1 <= min_inputs <= max_inputs <= LARCH_MAX_IN. */
+larch_status larch_layer_ops_check(const larch_layer_ops *ops);
+
+/* Option checks for setup(): fail with LARCH_ERR_INVALID naming the layer
+ * and the field when v is outside [lo, hi]. */
+larch_status larch_check_int(const larch_layer *L, const char *field, long v, long lo, long hi);
+larch_status larch_check_float(const larch_layer *L, const char *field, double v, double lo, double hi);
+larch_status larch_check_init(const larch_layer *L, larch_init_kind init);
 
 #endif

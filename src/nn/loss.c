@@ -1,7 +1,6 @@
 /* loss.c - losses (softmax cross-entropy with label smoothing, MSE), their
  * fixed or learned (homoscedastic uncertainty) task weights, regularization
- * penalties (L1, L2, Lq), their configuration, and building a whole model
- * from config nodes.
+ * penalties (L1, L2, Lq) and their typed builders.
  *
  * softmax_ce: per-sample loss -sum_j q_j log softmax(z)_j with the smoothed
  * target q = (1 - eps) onehot(y) + eps / C; gradient softmax(z) - q.
@@ -13,7 +12,9 @@
  * d/ds = -c exp(-s) L + 1/2; the s of every such task live in the extra
  * layer "loss_weights" (one tensor log_var), so they are synchronized,
  * stepped and checkpointed like any parameter.
- * Penalty: coef * sum |w|^q over weights (or all parameters).
+ * Penalty: coef * sum |w|^q over weights (or all parameters). The YAML
+ * front end (src/io/model_cfg.c) fills the same larch_loss_opts and
+ * larch_penalty_opts and calls the same builders.
  */
 #include "nn/layers.h"
 #include "nn/loss.h"
@@ -23,105 +24,61 @@
 #include <stdio.h>
 #include <string.h>
 
-const larch_key larch_loss_keys[] = {
-    {"type", LARCH_T_ENUM, "softmax_ce", 0, 0, "softmax_ce|mse", NULL, "loss function"},
-    {"name", LARCH_T_STRING, "main", 0, 0, NULL, NULL, "task name in metrics"},
-    {"input", LARCH_T_STRING, "", 0, 0, NULL, NULL, "scored layer (default: the last)"},
-    {"target", LARCH_T_INT, "0", 0, LARCH_MAX_TARGETS - 1, NULL, NULL, "label set of the batch"},
-    {"weight", LARCH_T_FLOAT, "1", 0, 1e6, NULL, NULL, "weight in the total loss"},
-    {"label_smoothing", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL, "softmax_ce: smoothing eps"},
-    {"weighting", LARCH_T_ENUM, "fixed", 0, 0, "fixed|uncertainty", NULL,
-     "fixed: weight * L; uncertainty: weight * (c exp(-s) L + s/2) with s learned (Kendall et al. 2018)"},
-    {"log_var_init", LARCH_T_FLOAT, "0", -20, 20, NULL, NULL, "uncertainty: initial s = log sigma^2"},
-    {0}};
-
-const larch_key larch_penalty_keys[] = {
-    {"type", LARCH_T_ENUM, NULL, 0, 0, "l1|l2|lq", NULL, "penalty kind"},
-    {"coef", LARCH_T_FLOAT, NULL, 0, 1e3, NULL, NULL, "coefficient: coef * sum |w|^q"},
-    {"q", LARCH_T_FLOAT, "2", 1, 10, NULL, NULL, "exponent for type lq"},
-    {"apply_to", LARCH_T_ENUM, "weights", 0, 0, "weights|all", NULL, "which parameters"},
-    {0}};
-
-larch_status larch_model_add_loss(larch_model *m, larch_node *opts)
+larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
 {
-    char path[32], where[256];
-    snprintf(path, sizeof path, m->n_losses ? "loss.%d" : "loss", m->n_losses);
-    if (m->n_losses >= (int)(sizeof m->losses / sizeof m->losses[0]))
-        return larch_fail(LARCH_ERR_CONFIG, "%s: too many losses", path);
-    larch_status s = larch_cfg_check(opts, path, larch_loss_keys, NULL);
-    if (s) return s;
+    const larch_loss_opts o = opts ? *opts : (larch_loss_opts)LARCH_LOSS_DEFAULTS;
+    const char *name = o.name ? o.name : "main";
+    if (m->n_losses >= LARCH_MAX_LOSSES)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': too many losses (at most %d)", name, LARCH_MAX_LOSSES);
+    if (!name[0] || strlen(name) >= LARCH_NAME_MAX)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': a task name has 1-%d characters", name, LARCH_NAME_MAX - 1);
+    for (int i = 0; i < m->n_losses; i++)
+        if (strcmp(m->losses[i].name, name) == 0)
+            return larch_fail(LARCH_ERR_INVALID, "loss '%s': task name '%s' is used twice", name, name);
+    if (o.type != LARCH_LOSS_SOFTMAX_CE && o.type != LARCH_LOSS_MSE)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': type = %d is not a larch_loss_type", name, (int)o.type);
+    if (o.weighting != LARCH_WEIGHTING_FIXED && o.weighting != LARCH_WEIGHTING_UNCERTAINTY)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': weighting = %d is not a larch_loss_weighting", name, (int)o.weighting);
+    int node = o.input && o.input[0] ? larch_model_node(m, o.input) : m->n_layers;
+    if (node <= 0)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': input '%s' is not a layer of the model", name,
+                          o.input ? o.input : "");
+    struct { const char *key; double v, lo, hi; } checks[] = {
+        {"target", o.target, 0, LARCH_MAX_TARGETS - 1}, {"weight", o.weight, 0, 1e6},
+        {"label_smoothing", o.label_smoothing, 0, 0.999}, {"log_var_init", o.log_var_init, -20, 20}};
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
+        if (!(checks[i].v >= checks[i].lo && checks[i].v <= checks[i].hi))
+            return larch_fail(LARCH_ERR_INVALID, "loss '%s': %s = %g is out of range [%g, %g]", name, checks[i].key,
+                              checks[i].v, checks[i].lo, checks[i].hi);
     larch_loss *l = &m->losses[m->n_losses];
     memset(l, 0, sizeof *l);
-    snprintf(l->name, sizeof l->name, "%s", larch_cfg_str(opts, "name"));
-    l->type = strcmp(larch_cfg_str(opts, "type"), "mse") == 0 ? LARCH_LOSS_MSE : LARCH_LOSS_SOFTMAX_CE;
-    const char *in = larch_cfg_str(opts, "input");
-    l->node = in[0] ? larch_model_node(m, in) : m->n_layers;
-    if (l->node <= 0)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.input: '%s' is not a layer of the model",
-                          larch_node_where(larch_map_get(opts, "input"), where, sizeof where), path, in);
-    for (int i = 0; i < m->n_losses; i++)
-        if (strcmp(m->losses[i].name, l->name) == 0)
-            return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: task name '%s' is used twice",
-                              larch_node_where(opts, where, sizeof where), path, l->name);
-    l->target = (int)larch_cfg_int(opts, "target");
-    l->weight = (float)larch_cfg_float(opts, "weight");
-    l->label_smoothing = (float)larch_cfg_float(opts, "label_smoothing");
-    l->uncertainty = strcmp(larch_cfg_str(opts, "weighting"), "uncertainty") == 0;
-    l->log_var_init = (float)larch_cfg_float(opts, "log_var_init");
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->type = o.type;
+    l->node = node;
+    l->target = o.target;
+    l->weight = o.weight;
+    l->label_smoothing = o.label_smoothing;
+    l->uncertainty = o.weighting == LARCH_WEIGHTING_UNCERTAINTY;
+    l->log_var_init = o.log_var_init;
     m->n_losses++;
     return LARCH_OK;
 }
 
-larch_status larch_model_add_penalty(larch_model *m, larch_node *opts)
+larch_status larch_model_add_penalty(larch_model *m, const larch_penalty_opts *opts)
 {
-    char path[32];
-    snprintf(path, sizeof path, "regularization.%d", m->n_penalties);
-    if (m->n_penalties >= (int)(sizeof m->penalties / sizeof m->penalties[0]))
-        return larch_fail(LARCH_ERR_CONFIG, "%s: at most 4 penalties", path);
-    larch_status s = larch_cfg_check(opts, path, larch_penalty_keys, NULL);
-    if (s) return s;
+    const larch_penalty_opts o = opts ? *opts : (larch_penalty_opts)LARCH_PENALTY_DEFAULTS;
+    if (m->n_penalties >= LARCH_MAX_PENALTIES)
+        return larch_fail(LARCH_ERR_INVALID, "penalty: at most %d penalties", LARCH_MAX_PENALTIES);
+    if (o.type != LARCH_PENALTY_L1 && o.type != LARCH_PENALTY_L2 && o.type != LARCH_PENALTY_LQ)
+        return larch_fail(LARCH_ERR_INVALID, "penalty: type = %d: set LARCH_PENALTY_L1, _L2 or _LQ", (int)o.type);
+    if (!(o.coef >= 0 && o.coef <= 1e3))
+        return larch_fail(LARCH_ERR_INVALID, "penalty: coef = %g is out of range [0, 1000]", o.coef);
+    if (o.type == LARCH_PENALTY_LQ && !(o.q >= 1 && o.q <= 10))
+        return larch_fail(LARCH_ERR_INVALID, "penalty: q = %g is out of range [1, 10]", o.q);
     larch_penalty *p = &m->penalties[m->n_penalties++];
-    const char *type = larch_cfg_str(opts, "type");
-    p->q = strcmp(type, "l1") == 0 ? 1.0f : strcmp(type, "l2") == 0 ? 2.0f : (float)larch_cfg_float(opts, "q");
-    p->coef = (float)larch_cfg_float(opts, "coef");
-    p->all_roles = strcmp(larch_cfg_str(opts, "apply_to"), "all") == 0;
-    return LARCH_OK;
-}
-
-/* Applies `add` to a node that is one mapping or a list of mappings. */
-static larch_status add_each(larch_model *m, larch_node *n, const char *what,
-                             larch_status (*add)(larch_model *, larch_node *))
-{
-    char where[256];
-    if (!n) return LARCH_OK;
-    if (n->kind == LARCH_NODE_MAP) return add(m, n);
-    if (n->kind != LARCH_NODE_SEQ)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s: expected a mapping or a list of mappings",
-                          larch_node_where(n, where, sizeof where), what);
-    for (int i = 0; i < n->n; i++) {
-        larch_status s = add(m, n->items[i]);
-        if (s) return s;
-    }
-    return LARCH_OK;
-}
-
-larch_status larch_model_build(larch_model **out, larch_shape input, larch_node *layers,
-                               larch_node *losses, larch_node *penalties, uint64_t seed)
-{
-    char where[256];
-    larch_model *m = NULL;
-    *out = NULL;
-    if (!layers || layers->kind != LARCH_NODE_SEQ || layers->n == 0)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: model: expected a non-empty list of layers",
-                          larch_node_where(layers, where, sizeof where));
-    larch_status s = larch_model_create(&m, input);
-    for (int i = 0; !s && i < layers->n; i++) s = larch_model_add(m, layers->items[i]);
-    if (!s) s = add_each(m, losses, "loss", larch_model_add_loss);
-    if (!s) s = add_each(m, penalties, "regularization", larch_model_add_penalty);
-    if (!s) s = larch_model_finalize(m);
-    if (s) { larch_model_free(m); return s; }
-    larch_model_init(m, seed);
-    *out = m;
+    p->q = o.type == LARCH_PENALTY_L1 ? 1.0f : o.type == LARCH_PENALTY_L2 ? 2.0f : o.q;
+    p->coef = o.coef;
+    p->all_roles = o.all_params != 0;
     return LARCH_OK;
 }
 

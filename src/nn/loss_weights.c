@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-static larch_status lw_setup(larch_layer *L, const larch_node *opts)
+static larch_status lw_setup(larch_layer *L, const void *opts)
 {
     (void)opts;
     const larch_model *m = L->model;
@@ -42,11 +42,8 @@ static void lw_backward(larch_layer *L, const larch_pass *p)
     (void)p;
 }
 
-static const larch_key lw_keys[] = {{0}};
-
 const larch_layer_ops larch_loss_weights_ops = {
     .type = "loss_weights",
-    .keys = lw_keys,
     .min_inputs = 1,
     .max_inputs = 1,
     .setup = lw_setup,

@@ -1,5 +1,7 @@
-/* model.c - the model graph: building from config nodes, the flat parameter
- * and gradient buffers, arena planning, forward and backward passes.
+/* model.c - the model graph: adding layers (larch_model_add_layer, under
+ * every typed builder and the YAML front end), the flat parameter and
+ * gradient buffers, the accessors, arena planning, forward and backward
+ * passes.
  * See include/larch/model.h for the contract. */
 #include "nn/layers.h"
 #include "nn/loss.h"
@@ -58,17 +60,152 @@ int larch_model_param_index(const larch_model *m, const char *name)
     return -1;
 }
 
+/* ---- accessors (larch/model.h) ---- */
+
+larch_shape larch_model_input_shape(const larch_model *m) { return m->input_shape; }
+int larch_model_n_layers(const larch_model *m) { return m->n_layers; }
+larch_layer *larch_model_layer(const larch_model *m, int i)
+{
+    assert(i >= 0 && i < m->n_layers);
+    return m->layers[i];
+}
+const float *larch_model_node_output(const larch_model *m, int node)
+{
+    assert(node >= 0 && node <= m->n_layers);
+    return m->node_y ? m->node_y[node] : NULL;
+}
+float *larch_model_node_grad(const larch_model *m, int node)
+{
+    assert(node >= 0 && node <= m->n_layers);
+    return m->node_dy ? m->node_dy[node] : NULL;
+}
+int larch_model_n_params(const larch_model *m) { return m->n_params; }
+const larch_param *larch_model_param(const larch_model *m, int i)
+{
+    assert(i >= 0 && i < m->n_params);
+    return &m->params[i];
+}
+float *larch_model_param_data(const larch_model *m, int i)
+{
+    assert(i >= 0 && i < m->n_params);
+    return m->param ? m->param + m->params[i].offset : NULL;
+}
+float *larch_model_grad_data(const larch_model *m, int i)
+{
+    assert(i >= 0 && i < m->n_params);
+    return m->grad ? m->grad + m->params[i].offset : NULL;
+}
+float *larch_model_flat_params(const larch_model *m, size_t *n_floats)
+{
+    if (n_floats) *n_floats = m->n_floats;
+    return m->param;
+}
+float *larch_model_flat_grads(const larch_model *m, size_t *n_floats)
+{
+    if (n_floats) *n_floats = m->n_floats;
+    return m->grad;
+}
+int larch_model_n_buffers(const larch_model *m) { return m->n_buffers; }
+const larch_buffer *larch_model_buffer(const larch_model *m, int i)
+{
+    assert(i >= 0 && i < m->n_buffers);
+    return &m->buffers[i];
+}
+float *larch_model_buffer_data(const larch_model *m, int i)
+{
+    assert(i >= 0 && i < m->n_buffers);
+    return m->buffer ? m->buffer + m->buffers[i].offset : NULL;
+}
+float *larch_model_flat_buffers(const larch_model *m, size_t *n_floats)
+{
+    if (n_floats) *n_floats = m->n_buffer_floats;
+    return m->buffer;
+}
+int larch_model_n_losses(const larch_model *m) { return m->n_losses; }
+int larch_model_n_penalties(const larch_model *m) { return m->n_penalties; }
+const char *larch_model_loss_name(const larch_model *m, int k)
+{
+    assert(k >= 0 && k < m->n_losses);
+    return m->losses[k].name;
+}
+void larch_model_set_input_grad(larch_model *m, int want) { m->want_input_grad = want != 0; }
+
+larch_layer_ctx larch_layer_context(const larch_layer *L)
+{
+    larch_layer_ctx c;
+    memset(&c, 0, sizeof c);
+    c.name = L->name;
+    c.index = L->index;
+    c.n_in = L->n_in;
+    c.out_shape = L->out_shape;
+    c.priv = L->priv;
+    for (int i = 0; i < L->n_in; i++) {
+        c.in_shape[i] = L->in_shape[i];
+        c.x[i] = L->x[i];
+        c.dx[i] = L->dx[i];
+        c.need_dx[i] = L->need_dx[i];
+        c.dx_acc[i] = L->dx_acc[i];
+    }
+    c.y = L->y;
+    c.dy = L->dy;
+    c.saved = L->saved;
+    c.scratch = L->scratch;
+    c.w = L->w;
+    c.dw = L->dw;
+    c.buf = L->buf;
+    c.n_param = L->n_param;
+    c.n_buffer = L->n_buffer;
+    c.need_dw = L->need_dw;
+    c.need_backward = L->need_backward;
+    return c;
+}
+
+const char *larch_layer_name(const larch_layer *L) { return L->name; }
+const char *larch_layer_type(const larch_layer *L) { return L->ops->type; }
+const larch_layer_ops *larch_layer_get_ops(const larch_layer *L) { return L->ops; }
+int larch_layer_n_inputs(const larch_layer *L) { return L->n_in; }
+larch_shape larch_layer_in_shape(const larch_layer *L, int i)
+{
+    assert(i >= 0 && i < L->n_in);
+    return L->in_shape[i];
+}
+larch_shape larch_layer_out_shape(const larch_layer *L) { return L->out_shape; }
+void *larch_layer_priv(const larch_layer *L) { return L->priv; }
+void larch_layer_set_out_shape(larch_layer *L, larch_shape s) { L->out_shape = s; }
+void larch_layer_set_priv(larch_layer *L, void *priv) { L->priv = priv; }
+
 /* ---- declaring tensors (from layer setup) ---- */
+
+/* A tensor name: 1 to LARCH_NAME_MAX-1 characters, no '.' or '/' (it is a
+ * checkpoint path component). Records the failure on the layer. */
+static int tensor_name_ok(larch_layer *L, const char *tensor)
+{
+    if (tensor && tensor[0] && strlen(tensor) < LARCH_NAME_MAX && !strchr(tensor, '.') && !strchr(tensor, '/')) return 1;
+    if (!L->decl_status)
+        L->decl_status = LARCH_LAYER_FAIL(L, LARCH_ERR_INVALID, "tensor name '%s' is not valid (1-%d characters, no '.' or '/')",
+                                          tensor ? tensor : "(null)", LARCH_NAME_MAX - 1);
+    return 0;
+}
 
 int larch_layer_add_param(larch_layer *L, const char *tensor, larch_role role, int ndim,
                           const int *shape, int fan_in, int fan_out)
 {
     larch_model *m = L->model;
-    assert(!m->finalized && ndim >= 1 && ndim <= 4);
+    assert(!m->finalized);
+    if (!tensor_name_ok(L, tensor)) return -1;
+    int bad = ndim < 1 || ndim > 4 || !shape;
+    for (int i = 0; !bad && i < ndim; i++) bad = shape[i] < 1;
+    if (bad) {
+        if (!L->decl_status)
+            L->decl_status = LARCH_LAYER_FAIL(L, LARCH_ERR_INVALID, "parameter '%s': %d dimensions, each at least 1, 1 to 4 of them",
+                                              tensor, ndim);
+        return -1;
+    }
     if (grow((void **)&m->params, &m->cap_params, m->n_params + 1, sizeof *m->params)) abort();
+    for (int i = 0; i < m->n_params; i++) m->params[i].tensor = strchr(m->params[i].name, '.') + 1;   /* moved */
     larch_param *p = &m->params[m->n_params];
     snprintf(p->name, sizeof p->name, "%s.%s", L->name, tensor);
-    p->tensor = tensor;
+    p->tensor = p->name + strlen(L->name) + 1;
     p->layer = L->index;
     p->role = role;
     p->ndim = ndim;
@@ -91,10 +228,12 @@ int larch_layer_add_buffer(larch_layer *L, const char *tensor, size_t size)
 {
     larch_model *m = L->model;
     assert(!m->finalized);
+    if (!tensor_name_ok(L, tensor)) return -1;
     if (grow((void **)&m->buffers, &m->cap_buffers, m->n_buffers + 1, sizeof *m->buffers)) abort();
+    for (int i = 0; i < m->n_buffers; i++) m->buffers[i].tensor = strchr(m->buffers[i].name, '.') + 1;
     larch_buffer *b = &m->buffers[m->n_buffers];
     snprintf(b->name, sizeof b->name, "%s.%s", L->name, tensor);
-    b->tensor = tensor;
+    b->tensor = b->name + strlen(L->name) + 1;
     b->layer = L->index;
     b->offset = m->n_buffer_floats;
     b->size = size;
@@ -110,52 +249,24 @@ float *larch_layer_buffer(larch_layer *L, int i) { return L->model->buffer + L->
 
 /* ---- adding layers ---- */
 
-static const char *const g_common_keys[] = {"type", "name", "input", "inputs", NULL};
-
-/* Resolves the `input`/`inputs` keys of layer `idx` into node indices. */
-static larch_status resolve_inputs(larch_model *m, larch_layer *L, const larch_node *opts, const char *path)
+int larch_layer_name_valid(const char *name)
 {
-    char where[256];
-    const larch_node *one = larch_map_get(opts, "input"), *many = larch_map_get(opts, "inputs");
-    if (one && many)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s: give either 'input' or 'inputs', not both",
-                          larch_node_where(opts, where, sizeof where), path);
-    const char *names[LARCH_MAX_IN];
-    const larch_node *nodes[LARCH_MAX_IN];
-    int n = 0;
-    if (one) {
-        if (one->kind != LARCH_NODE_SCALAR)
-            return larch_fail(LARCH_ERR_CONFIG, "%s: %s.input: expected a layer name",
-                              larch_node_where(one, where, sizeof where), path);
-        nodes[0] = one; names[0] = one->scalar; n = 1;
-    } else if (many) {
-        if (many->kind != LARCH_NODE_SEQ || many->n < 1 || many->n > LARCH_MAX_IN)
-            return larch_fail(LARCH_ERR_CONFIG, "%s: %s.inputs: expected a list of 1 to %d layer names",
-                              larch_node_where(many, where, sizeof where), path, LARCH_MAX_IN);
-        for (int i = 0; i < many->n; i++) {
-            if (many->items[i]->kind != LARCH_NODE_SCALAR)
-                return larch_fail(LARCH_ERR_CONFIG, "%s: %s.inputs.%d: expected a layer name",
-                                  larch_node_where(many->items[i], where, sizeof where), path, i);
-            nodes[i] = many->items[i]; names[i] = many->items[i]->scalar;
-        }
-        n = many->n;
-    }
-    if (n == 0) { L->n_in = 1; L->in_node[0] = m->n_layers; }   /* the previous layer (or the input) */
-    else {
-        L->n_in = n;
-        for (int i = 0; i < n; i++) {
-            int node = larch_model_node(m, names[i]);
-            if (node < 0)
-                return larch_fail(LARCH_ERR_CONFIG, "%s: %s: input '%s' is not an earlier layer (or 'input')",
-                                  larch_node_where(nodes[i], where, sizeof where), path, names[i]);
-            L->in_node[i] = node;
-        }
-    }
-    if (L->n_in < L->ops->min_inputs || L->n_in > L->ops->max_inputs)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s: layer type '%s' takes %d to %d inputs, got %d",
-                          larch_node_where(opts, where, sizeof where), path, L->ops->type,
-                          L->ops->min_inputs, L->ops->max_inputs, L->n_in);
-    for (int i = 0; i < L->n_in; i++) L->in_shape[i] = larch_model_node_shape(m, L->in_node[i]);
+    return name && name[0] && strlen(name) < LARCH_NAME_MAX && !strchr(name, '/') && !strchr(name, '.') &&
+           strcmp(name, "input") != 0;
+}
+
+larch_status larch_layer_ops_check(const larch_layer_ops *ops)
+{
+    if (!ops) return larch_fail(LARCH_ERR_INVALID, "no layer ops given");
+    if (!ops->type || !ops->type[0] || strlen(ops->type) >= LARCH_NAME_MAX - 12 || strchr(ops->type, '.') ||
+        strchr(ops->type, '/'))
+        return larch_fail(LARCH_ERR_INVALID, "layer ops: the type name '%s' must have 1-%d characters, no '.' or '/'",
+                          ops->type ? ops->type : "(null)", LARCH_NAME_MAX - 13);
+    if (!ops->setup || !ops->forward || !ops->backward)
+        return larch_fail(LARCH_ERR_INVALID, "layer type '%s': setup, forward and backward are required", ops->type);
+    if (ops->min_inputs < 1 || ops->min_inputs > ops->max_inputs || ops->max_inputs > LARCH_MAX_IN)
+        return larch_fail(LARCH_ERR_INVALID, "layer type '%s': inputs %d to %d must lie in 1..%d", ops->type,
+                          ops->min_inputs, ops->max_inputs, LARCH_MAX_IN);
     return LARCH_OK;
 }
 
@@ -166,75 +277,58 @@ static void layer_free(larch_layer *L)
     free(L);
 }
 
-/* Lists the registered layer types into buf ("dense, conv2d, ..."). */
-static const char *type_list(char *buf, size_t len)
+larch_status larch_model_add_layer(larch_model *m, const larch_layer_ops *ops, const char *name,
+                                   const char *const *inputs, int n_inputs, const void *opts)
 {
-    const larch_layer_ops *const *types;
-    int n = larch_layer_types(&types);
-    buf[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        strncat(buf, types[i]->type, len - strlen(buf) - 1);
-        if (i + 1 < n) strncat(buf, ", ", len - strlen(buf) - 1);
-    }
-    return buf;
-}
-
-larch_status larch_model_add(larch_model *m, larch_node *opts)
-{
-    char path[64], where[256], types[512];
-    snprintf(path, sizeof path, "model.%d", m->n_layers);
     assert(!m->finalized);
-    if (!opts || opts->kind != LARCH_NODE_MAP)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s: a layer is a mapping with at least 'type'",
-                          larch_node_where(opts, where, sizeof where), path);
-    const larch_node *tn = larch_map_get(opts, "type");
-    if (!tn || tn->kind != LARCH_NODE_SCALAR)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s: missing required key 'type' (one of: %s)",
-                          larch_node_where(opts, where, sizeof where), path, type_list(types, sizeof types));
-    const larch_layer_ops *ops = larch_layer_find(tn->scalar);
-    if (!ops)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.type: unknown layer type '%s' (valid: %s)",
-                          larch_node_where(tn, where, sizeof where), path, tn->scalar,
-                          type_list(types, sizeof types));
-    larch_status s = larch_cfg_check(opts, path, ops->keys, g_common_keys);
+    larch_status s = larch_layer_ops_check(ops);
     if (s) return s;
+    char lname[LARCH_NAME_MAX];
+    if (name && name[0]) {
+        if (!larch_layer_name_valid(name))
+            return larch_fail(LARCH_ERR_INVALID, "layer name '%s' is not valid (1-%d characters, no '.' or '/', not 'input')",
+                              name, LARCH_NAME_MAX - 1);
+        snprintf(lname, sizeof lname, "%s", name);
+    } else {
+        snprintf(lname, sizeof lname, "%s%d", ops->type, m->n_layers);
+    }
+    if (larch_model_node(m, lname) >= 0)
+        return larch_fail(LARCH_ERR_INVALID, "layer name '%s' is used twice", lname);
+    /* inputs: names of earlier layers (or "input"); none = the previous layer */
+    int n_in = n_inputs > 0 ? n_inputs : 1, in_node[LARCH_MAX_IN];
+    if (n_inputs < 0 || n_inputs > LARCH_MAX_IN || (n_inputs > 0 && !inputs))
+        return larch_fail(LARCH_ERR_INVALID, "layer '%s': %d inputs given (0 to %d names)", lname, n_inputs, LARCH_MAX_IN);
+    if (n_inputs == 0) in_node[0] = m->n_layers;
+    for (int i = 0; i < n_inputs; i++) {
+        in_node[i] = inputs[i] ? larch_model_node(m, inputs[i]) : -1;
+        if (in_node[i] < 0)
+            return larch_fail(LARCH_ERR_INVALID, "layer '%s': input '%s' is not an earlier layer (or 'input')", lname,
+                              inputs[i] ? inputs[i] : "(null)");
+    }
+    if (n_in < ops->min_inputs || n_in > ops->max_inputs)
+        return larch_fail(LARCH_ERR_INVALID, "layer type '%s' takes %d to %d inputs, got %d", ops->type,
+                          ops->min_inputs, ops->max_inputs, n_in);
     if ((s = grow((void **)&m->layers, &m->cap_layers, m->n_layers + 1, sizeof *m->layers))) return s;
     larch_layer *L = larch_calloc(1, sizeof *L, "layer");
     if (!L) return LARCH_ERR_NOMEM;
     L->ops = ops;
     L->model = m;
     L->index = m->n_layers;
-    const larch_node *nn = larch_map_get(opts, "name");
-    if (nn && nn->kind == LARCH_NODE_SCALAR) {
-        if (strlen(nn->scalar) >= LARCH_NAME_MAX || strchr(nn->scalar, '/') || strchr(nn->scalar, '.') || !nn->scalar[0]
-            || strcmp(nn->scalar, "input") == 0) {
-            layer_free(L);
-            return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: '%s' is not a valid layer name (1-%d characters, no '.' or '/', not 'input')",
-                              larch_node_where(nn, where, sizeof where), path, nn->scalar, LARCH_NAME_MAX - 1);
-        }
-        snprintf(L->name, sizeof L->name, "%s", nn->scalar);
-    } else {
-        snprintf(L->name, sizeof L->name, "%s%d", ops->type, m->n_layers);
-    }
-    if (larch_model_node(m, L->name) >= 0) {
-        layer_free(L);
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: layer name '%s' is used twice",
-                          larch_node_where(nn ? nn : opts, where, sizeof where), path, L->name);
+    memcpy(L->name, lname, sizeof L->name);
+    L->n_in = n_in;
+    for (int i = 0; i < n_in; i++) {
+        L->in_node[i] = in_node[i];
+        L->in_shape[i] = larch_model_node_shape(m, in_node[i]);
     }
     int p0 = m->n_params, b0 = m->n_buffers;
     size_t f0 = m->n_floats, bf0 = m->n_buffer_floats;
-    if ((s = resolve_inputs(m, L, opts, path)) || (s = ops->setup(L, opts))) {
+    if (!(s = ops->setup(L, opts)) && L->decl_status) s = L->decl_status;   /* a bad tensor declaration */
+    if (!s && (L->out_shape.h < 1 || L->out_shape.w < 1 || L->out_shape.c < 1))
+        s = larch_fail(LARCH_ERR_SHAPE, "layer '%s' has an empty output", L->name);
+    if (s) {
         m->n_params = p0; m->n_buffers = b0; m->n_floats = f0; m->n_buffer_floats = bf0;
-        if (s == LARCH_ERR_SHAPE || s == LARCH_ERR_CONFIG)
-            larch_fail_context(s, "%s: %s", larch_node_where(opts, where, sizeof where), path);
         layer_free(L);
         return s;
-    }
-    if (larch_shape_size(L->out_shape) == 0) {
-        layer_free(L);
-        m->n_params = p0; m->n_buffers = b0; m->n_floats = f0; m->n_buffer_floats = bf0;
-        return larch_fail(LARCH_ERR_SHAPE, "%s: %s: layer '%s' has an empty output",
-                          larch_node_where(opts, where, sizeof where), path, L->name);
     }
     m->layers[m->n_layers++] = L;
     return LARCH_OK;

@@ -29,35 +29,24 @@ typedef struct {
     double *acc;              /* batchnorm: 2 c + 1 doubles of sums         */
 } norm_t;
 
-static const larch_key bn_keys[] = {
-    {"momentum", LARCH_T_FLOAT, "0.1", 0, 1, NULL, NULL, "running statistics: weight of the batch statistics"},
-    {"eps", LARCH_T_FLOAT, "1e-5", 0, 1, NULL, NULL, "added to the variance"},
-    {"affine", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn scale and shift"},
-    {"sync", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "statistics over all ranks (SyncBatchNorm)"},
-    {0}};
-static const larch_key ln_keys[] = {
-    {"eps", LARCH_T_FLOAT, "1e-5", 0, 1, NULL, NULL, "added to the variance"},
-    {"affine", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn scale and shift"},
-    {0}};
-static const larch_key gn_keys[] = {
-    {"groups", LARCH_T_INT, NULL, 1, 1 << 20, NULL, NULL, "channel groups (must divide the channels)"},
-    {"eps", LARCH_T_FLOAT, "1e-5", 0, 1, NULL, NULL, "added to the variance"},
-    {"affine", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "learn scale and shift"},
-    {0}};
-
-static larch_status norm_common(larch_layer *L, const larch_node *o, int batch, int groups)
+/* The settings of every normalization: batch (batchnorm) or group
+ * statistics with `groups` groups; momentum and sync for batchnorm only. */
+static larch_status norm_common(larch_layer *L, int batch, int groups, float eps, int affine, float momentum, int sync)
 {
     int C = L->in_shape[0].c;
+    larch_status s;
+    if ((s = larch_check_float(L, "eps", eps, 0, 1)) || (s = larch_check_float(L, "momentum", momentum, 0, 1)))
+        return s;
     norm_t *q = calloc(1, sizeof *q);
     if (!q) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     L->priv = q;
     q->batch = batch;
     q->groups = groups;
-    q->eps = (float)larch_cfg_float(o, "eps");
-    q->affine = larch_cfg_bool(o, "affine");
+    q->eps = eps;
+    q->affine = affine != 0;
     if (batch) {
-        q->momentum = (float)larch_cfg_float(o, "momentum");
-        q->sync = larch_cfg_bool(o, "sync");
+        q->momentum = momentum;
+        q->sync = sync != 0;
         if (!(q->acc = calloc((size_t)2 * C + 1, sizeof *q->acc))) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     } else if (C % groups != 0) {
         return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "%d groups do not divide the %d channels", groups, C);
@@ -74,12 +63,26 @@ static larch_status norm_common(larch_layer *L, const larch_node *o, int batch, 
     return LARCH_OK;
 }
 
-static larch_status bn_setup(larch_layer *L, const larch_node *o) { return norm_common(L, o, 1, 1); }
-static larch_status ln_setup(larch_layer *L, const larch_node *o) { return norm_common(L, o, 0, 1); }
-static larch_status in_setup(larch_layer *L, const larch_node *o) { return norm_common(L, o, 0, L->in_shape[0].c); }
-static larch_status gn_setup(larch_layer *L, const larch_node *o)
+static larch_status bn_setup(larch_layer *L, const void *opts)
 {
-    return norm_common(L, o, 0, (int)larch_cfg_int(o, "groups"));
+    const larch_batchnorm_opts o = opts ? *(const larch_batchnorm_opts *)opts : (larch_batchnorm_opts)LARCH_BATCHNORM_DEFAULTS;
+    return norm_common(L, 1, 1, o.eps, o.affine, o.momentum, o.sync);
+}
+static larch_status ln_setup(larch_layer *L, const void *opts)
+{
+    const larch_norm_opts o = opts ? *(const larch_norm_opts *)opts : (larch_norm_opts)LARCH_NORM_DEFAULTS;
+    return norm_common(L, 0, 1, o.eps, o.affine, 0.0f, 0);
+}
+static larch_status in_setup(larch_layer *L, const void *opts)
+{
+    const larch_norm_opts o = opts ? *(const larch_norm_opts *)opts : (larch_norm_opts)LARCH_NORM_DEFAULTS;
+    return norm_common(L, 0, L->in_shape[0].c, o.eps, o.affine, 0.0f, 0);
+}
+static larch_status gn_setup(larch_layer *L, const void *opts)
+{
+    const larch_groupnorm_opts o = opts ? *(const larch_groupnorm_opts *)opts : (larch_groupnorm_opts)LARCH_GROUPNORM_DEFAULTS;
+    larch_status s = larch_check_int(L, "groups", o.groups, 1, 1 << 20);
+    return s ? s : norm_common(L, 0, o.groups, o.eps, o.affine, 0.0f, 0);
 }
 
 static void norm_init(larch_layer *L, uint64_t seed)
@@ -280,18 +283,18 @@ static void gn_backward(larch_layer *L, const larch_pass *p)
 }
 
 const larch_layer_ops larch_batchnorm_ops = {
-    .type = "batchnorm", .keys = bn_keys, .min_inputs = 1, .max_inputs = 1, .setup = bn_setup,
+    .type = "batchnorm", .min_inputs = 1, .max_inputs = 1, .setup = bn_setup,
     .saved_size = norm_saved, .init = norm_init, .forward = bn_forward, .backward = bn_backward,
     .destroy = norm_destroy};
 const larch_layer_ops larch_layernorm_ops = {
-    .type = "layernorm", .keys = ln_keys, .min_inputs = 1, .max_inputs = 1, .setup = ln_setup,
+    .type = "layernorm", .min_inputs = 1, .max_inputs = 1, .setup = ln_setup,
     .saved_size = norm_saved, .init = norm_init, .forward = gn_forward, .backward = gn_backward,
     .destroy = norm_destroy};
 const larch_layer_ops larch_groupnorm_ops = {
-    .type = "groupnorm", .keys = gn_keys, .min_inputs = 1, .max_inputs = 1, .setup = gn_setup,
+    .type = "groupnorm", .min_inputs = 1, .max_inputs = 1, .setup = gn_setup,
     .saved_size = norm_saved, .init = norm_init, .forward = gn_forward, .backward = gn_backward,
     .destroy = norm_destroy};
 const larch_layer_ops larch_instancenorm_ops = {
-    .type = "instancenorm", .keys = ln_keys, .min_inputs = 1, .max_inputs = 1, .setup = in_setup,
+    .type = "instancenorm", .min_inputs = 1, .max_inputs = 1, .setup = in_setup,
     .saved_size = norm_saved, .init = norm_init, .forward = gn_forward, .backward = gn_backward,
     .destroy = norm_destroy};

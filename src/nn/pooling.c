@@ -17,22 +17,20 @@
 
 typedef struct { int size, stride, pad, oh, ow; } pool_t;
 
-static const larch_key pool_keys[] = {
-    {"size", LARCH_T_INT, "2", 1, 1024, NULL, NULL, "window size"},
-    {"stride", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "window step (0 = size)"},
-    {"padding", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "zero padding on each side"},
-    {0}};
-static const larch_key no_keys[] = {{0}};
-
-static larch_status pool_setup(larch_layer *L, const larch_node *o)
+static larch_status pool_setup(larch_layer *L, const void *opts)
 {
+    const larch_pool_opts o = opts ? *(const larch_pool_opts *)opts : (larch_pool_opts)LARCH_POOL_DEFAULTS;
+    larch_status s;
+    if ((s = larch_check_int(L, "size", o.size, 1, 1024)) || (s = larch_check_int(L, "stride", o.stride, 0, 1024)) ||
+        (s = larch_check_int(L, "padding", o.padding, 0, 1024)))
+        return s;
     pool_t *q = calloc(1, sizeof *q);
     if (!q) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     L->priv = q;
-    q->size = (int)larch_cfg_int(o, "size");
-    q->stride = (int)larch_cfg_int(o, "stride");
+    q->size = o.size;
+    q->stride = o.stride;
     if (q->stride == 0) q->stride = q->size;
-    q->pad = (int)larch_cfg_int(o, "padding");
+    q->pad = o.padding;
     larch_shape in = L->in_shape[0];
     if (2 * q->pad > q->size)
         return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "padding %d must be at most half the window size %d", q->pad, q->size);
@@ -153,7 +151,7 @@ static void avgpool_backward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static larch_status gap_setup(larch_layer *L, const larch_node *o)
+static larch_status gap_setup(larch_layer *L, const void *opts)
 {
     L->out_shape = (larch_shape){1, 1, L->in_shape[0].c};
     return LARCH_OK;
@@ -194,11 +192,11 @@ static void gap_backward(larch_layer *L, const larch_pass *p)
 static void pool_destroy(larch_layer *L) { free(L->priv); }
 
 const larch_layer_ops larch_maxpool_ops = {
-    .type = "maxpool", .keys = pool_keys, .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
+    .type = "maxpool", .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
     .saved_size = maxpool_saved, .forward = maxpool_forward, .backward = maxpool_backward, .destroy = pool_destroy};
 const larch_layer_ops larch_avgpool_ops = {
-    .type = "avgpool", .keys = pool_keys, .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
+    .type = "avgpool", .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
     .forward = avgpool_forward, .backward = avgpool_backward, .destroy = pool_destroy};
 const larch_layer_ops larch_global_avgpool_ops = {
-    .type = "global_avgpool", .keys = no_keys, .min_inputs = 1, .max_inputs = 1, .setup = gap_setup,
+    .type = "global_avgpool", .min_inputs = 1, .max_inputs = 1, .setup = gap_setup,
     .forward = gap_forward, .backward = gap_backward};

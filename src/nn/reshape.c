@@ -7,9 +7,7 @@
 
 #include <string.h>
 
-static const larch_key no_keys[] = {{0}};
-
-static larch_status flatten_setup(larch_layer *L, const larch_node *o)
+static larch_status flatten_setup(larch_layer *L, const void *opts)
 {
     L->out_shape = (larch_shape){1, 1, (int)larch_shape_size(L->in_shape[0])};
     return LARCH_OK;
@@ -32,7 +30,7 @@ static void flatten_backward(larch_layer *L, const larch_pass *p)
     if (L->need_dx[0]) pass_grad(L->dx[0], L->dy, (size_t)p->n * larch_shape_size(L->out_shape), L->dx_acc[0]);
 }
 
-static larch_status add_setup(larch_layer *L, const larch_node *o)
+static larch_status add_setup(larch_layer *L, const void *opts)
 {
     larch_shape s = L->in_shape[0];
     for (int i = 1; i < L->n_in; i++) {
@@ -64,8 +62,8 @@ static void add_backward(larch_layer *L, const larch_pass *p)
 }
 
 const larch_layer_ops larch_flatten_ops = {
-    .type = "flatten", .keys = no_keys, .min_inputs = 1, .max_inputs = 1,
+    .type = "flatten", .min_inputs = 1, .max_inputs = 1,
     .setup = flatten_setup, .forward = flatten_forward, .backward = flatten_backward};
 const larch_layer_ops larch_add_ops = {
-    .type = "add", .keys = no_keys, .min_inputs = 2, .max_inputs = LARCH_MAX_IN,
+    .type = "add", .min_inputs = 2, .max_inputs = LARCH_MAX_IN,
     .setup = add_setup, .forward = add_forward, .backward = add_backward};

@@ -3,6 +3,7 @@
  * (sgd.c, adam.c, lars.c, lamb.c). docs/optimizers.md is the user's view.
  */
 #include "optim/optim_internal.h"
+#include "nn/model_internal.h"   /* the model's layout (library-internal) */
 
 #include <fnmatch.h>
 #include <math.h>

@@ -1,0 +1,100 @@
+/* model_internal.h - the layout of larch_model and larch_layer (private to
+ * liblarch and its tests; programs use the accessors of larch/model.h).
+ *
+ * Built-in layers read and write their fields directly; custom layers reach
+ * the same views through larch_layer_context(). The layer and model
+ * invariants are those documented in larch/model.h.
+ */
+#ifndef LARCH_NN_MODEL_INTERNAL_H
+#define LARCH_NN_MODEL_INTERNAL_H
+
+#include "larch/model.h"
+
+struct larch_layer {
+    const larch_layer_ops *ops;
+    char name[LARCH_NAME_MAX];
+    int index;
+    larch_model *model;
+    void *priv;                       /* layer-specific settings (owned)       */
+    int n_in;
+    int in_node[LARCH_MAX_IN];
+    larch_shape in_shape[LARCH_MAX_IN];
+    larch_shape out_shape;
+    int first_param, n_param;         /* range in model->params                */
+    int first_buffer, n_buffer;       /* range in model->buffers               */
+    size_t param_offset, param_count; /* this layer's range of the flat buffers */
+    /* Set by larch_model_plan / each pass: */
+    const float *x[LARCH_MAX_IN];     /* (n, in_shape[i])                      */
+    float *dx[LARCH_MAX_IN];
+    int need_dx[LARCH_MAX_IN], dx_acc[LARCH_MAX_IN];
+    float *y, *dy;                    /* (n, out_shape)                        */
+    float *w, *dw;                    /* model->param + param_offset, same for grad */
+    float *buf;                       /* model->buffer + first buffer's offset */
+    float *saved, *scratch;
+    int need_dw;                      /* some parameter is trainable           */
+    int need_backward;                /* a loss depends on this layer          */
+    larch_status decl_status;         /* setup declared an invalid tensor      */
+};
+
+/* A loss as the model keeps it (built from larch_loss_opts). */
+typedef struct larch_loss {
+    char name[LARCH_NAME_MAX];  /* task name, for metrics                       */
+    larch_loss_type type;
+    int node;                   /* node whose output is scored                  */
+    int target;                 /* which label set / target of the batch        */
+    float weight;               /* multiplier in the total loss                 */
+    float label_smoothing;      /* softmax_ce                                   */
+    /* Learned weighting by homoscedastic uncertainty (Kendall et al. 2018):
+     * the task adds weight * (c exp(-s) L + s / 2), s = log sigma^2 a
+     * trainable parameter, c = 1 for softmax_ce and 1/2 for mse. */
+    int uncertainty;
+    int log_var;                /* index of s in loss_weights.log_var           */
+    float log_var_init;
+} larch_loss;
+
+/* A penalty as the model keeps it (built from larch_penalty_opts). */
+typedef struct larch_penalty {
+    float q;          /* exponent: 1 = L1, 2 = L2, other = Lq                  */
+    float coef;       /* penalty = coef * sum |w|^q                            */
+    int all_roles;    /* 0: weights only (default); 1: every parameter         */
+} larch_penalty;
+
+#define LARCH_MAX_LOSSES (LARCH_MAX_TARGETS * 2)
+#define LARCH_MAX_PENALTIES 4
+
+struct larch_model {
+    larch_shape input_shape;
+    int n_layers, cap_layers;
+    larch_layer **layers;
+    int n_params, cap_params;
+    larch_param *params;
+    int n_buffers, cap_buffers;
+    larch_buffer *buffers;
+    size_t n_floats;          /* flat parameter buffer length (with padding) */
+    float *param, *grad;
+    size_t n_buffer_floats;
+    float *buffer;
+    int finalized;
+    int n_losses;
+    larch_loss losses[LARCH_MAX_LOSSES];
+    int n_penalties;
+    larch_penalty penalties[LARCH_MAX_PENALTIES];
+    /* The layer "loss_weights" holding the log-variances s of uncertainty-
+     * weighted losses (NULL when none); larch_model_loss leaves d/ds of the
+     * pass here and larch_model_backward moves it into the gradients. */
+    larch_layer *loss_weights;
+    double log_var_grad[LARCH_MAX_LOSSES];
+    /* plan */
+    int max_batch;
+    int want_input_grad;      /* compute d loss / d input (attacks)          */
+    float *arena;
+    size_t arena_floats;
+    float **node_y, **node_dy;/* per node (n_layers + 1); node_y[0] = batch x */
+    int *node_dy_written;     /* scratch for planning                         */
+    /* hook: called after each layer's backward with the layer's finished
+     * gradient range [offset, offset + count) of the flat buffer. */
+    void (*grads_ready)(void *ctx, size_t offset, size_t count);
+    void *grads_ready_ctx;
+};
+
+#endif
