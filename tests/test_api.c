@@ -272,7 +272,12 @@ static void builder_errors(void)
     CHECK_FAIL(larch_model_add_penalty(m, &p), LARCH_ERR_INVALID, "penalty: type = 0");
     CHECK(larch_model_n_layers(m) == 4 && larch_model_n_losses(m) == 1 && larch_model_n_penalties(m) == 0,
           "the model after the errors: %d layers, %d losses", larch_model_n_layers(m), larch_model_n_losses(m));
+    CHECK_FAIL(larch_model_plan(m, 4), LARCH_ERR_INVALID, "plan: finalize the model first");
     CHECK_OK(larch_model_finalize(m));
+    CHECK_FAIL(larch_model_add_relu(m, "late", NULL), LARCH_ERR_INVALID, "the model is finalized");
+    CHECK_FAIL(larch_model_add_loss(m, NULL), LARCH_ERR_INVALID, "the model is finalized");
+    CHECK_FAIL(larch_model_finalize(m), LARCH_ERR_INVALID, "finalized twice");
+    CHECK_OK(larch_model_plan(m, 4));
     larch_model_free(m);
 }
 

@@ -28,6 +28,7 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
 {
     const larch_loss_opts o = opts ? *opts : (larch_loss_opts)LARCH_LOSS_DEFAULTS;
     const char *name = o.name ? o.name : "main";
+    if (m->finalized) return larch_fail(LARCH_ERR_INVALID, "loss '%s': the model is finalized", name);
     if (m->n_losses >= LARCH_MAX_LOSSES)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s': too many losses (at most %d)", name, LARCH_MAX_LOSSES);
     if (!name[0] || strlen(name) >= LARCH_NAME_MAX)
@@ -67,6 +68,7 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
 larch_status larch_model_add_penalty(larch_model *m, const larch_penalty_opts *opts)
 {
     const larch_penalty_opts o = opts ? *opts : (larch_penalty_opts)LARCH_PENALTY_DEFAULTS;
+    if (m->finalized) return larch_fail(LARCH_ERR_INVALID, "penalty: the model is finalized");
     if (m->n_penalties >= LARCH_MAX_PENALTIES)
         return larch_fail(LARCH_ERR_INVALID, "penalty: at most %d penalties", LARCH_MAX_PENALTIES);
     if (o.type != LARCH_PENALTY_L1 && o.type != LARCH_PENALTY_L2 && o.type != LARCH_PENALTY_LQ)

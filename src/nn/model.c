@@ -171,7 +171,11 @@ larch_shape larch_layer_in_shape(const larch_layer *L, int i)
 }
 larch_shape larch_layer_out_shape(const larch_layer *L) { return L->out_shape; }
 void *larch_layer_priv(const larch_layer *L) { return L->priv; }
-void larch_layer_set_out_shape(larch_layer *L, larch_shape s) { L->out_shape = s; }
+void larch_layer_set_out_shape(larch_layer *L, larch_shape s)
+{
+    assert(!L->model->finalized);
+    L->out_shape = s;
+}
 void larch_layer_set_priv(larch_layer *L, void *priv) { L->priv = priv; }
 
 /* ---- declaring tensors (from layer setup) ---- */
@@ -280,7 +284,8 @@ static void layer_free(larch_layer *L)
 larch_status larch_model_add_layer(larch_model *m, const larch_layer_ops *ops, const char *name,
                                    const char *const *inputs, int n_inputs, const void *opts)
 {
-    assert(!m->finalized);
+    if (m->finalized)
+        return larch_fail(LARCH_ERR_INVALID, "layer '%s': the model is finalized, no layers can be added", name ? name : "");
     larch_status s = larch_layer_ops_check(ops);
     if (s) return s;
     char lname[LARCH_NAME_MAX];
@@ -366,7 +371,7 @@ static larch_status add_loss_weights(larch_model *m)
 
 larch_status larch_model_finalize(larch_model *m)
 {
-    assert(!m->finalized);
+    if (m->finalized) return larch_fail(LARCH_ERR_INVALID, "model: finalized twice");
     if (m->n_layers == 0) return larch_fail(LARCH_ERR_CONFIG, "model: the model has no layers");
     if (m->n_losses == 0) {   /* default: softmax cross-entropy on the last layer */
         larch_loss *l = &m->losses[m->n_losses++];
@@ -471,7 +476,7 @@ static larch_status plan_flags(larch_model *m)
 
 larch_status larch_model_plan(larch_model *m, int max_batch)
 {
-    assert(m->finalized);
+    if (!m->finalized) return larch_fail(LARCH_ERR_INVALID, "plan: finalize the model first");
     if (max_batch < 1) return larch_fail(LARCH_ERR_INVALID, "plan: batch size %d must be positive", max_batch);
     int nodes = m->n_layers + 1;
     free(m->arena); free(m->node_y); free(m->node_dy); free(m->node_dy_written);
