@@ -12,7 +12,9 @@
  * on a dense layer (a weight and a bias tensor) for 8 steps with varying
  * learning rates, a step with a zero weight gradient, zero-initialized
  * biases (trust ratio at a zero norm), weight decay on and off, frozen and
- * down-weighted groups, clipping; and config errors.
+ * down-weighted groups, clipping; a tensor thawed late taking a fresh
+ * optimizer's steps (every optimizer), per-tensor step counts under
+ * optimizer-state sharding; and config errors.
  */
 #include "check.h"
 #include "larch/larch.h"
@@ -242,6 +244,105 @@ static void two_layers(const char *optim_yaml, larch_model **m, larch_optim **o)
     larch_node_free(oc);
 }
 
+/* Deterministic gradient values of step `t` for the values [a, z). */
+static void fill_grad(larch_model *m, size_t a, size_t z, long t)
+{
+    for (size_t i = a; i < z; i++) m->grad[i] = 0.05f * (float)((i * 7 + (size_t)t * 3) % 13) - 0.3f;
+}
+
+/* A tensor thawed late takes the steps a fresh optimizer would: model A
+ * trains fc2 for T0 steps with fc1 frozen (unfreeze_after_epochs), then
+ * thaws fc1; model B has fc1 as its only trainable tensor from the start
+ * (fc2 frozen for the whole run). From the same fc1 values and gradients,
+ * the first K updates of fc1 must be the same, bit for bit: bias
+ * corrections, NAdam's momentum product, RAdam's rectification, AdaMod's
+ * averages and SGD's first-step buffer count from the tensor's first update. */
+static void thaw_matches_fresh(const char *optim, float lr)
+{
+    enum { T0 = 1000, K = 8 };
+    char ya[512], yb[512];
+    snprintf(ya, sizeof ya, "{%s, groups: [{match: 'fc1.*', freeze: true, unfreeze_after_epochs: 1, lr_mult: 0.5}]}", optim);
+    snprintf(yb, sizeof yb, "{%s, groups: [{match: 'fc2.*', freeze: true}, {match: 'fc1.*', lr_mult: 0.5}]}", optim);
+    larch_model *ma = NULL, *mb = NULL;
+    larch_optim *oa = NULL, *ob = NULL;
+    two_layers(ya, &ma, &oa);
+    two_layers(yb, &mb, &ob);
+    if (oa && ob) {
+        const size_t fc1 = ma->params[0].offset, fc1_end = ma->params[1].offset + ma->params[1].size;
+        for (long t = 0; t < T0; t++) {                     /* fc2 trains, fc1 waits */
+            fill_grad(ma, 0, ma->n_floats, t);
+            larch_optim_step(oa, lr);
+        }
+        CHECK(larch_optim_thaw(ma, 1) == 2, "%s: fc1 thaws", optim);
+        memcpy(mb->param + fc1, ma->param + fc1, (fc1_end - fc1) * sizeof(float));
+        double first_a = 0.0, first_b = 0.0;
+        for (long t = 0; t < K; t++) {
+            fill_grad(ma, 0, ma->n_floats, T0 + t);
+            fill_grad(mb, 0, mb->n_floats, T0 + t);
+            float before = ma->param[fc1];
+            larch_optim_step(oa, lr);
+            larch_optim_step(ob, lr);
+            if (t == 0) { first_a = ma->param[fc1] - before; first_b = mb->param[fc1] - before; }
+            int same = memcmp(ma->param + fc1, mb->param + fc1, (fc1_end - fc1) * sizeof(float)) == 0;
+            CHECK(same, "%s: update %ld of fc1 after a thaw at step %d differs from a fresh optimizer's "
+                  "(first update %.4g, fresh %.4g)", optim, t + 1, T0, first_a, first_b);
+            if (!same) break;
+        }
+        CHECK(first_b != 0.0, "%s: fc1 moved", optim);
+        CHECK(oa->tensor_t[0] == K && oa->tensor_t[1] == K && oa->tensor_t[2] == T0 + K && oa->t == T0 + K,
+              "%s: step counts fc1 %ld, fc2 %ld, optimizer %ld", optim, oa->tensor_t[0], oa->tensor_t[2], oa->t);
+        CHECK(ob->tensor_t[2] == 0 && ob->tensor_t[3] == 0, "%s: fc2, frozen for the whole run, counted %ld steps",
+              optim, ob->tensor_t[2]);
+    }
+    larch_optim_free(oa);
+    larch_optim_free(ob);
+    larch_model_free(ma);
+    larch_model_free(mb);
+}
+
+/* Optimizer-state sharding (ZeRO-1): three slices of one model, one of
+ * them holding none of fc1, keep the same per-tensor step counts as the
+ * whole optimizer (they are replicated), through a thaw, and together
+ * update the model as it does. */
+static void sharded_counts(void)
+{
+    const char *yaml = "{name: nadam, lr: 0.01, groups: [{match: 'fc1.*', freeze: true, unfreeze_after_epochs: 1}]}";
+    larch_model *m = NULL, *ms = NULL;
+    larch_optim *full = NULL, *sh[3] = {NULL, NULL, NULL};
+    two_layers(yaml, &m, &full);
+    two_layers(yaml, &ms, &sh[0]);
+    larch_node *oc = parse(yaml);
+    CHECK_OK(larch_optim_defaults(oc));
+    CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
+    if (m && ms && full && sh[0]) {
+        larch_optim_free(sh[0]);
+        const size_t cut[4] = {0, 7, ms->params[2].offset, ms->n_floats};   /* 7: inside fc1.weight */
+        for (int k = 0; k < 3; k++) CHECK_OK(larch_optim_create_shard(&sh[k], ms, oc, cut[k], cut[k + 1]));
+        for (long t = 0; t < 25; t++) {
+            if (t == 20) {
+                CHECK(larch_optim_thaw(m, 1) == 2 && larch_optim_thaw(ms, 1) == 2, "fc1 thaws in both");
+            }
+            fill_grad(m, 0, m->n_floats, t);
+            fill_grad(ms, 0, ms->n_floats, t);
+            larch_optim_step(full, 0.01f);
+            for (int k = 0; k < 3; k++) if (sh[k]) larch_optim_step(sh[k], 0.01f);
+        }
+        CHECK(memcmp(m->param, ms->param, m->n_floats * sizeof(float)) == 0, "three slices update as the whole");
+        for (int k = 0; k < 3; k++)
+            for (int i = 0; sh[k] && i < m->n_params; i++)
+                CHECK(sh[k]->tensor_t[i] == full->tensor_t[i] && sh[k]->tensor_mu_product[i] == full->tensor_mu_product[i],
+                      "slice %d: %s counted %ld steps, the whole optimizer %ld", k, m->params[i].name,
+                      sh[k]->tensor_t[i], full->tensor_t[i]);
+        CHECK(full->tensor_t[0] == 5 && full->tensor_t[2] == 25, "fc1 5 steps, fc2 25: %ld %ld",
+              full->tensor_t[0], full->tensor_t[2]);
+    }
+    for (int k = 0; k < 3; k++) larch_optim_free(sh[k]);
+    larch_optim_free(full);
+    larch_model_free(m);
+    larch_model_free(ms);
+    larch_node_free(oc);
+}
+
 int main(void)
 {
     /* SGD */
@@ -349,6 +450,20 @@ int main(void)
         larch_optim_free(fo);
         larch_model_free(fm);
     }
+
+    /* a thaw late in the run: the thawed tensor's first updates are those of a fresh optimizer */
+    thaw_matches_fresh("name: sgd, lr: 0.1, momentum: 0.9, dampening: 0.5", 0.1f);
+    thaw_matches_fresh("name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01", 0.1f);
+    thaw_matches_fresh("name: adam, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: adamw, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: adam, lr: 0.01, amsgrad: true", 0.01f);
+    thaw_matches_fresh("name: nadam, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: radam, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: adamod, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: lars, lr: 1, weight_decay: 0.0005", 1.0f);
+    thaw_matches_fresh("name: lamb, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: lamb, lr: 0.01, bias_correction: false", 0.01f);
+    sharded_counts();
 
     /* errors */
     config_error("{name: sgd, groups: [{match: 'fc.*', unfreeze_after_epochs: 2}]}", "needs freeze: true");

@@ -48,7 +48,13 @@ typedef struct larch_optim {
     size_t lo, hi;                     /* the part of the flat buffer it steps    */
     double *norms;                     /* LARS/LAMB: per tensor, two squared norms */
     const larch_comm_hooks *sum_hooks; /* sharded: sums the clipping norm over ranks */
-    double mu_product;                 /* NAdam: product of the momentum schedule */
+    /* Per parameter, replicated on every rank (sharded or not): the updates
+     * the tensor has received, the t of its bias corrections (a tensor
+     * thawed by unfreeze_after_epochs starts at 0 like a fresh optimizer;
+     * one frozen for the whole run stays 0), and NAdam's product of its
+     * momentum schedule mu_1 ... mu_t (1 before its first update). */
+    long *tensor_t;
+    double *tensor_mu_product;
     long t;                            /* optimizer steps taken                   */
     double last_grad_norm;             /* global gradient norm before clipping    */
 } larch_optim;
