@@ -37,6 +37,7 @@ typedef struct larch_optim {
     float momentum_decay;              /* NAdam psi                               */
     float rho_threshold;               /* RAdam: rectify while rho_t > this       */
     float trust_coef;                  /* LARS eta                                */
+    int lars_clip;                     /* LARS: rate min(local, lr) (apex LARC's clip) */
     float trust_min, trust_max;        /* clamp of the trust ratio (max 0 = none) */
     float clip_norm, clip_value;       /* gradient clipping (0 = off)             */
     /* state */

@@ -27,18 +27,21 @@ const larch_key larch_optim_keys[] = {
     {"weight_decay", LARCH_T_FLOAT, "0", 0, 10, NULL, NULL,
      "weight decay (default 0; adamw, lamb 0.01); L2 in the gradient or decoupled, see `decoupled`"},
     {"decoupled", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
-     "adam family: decoupled weight decay w -= lr*wd*w (default: adamw, adamod, lamb true; others false)"},
-    {"beta1", LARCH_T_FLOAT, "0.9", 0, 0.999999, NULL, NULL, "adam family: first-moment decay"},
-    {"beta2", LARCH_T_FLOAT, "0.999", 0, 0.999999999, NULL, NULL, "adam family: second-moment decay"},
+     "adam, adamw, nadam, radam, adamod: decoupled weight decay w -= lr*wd*w (default: adamw, adamod true; "
+     "others false; lamb always adds wd*w to its update)"},
+    {"beta1", LARCH_T_FLOAT, "0.9", 0, 0.999999, NULL, NULL, "adam, adamw, nadam, radam, adamod, lamb: first-moment decay"},
+    {"beta2", LARCH_T_FLOAT, "0.999", 0, 0.999999999, NULL, NULL, "adam, adamw, nadam, radam, adamod, lamb: second-moment decay"},
     {"beta3", LARCH_T_FLOAT, "0.999", 0, 0.999999999, NULL, NULL, "adamod: decay of the step-size average"},
-    {"eps", LARCH_T_FLOAT, "1e-8", 0, 1, NULL, NULL, "adam family: denominator epsilon (lamb default 1e-6)"},
+    {"eps", LARCH_T_FLOAT, "1e-8", 0, 1, NULL, NULL, "adam, adamw, nadam, radam, adamod, lamb: denominator epsilon (lamb default 1e-6)"},
     {"amsgrad", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "adam, adamw: AMSGrad (maximum of second moments)"},
     {"bias_correction", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "lamb: bias-correct the moments (Algorithm 2)"},
     {"momentum_decay", LARCH_T_FLOAT, "0.004", 0, 1, NULL, NULL, "nadam: psi of the momentum schedule"},
     {"rho_threshold", LARCH_T_FLOAT, "5", 0, 1e6, NULL, NULL, "radam: rectify while rho_t > this (paper 4)"},
     {"trust_coef", LARCH_T_FLOAT, "0.001", 0, 1e4, NULL, NULL, "lars: trust coefficient eta"},
+    {"lars_mode", LARCH_T_ENUM, "scale", 0, 0, "scale|clip", NULL,
+     "lars: scale = rate lr * local (the paper); clip = min(local, lr) (apex LARC clip=True)"},
     {"trust_min", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "lars, lamb: lower clamp of the trust ratio"},
-    {"trust_max", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "lars, lamb: upper clamp of the trust ratio (0 = none; lars 1 = LARC)"},
+    {"trust_max", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "lars, lamb: upper clamp of the trust ratio (0 = none)"},
     {"decay_bias_norm", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "apply weight decay to biases and normalization parameters"},
     {"adapt_bias_norm", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "lars, lamb: trust ratio also for biases and normalization parameters"},
     {"clip_norm", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "clip the global gradient norm to this (0 = off)"},
@@ -61,6 +64,7 @@ static const struct { const char *key; unsigned mask; } key_use[] = {
     {"momentum_decay", BIT(LARCH_OPT_NADAM)},
     {"rho_threshold", BIT(LARCH_OPT_RADAM)},
     {"trust_coef", BIT(LARCH_OPT_LARS)},
+    {"lars_mode", BIT(LARCH_OPT_LARS)},
     {"trust_min", BIT(LARCH_OPT_LARS) | BIT(LARCH_OPT_LAMB)},
     {"trust_max", BIT(LARCH_OPT_LARS) | BIT(LARCH_OPT_LAMB)},
     {"adapt_bias_norm", BIT(LARCH_OPT_LARS) | BIT(LARCH_OPT_LAMB)},
@@ -285,6 +289,7 @@ larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const l
     o->momentum_decay = (float)larch_cfg_float(cfg, "momentum_decay");
     o->rho_threshold = (float)larch_cfg_float(cfg, "rho_threshold");
     o->trust_coef = (float)larch_cfg_float(cfg, "trust_coef");
+    o->lars_clip = strcmp(larch_cfg_str(cfg, "lars_mode"), "clip") == 0;
     o->trust_min = (float)larch_cfg_float(cfg, "trust_min");
     o->trust_max = (float)larch_cfg_float(cfg, "trust_max");
     o->clip_norm = (float)larch_cfg_float(cfg, "clip_norm");
