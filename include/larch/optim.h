@@ -115,6 +115,10 @@ LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, d
 LARCH_API double larch_sched_lr(const larch_sched *s, long step);
 /* Momentum of step `step` when the schedule cycles it, else a negative value. */
 LARCH_API double larch_sched_momentum(const larch_sched *s, long step);
+/* For the training log: what a one-cycle schedule does to o's momentum (or
+ * beta1): the sched.moms it applies in place of the optimizer's, or that
+ * it leaves it alone. Returns 0 (buf "") for other schedules. */
+LARCH_API int larch_sched_momentum_note(const larch_sched *s, const larch_optim *o, char *buf, size_t len);
 
 #ifdef __cplusplus
 }
