@@ -1,7 +1,8 @@
 /* test_checkpoint.c - HDF5 checkpoints in one process: the round trip of
  * every tensor and metadata field, and each bad checkpoint (corrupted data
  * bytes, a truncated file, a newer format version, a different model or
- * optimizer) failing with a message that names the tensor or field; and
+ * optimizer, a missing step count) failing with a message that names the
+ * tensor or field; format 1 files (one step count for all tensors); and
  * model.init_from: loading another model's tensors by name with renames,
  * include/exclude globs and shape mismatches (failing or skipped). */
 #include "check.h"
@@ -62,7 +63,10 @@ static void fill(net *n, float base)
     for (int k = 0; k < n->o->n_state; k++)
         for (size_t i = 0; i < n->o->n_state_floats; i++) n->o->state[k][i] = base * (float)(k + 2) + 1e-4f * (float)i;
     n->o->t = 17;
-    n->o->mu_product = 0.123456789;
+    for (int i = 0; i < n->m->n_params; i++) {       /* each tensor's own step count and NAdam product */
+        n->o->tensor_t[i] = 3 + i;
+        n->o->tensor_mu_product[i] = 0.123456789 + 0.01 * i;
+    }
 }
 
 static void copy_file(const char *from, const char *to, long bytes)
@@ -105,6 +109,24 @@ static void set_format_version(const char *path, long v)
     H5Fclose(f);
 }
 
+/* Rewrites a checkpoint of this larch as format 1 wrote it: one step count
+ * and one NAdam product (attributes t and mu_product of /optim) for all
+ * tensors, no per-tensor ones. */
+static void make_format1(const char *path, double mu_product)
+{
+    set_format_version(path, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(f, "/optim/t", H5P_DEFAULT);
+    if (H5Lexists(f, "/optim/mu_product", H5P_DEFAULT) > 0) H5Ldelete(f, "/optim/mu_product", H5P_DEFAULT);
+    hid_t g = H5Gopen2(f, "/optim", H5P_DEFAULT), sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(g, "mu_product", H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_DOUBLE, &mu_product);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Gclose(g);
+    H5Fclose(f);
+}
+
 int main(int argc, char **argv)
 {
     larch_comm comm;
@@ -139,7 +161,9 @@ int main(int argc, char **argv)
     for (int k = 0; k < a.o->n_state; k++)
         CHECK(memcmp(a.o->state[k], b.o->state[k], a.o->n_state_floats * sizeof(float)) == 0, "state %s differs",
               a.o->state_names[k]);
-    CHECK(b.o->t == 17 && b.o->mu_product == 0.123456789, "optimizer t %ld mu_product %.9g", b.o->t, b.o->mu_product);
+    CHECK(b.o->t == 17, "optimizer t %ld", b.o->t);
+    for (int i = 0; i < b.m->n_params; i++)
+        CHECK(b.o->tensor_t[i] == 3 + i, "%s: step count %ld, saved %d", b.m->params[i].name, b.o->tensor_t[i], 3 + i);
     CHECK(got.format_version == LARCH_CKPT_FORMAT && !strcmp(got.larch_version, larch_version()), "format/version");
     CHECK(got.step == 12 && got.epoch == 2 && got.sampler_epoch == 2 && got.sampler_step == 1 && got.samples_seen == 96,
           "positions %ld %ld %ld %ld %ld", got.step, got.epoch, got.sampler_epoch, got.sampler_step, got.samples_seen);
@@ -148,6 +172,40 @@ int main(int argc, char **argv)
     CHECK(!strcmp(got.optimizer, "adam") && got.config && !strcmp(got.config, meta.config), "optimizer/config");
     larch_ckpt_meta_free(&got);
     CHECK_OK(larch_ckpt_verify(path, NULL));
+
+    /* ---- NAdam: each tensor's momentum product; format 1 (one t and product for all) still loads ---- */
+    {
+        net na, nb;
+        char npath[700], ndir[700];
+        snprintf(ndir, sizeof ndir, "%s/nadam", dir);
+        CHECK_OK(make_net(&na, dir, 5, "", "nadam"));
+        CHECK_OK(make_net(&nb, dir, 5, "", "nadam"));
+        fill(&na, 0.5f);
+        CHECK_OK(larch_ckpt_save(ndir, 0, &comm, na.m, na.o, &meta, npath, sizeof npath));
+        CHECK_OK(larch_ckpt_load(npath, &comm, nb.m, nb.o, NULL));
+        for (int i = 0; i < nb.m->n_params; i++)
+            CHECK(nb.o->tensor_t[i] == 3 + i && nb.o->tensor_mu_product[i] == 0.123456789 + 0.01 * i,
+                  "%s: t %ld mu_product %.9g", nb.m->params[i].name, nb.o->tensor_t[i], nb.o->tensor_mu_product[i]);
+        snprintf(bad, sizeof bad, "%s/format1.h5", dir);
+        copy_file(npath, bad, -1);
+        make_format1(bad, 0.25);
+        CHECK_OK(larch_ckpt_load(bad, &comm, nb.m, nb.o, &got));
+        CHECK(got.format_version == 1 && nb.o->t == 17, "format %d, t %ld", got.format_version, nb.o->t);
+        for (int i = 0; i < nb.m->n_params; i++)
+            CHECK(nb.o->tensor_t[i] == 17 && nb.o->tensor_mu_product[i] == 0.25,
+                  "format 1: %s takes the optimizer's t and product: %ld %.9g", nb.m->params[i].name,
+                  nb.o->tensor_t[i], nb.o->tensor_mu_product[i]);
+        larch_ckpt_meta_free(&got);
+        CHECK_OK(larch_ckpt_verify(bad, NULL));
+        /* format 2 without a tensor's step count: an error naming the tensor */
+        copy_file(npath, bad, -1);
+        hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
+        H5Adelete_by_name(f, "/optim/t/fc1", "bias", H5P_DEFAULT);
+        H5Fclose(f);
+        CHECK_FAIL(larch_ckpt_load(bad, &comm, nb.m, nb.o, NULL), LARCH_ERR_FORMAT, "step count of tensor fc1.bias");
+        free_net(&na);
+        free_net(&nb);
+    }
 
     /* ---- keep: only the newest two stay ---- */
     for (long step = 13; step <= 14; step++) {

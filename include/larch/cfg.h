@@ -83,7 +83,8 @@ typedef struct larch_key {
     larch_type type;
     const char *def;        /* default as YAML text; NULL = required (for T_MAP: "{}" creates it) */
     double min, max;        /* inclusive range for numbers (ignored when min > max) */
-    const char *choices;    /* T_ENUM: "a|b|c"                                */
+    const char *choices;    /* T_ENUM: "a|b|c"; list types: words taken in place
+                               of a list ("off"; the getters then do not apply) */
     const struct larch_key *sub; /* T_MAP: its schema                         */
     const char *help;       /* one line for `larch config --help`             */
 } larch_key;

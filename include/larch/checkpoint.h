@@ -15,7 +15,13 @@
  *                                     samples_seen, rng_seed, world_size,
  *                                     global_batch, sched_step,
  *                                     sched_total_steps, config
- *   attributes of /optim              optimizer, t, mu_product
+ *   attributes of /optim              optimizer, t (steps taken)
+ *   /optim/t/<layer>                  attribute <tensor>: that tensor's own
+ *                                     step count (int64)
+ *   /optim/mu_product/<layer>         attribute <tensor>: its NAdam momentum
+ *                                     product (float64; nadam only)
+ * (format 1 had one count and one product for all tensors: attributes t and
+ * mu_product of /optim).
  *
  * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a read
  * detects corrupted bytes. A save writes DIR/.ckpt-<step>.h5.tmp and renames
@@ -36,7 +42,7 @@
 extern "C" {
 #endif
 
-#define LARCH_CKPT_FORMAT 1   /* format_version this larch writes and reads */
+#define LARCH_CKPT_FORMAT 2   /* format_version this larch writes (it reads 1 and 2) */
 
 typedef struct larch_ckpt_meta {
     int format_version;
@@ -51,8 +57,9 @@ typedef struct larch_ckpt_meta {
     long global_batch;
     long sched_step, sched_total_steps; /* the schedule is a function of these */
     char optimizer[32];
-    long optim_t;             /* optimizer steps (bias corrections)            */
-    double optim_mu_product;  /* NAdam's momentum product                      */
+    long optim_t;             /* optimizer steps                               */
+    double optim_mu_product;  /* format 1: NAdam's momentum product (format 2
+                                 keeps it per tensor; then 0)                   */
     char *config;             /* resolved config (YAML); owned, may be NULL    */
 } larch_ckpt_meta;
 

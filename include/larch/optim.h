@@ -37,6 +37,7 @@ typedef struct larch_optim {
     float momentum_decay;              /* NAdam psi                               */
     float rho_threshold;               /* RAdam: rectify while rho_t > this       */
     float trust_coef;                  /* LARS eta                                */
+    int lars_clip;                     /* LARS: rate min(local, lr) (apex LARC's clip) */
     float trust_min, trust_max;        /* clamp of the trust ratio (max 0 = none) */
     float clip_norm, clip_value;       /* gradient clipping (0 = off)             */
     /* state */
@@ -48,7 +49,13 @@ typedef struct larch_optim {
     size_t lo, hi;                     /* the part of the flat buffer it steps    */
     double *norms;                     /* LARS/LAMB: per tensor, two squared norms */
     const larch_comm_hooks *sum_hooks; /* sharded: sums the clipping norm over ranks */
-    double mu_product;                 /* NAdam: product of the momentum schedule */
+    /* Per parameter, replicated on every rank (sharded or not): the updates
+     * the tensor has received, the t of its bias corrections (a tensor
+     * thawed by unfreeze_after_epochs starts at 0 like a fresh optimizer;
+     * one frozen for the whole run stays 0), and NAdam's product of its
+     * momentum schedule mu_1 ... mu_t (1 before its first update). */
+    long *tensor_t;
+    double *tensor_mu_product;
     long t;                            /* optimizer steps taken                   */
     double last_grad_norm;             /* global gradient norm before clipping    */
 } larch_optim;
@@ -108,6 +115,10 @@ LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, d
 LARCH_API double larch_sched_lr(const larch_sched *s, long step);
 /* Momentum of step `step` when the schedule cycles it, else a negative value. */
 LARCH_API double larch_sched_momentum(const larch_sched *s, long step);
+/* For the training log: what a one-cycle schedule does to o's momentum (or
+ * beta1): the sched.moms it applies in place of the optimizer's, or that
+ * it leaves it alone. Returns 0 (buf "") for other schedules. */
+LARCH_API int larch_sched_momentum_note(const larch_sched *s, const larch_optim *o, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -121,6 +121,8 @@ static void print_schema(const larch_key *keys, int indent)
                           : k->type == LARCH_T_FLOAT ? "number" : "list of numbers";
             if (k->min <= k->max) snprintf(type, sizeof type, "%s in [%g, %g]", t, k->min, k->max);
             else snprintf(type, sizeof type, "%s", t);
+            if (k->choices && strlen(type) + strlen(k->choices) + 5 < sizeof type)   /* a list, or a word ("off") */
+                strcat(strcat(type, " or "), k->choices);
             break;
         }
         case LARCH_T_BOOL: snprintf(type, sizeof type, "true|false"); break;

@@ -646,6 +646,8 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
                 (double)r.optim->n_state * (double)r.optim->n_state_floats * sizeof(float) / 1048576.0,
                 comm->size > 1 && larch_cfg_bool(larch_map_get(cfg, "dist"), "shard_optimizer") ? " (sharded)" : "",
                 grad_sync_buckets(r.sync));
+        char note[300];   /* what a one-cycle schedule does to the momentum, once */
+        if (!opts->eval_only && larch_sched_momentum_note(&r.sched, r.optim, note, sizeof note)) fprintf(r.log, "%s\n", note);
         fflush(r.log);
     }
     if (!s && opts->eval_only) {

@@ -90,7 +90,33 @@ static larch_status write_tensor(const writer *w, const char *dpath, int ndim, c
     return LARCH_OK;
 }
 
-static int put_meta(hid_t file, hid_t optim_group, const larch_optim *o, const larch_ckpt_meta *meta)
+/* Each tensor's own step count, and NAdam's momentum product, as attribute
+ * <tensor> of the groups /optim/t/<layer> and /optim/mu_product/<layer>
+ * (tensors with state only). The counters are replicated, so every rank
+ * writes the same values, as collective attribute writes need. */
+static int put_tensor_steps(hid_t optim_group, const larch_model *m, const larch_optim *o)
+{
+    int rc = 0;
+    for (int k = 0; !rc && k < (o->kind == LARCH_OPT_NADAM ? 2 : 1); k++) {
+        hid_t top = H5Gcreate2(optim_group, k ? "mu_product" : "t", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (top < 0) return -1;
+        for (int i = 0; !rc && i < m->n_params; i++) {
+            const larch_param *p = &m->params[i];
+            if (!larch_param_has_state(p)) continue;
+            const char *layer = m->layers[p->layer]->name;
+            hid_t g = H5Lexists(top, layer, H5P_DEFAULT) > 0 ? H5Gopen2(top, layer, H5P_DEFAULT)
+                                                             : H5Gcreate2(top, layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            if (g < 0) { rc = -1; break; }
+            rc |= k ? ckpt_attr_put_double(g, p->tensor, o->tensor_mu_product[i])
+                    : ckpt_attr_put_long(g, p->tensor, o->tensor_t[i]);
+            H5Gclose(g);
+        }
+        H5Gclose(top);
+    }
+    return rc;
+}
+
+static int put_meta(hid_t file, hid_t optim_group, const larch_model *m, const larch_optim *o, const larch_ckpt_meta *meta)
 {
     int rc = 0;
     rc |= ckpt_attr_put_long(file, "format_version", LARCH_CKPT_FORMAT);
@@ -109,7 +135,7 @@ static int put_meta(hid_t file, hid_t optim_group, const larch_optim *o, const l
     if (o) {
         rc |= ckpt_attr_put_str(optim_group, "optimizer", o->name);
         rc |= ckpt_attr_put_long(optim_group, "t", o->t);
-        rc |= ckpt_attr_put_double(optim_group, "mu_product", o->mu_product);
+        rc |= put_tensor_steps(optim_group, m, o);
     }
     return rc;
 }
@@ -249,7 +275,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
     H5Pset_create_intermediate_group(w.lcpl, 1);
     if (c->size > 1) H5Pset_dxpl_mpio(w.dxpl, H5FD_MPIO_COLLECTIVE);
     hid_t og = o ? H5Gcreate2(file, "/optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    larch_status local = (o && og < 0) || put_meta(file, og, o, meta)
+    larch_status local = (o && og < 0) || put_meta(file, og, m, o, meta)
         ? larch_fail(LARCH_ERR_IO, "writing the metadata of %s: %s", tmp, ckpt_h5_why(why, sizeof why)) : LARCH_OK;
     if (og >= 0) H5Gclose(og);
     s = larch_comm_check(c, local);
@@ -280,6 +306,45 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
 }
 
 /* ---- load ---- */
+
+/* Each tensor's step count and NAdam product (put_tensor_steps). Format 1
+ * kept one count and one product for the whole optimizer, which every
+ * tensor with state then takes (what its update rules used). */
+static larch_status read_tensor_steps(hid_t file, const char *path, const larch_model *m, larch_optim *o,
+                                      const larch_ckpt_meta *meta)
+{
+    for (int i = 0; i < m->n_params; i++) {
+        const larch_param *p = &m->params[i];
+        o->tensor_t[i] = 0;
+        o->tensor_mu_product[i] = 1.0;
+        if (!larch_param_has_state(p)) continue;
+        if (meta->format_version < 2) {
+            o->tensor_t[i] = meta->optim_t;
+            o->tensor_mu_product[i] = meta->optim_mu_product;
+            continue;
+        }
+        for (int k = 0; k < (o->kind == LARCH_OPT_NADAM ? 2 : 1); k++) {
+            char gpath[512];
+            snprintf(gpath, sizeof gpath, "/optim/%s/%s", k ? "mu_product" : "t", m->layers[p->layer]->name);
+            if (H5Lexists(file, gpath, H5P_DEFAULT) <= 0 || H5Aexists_by_name(file, gpath, p->tensor, H5P_DEFAULT) <= 0)
+                return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: the %s of tensor %s (attribute '%s' of %s) is missing",
+                                  path, k ? "momentum product" : "step count", p->name, p->tensor, gpath);
+            hid_t g = H5Gopen2(file, gpath, H5P_DEFAULT);
+            if (g < 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open %s", path, gpath);
+            long t = 0;
+            double mu = 1.0;
+            larch_status s = k ? ckpt_attr_get_double(g, path, p->tensor, &mu) : ckpt_attr_get_long(g, path, p->tensor, &t);
+            H5Gclose(g);
+            if (s) return s;
+            if (k == 0 && (t < 0 || t > meta->optim_t))
+                return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s has taken %ld steps, outside [0, %ld] "
+                                  "(the optimizer's)", path, p->name, t, meta->optim_t);
+            if (k) o->tensor_mu_product[i] = mu;
+            else o->tensor_t[i] = t;
+        }
+    }
+    return LARCH_OK;
+}
 
 static larch_status read_all(hid_t file, const char *path, larch_model *m, larch_optim *o, const larch_ckpt_meta *meta)
 {
@@ -313,10 +378,8 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
             s = ckpt_read_tensor(file, path, dpath, nd, dims, a - p->offset, z - p->offset, o->state[k] + o->state_offset[i]);
         }
     }
-    if (!s) {
-        o->t = meta->optim_t;
-        o->mu_product = meta->optim_mu_product;
-    }
+    if (!s) s = read_tensor_steps(file, path, m, o, meta);
+    if (!s) o->t = meta->optim_t;
     return s;
 }
 

@@ -237,7 +237,8 @@ larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *me
         s = ckpt_attr_get_str(g, path, "optimizer", &str);
         if (!s) { snprintf(meta->optimizer, sizeof meta->optimizer, "%s", str); free(str); }
         if (!s) s = ckpt_attr_get_long(g, path, "t", &meta->optim_t);
-        if (!s) s = ckpt_attr_get_double(g, path, "mu_product", &meta->optim_mu_product);
+        if (!s && meta->format_version < 2)   /* since 2 per tensor (checkpoint.c) */
+            s = ckpt_attr_get_double(g, path, "mu_product", &meta->optim_mu_product);
         H5Gclose(g);
         if (s) return s;
     }

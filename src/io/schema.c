@@ -113,9 +113,12 @@ static larch_status check_value(larch_node *n, const char *key, const larch_key 
     case LARCH_T_INTS:
     case LARCH_T_FLOATS:
     case LARCH_T_STRINGS:
+        if (k->choices && n->kind == LARCH_NODE_SCALAR && !n->quoted && in_choices(k->choices, n->scalar))
+            return LARCH_OK;                                   /* a word the list key also takes ("off") */
         if (n->kind != LARCH_NODE_SEQ)
-            return larch_fail(LARCH_ERR_CONFIG, "%s: %s: expected a list (e.g. [1, 2]), got %s",
-                              larch_node_where(n, where, sizeof where), key, got(n, g, sizeof g));
+            return larch_fail(LARCH_ERR_CONFIG, "%s: %s: expected a list (e.g. [1, 2])%s%s, got %s",
+                              larch_node_where(n, where, sizeof where), key, k->choices ? " or " : "",
+                              k->choices ? k->choices : "", got(n, g, sizeof g));
         for (int i = 0; i < n->n; i++) {
             if (snprintf(sub, sizeof sub, "%s.%d", key, i) >= (int)sizeof sub) sub[sizeof sub - 1] = '\0';
             larch_status s;

@@ -14,6 +14,7 @@
  *   onecycle:   fastai's fit_one_cycle: cosine from base/div up to base over
  *               the first pct_start of the run, then cosine down to
  *               base/div_final; momentum cosine moms[0] -> moms[1] -> moms[2]
+ *               (moms: off leaves the optimizer's momentum or beta1 alone)
  * The warmup factor multiplies the schedule's rate; step, multistep and
  * exponential count epochs from the start of training, the others measure
  * their progress after the warmup (one-cycle has its own warm phase and
@@ -23,6 +24,7 @@
 #include "larch/optim.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 enum { SCHED_CONSTANT, SCHED_STEP, SCHED_MULTISTEP, SCHED_EXPONENTIAL, SCHED_COSINE, SCHED_SGDR,
@@ -48,8 +50,9 @@ const larch_key larch_sched_keys[] = {
     {"pct_start", LARCH_T_FLOAT, "0.25", 0, 1, NULL, NULL, "onecycle: fraction of the run rising to the peak"},
     {"div", LARCH_T_FLOAT, "25", 1, 1e9, NULL, NULL, "onecycle: the start rate is base / div"},
     {"div_final", LARCH_T_FLOAT, "1e5", 1, 1e12, NULL, NULL, "onecycle: the final rate is base / div_final"},
-    {"moms", LARCH_T_FLOATS, "[0.95, 0.85, 0.95]", 0, 0.999999, NULL, NULL,
-     "onecycle: momentum (or beta1) at start, peak and end; [] = not cycled"},
+    {"moms", LARCH_T_FLOATS, "[0.95, 0.85, 0.95]", 0, 0.999999, "off", NULL,
+     "onecycle: momentum (or beta1) at start, peak and end, replacing optim.momentum/beta1; "
+     "off (or []) = not cycled, the optimizer's own"},
     {0}};
 
 larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
@@ -83,8 +86,13 @@ larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base
                               s->milestones[i], s->milestones[i - 1]);
     if (s->kind == SCHED_ONECYCLE) {
         double moms[4];
-        int nm = larch_cfg_floats(cfg, "moms", moms, 4);
-        if (nm != 0 && nm != 3) return larch_fail(LARCH_ERR_CONFIG, "sched.moms: expected [start, peak, end] or []");
+        const larch_node *mn = larch_map_get(cfg, "moms");
+        int nm = mn && mn->kind == LARCH_NODE_SCALAR ? 0 : larch_cfg_floats(cfg, "moms", moms, 4);   /* off: 0 */
+        if (nm != 0 && nm != 3) {
+            char where[300];
+            return larch_fail(LARCH_ERR_CONFIG, "%s: sched.moms: expected 3 values [start, peak, end], or off",
+                              larch_node_where(mn, where, sizeof where));
+        }
         if (nm == 3) memcpy(s->moms, moms, sizeof s->moms);
         else s->moms[0] = -1.0;
         if (s->warmup_steps > 0)
@@ -140,6 +148,22 @@ double larch_sched_lr(const larch_sched *s, long step)
         lr *= s->warmup_kind == 1 ? pow(s->warmup_start, 1.0 - f) : s->warmup_start + (1.0 - s->warmup_start) * f;
     }
     return lr;
+}
+
+int larch_sched_momentum_note(const larch_sched *s, const larch_optim *o, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (s->kind != SCHED_ONECYCLE) return 0;
+    const int sgd_like = o->kind == LARCH_OPT_SGD || o->kind == LARCH_OPT_LARS;
+    const char *what = sgd_like ? "momentum" : "beta1";
+    const double own = sgd_like ? o->momentum : o->beta1;
+    if (s->moms[0] < 0.0)
+        return snprintf(buf, len, "one-cycle: %s not cycled (sched.moms: off), it stays optim.%s = %g", what, what, own);
+    if (o->kind == LARCH_OPT_SGD && o->n_state == 0)
+        return snprintf(buf, len, "one-cycle: sched.moms has no effect: sgd with optim.momentum 0 keeps no momentum "
+                        "(set optim.momentum > 0 to cycle it, or sched.moms: off)");
+    return snprintf(buf, len, "one-cycle: %s follows sched.moms %g -> %g -> %g, in place of optim.%s = %g "
+                    "(sched.moms: off keeps it)", what, s->moms[0], s->moms[1], s->moms[2], what, own);
 }
 
 double larch_sched_momentum(const larch_sched *s, long step)
