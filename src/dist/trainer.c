@@ -90,13 +90,26 @@ static double param_norm(const larch_model *m)
 }
 
 /* Every loss must read a label set the data has, and score as many outputs
- * as that set has classes. */
+ * as that set has classes; a loss on float targets as many as the data has
+ * targets per sample. */
 static larch_status check_heads(const run_t *r)
 {
     const larch_model *m = r->model;
     for (int i = 0; i < m->n_losses; i++) {
         const larch_loss *l = &m->losses[i];
         size_t outs = larch_shape_size(larch_model_node_shape(m, l->node));
+        if (l->on_targets) {
+            if (r->train.n_targets == 0)
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s': on: targets, but the data has no float targets (set "
+                                  "data.synthetic.regression: K with data.name: synthetic)", l->name);
+            if (l->target != 0)
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has one set of float targets (target 0)",
+                                  l->name, l->target);
+            if (outs != (size_t)r->train.n_targets)
+                return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d float "
+                                  "targets per sample", l->name, m->layers[l->node - 1]->name, outs, r->train.n_targets);
+            continue;
+        }
         int classes = larch_dataset_classes(&r->train, l->target);
         if (l->target > r->train.n_derived)
             return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has label sets 0..%d (set 0 is the dataset's "
@@ -442,22 +455,28 @@ static larch_status evaluate(run_t *r, double *vals)
     return LARCH_OK;
 }
 
+/* A task on float targets has a loss but no accuracy: null in metrics.jsonl,
+ * NaN in the result, left out of the log line. */
 static void report_eval(run_t *r, long step, const double *vals, larch_train_result *res)
 {
     const larch_model *m = r->model;
     double epoch = (double)step / (double)r->steps_per_epoch;
-    char num[32];
+    char num[32], acc[32];
     res->test_loss = vals[0];
-    res->test_accuracy = vals[1];
+    res->test_accuracy = m->losses[0].on_targets ? NAN : vals[1];
     for (int k = 0; k < m->n_losses; k++) {
+        int has_acc = !m->losses[k].on_targets;
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
-                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
-                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num), vals[3 * k + 1], vals[3 * k + 2],
+                    "\"loss\": %s, \"accuracy\": %s, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
+                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num),
+                    json_num(has_acc ? vals[3 * k + 1] : NAN, acc, sizeof acc), vals[3 * k + 2],
                     larch_model_task_weight(m, k), param_norm(m));
-        if (r->log)
-            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f  weight %.4g\n",
-                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1], larch_model_task_weight(m, k));
+        if (r->log) {
+            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  ", step, epoch, m->losses[k].name, vals[3 * k]);
+            if (has_acc) fprintf(r->log, "test accuracy %.4f  ", vals[3 * k + 1]);
+            fprintf(r->log, "weight %.4g\n", larch_model_task_weight(m, k));
+        }
     }
     if (r->metrics) fflush(r->metrics);
     if (r->log) fflush(r->log);
@@ -476,8 +495,10 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         larch_batch mb = *b;
         mb.n = r->micro;
         mb.x = b->x + (size_t)a * r->micro * in;
-        for (int t = 0; t < LARCH_MAX_TARGETS; t++)
+        for (int t = 0; t < LARCH_MAX_TARGETS; t++) {      /* labels and float targets follow x */
             if (b->label[t]) mb.label[t] = b->label[t] + (size_t)a * r->micro;
+            if (b->target[t]) mb.target[t] = b->target[t] + (size_t)a * r->micro * (size_t)b->target_dim[t];
+        }
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
         larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
         larch_model_forward(m, &mb, &p);
