@@ -262,6 +262,7 @@ static larch_status setup(run_t *r)
     grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
     if ((s = larch_optim_create_shard(&r->optim, r->model, larch_map_get(r->cfg, "optim"), slice_lo, slice_hi)))
         return s;
+    grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
@@ -528,6 +529,21 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     return LARCH_OK;
 }
 
+/* "gradient sync: 2 bucket(s), 320 bytes per step, overlapped" (the plan
+ * after setup or a thaw). */
+static const char *sync_summary(const run_t *r, char *buf, size_t len)
+{
+    const larch_node *dist = larch_map_get(r->cfg, "dist");
+    if (r->comm->size == 1) snprintf(buf, len, "no gradient sync (1 rank)");
+    else if (larch_cfg_bool(dist, "shard_optimizer"))
+        snprintf(buf, len, "gradient sync: one reduce-scatter of %zu bytes per step (sharded: frozen tensors included)",
+                 grad_sync_bytes(r->sync));
+    else
+        snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", grad_sync_buckets(r->sync),
+                 grad_sync_bytes(r->sync), larch_cfg_bool(dist, "overlap") ? "overlapped" : "blocking");
+    return buf;
+}
+
 static void fmt_eta(double s, char *buf, size_t len)
 {
     long t = s > 0 && s < 1e8 ? (long)s : 0;
@@ -542,12 +558,15 @@ static larch_status thaw(run_t *r, long epoch)
     larch_model *m = r->model;
     int n = larch_optim_thaw(m, epoch);
     if (n == 0) return LARCH_OK;
+    grad_sync_plan(r->sync);                     /* the thawed tensors join the buckets */
     if (r->log) {
+        char sync[160];
         fprintf(r->log, "epoch %ld: unfroze %d tensor(s):", epoch, n);
         for (int i = 0, shown = 0; i < m->n_params; i++)
             if (m->params[i].thaw_epoch > 0 && m->params[i].thaw_epoch <= epoch && shown++ < 12)
                 fprintf(r->log, " %s", m->params[i].name);
         fprintf(r->log, "%s\n", n > 12 ? " ..." : "");
+        fprintf(r->log, "epoch %ld: %s\n", epoch, sync_summary(r, sync, sizeof sync));
         fflush(r->log);
     }
     /* every rank thaws at the same step; a failed re-plan on one of them
@@ -598,12 +617,15 @@ static larch_status loop(run_t *r, larch_train_result *res)
             double sps = (double)(done - log_step) * r->batch / (now - t_log);
             if (r->metrics) {
                 char num[32];
-                long n_sync = 0;
-                double wait = grad_sync_take_wait(r->sync, &n_sync);
+                long n_sync = 0, early = 0;
+                double wait = grad_sync_take_wait(r->sync, &n_sync, &early);
                 fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
-                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"time\": %.3f",
+                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"sync_bytes\": %zu, \"sync_buckets\": %d, "
+                        "\"sync_overlapped\": %.3g, \"time\": %.3f",
                         done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps,
-                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, now - t_start);
+                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, grad_sync_bytes(r->sync),
+                        r->comm->size > 1 ? grad_sync_buckets(r->sync) : 0,
+                        n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
@@ -663,10 +685,11 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
                 LARCH_VERSION_STRING, comm->size, larch_blas_threads(), larch_blas_corename(),
                 count_params(r.model), r.total_steps, r.batch, r.local);
         if (r.accumulate > 1) fprintf(r.log, ", %d micro-batches of %d", r.accumulate, r.micro);
-        fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %d gradient bucket(s)\n", r.optim->name,
+        char sync[160];
+        fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %s\n", r.optim->name,
                 (double)r.optim->n_state * (double)r.optim->n_state_floats * sizeof(float) / 1048576.0,
                 comm->size > 1 && larch_cfg_bool(larch_map_get(cfg, "dist"), "shard_optimizer") ? " (sharded)" : "",
-                grad_sync_buckets(r.sync));
+                sync_summary(&r, sync, sizeof sync));
         fflush(r.log);
     }
     if (!s && opts->eval_only) {
