@@ -66,6 +66,92 @@ static void sharding(const larch_dataset *ds, int G, int prefetch_one, int prefe
     larch_loader_free(one);
 }
 
+/* Synthetic regression targets: adding them leaves the samples and labels
+ * as they were, they are a pure function of (seed, split, index), and they
+ * follow their samples through shuffled, sharded, prefetched batches and
+ * through a class subset. */
+static void regression_targets(void)
+{
+    larch_dataset plain, a, c;
+    larch_synth_opts so = {.n = 60, .shape = {1, 1, 8}, .classes = 4, .noise = 0.5f, .seed = 3};
+    CHECK_OK(larch_dataset_synthetic(&so, &plain));
+    CHECK(plain.n_targets == 0 && plain.targets == NULL, "no targets unless asked for");
+    so.regression = 2;
+    so.regression_noise = 0.1f;
+    CHECK_OK(larch_dataset_synthetic(&so, &a));
+    CHECK(a.n_targets == 2 && a.targets != NULL, "2 targets per sample");
+    CHECK(memcmp(a.f32, plain.f32, 60 * 8 * sizeof(float)) == 0 && memcmp(a.labels, plain.labels, 60 * sizeof(int32_t)) == 0,
+          "regression targets leave the samples and labels unchanged");
+    double var = 0.0;
+    for (int i = 0; i < 60 * 2; i++) var += (double)a.targets[i] * a.targets[i] / 120.0;
+    CHECK(var > 0.2 && var < 5.0, "targets of unit scale: mean square %.3f", var);
+    so.n = 25;
+    CHECK_OK(larch_dataset_synthetic(&so, &c));
+    CHECK(c.targets && memcmp(a.targets, c.targets, 25 * 2 * sizeof(float)) == 0, "a prefix has the same targets");
+    larch_dataset_free(&c);
+    so.regression_noise = 0.0f;                          /* without noise the targets are linear in the features: */
+    so.n = 60;                                           /* solve for the map on 8 samples, predict the other 52 */
+    CHECK_OK(larch_dataset_synthetic(&so, &c));
+    double worst = 0.0;
+    for (int k = 0; k < 2; k++) {
+        double M[8][9];
+        for (int i = 0; i < 8; i++) {
+            for (int j = 0; j < 8; j++) M[i][j] = c.f32[i * 8 + j];
+            M[i][8] = c.targets[2 * i + k];
+        }
+        for (int col = 0; col < 8; col++) {              /* Gauss-Jordan with partial pivoting */
+            int piv = col;
+            for (int i = col + 1; i < 8; i++) if (fabs(M[i][col]) > fabs(M[piv][col])) piv = i;
+            for (int j = 0; j < 9; j++) { double t = M[col][j]; M[col][j] = M[piv][j]; M[piv][j] = t; }
+            for (int i = 0; i < 8; i++) {
+                if (i == col) continue;
+                double f = M[i][col] / M[col][col];
+                for (int j = col; j < 9; j++) M[i][j] -= f * M[col][j];
+            }
+        }
+        for (int i = 8; i < 60; i++) {
+            double pred = 0.0;
+            for (int j = 0; j < 8; j++) pred += M[j][8] / M[j][j] * c.f32[i * 8 + j];
+            double d = fabs(pred - c.targets[2 * i + k]);
+            if (d > worst) worst = d;
+        }
+    }
+    CHECK(worst < 1e-3, "noiseless targets are a linear map of the features: worst residual %g", worst);
+    larch_dataset_free(&c);
+    for (int world = 1; world <= 2; world++)
+        for (int rank = 0; rank < world; rank++) {
+            larch_loader *l = NULL;
+            larch_loader_opts o = {.global_batch = 12, .rank = rank, .world = world, .shuffle = 1, .drop_last = 1,
+                                   .seed = 9, .prefetch = rank};
+            CHECK_OK(larch_loader_create(&l, &a, &o));
+            for (int s = 0; l && s < 7; s++) {           /* crosses an epoch boundary */
+                const larch_batch *b = larch_loader_next(l, NULL, NULL);
+                CHECK(b->target[0] && b->target_dim[0] == 2, "the batch carries the targets");
+                for (int j = 0; b->target[0] && j < b->n; j++) {
+                    int idx = -1;
+                    for (int i = 0; i < a.n && idx < 0; i++)
+                        if (memcmp(a.f32 + (size_t)i * 8, b->x + (size_t)j * 8, 8 * sizeof(float)) == 0) idx = i;
+                    CHECK(idx >= 0 && b->label[0][j] == a.labels[idx] &&
+                          memcmp(b->target[0] + 2 * j, a.targets + 2 * idx, 2 * sizeof(float)) == 0,
+                          "world %d rank %d step %d sample %d: targets and label of sample %d", world, rank, s, j, idx);
+                }
+            }
+            larch_loader_free(l);
+        }
+    float t0[2 * 60];
+    int32_t l0[60];
+    memcpy(t0, a.targets, sizeof t0);
+    memcpy(l0, a.labels, sizeof l0);
+    CHECK_OK(larch_dataset_subset(&a, 2, 3, 0));
+    for (int i = 0, k = 0; i < 60; i++) {
+        if (l0[i] < 2) continue;
+        CHECK(memcmp(a.targets + 2 * k, t0 + 2 * i, 2 * sizeof(float)) == 0, "subset: targets of sample %d", i);
+        k++;
+    }
+    larch_dataset_free(&a);
+    larch_dataset_free(&plain);
+}
+
 int main(void)
 {
     larch_dataset ds;
@@ -156,6 +242,8 @@ int main(void)
     for (int i = 0; i < a.n; i++) CHECK(a.derived[0][i] == 1, "classes 1 and 2 are coarse class 1 after the subset");
     larch_dataset_free(&a);
     larch_dataset_free(&c);
+
+    regression_targets();
 
     /* a fake Fashion-MNIST directory: good, then with a label of 12 */
     char dir[] = "/tmp/larch_fmnist_XXXXXX";

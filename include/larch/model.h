@@ -173,6 +173,7 @@ typedef struct larch_loss {
     larch_loss_type type;
     int node;                   /* node whose output is scored                  */
     int target;                 /* which label set / target of the batch        */
+    int on_targets;             /* mse: score the float targets, not labels     */
     float weight;               /* multiplier in the total loss                 */
     float label_smoothing;      /* softmax_ce                                   */
     /* Learned weighting by homoscedastic uncertainty (Kendall et al. 2018):
@@ -185,7 +186,7 @@ typedef struct larch_loss {
 
 typedef struct larch_loss_stats {
     double loss_sum;            /* sum over samples of the per-sample loss      */
-    long correct;               /* classification: argmax == label              */
+    long correct;               /* argmax == label (0 when scoring float targets) */
     long count;                 /* samples scored                               */
 } larch_loss_stats;
 
@@ -198,7 +199,8 @@ typedef struct larch_batch {
     int n;
     float *x;                              /* (n, input shape)              */
     int32_t *label[LARCH_MAX_TARGETS];     /* class labels per target set   */
-    float *target[LARCH_MAX_TARGETS];      /* (n, target_dim) regression    */
+    float *target[LARCH_MAX_TARGETS];      /* (n, target_dim) regression targets,
+                                              read by losses with `on: targets` */
     int target_dim[LARCH_MAX_TARGETS];
     uint32_t sample0;                      /* global position of sample 0   */
 } larch_batch;

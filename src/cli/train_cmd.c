@@ -4,6 +4,7 @@
 #include "larch/train.h"
 
 #include <libgen.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,11 +96,13 @@ static int train_or_eval(int argc, char **argv, int eval)
     int status = s == LARCH_OK ? 0 : s == LARCH_ERR_INTERRUPTED ? LARCH_EXIT_PREEMPTED : 1;
     if (s == LARCH_ERR_INTERRUPTED && comm.rank == 0) printf("larch: %s\n", larch_errmsg());
     else if (s && comm.rank == 0) larch_cli_error(NULL);
+    char acc[48] = "";                            /* none for a loss on float targets */
+    if (!s && isfinite(res.test_accuracy)) snprintf(acc, sizeof acc, ", test accuracy %.4f", res.test_accuracy);
     if (!s && comm.rank == 0 && eval)
-        printf("eval: %s: test loss %.4f, test accuracy %.4f\n", ckpt, res.test_loss, res.test_accuracy);
+        printf("eval: %s: test loss %.4f%s\n", ckpt, res.test_loss, acc);
     else if (!s && comm.rank == 0)
-        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f, test accuracy %.4f; outputs in %s%s%s\n",
-               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, res.test_accuracy, out,
+        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f%s; outputs in %s%s%s\n",
+               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, acc, out,
                res.checkpoint[0] ? "; checkpoint " : "", res.checkpoint);
     fflush(stdout);
     larch_node_free(cfg);

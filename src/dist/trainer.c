@@ -90,13 +90,26 @@ static double param_norm(const larch_model *m)
 }
 
 /* Every loss must read a label set the data has, and score as many outputs
- * as that set has classes. */
+ * as that set has classes; a loss on float targets as many as the data has
+ * targets per sample. */
 static larch_status check_heads(const run_t *r)
 {
     const larch_model *m = r->model;
     for (int i = 0; i < m->n_losses; i++) {
         const larch_loss *l = &m->losses[i];
         size_t outs = larch_shape_size(larch_model_node_shape(m, l->node));
+        if (l->on_targets) {
+            if (r->train.n_targets == 0)
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s': on: targets, but the data has no float targets (set "
+                                  "data.synthetic.regression: K with data.name: synthetic)", l->name);
+            if (l->target != 0)
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has one set of float targets (target 0)",
+                                  l->name, l->target);
+            if (outs != (size_t)r->train.n_targets)
+                return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d float "
+                                  "targets per sample", l->name, m->layers[l->node - 1]->name, outs, r->train.n_targets);
+            continue;
+        }
         int classes = larch_dataset_classes(&r->train, l->target);
         if (l->target > r->train.n_derived)
             return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has label sets 0..%d (set 0 is the dataset's "
@@ -249,6 +262,7 @@ static larch_status setup(run_t *r)
     grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
     if ((s = larch_optim_create_shard(&r->optim, r->model, larch_map_get(r->cfg, "optim"), slice_lo, slice_hi)))
         return s;
+    grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
@@ -442,22 +456,28 @@ static larch_status evaluate(run_t *r, double *vals)
     return LARCH_OK;
 }
 
+/* A task on float targets has a loss but no accuracy: null in metrics.jsonl,
+ * NaN in the result, left out of the log line. */
 static void report_eval(run_t *r, long step, const double *vals, larch_train_result *res)
 {
     const larch_model *m = r->model;
     double epoch = (double)step / (double)r->steps_per_epoch;
-    char num[32];
+    char num[32], acc[32];
     res->test_loss = vals[0];
-    res->test_accuracy = vals[1];
+    res->test_accuracy = m->losses[0].on_targets ? NAN : vals[1];
     for (int k = 0; k < m->n_losses; k++) {
+        int has_acc = !m->losses[k].on_targets;
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
-                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
-                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num), vals[3 * k + 1], vals[3 * k + 2],
+                    "\"loss\": %s, \"accuracy\": %s, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
+                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num),
+                    json_num(has_acc ? vals[3 * k + 1] : NAN, acc, sizeof acc), vals[3 * k + 2],
                     larch_model_task_weight(m, k), param_norm(m));
-        if (r->log)
-            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f  weight %.4g\n",
-                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1], larch_model_task_weight(m, k));
+        if (r->log) {
+            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  ", step, epoch, m->losses[k].name, vals[3 * k]);
+            if (has_acc) fprintf(r->log, "test accuracy %.4f  ", vals[3 * k + 1]);
+            fprintf(r->log, "weight %.4g\n", larch_model_task_weight(m, k));
+        }
     }
     if (r->metrics) fflush(r->metrics);
     if (r->log) fflush(r->log);
@@ -476,8 +496,10 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         larch_batch mb = *b;
         mb.n = r->micro;
         mb.x = b->x + (size_t)a * r->micro * in;
-        for (int t = 0; t < LARCH_MAX_TARGETS; t++)
+        for (int t = 0; t < LARCH_MAX_TARGETS; t++) {      /* labels and float targets follow x */
             if (b->label[t]) mb.label[t] = b->label[t] + (size_t)a * r->micro;
+            if (b->target[t]) mb.target[t] = b->target[t] + (size_t)a * r->micro * (size_t)b->target_dim[t];
+        }
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
         larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
         larch_model_forward(m, &mb, &p);
@@ -507,6 +529,21 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     return LARCH_OK;
 }
 
+/* "gradient sync: 2 bucket(s), 320 bytes per step, overlapped" (the plan
+ * after setup or a thaw). */
+static const char *sync_summary(const run_t *r, char *buf, size_t len)
+{
+    const larch_node *dist = larch_map_get(r->cfg, "dist");
+    if (r->comm->size == 1) snprintf(buf, len, "no gradient sync (1 rank)");
+    else if (larch_cfg_bool(dist, "shard_optimizer"))
+        snprintf(buf, len, "gradient sync: one reduce-scatter of %zu bytes per step (sharded: frozen tensors included)",
+                 grad_sync_bytes(r->sync));
+    else
+        snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", grad_sync_buckets(r->sync),
+                 grad_sync_bytes(r->sync), larch_cfg_bool(dist, "overlap") ? "overlapped" : "blocking");
+    return buf;
+}
+
 static void fmt_eta(double s, char *buf, size_t len)
 {
     long t = s > 0 && s < 1e8 ? (long)s : 0;
@@ -521,12 +558,15 @@ static larch_status thaw(run_t *r, long epoch)
     larch_model *m = r->model;
     int n = larch_optim_thaw(m, epoch);
     if (n == 0) return LARCH_OK;
+    grad_sync_plan(r->sync);                     /* the thawed tensors join the buckets */
     if (r->log) {
+        char sync[160];
         fprintf(r->log, "epoch %ld: unfroze %d tensor(s):", epoch, n);
         for (int i = 0, shown = 0; i < m->n_params; i++)
             if (m->params[i].thaw_epoch > 0 && m->params[i].thaw_epoch <= epoch && shown++ < 12)
                 fprintf(r->log, " %s", m->params[i].name);
         fprintf(r->log, "%s\n", n > 12 ? " ..." : "");
+        fprintf(r->log, "epoch %ld: %s\n", epoch, sync_summary(r, sync, sizeof sync));
         fflush(r->log);
     }
     /* every rank thaws at the same step; a failed re-plan on one of them
@@ -577,12 +617,15 @@ static larch_status loop(run_t *r, larch_train_result *res)
             double sps = (double)(done - log_step) * r->batch / (now - t_log);
             if (r->metrics) {
                 char num[32];
-                long n_sync = 0;
-                double wait = grad_sync_take_wait(r->sync, &n_sync);
+                long n_sync = 0, early = 0;
+                double wait = grad_sync_take_wait(r->sync, &n_sync, &early);
                 fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
-                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"time\": %.3f",
+                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"sync_bytes\": %zu, \"sync_buckets\": %d, "
+                        "\"sync_overlapped\": %.3g, \"time\": %.3f",
                         done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps,
-                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, now - t_start);
+                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, grad_sync_bytes(r->sync),
+                        r->comm->size > 1 ? grad_sync_buckets(r->sync) : 0,
+                        n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
@@ -642,10 +685,11 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
                 LARCH_VERSION_STRING, comm->size, larch_blas_threads(), larch_blas_corename(),
                 count_params(r.model), r.total_steps, r.batch, r.local);
         if (r.accumulate > 1) fprintf(r.log, ", %d micro-batches of %d", r.accumulate, r.micro);
-        fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %d gradient bucket(s)\n", r.optim->name,
+        char sync[160];
+        fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %s\n", r.optim->name,
                 (double)r.optim->n_state * (double)r.optim->n_state_floats * sizeof(float) / 1048576.0,
                 comm->size > 1 && larch_cfg_bool(larch_map_get(cfg, "dist"), "shard_optimizer") ? " (sharded)" : "",
-                grad_sync_buckets(r.sync));
+                sync_summary(&r, sync, sizeof sync));
         char note[300];   /* what a one-cycle schedule does to the momentum, once */
         if (!opts->eval_only && larch_sched_momentum_note(&r.sched, r.optim, note, sizeof note)) fprintf(r.log, "%s\n", note);
         fflush(r.log);

@@ -35,6 +35,10 @@ static const larch_key synthetic_keys[] = {
     {"classes", LARCH_T_INT, "10", 2, 1 << 16, NULL, NULL, "number of classes"},
     {"shape", LARCH_T_INTS, "[1, 1, 32]", 1, 1 << 16, NULL, NULL, "per-sample shape [h, w, c]"},
     {"noise", LARCH_T_FLOAT, "0.5", 0, 100, NULL, NULL, "within-class spread"},
+    {"regression", LARCH_T_INT, "0", 0, 4096, NULL, NULL,
+     "K > 0: also K float regression targets per sample, a fixed random linear map of the features plus noise "
+     "(scored by a loss with type: mse, on: targets)"},
+    {"regression_noise", LARCH_T_FLOAT, "0.1", 0, 100, NULL, NULL, "standard deviation of the regression targets' noise"},
     {0}};
 
 static const larch_key data_keys[] = {
@@ -224,7 +228,8 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
         int classes;
         if ((s = larch_run_input(cfg, &shape, &classes))) return s;
         larch_synth_opts o = {(int)larch_cfg_int(sy, "n_train"), shape, (int)larch_cfg_int(sy, "classes"),
-                              (float)larch_cfg_float(sy, "noise"), seed, 0};
+                              (float)larch_cfg_float(sy, "noise"), seed, 0, (int)larch_cfg_int(sy, "regression"),
+                              (float)larch_cfg_float(sy, "regression_noise")};
         if ((s = larch_dataset_synthetic(&o, train))) return s;
         o.n = (int)larch_cfg_int(sy, "n_test");
         o.split = 1;

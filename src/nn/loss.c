@@ -5,8 +5,9 @@
  *
  * softmax_ce: per-sample loss -sum_j q_j log softmax(z)_j with the smoothed
  * target q = (1 - eps) onehot(y) + eps / C; gradient softmax(z) - q.
- * mse: per-sample loss mean_j (z_j - t_j)^2, gradient 2 (z - t) / D; when
- * the batch has no float targets, t = onehot(label).
+ * mse: per-sample loss mean_j (z_j - t_j)^2, gradient 2 (z - t) / D; with
+ * `on: targets` t is the batch's float regression targets (no accuracy),
+ * with `on: labels` (the default) t = onehot(label).
  * Uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018, eq. 7 and
  * 10): a task contributes c exp(-s) L + s / 2 with s = log sigma^2 learned,
  * c = 1 for a classification likelihood and 1/2 for a Gaussian one, so
@@ -28,6 +29,9 @@ const larch_key larch_loss_keys[] = {
     {"name", LARCH_T_STRING, "main", 0, 0, NULL, NULL, "task name in metrics"},
     {"input", LARCH_T_STRING, "", 0, 0, NULL, NULL, "scored layer (default: the last)"},
     {"target", LARCH_T_INT, "0", 0, LARCH_MAX_TARGETS - 1, NULL, NULL, "label set of the batch"},
+    {"on", LARCH_T_ENUM, "labels", 0, 0, "labels|targets", NULL,
+     "labels: the class labels of set `target` (mse: one-hot); targets: the data's float regression targets "
+     "(mse only; data.synthetic.regression)"},
     {"weight", LARCH_T_FLOAT, "1", 0, 1e6, NULL, NULL, "weight in the total loss"},
     {"label_smoothing", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL, "softmax_ce: smoothing eps"},
     {"weighting", LARCH_T_ENUM, "fixed", 0, 0, "fixed|uncertainty", NULL,
@@ -64,6 +68,10 @@ larch_status larch_model_add_loss(larch_model *m, larch_node *opts)
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: task name '%s' is used twice",
                               larch_node_where(opts, where, sizeof where), path, l->name);
     l->target = (int)larch_cfg_int(opts, "target");
+    l->on_targets = strcmp(larch_cfg_str(opts, "on"), "targets") == 0;
+    if (l->on_targets && l->type != LARCH_LOSS_MSE)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.on: float targets are scored by type: mse only (softmax_ce needs labels)",
+                          larch_node_where(larch_map_get(opts, "on"), where, sizeof where), path);
     l->weight = (float)larch_cfg_float(opts, "weight");
     l->label_smoothing = (float)larch_cfg_float(opts, "label_smoothing");
     l->uncertainty = strcmp(larch_cfg_str(opts, "weighting"), "uncertainty") == 0;
@@ -202,9 +210,12 @@ double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, 
         if (l->type == LARCH_LOSS_SOFTMAX_CE) {
             assert(b->label[l->target]);
             softmax_ce(m->node_y[l->node], b->label[l->target], b->n, dim, l->label_smoothing, scale, dz, acc, &st);
+        } else if (l->on_targets) {
+            assert(b->target[l->target] && b->target_dim[l->target] == dim);
+            mse(m->node_y[l->node], b->target[l->target], NULL, b->n, dim, scale, dz, acc, &st);
         } else {
-            assert(b->target[l->target] || b->label[l->target]);
-            mse(m->node_y[l->node], b->target[l->target], b->label[l->target], b->n, dim, scale, dz, acc, &st);
+            assert(b->label[l->target]);
+            mse(m->node_y[l->node], NULL, b->label[l->target], b->n, dim, scale, dz, acc, &st);
         }
         total += w * st.loss_sum;
         if (l->uncertainty) {                         /* + weight * s / 2 per sample; d/ds */
