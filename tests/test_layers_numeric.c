@@ -1,9 +1,12 @@
-/* test_layers_numeric.c - the layers' behaviour on non-finite values:
+/* test_layers_numeric.c - the layers' behaviour on non-finite values and
+ * over many rows:
  *   - max pooling propagates NaN and keeps -inf windows at -inf with the
  *     gradient in the right channel (PyTorch's semantics, checked against a
  *     scalar reference with padding and strides);
  *   - a NaN put anywhere in any layer's input or parameters reaches the loss
- *     (every registered layer type has a case). */
+ *     (every registered layer type has a case);
+ *   - bias and norm scale/shift gradients over 2.6e5 rows match a double
+ *     reference where a float running sum drifts. */
 #include "check.h"
 #include "larch/larch.h"
 #include "nn/layers.h"
@@ -223,9 +226,104 @@ static void nan_reaches_loss(void)
     }
 }
 
+/* ---- per-channel parameter gradients over many rows ---- */
+
+/* dy of rows x C: positive values in [1, 2), where a float running sum over
+ * 2.6e5 rows loses about 1e-5 of the total. */
+static void fill_dy(float *dy, size_t len)
+{
+    for (size_t i = 0; i < len; i++) dy[i] = 1.0f + unit((uint32_t)i * 3u + 1u);
+}
+
+/* Compares g[c] with the double sum over rows of a[r C + c] (* b[r C + c]).
+ * Also checks that a float running sum drifts on these data by more than
+ * 10x the tolerance, so the comparison can tell the two apart. */
+static void check_sums(const char *label, const float *g, const float *a, const float *b, size_t rows, int C)
+{
+    for (int c = 0; c < C; c++) {
+        double ref = 0, mag = 0;
+        float naive = 0.0f;
+        for (size_t r = 0; r < rows; r++) {
+            double t = b ? (double)a[r * C + c] * b[r * C + c] : a[r * C + c];
+            ref += t;
+            mag += fabs(t);
+            naive += b ? a[r * C + c] * b[r * C + c] : a[r * C + c];
+        }
+        double tol = 2e-7 * mag;
+        CHECK(fabs(g[c] - ref) <= tol, "%s[%d] = %.9g, double reference %.9g (|diff| %.3g > %.3g)", label, c, g[c], ref,
+              fabs(g[c] - ref), tol);
+        CHECK(fabs(naive - ref) > 10 * tol, "%s[%d]: test data: a float running sum drifts by only %.3g", label, c,
+              fabs(naive - ref));
+    }
+}
+
+static void large_sums(void)
+{
+    /* conv2d bias over n*h*w = 1 * 512 * 512 rows (direct and im2col paths) */
+    const char *convs[] = {"[{type: conv2d, filters: 2, kernel: 1}]", "[{type: conv2d, filters: 2, kernel: 3, padding: 1}]"};
+    for (int v = 0; v < 2; v++) {
+        larch_model *m = build(convs[v], S(512, 512, 1), 1);
+        if (!m) continue;
+        size_t rows = 512 * 512;
+        float *x = malloc(rows * sizeof *x);
+        for (size_t i = 0; i < rows; i++) x[i] = unit((uint32_t)i);
+        larch_batch b = {.n = 1, .x = x};
+        larch_pass p = {.n = 1, .train = 1};
+        larch_model_forward(m, &b, &p);
+        fill_dy(m->node_dy[1], rows * 2);
+        larch_model_backward(m, &p);
+        check_sums(v ? "conv 3x3 bias grad" : "conv 1x1 bias grad", m->grad + m->params[1].offset, m->node_dy[1], NULL, rows, 2);
+        free(x);
+        larch_model_free(m);
+    }
+    /* dense bias over a batch of 2^18 */
+    {
+        const int n = 1 << 18;
+        larch_model *m = build("[{type: dense, units: 2}]", S(1, 1, 1), n);
+        if (m) {
+            float *x = malloc((size_t)n * sizeof *x);
+            for (int i = 0; i < n; i++) x[i] = unit((uint32_t)i);
+            larch_batch b = {.n = n, .x = x};
+            larch_pass p = {.n = n, .train = 1};
+            larch_model_forward(m, &b, &p);
+            fill_dy(m->node_dy[1], (size_t)n * 2);
+            larch_model_backward(m, &p);
+            check_sums("dense bias grad", m->grad + m->params[1].offset, m->node_dy[1], NULL, (size_t)n, 2);
+            free(x);
+            larch_model_free(m);
+        }
+    }
+    /* norm shift = sum dy and scale = sum dy * xhat over 512 * 512 rows */
+    const char *norms[] = {"[{type: batchnorm}]", "[{type: layernorm}]", "[{type: groupnorm, groups: 2}]", "[{type: instancenorm}]"};
+    for (int v = 0; v < 4; v++) {
+        larch_model *m = build(norms[v], S(512, 512, 2), 1);
+        if (!m) continue;
+        size_t rows = 512 * 512;
+        float *x = malloc(rows * 2 * sizeof *x);
+        for (size_t i = 0; i < rows * 2; i++) x[i] = 3.0f * unit((uint32_t)i + 99u);
+        larch_batch b = {.n = 1, .x = x};
+        larch_pass p = {.n = 1, .train = 1};
+        larch_model_forward(m, &b, &p);
+        fill_dy(m->node_dy[1], rows * 2);
+        larch_model_backward(m, &p);
+        char label[64];
+        snprintf(label, sizeof label, "%s shift grad", norms[v]);
+        check_sums(label, m->grad + m->params[1].offset, m->node_dy[1], NULL, rows, 2);
+        const float *xhat = m->layers[0]->saved;                      /* scale 1, shift 0: y = xhat */
+        float *dy = m->node_dy[1];
+        for (size_t i = 0; i < rows * 2; i++) if (xhat[i] < 0) dy[i] = -dy[i];   /* dy xhat > 0: a drifting sum */
+        larch_model_backward(m, &p);
+        snprintf(label, sizeof label, "%s scale grad", norms[v]);
+        check_sums(label, m->grad + m->params[0].offset, dy, xhat, rows, 2);
+        free(x);
+        larch_model_free(m);
+    }
+}
+
 int main(void)
 {
     maxpool_nonfinite();
     nan_reaches_loss();
+    large_sums();
     return check_result("test_layers_numeric");
 }

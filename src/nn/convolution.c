@@ -12,6 +12,7 @@
  * which keeps the GEMMs thousands of rows tall while the im2col buffer stays
  * in cache. A 1x1, stride-1, unpadded convolution skips im2col: the input is
  * the cols matrix. Output size: oh = (h + 2 padding - kernel) / stride + 1.
+ * The bias gradient sums the n*oh*ow rows in double.
  */
 #include "nn/layers.h"
 #include "core/blas.h"
@@ -163,12 +164,8 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
     float *dW = larch_layer_grad(L, 0);
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow;
     const int rows_all = (int)(p->n * ohw);
-    if (L->need_dw && d->bias) {                                        // db = sum over rows of dy
-        float *db = larch_layer_grad(L, 1);
-        if (!p->acc_grad) memset(db, 0, (size_t)d->cout * sizeof(float));
-        for (int r = 0; r < rows_all; r++)
-            for (int c = 0; c < d->cout; c++) db[c] += L->dy[(size_t)r * d->cout + c];
-    }
+    if (L->need_dw && d->bias)                                          // db = sum over the n*oh*ow rows of dy
+        larch_channel_sums(L->dy, NULL, (size_t)p->n * ohw, d->cout, larch_layer_grad(L, 1), NULL, p->acc_grad);
     if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, (size_t)d->cout * d->K * sizeof(float));
     if (d->direct) {
         if (!p->n) return;
