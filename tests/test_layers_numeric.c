@@ -1,16 +1,20 @@
-/* test_layers_numeric.c - the layers' behaviour on non-finite values and
- * over many rows:
+/* test_layers_numeric.c - the layers' behaviour on non-finite values and at
+ * large sizes:
  *   - max pooling propagates NaN and keeps -inf windows at -inf with the
  *     gradient in the right channel (PyTorch's semantics, checked against a
  *     scalar reference with padding and strides);
  *   - a NaN put anywhere in any layer's input or parameters reaches the loss
  *     (every registered layer type has a case);
  *   - bias and norm scale/shift gradients over 2.6e5 rows match a double
- *     reference where a float running sum drifts. */
+ *     reference where a float running sum drifts;
+ *   - conv2d gives the same results in one chunk and in several (direct 1x1
+ *     and im2col paths, accumulating gradients);
+ *   - sizes that do not fit an int are rejected, naming the layer. */
 #include "check.h"
 #include "larch/larch.h"
 #include "nn/layers.h"
 
+#include <limits.h>
 #include <stdlib.h>
 
 static larch_shape S(int h, int w, int c) { return (larch_shape){h, w, c}; }
@@ -320,10 +324,118 @@ static void large_sums(void)
     }
 }
 
+/* ---- conv2d: one chunk or several ---- */
+
+typedef struct { float *y, *dx, *g; } conv_run;
+
+/* Two passes (the second accumulating gradients) of a model with a conv2d. */
+static conv_run run_conv(const char *yaml, larch_shape in, int n, int chunk, int *gemm_chunks)
+{
+    conv_run r = {0};
+    larch_conv_test_chunk(chunk);
+    larch_model *m = build(yaml, in, n);
+    larch_conv_test_chunk(0);
+    if (!m) return r;
+    size_t xl = (size_t)n * larch_shape_size(in), yl = (size_t)n * larch_shape_size(m->layers[m->n_layers - 1]->out_shape);
+    float *x = malloc(xl * sizeof *x);
+    for (size_t i = 0; i < xl; i++) x[i] = 2.0f * unit((uint32_t)i + 5u) - 1.0f;
+    larch_batch b = {.n = n, .x = x};
+    larch_conv_test_chunk(chunk);
+    larch_gemm_shape g[16];
+    int k = larch_model_gemms(m, n, 1, g, 16);
+    *gemm_chunks = 0;
+    for (int i = 0; i < k; i++) if (g[i].ta == 0 && g[i].tb == 1) *gemm_chunks += (int)g[i].count;   /* forward GEMMs */
+    for (int pass = 0; pass < 2; pass++) {
+        larch_pass p = {.n = n, .train = 1, .acc_grad = pass};
+        larch_model_forward(m, &b, &p);
+        for (size_t i = 0; i < yl; i++) m->node_dy[m->n_layers][i] = unit((uint32_t)i * 7u + 3u) - 0.5f;
+        larch_model_backward(m, &p);
+    }
+    larch_conv_test_chunk(0);
+    r.y = malloc(yl * sizeof *r.y);
+    r.dx = malloc(xl * sizeof *r.dx);
+    r.g = malloc(m->n_floats * sizeof *r.g);
+    memcpy(r.y, m->node_y[m->n_layers], yl * sizeof *r.y);
+    memcpy(r.dx, m->node_dy[0], xl * sizeof *r.dx);
+    memcpy(r.g, m->grad, m->n_floats * sizeof *r.g);
+    free(x);
+    larch_model_free(m);
+    return r;
+}
+
+static double max_diff(const float *a, const float *b, size_t len)
+{
+    double w = 0;
+    for (size_t i = 0; i < len; i++) w = fmax(w, fabs((double)a[i] - b[i]));
+    return w;
+}
+
+static void conv_chunks(void)
+{
+    struct { const char *yaml; larch_shape in; } cases[] = {
+        {"[{type: conv2d, filters: 3, kernel: 1}]", {3, 4, 5}},                              /* direct path */
+        {"[{type: conv2d, filters: 3, kernel: 1, stride: 2, padding: 1}]", {5, 4, 3}},       /* 1x1 through im2col */
+        {"[{type: conv2d, filters: 4, kernel: 3, stride: 2, padding: 1}]", {6, 5, 3}},
+        {"[{type: conv2d, name: a, filters: 4, kernel: 3, padding: 1}, {type: conv2d, filters: 2, kernel: 1},"
+         " {type: add, inputs: [a, a]}, {type: conv2d, filters: 2, kernel: 3}]", {5, 5, 2}},   /* dx accumulates */
+    };
+    const int n = 5;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int one = 0, many = 0;
+        conv_run a = run_conv(cases[c].yaml, cases[c].in, n, 0, &one);
+        conv_run b = run_conv(cases[c].yaml, cases[c].in, n, 2, &many);
+        if (!a.y || !b.y) continue;
+        larch_model *m = build(cases[c].yaml, cases[c].in, n);
+        if (!m) continue;
+        size_t yl = (size_t)n * larch_shape_size(m->layers[m->n_layers - 1]->out_shape);
+        size_t xl = (size_t)n * larch_shape_size(cases[c].in);
+        int convs = 0;
+        for (int i = 0; i < m->n_layers; i++) convs += m->layers[i]->ops == &larch_conv2d_ops;
+        CHECK(one == convs && many == 3 * convs, "%s: %d GEMMs in one chunk, %d in chunks of 2 (want %d, %d)",
+              cases[c].yaml, one, many, convs, 3 * convs);
+        CHECK(max_diff(a.y, b.y, yl) < 1e-5, "%s: outputs differ by %g", cases[c].yaml, max_diff(a.y, b.y, yl));
+        CHECK(max_diff(a.dx, b.dx, xl) < 1e-5, "%s: input gradients differ by %g", cases[c].yaml, max_diff(a.dx, b.dx, xl));
+        CHECK(max_diff(a.g, b.g, m->n_floats) < 1e-4, "%s: parameter gradients differ by %g", cases[c].yaml,
+              max_diff(a.g, b.g, m->n_floats));
+        larch_model_free(m);
+        free(a.y); free(a.dx); free(a.g); free(b.y); free(b.dx); free(b.g);
+    }
+}
+
+/* ---- sizes that do not fit an int ---- */
+
+static void size_limits(void)
+{
+    larch_model *m = NULL;
+    CHECK_FAIL(larch_model_create(&m, S(65536, 65536, 1)), LARCH_ERR_SHAPE, "(65536, 65536, 1) has 4294967296 elements per sample");
+    larch_model_free(m);
+    struct { const char *yaml; larch_shape in; const char *needle; } bad[] = {
+        {"[{type: conv2d, name: wide, filters: 1024, kernel: 1}]", {2048, 2048, 1},
+         "layer 'wide' (conv2d): output (2048, 2048, 1024) has 4294967296 elements per sample, more than 2147483647"},
+        {"[{type: dense, units: 4}, {type: conv2d, name: wide2, filters: 65536, kernel: 1, padding: 1024}]", {1, 1, 1},
+         "layer 'wide2' (conv2d): output (2049, 2049, 65536)"},
+        {"[{type: conv2d, name: deep, filters: 1, kernel: 1024, padding: 512}]", {1, 1, 2048},
+         "layer 'deep' (conv2d): kernel 1024x1024 over 2048 input channels into 1 filters: the GEMM dimension K = 2147483648 does not fit an int"},
+        {"[{type: conv2d, name: fan, filters: 2048, kernel: 1024, padding: 512}]", {1, 1, 1},
+         "layer 'fan' (conv2d): kernel 1024x1024 over 1 input channels into 2048 filters: the fan-out 2147483648 does not fit an int"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        larch_node *layers = NULL;
+        CHECK_OK(larch_cfg_parse(bad[i].yaml, "big.yaml", &layers));
+        m = NULL;
+        CHECK_FAIL(larch_model_build(&m, bad[i].in, layers, NULL, NULL, 1), LARCH_ERR_SHAPE, bad[i].needle);
+        CHECK(m == NULL, "no model is returned");
+        larch_model_free(m);
+        larch_node_free(layers);
+    }
+}
+
 int main(void)
 {
     maxpool_nonfinite();
     nan_reaches_loss();
     large_sums();
+    conv_chunks();
+    size_limits();
     return check_result("test_layers_numeric");
 }

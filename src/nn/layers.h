@@ -38,6 +38,10 @@ void larch_init_fill(float *w, size_t n, larch_init_kind kind, int fan_in, int f
  * double, like the losses and the batch-norm statistics. Allocates nothing. */
 void larch_channel_sums(const float *a, const float *b, size_t rows, int C, float *sum_a, float *sum_ab, int acc);
 
+/* Test hook: conv2d runs at most `samples` samples per GEMM chunk (0 = the
+ * normal chunking), so small tests cover several chunks. */
+void larch_conv_test_chunk(int samples);
+
 /* dst = src (acc = 0) or dst += src (acc = 1). */
 static inline void larch_store(float *dst, float v, int acc) { *dst = acc ? *dst + v : v; }
 

@@ -169,13 +169,14 @@ static larch_status gap_setup(larch_layer *L, const larch_node *o)
 static void gap_forward(larch_layer *L, const larch_pass *p)
 {
     larch_shape in = L->in_shape[0];
-    const int C = in.c, HW = in.h * in.w;
+    const int C = in.c;
+    const size_t HW = (size_t)in.h * in.w;
     const float inv = 1.0f / (float)HW;
     for (int b = 0; b < p->n; b++) {
         const float *x = L->x[0] + (size_t)b * HW * C;                   // (h*w, c)
         float *y = L->y + (size_t)b * C;
         memset(y, 0, (size_t)C * sizeof(float));
-        for (int i = 0; i < HW; i++)
+        for (size_t i = 0; i < HW; i++)
             for (int c = 0; c < C; c++) y[c] += x[(size_t)i * C + c];
         for (int c = 0; c < C; c++) y[c] *= inv;                           // mean over h, w
     }
@@ -185,12 +186,13 @@ static void gap_backward(larch_layer *L, const larch_pass *p)
 {
     if (!L->need_dx[0]) return;
     larch_shape in = L->in_shape[0];
-    const int C = in.c, HW = in.h * in.w;
+    const int C = in.c;
+    const size_t HW = (size_t)in.h * in.w;
     const float inv = 1.0f / (float)HW;
     for (int b = 0; b < p->n; b++) {
         float *dx = L->dx[0] + (size_t)b * HW * C;
         const float *dy = L->dy + (size_t)b * C;
-        for (int i = 0; i < HW; i++)
+        for (size_t i = 0; i < HW; i++)
             for (int c = 0; c < C; c++) {
                 float g = dy[c] * inv;                                     // dy / (h w) to every cell
                 dx[(size_t)i * C + c] = L->dx_acc[0] ? dx[(size_t)i * C + c] + g : g;
