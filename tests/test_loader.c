@@ -4,7 +4,8 @@
  * and flips on, across epoch boundaries; an epoch visits every sample once;
  * seek reproduces a batch; prefetching changes nothing; bad batch sizes are
  * errors; Fashion-MNIST files are checked (a fake set with a bad label, and
- * the real Debian package when it is installed). */
+ * the real Debian package when it is installed); every split must have the
+ * model's input shape. */
 #include "check.h"
 #include "larch/larch.h"
 
@@ -152,8 +153,66 @@ static void regression_targets(void)
     larch_dataset_free(&plain);
 }
 
+/* Writes a fake Fashion-MNIST split of n images of h x w into dir. */
+static void write_split(const char *dir, int train, int n, int h, int w)
+{
+    uint8_t *px = malloc((size_t)n * h * w), *lab = malloc((size_t)n);
+    for (size_t i = 0; i < (size_t)n * h * w; i++) px[i] = (uint8_t)(i * 13);
+    for (int i = 0; i < n; i++) lab[i] = (uint8_t)(i % 10);
+    larch_idx im = {.type = 0x08, .ndim = 3, .dims = {n, h, w}, .count = (size_t)n * h * w, .data = px};
+    larch_idx lb = {.type = 0x08, .ndim = 1, .dims = {n}, .count = (size_t)n, .data = lab};
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte.gz", dir, train ? "train" : "t10k");
+    CHECK_OK(larch_idx_write(p, &im, 1));
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte.gz", dir, train ? "train" : "t10k");
+    CHECK_OK(larch_idx_write(p, &lb, 1));
+    free(px);
+    free(lab);
+}
+
+/* Every split must have the model's input shape (28x28x1 for Fashion-MNIST):
+ * smaller test images used to be read past their end, others at the wrong
+ * strides. The error names the file and both shapes. */
+static void split_shapes(void)
+{
+    char dir[] = "/tmp/larch_shapes_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char cfg_path[300], yaml[700];
+    snprintf(cfg_path, sizeof cfg_path, "%s/run.yaml", dir);
+    snprintf(yaml, sizeof yaml, "data: {name: fashion-mnist, dir: '%s'}\nmodel: [{type: dense, units: 10}]\n", dir);
+    FILE *f = fopen(cfg_path, "w");
+    CHECK(f != NULL, "write %s", cfg_path);
+    if (!f) return;
+    fputs(yaml, f);
+    fclose(f);
+    larch_node *cfg = NULL;
+    CHECK_OK(larch_run_load(cfg_path, NULL, 0, &cfg));
+    larch_dataset tr, te;
+    write_split(dir, 1, 40, 28, 28);
+    write_split(dir, 0, 20, 28, 28);
+    CHECK_OK(larch_run_datasets(cfg, &tr, &te));
+    CHECK(tr.shape.h == 28 && te.shape.w == 28 && strstr(te.source, "t10k-images-idx3-ubyte.gz") != NULL,
+          "matching splits load (test source '%s')", te.source);
+    larch_dataset_free(&tr);
+    larch_dataset_free(&te);
+    write_split(dir, 0, 20, 27, 29);                               /* smaller test images */
+    CHECK_FAIL(larch_run_datasets(cfg, &tr, &te), LARCH_ERR_SHAPE, "t10k-images-idx3-ubyte.gz: fashion-mnist-test samples are 27x29x1");
+    CHECK(strstr(larch_errmsg(), "the model input is 28x28x1") != NULL, "both shapes: %s", larch_errmsg());
+    write_split(dir, 0, 20, 14, 56);                               /* as many pixels, another shape */
+    CHECK_FAIL(larch_run_datasets(cfg, &tr, &te), LARCH_ERR_SHAPE, "t10k-images-idx3-ubyte.gz: fashion-mnist-test samples are 14x56x1");
+    write_split(dir, 0, 20, 28, 28);
+    write_split(dir, 1, 40, 29, 28);                               /* the training split too */
+    CHECK_FAIL(larch_run_datasets(cfg, &tr, &te), LARCH_ERR_SHAPE, "train-images-idx3-ubyte.gz: fashion-mnist-train samples are 29x28x1");
+    CHECK(tr.n == 0 && te.n == 0 && tr.u8 == NULL && te.u8 == NULL, "nothing is left allocated on failure");
+    larch_node_free(cfg);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void)
 {
+    split_shapes();
     larch_dataset ds;
     make_u8(&ds, 103, (larch_shape){6, 5, 2});
     sharding(&ds, 16, 0, 1);

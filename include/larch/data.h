@@ -42,6 +42,7 @@ LARCH_API larch_status larch_idx_write(const char *path, const larch_idx *idx, i
 /* ---- datasets ---- */
 typedef struct larch_dataset {
     char name[32];
+    char source[4200];       /* the file the samples came from ("" if generated) */
     int n;                   /* number of samples                           */
     larch_shape shape;       /* per-sample shape (h, w, c)                  */
     int n_classes;
@@ -59,7 +60,9 @@ typedef struct larch_dataset {
 
 /* Fashion-MNIST from `dir` (train-images-idx3-ubyte.gz etc.; Debian's
  * dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist). Checks
- * that image and label counts agree and labels are in 0..9. */
+ * that image and label counts agree and labels are in 0..9; the images keep
+ * the files' height and width (source: the image file), which
+ * larch_run_datasets compares with the model's input shape. */
 LARCH_API larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out);
 /* The number of samples of a split (reads only the labels file). */
 LARCH_API larch_status larch_dataset_fmnist_count(const char *dir, int train, int *n);

@@ -37,7 +37,11 @@ extern "C" {
 #define LARCH_MAX_TARGETS 4
 #define LARCH_ALIGN_FLOATS 16   /* tensor offsets are multiples of 64 bytes */
 
-typedef struct larch_shape { int h, w, c; } larch_shape;   /* per sample */
+/* Per-sample shape. The model input and every layer output hold at most
+ * INT_MAX elements per sample (larger ones are rejected when the model is
+ * built, naming the layer), so a per-sample size is a valid int GEMM
+ * dimension; products with the batch size are size_t. */
+typedef struct larch_shape { int h, w, c; } larch_shape;
 static inline size_t larch_shape_size(larch_shape s) { return (size_t)s.h * s.w * s.c; }
 
 typedef enum { LARCH_ROLE_WEIGHT, LARCH_ROLE_BIAS, LARCH_ROLE_NORM } larch_role;

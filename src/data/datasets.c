@@ -84,6 +84,7 @@ larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out
         out->labels[i] = l[i];
     }
     snprintf(out->name, sizeof out->name, "fashion-mnist-%s", train ? "train" : "test");
+    snprintf(out->source, sizeof out->source, "%s", ipath);
     out->n = im.dims[0];
     out->shape = (larch_shape){im.dims[1], im.dims[2], 1};
     out->n_classes = 10;

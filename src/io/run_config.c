@@ -216,6 +216,21 @@ static larch_status shape_split(const larch_node *d, larch_dataset *ds, int trai
     return s;
 }
 
+/* Every split must have the model's input shape (larch_run_input): a test
+ * set of other images would be read at the wrong strides (or past the end). */
+static larch_status check_input_shape(const larch_node *cfg, const larch_dataset *ds)
+{
+    larch_shape want, got = ds->shape;
+    int classes;
+    larch_status s = larch_run_input(cfg, &want, &classes);
+    if (s) return s;
+    if (got.h == want.h && got.w == want.w && got.c == want.c) return LARCH_OK;
+    return larch_fail(LARCH_ERR_SHAPE, "%s: %s samples are %dx%dx%d (h x w x c) but the model input is %dx%dx%d (data.name: %s); "
+                      "every split must have the model's input shape",
+                      ds->source[0] ? ds->source : ds->name, ds->name, got.h, got.w, got.c, want.h, want.w, want.c,
+                      larch_cfg_str(larch_map_get(cfg, "data"), "name"));
+}
+
 larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, larch_dataset *test)
 {
     const larch_node *d = larch_map_get(cfg, "data");
@@ -238,6 +253,8 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
         const char *dir = larch_cfg_str(d, "dir");
         if (!(s = larch_dataset_fmnist(dir, 1, train))) s = larch_dataset_fmnist(dir, 0, test);
     }
+    if (!s) s = check_input_shape(cfg, train);
+    if (!s) s = check_input_shape(cfg, test);
     if (!s) s = shape_split(d, train, 1);
     if (!s) s = shape_split(d, test, 0);
     if (s) { larch_dataset_free(train); larch_dataset_free(test); }

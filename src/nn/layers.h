@@ -31,6 +31,17 @@ larch_init_kind larch_init_parse(const char *name);
 void larch_init_fill(float *w, size_t n, larch_init_kind kind, int fan_in, int fan_out,
                      uint64_t seed, const char *layer, int param_index);
 
+/* Per-channel parameter gradients (biases, norm scale and shift) over `rows`
+ * rows of C channels: sum_a[c] (+)= sum_r a[r C + c] and, when b and sum_ab
+ * are not NULL, sum_ab[c] (+)= sum_r a[r C + c] b[r C + c]; += when acc.
+ * Rows number n*h*w (2.6e5 at batch 256 of 32x32), so the sums are kept in
+ * double, like the losses and the batch-norm statistics. Allocates nothing. */
+void larch_channel_sums(const float *a, const float *b, size_t rows, int C, float *sum_a, float *sum_ab, int acc);
+
+/* Test hook: conv2d runs at most `samples` samples per GEMM chunk (0 = the
+ * normal chunking), so small tests cover several chunks. */
+void larch_conv_test_chunk(int samples);
+
 /* dst = src (acc = 0) or dst += src (acc = 1). */
 static inline void larch_store(float *dst, float v, int acc) { *dst = acc ? *dst + v : v; }
 
