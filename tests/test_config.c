@@ -3,7 +3,7 @@
  * kind of bad config, each of which must name the file, the line and the
  * key (and the valid keys or choices where there are some); the limits of
  * the reader (size, NUL bytes, big mappings in linear time, long values cut
- * short in messages). */
+ * short in messages); duplicate layer names. */
 #include "check.h"
 #include "larch/larch.h"
 
@@ -305,11 +305,29 @@ static void limits(void)
     free(text);
 }
 
+/* Two layers of one name: the error names the name and both places (before:
+ * the message read the freed layer's name). */
+static void layer_names(void)
+{
+    larch_node *layers = NULL;
+    larch_model *m = NULL;
+    CHECK_OK(larch_cfg_parse("- {type: dense, name: a, units: 4}\n- {type: relu}\n- {type: dense, name: a, units: 2}\n",
+                             "dup.yaml", &layers));
+    CHECK_FAIL(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 1), LARCH_ERR_CONFIG,
+               "dup.yaml:3: model.2.name: layer name 'a' is used twice: by model.0 and by model.2");
+    larch_node_free(layers);
+    CHECK_OK(larch_cfg_parse("- {type: relu, name: relu1}\n- {type: relu}\n", "dup2.yaml", &layers));
+    CHECK_FAIL(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 1), LARCH_ERR_CONFIG,
+               "dup2.yaml:2: model.1.name: layer name 'relu1' is used twice: by model.0 and by model.1 (its default name");
+    larch_node_free(layers);
+}
+
 int main(void)
 {
     parsing();
     schema();
     run_config();
     limits();
+    layer_names();
     return check_result("test_config");
 }
