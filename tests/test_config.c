@@ -3,7 +3,8 @@
  * kind of bad config, each of which must name the file, the line and the
  * key (and the valid keys or choices where there are some); the limits of
  * the reader (size, NUL bytes, big mappings in linear time, long values cut
- * short in messages); duplicate layer names. */
+ * short in messages); checks across keys that `larch config` must share
+ * with training; duplicate layer names. */
 #include "check.h"
 #include "larch/larch.h"
 
@@ -176,6 +177,24 @@ static void run_config(void)
     CHECK_FAIL(larch_run_load(path, bad2, 1, &cfg), LARCH_ERR_CONFIG, "--set train.epochs=0: train.epochs: 0 is out of range");
     const char *bad3[] = {"optim.name=adamax"};
     CHECK_FAIL(larch_run_load(path, bad3, 1, &cfg), LARCH_ERR_CONFIG, "is not one of: sgd|adam|adamw");
+    /* what training rejects without data or ranks, `larch config` rejects too */
+    const char *agree[][2] = {
+        {"sched.milestones=[3, 1]", "--set sched.milestones=[3, 1]: sched.milestones: must be ascending (1 comes after 3)"},
+        {"data.classes=[5, 2]", "--set data.classes=[5, 2]: data.classes: expected [lo, hi] with 0 <= lo <= hi < 10"},
+        {"data.classes=[0, 10]", "data.classes: expected [lo, hi] with 0 <= lo <= hi < 10"},
+        {"data.classes=[1]", "data.classes: expected [lo, hi]"},
+        {"train.accumulate=5", "--set train.accumulate=5: train.accumulate: the batch of 32 is not divisible into 5 micro-batches"},
+        {"sched.name=onecycle", NULL}, {"sched.warmup_epochs=1", "sched.warmup_epochs: onecycle has its own warm phase"}};
+    CHECK_FAIL(larch_run_load(path, agree[0], 1, &cfg), LARCH_ERR_CONFIG, agree[0][1]);
+    CHECK_FAIL(larch_run_load(path, agree[1], 1, &cfg), LARCH_ERR_CONFIG, agree[1][1]);
+    CHECK_FAIL(larch_run_load(path, agree[2], 1, &cfg), LARCH_ERR_CONFIG, agree[2][1]);
+    CHECK_FAIL(larch_run_load(path, agree[3], 1, &cfg), LARCH_ERR_CONFIG, agree[3][1]);
+    CHECK_FAIL(larch_run_load(path, agree[4], 1, &cfg), LARCH_ERR_CONFIG, agree[4][1]);
+    const char *onecycle[] = {agree[5][0], agree[6][0]};
+    CHECK_FAIL(larch_run_load(path, onecycle, 2, &cfg), LARCH_ERR_CONFIG, agree[6][1]);
+    const char *fine[] = {"sched.milestones=[1, 1, 3]", "data.classes=[2, 9]", "train.accumulate=4"};
+    CHECK_OK(larch_run_load(path, fine, 3, &cfg));
+    larch_node_free(cfg);
     const char *bad4[] = {"model=[]"};
     larch_node *c4 = NULL;
     CHECK_OK(larch_run_load(path, bad4, 1, &c4));

@@ -108,6 +108,9 @@ LARCH_API int larch_cfg_floats(const larch_node *map, const char *key, double *o
 
 /* Formats "file:line" of a node into buf (for messages). */
 LARCH_API const char *larch_node_where(const larch_node *n, char *buf, size_t len);
+/* "file:line" of the i-th key of a map (the value's place when it came from
+ * --set). */
+LARCH_API const char *larch_key_where(const larch_node *map, int i, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

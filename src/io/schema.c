@@ -135,8 +135,7 @@ static larch_status check_value(larch_node *n, const char *key, const larch_key 
     return LARCH_OK;
 }
 
-/* "file:line" of key i of a map (the value's place when it came from --set). */
-static const char *key_where(const larch_node *map, int i, char *buf, size_t len)
+const char *larch_key_where(const larch_node *map, int i, char *buf, size_t len)
 {
     const larch_node *v = map->items[i];
     if (v->file != map->file || map->key_lines[i] == 0) return larch_node_where(v, buf, len);
@@ -168,7 +167,7 @@ larch_status larch_cfg_check(larch_node *map, const char *path, const larch_key 
         }
         char ex[LARCH_EXCERPT_MAX + 4];
         join(full, sizeof full, path, map->keys[i]);
-        return larch_fail(LARCH_ERR_CONFIG, "%s: unknown key '%s' (valid keys: %s)", key_where(map, i, where, sizeof where),
+        return larch_fail(LARCH_ERR_CONFIG, "%s: unknown key '%s' (valid keys: %s)", larch_key_where(map, i, where, sizeof where),
                           larch_excerpt(full, ex, sizeof ex), valid[0] ? valid : "none");
     }
     for (const larch_key *k = schema; k->name; k++) {
