@@ -37,7 +37,9 @@ struct larch_node {
     int line;             /* 1-based line in `file`, 0 when synthesized      */
 };
 
-/* Parsing. `name` is used in messages (a path, or "<string>"). */
+/* Parsing. `name` is used in messages (a path, or "<string>"). A config
+ * file may hold at most LARCH_CFG_MAX_BYTES and no NUL byte. */
+#define LARCH_CFG_MAX_BYTES (16 << 20)
 LARCH_API larch_status larch_cfg_load(const char *path, larch_node **out);
 LARCH_API larch_status larch_cfg_parse(const char *text, const char *name, larch_node **out);
 LARCH_API void larch_node_free(larch_node *n);
@@ -107,6 +109,9 @@ LARCH_API int larch_cfg_floats(const larch_node *map, const char *key, double *o
 
 /* Formats "file:line" of a node into buf (for messages). */
 LARCH_API const char *larch_node_where(const larch_node *n, char *buf, size_t len);
+/* "file:line" of the i-th key of a map (the value's place when it came from
+ * --set). */
+LARCH_API const char *larch_key_where(const larch_node *map, int i, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -108,7 +108,11 @@ typedef struct larch_sched {
 } larch_sched;
 
 LARCH_API extern const larch_key larch_sched_keys[];
-/* `cfg` is the validated `sched` map. */
+/* Checks of a validated `sched` map that need no step counts (milestones
+ * ascending, at most 16; no warmup with onecycle; exponential warmup from a
+ * factor > 0), so that `larch config` rejects what training would. */
+LARCH_API larch_status larch_sched_check(const larch_node *cfg);
+/* `cfg` is the validated `sched` map (larch_sched_check passes). */
 LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
                                         long total_steps, long steps_per_epoch);
 /* Learning rate of optimizer step `step` (0-based). */

@@ -26,7 +26,9 @@ LARCH_API extern const larch_key larch_run_keys[];
 LARCH_API extern const larch_key larch_model_map_keys[];
 
 /* Loads `path`, applies overrides ("a.b=v", n_sets of them) and validates
- * the result (defaults filled in). */
+ * the result (defaults filled in), including the checks across keys that
+ * need no data and no world size (sched.milestones ascending, data.classes
+ * [lo, hi] within the data's classes, train.accumulate dividing the batch). */
 LARCH_API larch_status larch_run_load(const char *path, const char *const *sets, int n_sets,
                                       larch_node **out);
 

@@ -1,7 +1,8 @@
 /* run_config.c - the schema of an experiment config and its loading
- * (file, then --set overrides, then validation with defaults filled in),
- * and what a validated config implies: the datasets (class subsets and
- * derived label sets), the layer list, the input shape, the step counts. */
+ * (file, then --set overrides, then validation with defaults filled in,
+ * then the checks across keys that need no data and no world size), and
+ * what a validated config implies: the datasets (class subsets and derived
+ * label sets), the layer list, the input shape, the step counts. */
 #include "larch/train.h"
 #include "larch/optim.h"
 #include "larch/data.h"
@@ -143,6 +144,34 @@ const larch_node *larch_run_init_from(const larch_node *cfg)
     return init && larch_cfg_str(init, "file")[0] ? init : NULL;
 }
 
+/* "file:line" of map[key] (the map's place when absent). */
+static const char *place(const larch_node *map, const char *key, char *buf, size_t len)
+{
+    for (int i = 0; map && map->kind == LARCH_NODE_MAP && i < map->n; i++)
+        if (strcmp(map->keys[i], key) == 0) return larch_key_where(map, i, buf, len);
+    return larch_node_where(map, buf, len);
+}
+
+/* Checks across keys of a validated config that need neither the data nor
+ * the world size: `larch config` rejects what `larch train` would. */
+static larch_status check_run(const larch_node *root)
+{
+    char where[300];
+    const larch_node *t = larch_map_get(root, "train"), *d = larch_map_get(root, "data");
+    long batch = larch_cfg_int(t, "batch_size"), acc = larch_cfg_int(t, "accumulate");
+    if (batch % acc != 0)      /* then no per-rank batch divides either */
+        return larch_fail(LARCH_ERR_CONFIG, "%s: train.accumulate: the batch of %ld is not divisible into %ld micro-batches",
+                          place(t, "accumulate", where, sizeof where), batch, acc);
+    long range[3];
+    int n = larch_cfg_ints(d, "classes", range, 2);
+    int classes = strcmp(larch_cfg_str(d, "name"), "synthetic") == 0
+                ? (int)larch_cfg_int(larch_map_get(d, "synthetic"), "classes") : 10;   /* Fashion-MNIST */
+    if (n != 0 && (n != 2 || range[0] > range[1] || range[1] >= classes))
+        return larch_fail(LARCH_ERR_CONFIG, "%s: data.classes: expected [lo, hi] with 0 <= lo <= hi < %d (the data's classes)",
+                          place(d, "classes", where, sizeof where), classes);
+    return larch_sched_check(larch_map_get(root, "sched"));
+}
+
 larch_status larch_run_load(const char *path, const char *const *sets, int n_sets, larch_node **out)
 {
     larch_node *root = NULL;
@@ -156,6 +185,7 @@ larch_status larch_run_load(const char *path, const char *const *sets, int n_set
     if (!s) s = larch_cfg_check(root, "", larch_run_keys, NULL);
     larch_node *model = s ? NULL : larch_map_get(root, "model");
     if (model && model->kind == LARCH_NODE_MAP) s = check_model_map(model);
+    if (!s) s = check_run(root);
     if (s) { larch_node_free(root); return s; }
     *out = root;
     return LARCH_OK;

@@ -50,12 +50,13 @@ static int parse_bool(const larch_node *n, int *v)
     return 0;
 }
 
-/* "got 'abc'" / "got a list" / "got a mapping" */
+/* "got 'abc'" / "got a list" / "got a mapping" (long values cut short) */
 static const char *got(const larch_node *n, char *buf, size_t len)
 {
+    char ex[LARCH_EXCERPT_MAX + 4];
     if (n->kind == LARCH_NODE_SEQ) snprintf(buf, len, "a list");
     else if (n->kind == LARCH_NODE_MAP) snprintf(buf, len, "a mapping");
-    else snprintf(buf, len, n->quoted ? "the quoted text '%s'" : "'%s'", n->scalar);
+    else snprintf(buf, len, n->quoted ? "the quoted text '%s'" : "'%s'", larch_excerpt(n->scalar, ex, sizeof ex));
     return buf;
 }
 
@@ -75,7 +76,7 @@ static int in_choices(const char *choices, const char *s)
 /* Checks one scalar of a numeric type and range. */
 static larch_status check_number(const larch_node *n, const char *key, int integer, double min, double max)
 {
-    char where[300], g[300];
+    char where[300], g[300], ex[LARCH_EXCERPT_MAX + 4];
     double v;
     long l;
     if (integer ? !parse_long(n, &l) : !parse_double(n, &v))
@@ -84,7 +85,7 @@ static larch_status check_number(const larch_node *n, const char *key, int integ
     if (integer) v = (double)l;
     if (min <= max && (v < min || v > max))
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s: %s is out of range [%.10g, %.10g]",
-                          larch_node_where(n, where, sizeof where), key, n->scalar, min, max);
+                          larch_node_where(n, where, sizeof where), key, larch_excerpt(n->scalar, ex, sizeof ex), min, max);
     return LARCH_OK;
 }
 
@@ -137,8 +138,7 @@ static larch_status check_value(larch_node *n, const char *key, const larch_key 
     return LARCH_OK;
 }
 
-/* "file:line" of key i of a map (the value's place when it came from --set). */
-static const char *key_where(const larch_node *map, int i, char *buf, size_t len)
+const char *larch_key_where(const larch_node *map, int i, char *buf, size_t len)
 {
     const larch_node *v = map->items[i];
     if (v->file != map->file || map->key_lines[i] == 0) return larch_node_where(v, buf, len);
@@ -168,9 +168,10 @@ larch_status larch_cfg_check(larch_node *map, const char *path, const larch_key 
             if (valid[0]) strncat(valid, ", ", sizeof valid - strlen(valid) - 1);
             strncat(valid, *e, sizeof valid - strlen(valid) - 1);
         }
+        char ex[LARCH_EXCERPT_MAX + 4];
         join(full, sizeof full, path, map->keys[i]);
-        return larch_fail(LARCH_ERR_CONFIG, "%s: unknown key '%s' (valid keys: %s)", key_where(map, i, where, sizeof where),
-                          full, valid[0] ? valid : "none");
+        return larch_fail(LARCH_ERR_CONFIG, "%s: unknown key '%s' (valid keys: %s)", larch_key_where(map, i, where, sizeof where),
+                          larch_excerpt(full, ex, sizeof ex), valid[0] ? valid : "none");
     }
     for (const larch_key *k = schema; k->name; k++) {
         join(full, sizeof full, path, k->name);

@@ -60,9 +60,10 @@ larch_status larch_model_add_loss(larch_model *m, larch_node *opts)
     l->type = strcmp(larch_cfg_str(opts, "type"), "mse") == 0 ? LARCH_LOSS_MSE : LARCH_LOSS_SOFTMAX_CE;
     const char *in = larch_cfg_str(opts, "input");
     l->node = in[0] ? larch_model_node(m, in) : m->n_layers;
+    char ex[LARCH_EXCERPT_MAX + 4];
     if (l->node <= 0)
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s.input: '%s' is not a layer of the model",
-                          larch_node_where(larch_map_get(opts, "input"), where, sizeof where), path, in);
+                          larch_node_where(larch_map_get(opts, "input"), where, sizeof where), path, larch_excerpt(in, ex, sizeof ex));
     for (int i = 0; i < m->n_losses; i++)
         if (strcmp(m->losses[i].name, l->name) == 0)
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: task name '%s' is used twice",

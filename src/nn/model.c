@@ -149,9 +149,10 @@ static larch_status resolve_inputs(larch_model *m, larch_layer *L, const larch_n
         L->n_in = n;
         for (int i = 0; i < n; i++) {
             int node = larch_model_node(m, names[i]);
+            char ex[LARCH_EXCERPT_MAX + 4];
             if (node < 0)
                 return larch_fail(LARCH_ERR_CONFIG, "%s: %s: input '%s' is not an earlier layer (or 'input')",
-                                  larch_node_where(nodes[i], where, sizeof where), path, names[i]);
+                                  larch_node_where(nodes[i], where, sizeof where), path, larch_excerpt(names[i], ex, sizeof ex));
             L->in_node[i] = node;
         }
     }
@@ -196,9 +197,10 @@ larch_status larch_model_add(larch_model *m, larch_node *opts)
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s: missing required key 'type' (one of: %s)",
                           larch_node_where(opts, where, sizeof where), path, type_list(types, sizeof types));
     const larch_layer_ops *ops = larch_layer_find(tn->scalar);
+    char ex[LARCH_EXCERPT_MAX + 4];
     if (!ops)
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s.type: unknown layer type '%s' (valid: %s)",
-                          larch_node_where(tn, where, sizeof where), path, tn->scalar,
+                          larch_node_where(tn, where, sizeof where), path, larch_excerpt(tn->scalar, ex, sizeof ex),
                           type_list(types, sizeof types));
     larch_status s = larch_cfg_check(opts, path, ops->keys, g_common_keys);
     if (s) return s;
@@ -214,16 +216,20 @@ larch_status larch_model_add(larch_model *m, larch_node *opts)
             || strcmp(nn->scalar, "input") == 0) {
             layer_free(L);
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: '%s' is not a valid layer name (1-%d characters, no '.' or '/', not 'input')",
-                              larch_node_where(nn, where, sizeof where), path, nn->scalar, LARCH_NAME_MAX - 1);
+                              larch_node_where(nn, where, sizeof where), path, larch_excerpt(nn->scalar, ex, sizeof ex),
+                              LARCH_NAME_MAX - 1);
         }
         snprintf(L->name, sizeof L->name, "%s", nn->scalar);
     } else {
         snprintf(L->name, sizeof L->name, "%s%d", ops->type, m->n_layers);
     }
-    if (larch_model_node(m, L->name) >= 0) {
-        layer_free(L);
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: layer name '%s' is used twice",
-                          larch_node_where(nn ? nn : opts, where, sizeof where), path, L->name);
+    int first = larch_model_node(m, L->name);
+    if (first >= 0) {
+        s = larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: layer name '%s' is used twice: by model.%d and by model.%d%s",
+                       larch_node_where(nn ? nn : opts, where, sizeof where), path, L->name, first - 1, m->n_layers,
+                       nn ? "" : " (its default name <type><index>)");
+        layer_free(L);                            /* after the message: it names L->name */
+        return s;
     }
     int p0 = m->n_params, b0 = m->n_buffers;
     size_t f0 = m->n_floats, bf0 = m->n_buffer_floats;
@@ -244,10 +250,11 @@ larch_status larch_model_add(larch_model *m, larch_node *opts)
         return s;
     }
     if (larch_shape_size(L->out_shape) == 0) {
-        layer_free(L);
         m->n_params = p0; m->n_buffers = b0; m->n_floats = f0; m->n_buffer_floats = bf0;
-        return larch_fail(LARCH_ERR_SHAPE, "%s: %s: layer '%s' has an empty output",
-                          larch_node_where(opts, where, sizeof where), path, L->name);
+        s = larch_fail(LARCH_ERR_SHAPE, "%s: %s: layer '%s' has an empty output",
+                       larch_node_where(opts, where, sizeof where), path, L->name);
+        layer_free(L);
+        return s;
     }
     m->layers[m->n_layers++] = L;
     return LARCH_OK;

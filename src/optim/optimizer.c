@@ -121,10 +121,11 @@ static larch_status check_groups(larch_node *groups)
         int nr = 0;
         const larch_node *rl = larch_map_get(groups->items[i], "roles");
         for (int r = 0; r < rl->n && nr < 8; r++) roles[nr++] = rl->items[r]->scalar;
+        char ex[LARCH_EXCERPT_MAX + 4];
         for (int r = 0; r < nr; r++)
             if (strcmp(roles[r], "weight") && strcmp(roles[r], "bias") && strcmp(roles[r], "norm"))
                 return larch_fail(LARCH_ERR_CONFIG, "%s: %s.roles: unknown role '%s' (valid: weight, bias, norm)",
-                                  larch_node_where(rl->items[r], where, sizeof where), path, roles[r]);
+                                  larch_node_where(rl->items[r], where, sizeof where), path, larch_excerpt(roles[r], ex, sizeof ex));
         const larch_node *g = groups->items[i];
         if (larch_cfg_int(g, "unfreeze_after_epochs") > 0 && !larch_cfg_bool(g, "freeze"))
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s.unfreeze_after_epochs: needs freeze: true in the same group",
@@ -220,9 +221,10 @@ static larch_status assign_groups(larch_model *m, const larch_node *cfg)
             if (strcmp(adapt, "role") != 0) p->adapt = strcmp(adapt, "true") == 0;
         }
         if (!hits) {
-            char where[300];
+            char where[300], ex[LARCH_EXCERPT_MAX + 4];
             return larch_fail(LARCH_ERR_CONFIG, "%s: optim.groups[%d].match: '%s' matches no parameter (names are like '%s')",
-                              larch_node_where(gr, where, sizeof where), g, pat, m->n_params ? m->params[0].name : "fc1.weight");
+                              larch_node_where(gr, where, sizeof where), g, larch_excerpt(pat, ex, sizeof ex),
+                              m->n_params ? m->params[0].name : "fc1.weight");
         }
     }
     return LARCH_OK;

@@ -55,10 +55,49 @@ const larch_key larch_sched_keys[] = {
      "off (or []) = not cycled, the optimizer's own"},
     {0}};
 
+static int sched_kind(const larch_node *cfg)
+{
+    const char *name = larch_cfg_str(cfg, "name");
+    for (int k = 0; k < (int)(sizeof sched_names / sizeof *sched_names); k++)
+        if (strcmp(name, sched_names[k]) == 0) return k;
+    return SCHED_CONSTANT;
+}
+
+static const char *place(const larch_node *cfg, const char *key, char *buf, size_t len)
+{
+    for (int i = 0; i < cfg->n; i++)
+        if (strcmp(cfg->keys[i], key) == 0) return larch_key_where(cfg, i, buf, len);
+    return larch_node_where(cfg, buf, len);
+}
+
+larch_status larch_sched_check(const larch_node *cfg)
+{
+    char where[300];
+    double ms[17];
+    int n = larch_cfg_floats(cfg, "milestones", ms, 16);
+    if (n < 0) return larch_fail(LARCH_ERR_CONFIG, "%s: sched.milestones: at most 16 milestones",
+                                 place(cfg, "milestones", where, sizeof where));
+    for (int i = 1; i < n; i++)
+        if (ms[i] < ms[i - 1])
+            return larch_fail(LARCH_ERR_CONFIG, "%s: sched.milestones: must be ascending (%g comes after %g)",
+                              place(cfg, "milestones", where, sizeof where), ms[i], ms[i - 1]);
+    int warm = larch_cfg_float(cfg, "warmup_epochs") > 0.0 || larch_cfg_int(cfg, "warmup_steps") > 0;
+    const char *wkey = larch_cfg_int(cfg, "warmup_steps") > 0 ? "warmup_steps" : "warmup_epochs";
+    if (warm && sched_kind(cfg) == SCHED_ONECYCLE)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: sched.%s: onecycle has its own warm phase (sched.pct_start); "
+                          "set the warmup to 0", place(cfg, wkey, where, sizeof where), wkey);
+    if (warm && strcmp(larch_cfg_str(cfg, "warmup"), "exponential") == 0 && larch_cfg_float(cfg, "warmup_start") <= 0.0)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)",
+                          place(cfg, "warmup_start", where, sizeof where));
+    return LARCH_OK;
+}
+
 larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
                               long total_steps, long steps_per_epoch)
 {
     memset(s, 0, sizeof *s);
+    larch_status st = larch_sched_check(cfg);
+    if (st) return st;
     const char *name = larch_cfg_str(cfg, "name");
     for (int k = 0; k < (int)(sizeof sched_names / sizeof *sched_names); k++)
         if (strcmp(name, sched_names[k]) == 0) s->kind = k;
@@ -80,10 +119,6 @@ larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base
     s->warmup_steps = ws > 0 ? ws : lround(larch_cfg_float(cfg, "warmup_epochs") * (double)s->steps_per_epoch);
     s->n_milestones = larch_cfg_floats(cfg, "milestones", s->milestones, 16);
     if (s->n_milestones < 0) return larch_fail(LARCH_ERR_CONFIG, "sched.milestones: at most 16 milestones");
-    for (int i = 1; i < s->n_milestones; i++)
-        if (s->milestones[i] < s->milestones[i - 1])
-            return larch_fail(LARCH_ERR_CONFIG, "sched.milestones: must be ascending (%g comes after %g)",
-                              s->milestones[i], s->milestones[i - 1]);
     if (s->kind == SCHED_ONECYCLE) {
         double moms[4];
         const larch_node *mn = larch_map_get(cfg, "moms");
