@@ -50,6 +50,10 @@ typedef struct run {
     char ckpt_dir[4200];
     long ckpt_every, start_step, last_saved;
     int ckpt_keep, ckpt_at_end, stop_requested;
+    int lock_out, lock_ckpt;             /* rank 0's locks on the directories (-1: none) */
+    char run_id[24];                     /* this run's id, the same on every rank */
+    char *lineage;                       /* the checkpoints' lineage including this run */
+    long eval_step;                      /* eval: the step of the evaluated checkpoint */
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
     larch_init_report init_report;       /* model.init_from (rank 0)   */
@@ -238,10 +242,29 @@ static void hook_allreduce(void *ctx, double *buf, int n)
     if (s && !r->hook_status) r->hook_status = s;
 }
 
+/* Rank 0: the run's hold on its output and checkpoint directories, so that
+ * a second run on either fails now, at its start; both are created and
+ * checked writable here rather than at the first save. */
+static larch_status lock_dirs(run_t *r)
+{
+    if (r->opts->eval_only) return LARCH_OK;
+    if ((r->ckpt_every > 0 || r->ckpt_at_end) && !r->ckpt_dir[0])
+        return larch_fail(LARCH_ERR_CONFIG, "checkpoint.dir: no directory to save into (set it, or give --out)");
+    if (r->comm->rank != 0) return LARCH_OK;
+    larch_status s = LARCH_OK;
+    if (r->opts->out_dir) s = larch_dir_lock(r->opts->out_dir, "the output directory", &r->lock_out);
+    struct stat a, b;
+    int same = r->opts->out_dir && r->ckpt_dir[0] && stat(r->opts->out_dir, &a) == 0 && stat(r->ckpt_dir, &b) == 0 &&
+               a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    if (!s && r->ckpt_dir[0] && !same) s = larch_dir_lock(r->ckpt_dir, "checkpoint.dir", &r->lock_ckpt);
+    return s;
+}
+
 static larch_status setup(run_t *r)
 {
     larch_status s = read_settings(r);
     if (s) return s;
+    if ((s = lock_dirs(r))) return s;
     larch_blas_set_threads(choose_threads(r));
     if ((s = larch_run_datasets(r->cfg, &r->train, &r->test))) return s;
     if ((s = larch_model_build(&r->model, r->train.shape, larch_run_layers(r->cfg),
@@ -304,6 +327,9 @@ static void teardown(run_t *r)
     larch_dataset_free(&r->test);
     larch_init_report_free(&r->init_report);
     if (r->metrics) fclose(r->metrics);
+    free(r->lineage);
+    larch_dir_unlock(&r->lock_ckpt);
+    larch_dir_unlock(&r->lock_out);
 }
 
 /* ---- checkpoints and preemption ---- */
@@ -357,6 +383,9 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
     meta.global_batch = r->batch;
     meta.sched_step = done;
     meta.sched_total_steps = r->total_steps;
+    meta.steps_per_epoch = r->steps_per_epoch;
+    snprintf(meta.run_id, sizeof meta.run_id, "%s", r->run_id);
+    meta.lineage = r->lineage;
     meta.config = config_text(r);
     double t0 = larch_comm_wtime();
     s = larch_ckpt_save(r->ckpt_dir, r->ckpt_keep, r->comm, r->model, r->optim, &meta, res->checkpoint,
@@ -371,42 +400,94 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
     return LARCH_OK;
 }
 
-/* Collective: loads checkpoint.resume ("auto": the newest in the directory)
- * and positions the run after its step. */
+/* Collective: this run's id (rank 0's, broadcast) and lineage: the parent
+ * checkpoint's lineage (none: a fresh start; format 1: an unknown run "-")
+ * followed by "<run id>:<step resumed>". */
+static larch_status start_lineage(run_t *r, const larch_ckpt_meta *parent)
+{
+    char id[24] = "";
+    if (r->comm->rank == 0) larch_ckpt_new_run_id(id, sizeof id);
+    larch_status s = larch_comm_bcast(r->comm, id, sizeof id, 0);
+    if (s) return s;
+    snprintf(r->run_id, sizeof r->run_id, "%s", id);
+    const char *before = !parent ? "" : parent->lineage && parent->lineage[0] ? parent->lineage : "-:0";
+    size_t len = strlen(before) + strlen(id) + 32;
+    free(r->lineage);
+    r->lineage = malloc(len);
+    if (!r->lineage) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    snprintf(r->lineage, len, "%s%s%s:%ld", before, before[0] ? " " : "", id, parent ? parent->step : 0L);
+    return LARCH_OK;
+}
+
+/* Collective: the checkpoint to resume, loaded. checkpoint.resume names a
+ * file, or "auto": the newest checkpoint of the directory that reads whole,
+ * passing over (and saying so) newer ones whose metadata or tensors are
+ * damaged. Rank 0 first compares the checkpoint's config with the run's
+ * (larch_ckpt_check_resume). *have is 0 when there is nothing to resume. */
+static larch_status find_and_load(run_t *r, const char *want, char *path, size_t len, larch_ckpt_meta *meta, int *have)
+{
+    int is_auto = strcmp(want, "auto") == 0, rank0 = r->comm->rank == 0;
+    char **cands = NULL;
+    int n = is_auto && rank0 && r->ckpt_dir[0] ? larch_ckpt_list(r->ckpt_dir, &cands) : 0, passed = 0;
+    char first_err[600] = "";
+    larch_status s = LARCH_OK;
+    *have = 0;
+    for (int i = 0; !s && !*have; i++) {
+        path[0] = '\0';
+        if (rank0) snprintf(path, len, "%s", is_auto ? (i < n ? cands[i] : "") : (i == 0 ? want : ""));
+        if ((s = larch_comm_bcast(r->comm, path, len, 0)) || !path[0]) break;
+        larch_status local = LARCH_OK;
+        if (rank0) {
+            larch_ckpt_meta head;
+            local = larch_ckpt_read_meta(path, &head);
+            if (!local) local = larch_ckpt_check_resume(path, &head, r->cfg, r->total_steps, r->steps_per_epoch, r->log);
+            if (!local) larch_ckpt_meta_free(&head);
+        }
+        s = larch_comm_check(r->comm, local);
+        if (!s) s = larch_ckpt_load(path, r->comm, r->model, r->optim, meta);
+        if (!s) { *have = 1; break; }
+        if (s != LARCH_ERR_FORMAT || !is_auto) break;
+        /* damaged: the next newest (a failed load is overwritten whole by the next) */
+        if (!first_err[0]) snprintf(first_err, sizeof first_err, "%s", larch_errmsg());
+        passed++;
+        if (r->log) {
+            fprintf(r->log, "checkpoint.resume=auto: passing over %s: %s\n", path, larch_errmsg());
+            fflush(r->log);
+        }
+        s = LARCH_OK;
+    }
+    for (int i = 0; i < n; i++) free(cands[i]);
+    free(cands);
+    double counts[2] = {(double)n, (double)passed};   /* rank 0's, for every rank's message */
+    if (!s) s = larch_comm_bcast(r->comm, counts, sizeof counts, 0);
+    if (!s && is_auto && !*have && counts[0] > 0)
+        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint.resume=auto: none of the %.0f checkpoint(s) in %s is readable; the "
+                       "newest: %s", counts[0], r->ckpt_dir, first_err[0] ? first_err : "(see rank 0)");
+    if (!s && *have && counts[1] > 0 && r->log)
+        fprintf(r->log, "checkpoint.resume=auto: resuming from the newest valid checkpoint, %s (%.0f newer damaged one(s) "
+                "passed over)\n", path, counts[1]);
+    return s;
+}
+
+/* Collective: loads checkpoint.resume and positions the run after its step;
+ * then gives the run its lineage and prepares the checkpoint directory
+ * (rank 0: stale temporaries removed, other lineages moved aside). */
 static larch_status resume(run_t *r, larch_train_result *res)
 {
     const char *want = larch_cfg_str(larch_map_get(r->cfg, "checkpoint"), "resume");
-    if (!want[0]) return LARCH_OK;
     char path[4200] = "";
-    larch_status s = LARCH_OK;
-    if (strcmp(want, "auto") == 0) {
-        if (r->comm->rank == 0 && r->ckpt_dir[0]) {
-            s = larch_ckpt_latest(r->ckpt_dir, path, sizeof path);
-            if (s == LARCH_ERR_IO) { s = LARCH_OK; path[0] = '\0'; }   /* none yet: a fresh start */
-        }
-        s = larch_comm_check(r->comm, s);
-        if (!s) s = larch_comm_bcast(r->comm, path, sizeof path, 0);
-        if (s) return s;
-        if (!path[0]) {
-            if (r->log) fprintf(r->log, "checkpoint.resume=auto: no checkpoint in %s yet, starting fresh\n",
-                                r->ckpt_dir[0] ? r->ckpt_dir : "(no directory)");
-            return LARCH_OK;
-        }
-    } else {
-        snprintf(path, sizeof path, "%s", want);
-    }
     larch_ckpt_meta meta;
-    if ((s = larch_ckpt_load(path, r->comm, r->model, r->optim, &meta))) return s;
-    if (meta.global_batch != r->batch)
-        s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s was written with train.batch_size %ld, this run uses %d: resuming "
-                       "needs the same global batch (sampler position and schedule depend on it)", path, meta.global_batch, r->batch);
-    else if (meta.step > r->total_steps)
+    memset(&meta, 0, sizeof meta);
+    int have = 0;
+    larch_status s = want[0] ? find_and_load(r, want, path, sizeof path, &meta, &have) : LARCH_OK;
+    if (s) return s;
+    if (want[0] && !have && r->log)
+        fprintf(r->log, "checkpoint.resume=auto: no checkpoint in %s yet, starting fresh\n",
+                r->ckpt_dir[0] ? r->ckpt_dir : "(no directory)");
+    if (have && meta.step > r->total_steps)
         s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s is at step %ld, beyond this run's %ld steps (train.epochs / "
                        "train.max_steps)", path, meta.step, r->total_steps);
-    else if (meta.rng_seed != r->seed)
-        s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s was written with train.seed %llu, this run uses %llu", path,
-                       (unsigned long long)meta.rng_seed, (unsigned long long)r->seed);
-    if (!s) {
+    if (!s && have) {
         r->start_step = meta.step;
         r->last_saved = meta.step;
         res->resumed_from = meta.step;
@@ -416,8 +497,12 @@ static larch_status resume(run_t *r, larch_train_result *res)
             fflush(r->log);
         }
     }
+    if (!s) s = start_lineage(r, have ? &meta : NULL);
     larch_ckpt_meta_free(&meta);
-    return s;
+    if (s) return s;
+    return larch_comm_check(r->comm, r->comm->rank == 0 && r->ckpt_dir[0]
+                                         ? larch_ckpt_prepare_dir(r->ckpt_dir, r->lineage, r->run_id, r->log, NULL)
+                                         : LARCH_OK);
 }
 
 /* ---- evaluation ---- */
@@ -672,11 +757,17 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
     r.cfg = cfg;
     r.opts = opts;
     r.log = comm->rank == 0 ? opts->log : NULL;
+    r.lock_out = r.lock_ckpt = -1;
     larch_status s = larch_comm_check(comm, setup(&r));
     if (!s) s = larch_comm_check(comm, check_same_config(&r));
     if (!s) s = larch_comm_bcast(comm, r.model->param, r.model->n_floats * sizeof(float), 0);
     if (!s) s = larch_comm_bcast(comm, r.model->buffer, r.model->n_buffer_floats * sizeof(float), 0);
-    if (!s && opts->eval_only && opts->checkpoint) s = larch_ckpt_load(opts->checkpoint, comm, r.model, NULL, NULL);
+    if (!s && opts->eval_only && opts->checkpoint) {
+        larch_ckpt_meta em;
+        s = larch_ckpt_load(opts->checkpoint, comm, r.model, NULL, &em);
+        if (!s) r.eval_step = em.step;             /* the record carries the checkpoint's step */
+        if (!s) larch_ckpt_meta_free(&em);
+    }
     if (!s && !opts->eval_only) s = resume(&r, res);
     if (!s) s = larch_comm_check(comm, open_outputs(&r, res->resumed_from > 0));
     res->steps = r.start_step;
@@ -697,7 +788,7 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
     if (!s && opts->eval_only) {
         double vals[3 * LARCH_MAX_TARGETS * 2];
         s = evaluate(&r, vals);
-        if (!s) report_eval(&r, 0, vals, res);
+        if (!s) report_eval(&r, r.eval_step, vals, res);
     } else if (!s) {
         struct sigaction old_term, old_usr1;
         if (opts->handle_signals) install_signals(&old_term, &old_usr1);

@@ -73,6 +73,8 @@ static const larch_key checkpoint_keys[] = {
     {"at_end", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "save when training ends"},
     {"resume", LARCH_T_STRING, "", 0, 0, NULL, NULL,
      "resume from this checkpoint file, or 'auto' for the newest in dir (none: start fresh)"},
+    {"allow_changes", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL,
+     "config keys (or prefixes: optim) a resume may change, e.g. [train.epochs, optim.lr] (docs/checkpoints.md)"},
     {0}};
 
 const larch_key larch_run_keys[] = {
