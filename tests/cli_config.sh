@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# cli_config.sh LARCH SRC - `larch config` / `schedule` on input that is not
-# a config at all: /dev/zero, bad UTF-8, empty --set path parts, duplicate
-# layer names, huge values; `config` rejects what `train` would; `schedule
-# --png` to an unwritable path names the path.
+# cli_config.sh LARCH SRC - `larch config` / `train` / `schedule` on configs
+# that are valid but set keys without effect (warned once, naming the key),
+# and on input that is not a config at all: /dev/zero, bad UTF-8, empty
+# --set path parts, duplicate layer names, huge values; `config` rejects what
+# `train` would; `schedule --png` to an unwritable path names the path.
 . "$(dirname "$0")/cli_helpers.bash"
 CFG=$SRC/tests/configs/synth_mlp.yaml
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
+# keys of another optimizer or schedule: a warning naming the key, its place and why
+out=$("$LARCH" config "$SRC/launch/configs/fmnist_mlp.yaml" --set optim.name=lamb --set optim.lr=0.01 2>&1 >/dev/null); st=$?
+[ $st -eq 0 ] && pass "fmnist_mlp.yaml with optim.name=lamb validates" || fail "optim.name=lamb -> exit $st: $out"
+grep -qF "larch: warning: $SRC/launch/configs/fmnist_mlp.yaml:17: optim.nesterov is ignored: it applies to sgd only, and optim.name is 'lamb'" <<<"$out" \
+  && pass "nesterov reported as ignored" || fail "no nesterov warning: $out"
+expect 0 "warning: --set sched.gamma=0.5: sched.gamma is ignored: it applies to step, multistep, exponential only, and sched.name is 'cosine'" \
+  -- "$LARCH" config "$CFG" --set sched.name=cosine --set sched.gamma=0.5
+expect 0 "loss.label_smoothing is ignored: it applies to softmax_ce only" \
+  -- "$LARCH" config "$CFG" --set 'loss={type: mse, label_smoothing: 0.1}'
+expect 1 "unknown key 'optim.nesterof'" -- "$LARCH" config "$CFG" --set optim.nesterof=true
+# printed once by a 2-rank run, which trains
+if command -v "$MPIEXEC" >/dev/null; then
+  out=$("$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/two" --set optim.name=adam --set optim.momentum=0.5 \
+        --set train.max_steps=2 2>&1); st=$?
+  n=$(grep -c "warning: --set optim.momentum=0.5: optim.momentum is ignored" <<<"$out")
+  [ $st -eq 0 ] && [ "$n" -eq 1 ] && pass "2 ranks: trained, the warning printed once" || fail "2 ranks: exit $st, $n warnings: $out"
+fi
 
 # not a config: /dev/zero is refused at its first byte (not read until memory
 # runs out; the memory cap turns a regression into a quick failure)

@@ -4,7 +4,8 @@
  * key (and the valid keys or choices where there are some); the limits of
  * the reader (size, NUL bytes, big mappings in linear time, long values cut
  * short in messages); checks across keys that `larch config` must share
- * with training; duplicate layer names. */
+ * with training; duplicate layer names; and the warnings about keys that
+ * are set but ignored. */
 #include "check.h"
 #include "larch/larch.h"
 
@@ -341,6 +342,89 @@ static void layer_names(void)
     larch_node_free(layers);
 }
 
+static int has_warning(const larch_warnings *w, const char *needle)
+{
+    for (int i = 0; i < w->n; i++) if (strstr(w->msg[i], needle)) return 1;
+    return 0;
+}
+
+/* Keys set but ignored are warnings (naming the key, its place and why),
+ * not errors, and not silent; keys at their default are not reported. */
+static void warnings(void)
+{
+    char path[] = "/tmp/larch_warn_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    const char *text = "train: {batch_size: 32}\n"
+                       "optim: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}\n"
+                       "sched: {name: cosine, warmup_epochs: 0.1, min_lr: 0.001}\n"
+                       "dist: {shard_optimizer: true, bucket_mb: 4, overlap: true}\n"
+                       "data: {name: synthetic, synthetic: {classes: 10}}\n"
+                       "loss: {type: mse, label_smoothing: 0.1, log_var_init: 1}\n"
+                       "regularization: [{type: l1, coef: 0.001}, {type: l2, coef: 0.001, q: 3}]\n"
+                       "model: [{type: dense, units: 10}]\n";
+    CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write");
+    close(fd);
+    /* the README's switch of optimizer and schedule from the command line */
+    const char *sets[] = {"optim.name=lamb", "optim.lr=0.01", "sched.name=poly", "sched.gamma=0.5"};
+    larch_node *cfg = NULL;
+    larch_warnings w = {0};
+    CHECK_OK(larch_run_load(path, sets, 4, &cfg));
+    if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+    char want[512];
+    snprintf(want, sizeof want, "%s:2: optim.nesterov is ignored: it applies to sgd only, and optim.name is 'lamb'", path);
+    CHECK(has_warning(&w, want), "lacks '%s'", want);
+    CHECK(has_warning(&w, "--set sched.gamma=0.5: sched.gamma is ignored: it applies to step, multistep, exponential only, "
+                          "and sched.name is 'poly'"), "sched.gamma");
+    snprintf(want, sizeof want, "%s:4: dist.bucket_mb is ignored: with dist.shard_optimizer", path);
+    CHECK(has_warning(&w, want), "lacks '%s'", want);
+    CHECK(has_warning(&w, "loss.label_smoothing is ignored: it applies to softmax_ce only, and loss.type is 'mse'"), "label_smoothing");
+    CHECK(has_warning(&w, "loss.log_var_init is ignored: it applies to weighting: uncertainty only"), "log_var_init");
+    CHECK(has_warning(&w, "regularization.1.q is ignored: it applies to type lq only, and regularization.1.type is 'l2'"), "q");
+    CHECK(w.n == 6, "6 warnings, got %d (momentum and overlap are at their defaults, min_lr applies to poly)", w.n);
+    for (int i = 0; i < w.n; i++) printf("  warning: %s\n", w.msg[i]);
+    larch_warnings_free(&w);
+
+    /* the resolved config (every key written out) reloads without warnings */
+    if (cfg) {
+        larch_node *loss = larch_map_get(cfg, "loss"), *reg = larch_map_get(cfg, "regularization");
+        CHECK_OK(larch_map_set_scalar(loss, "label_smoothing", "0"));
+        CHECK_OK(larch_map_set_scalar(loss, "log_var_init", "0"));
+        CHECK_OK(larch_map_set_scalar(reg->items[1], "q", "2"));
+        CHECK_OK(larch_map_set_scalar(larch_map_get(cfg, "optim"), "nesterov", "false"));
+        CHECK_OK(larch_map_set_scalar(larch_map_get(cfg, "sched"), "gamma", "0.1"));
+        CHECK_OK(larch_map_set_scalar(larch_map_get(cfg, "dist"), "bucket_mb", "25"));
+        CHECK_OK(larch_cfg_save(cfg, path));
+        larch_node_free(cfg);
+        CHECK_OK(larch_run_load(path, NULL, 0, &cfg));
+        if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+        CHECK(w.n == 0, "a resolved config: %d warnings (first: %s)", w.n, w.n ? w.msg[0] : "");
+        larch_warnings_free(&w);
+    }
+    larch_node_free(cfg);
+
+    /* the warmup keys */
+    const char *warm[] = {"sched.name=step", "sched.warmup_epochs=0", "sched.warmup=exponential", "sched.warmup_start=0.1"};
+    CHECK_OK(larch_run_load(path, warm, 4, &cfg));
+    if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+    CHECK(w.n == 3 && has_warning(&w, "sched.warmup is ignored: there is no warmup") &&
+          has_warning(&w, "sched.warmup_start is ignored: there is no warmup") &&
+          has_warning(&w, "sched.min_lr is ignored: it applies to cosine, sgdr, poly only, and sched.name is 'step'"),
+          "no warmup: %d warnings", w.n);
+    larch_warnings_free(&w);
+    larch_node_free(cfg);
+    const char *steps[] = {"sched.warmup_epochs=2", "sched.warmup_steps=10"};
+    CHECK_OK(larch_run_load(path, steps, 2, &cfg));
+    if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+    CHECK(w.n == 1 && has_warning(&w, "sched.warmup_epochs is ignored: sched.warmup_steps overrides it"), "%d warnings", w.n);
+    larch_warnings_free(&w);
+    larch_node_free(cfg);
+    /* unknown keys stay errors */
+    const char *unknown[] = {"optim.nesterof=true"};
+    CHECK_FAIL(larch_run_load(path, unknown, 1, &cfg), LARCH_ERR_CONFIG, "unknown key 'optim.nesterof'");
+    unlink(path);
+}
+
 int main(void)
 {
     parsing();
@@ -348,5 +432,6 @@ int main(void)
     run_config();
     limits();
     layer_names();
+    warnings();
     return check_result("test_config");
 }

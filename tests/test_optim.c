@@ -608,11 +608,25 @@ int main(void)
     config_error("{name: sgd, groups: [{match: 'fc.*', freeze: true, unfreeze_after_epochs: 2, lr_mult: 0}]}",
                  "would keep the group frozen");
     config_error("{name: sgd, momentum: 0, nesterov: true}", "nesterov");
-    c = parse("{name: adam, momentum: 0.9, trust_coef: 0.001}");   /* defaults of other optimizers: accepted */
-    CHECK_OK(larch_optim_defaults(c));
-    larch_node_free(c);
-    config_error("{name: adam, momentum: 0.5}", "optim.momentum does not apply to optim.name 'adam'");
-    config_error("{name: sgd, beta3: 0.9}", "read by: adamod");
+    /* keys of another optimizer: accepted, and reported as ignored unless at their default */
+    static const struct { const char *yaml, *warning; } ignored[] = {
+        {"{name: adam, momentum: 0.9, trust_coef: 0.001}", NULL},
+        {"{name: adam, momentum: 0.5}", "<test>:1: optim.momentum is ignored: it applies to sgd, lars only, and optim.name is 'adam'"},
+        {"{name: sgd, beta3: 0.9}", "optim.beta3 is ignored: it applies to adamod only, and optim.name is 'sgd'"},
+        {"{name: lamb, momentum: 0.9, nesterov: true}", "optim.nesterov is ignored: it applies to sgd only"}};
+    for (int k = 0; k < 4; k++) {
+        c = parse(ignored[k].yaml);
+        larch_warnings w = {0};
+        CHECK_OK(larch_optim_defaults(c));
+        CHECK_OK(larch_cfg_check(c, "optim", larch_optim_keys, NULL));
+        CHECK_OK(larch_optim_ignored(c, &w));
+        CHECK(w.n == (ignored[k].warning ? 1 : 0), "%s: %d warnings", ignored[k].yaml, w.n);
+        if (ignored[k].warning && w.n == 1)
+            CHECK(strstr(w.msg[0], ignored[k].warning) != NULL, "%s: warning '%s' lacks '%s'", ignored[k].yaml, w.msg[0],
+                  ignored[k].warning);
+        larch_warnings_free(&w);
+        larch_node_free(c);
+    }
     config_error("{name: lars, trust_min: 2, trust_max: 1}", "trust_max");
     config_error("{name: sgd, groups: [{match: 'conv*', lr_mult: 0.1}]}", "'conv*' matches no parameter");
     config_error("{name: sgd, groups: [{match: 'fc.*', roles: [weights]}]}", "unknown role 'weights'");

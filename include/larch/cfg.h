@@ -97,6 +97,21 @@ typedef struct larch_key {
 LARCH_API larch_status larch_cfg_check(larch_node *map, const char *path,
                                        const larch_key *schema, const char *const *extra);
 
+/* Is `v` (the value of `key` of `schema`) equal to the key's default? Numbers
+ * compare by value ("0.10" equals "0.1"), lists element by element. */
+LARCH_API int larch_cfg_is_default(const larch_key *schema, const char *key, const larch_node *v);
+
+/* Warnings: a valid config may still set keys that have no effect (a key of
+ * another optimizer, label smoothing on an mse loss, ...). The library
+ * collects one message per finding; the program prints them. */
+typedef struct larch_warnings {
+    int n, cap;
+    char **msg;
+} larch_warnings;
+/* Appends a printf-style message (LARCH_ERR_NOMEM when it cannot). */
+LARCH_API larch_status larch_warn(larch_warnings *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+LARCH_API void larch_warnings_free(larch_warnings *w);
+
 /* Typed getters for validated trees: the key must exist and have the type. */
 LARCH_API long        larch_cfg_int(const larch_node *map, const char *key);
 LARCH_API double      larch_cfg_float(const larch_node *map, const char *key);

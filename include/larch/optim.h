@@ -77,6 +77,9 @@ LARCH_API extern const larch_key larch_optim_group_keys[];
  * between optimizers (lr, momentum, eps, weight_decay: the papers' values);
  * call before larch_cfg_check. `optim` may be NULL or not a map (no-op). */
 LARCH_API larch_status larch_optim_defaults(larch_node *optim);
+/* Adds a warning (to `w`) for each key of the validated `optim` map that is
+ * set to a non-default value but not read by the chosen optimizer. */
+LARCH_API larch_status larch_optim_ignored(const larch_node *optim, larch_warnings *w);
 /* `cfg` is the validated `optim` map. Sets every parameter's lr_mult,
  * wd_mult and adapt from the roles and `optim.groups`, then allocates state. */
 LARCH_API larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_node *cfg);
@@ -112,6 +115,9 @@ LARCH_API extern const larch_key larch_sched_keys[];
  * ascending, at most 16; no warmup with onecycle; exponential warmup from a
  * factor > 0), so that `larch config` rejects what training would. */
 LARCH_API larch_status larch_sched_check(const larch_node *cfg);
+/* Adds a warning for each key of the validated `sched` map that is set to a
+ * non-default value but not read by the chosen schedule. */
+LARCH_API larch_status larch_sched_ignored(const larch_node *cfg, larch_warnings *w);
 /* `cfg` is the validated `sched` map (larch_sched_check passes). */
 LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
                                         long total_steps, long steps_per_epoch);

@@ -32,6 +32,15 @@ LARCH_API extern const larch_key larch_model_map_keys[];
 LARCH_API larch_status larch_run_load(const char *path, const char *const *sets, int n_sets,
                                       larch_node **out);
 
+/* Adds to `w` a warning for each key of a validated config that is set to a
+ * value other than its default but has no effect in this run, naming the
+ * key, its place and why: a key of another optimizer or schedule, a warmup
+ * shape without warmup, label_smoothing of an mse loss, log_var_init without
+ * `weighting: uncertainty`, regularization q of an l1/l2 penalty, the bucket
+ * and overlap settings under dist.shard_optimizer. Keys at their default are
+ * not reported, so a resolved config.yaml (every key written) adds none. */
+LARCH_API larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w);
+
 /* Optimizer steps per epoch and in the whole run, as `larch train` counts
  * them (incomplete last batches are dropped; train.max_steps caps). */
 LARCH_API larch_status larch_run_steps(const larch_node *cfg, long *steps_per_epoch, long *total_steps);

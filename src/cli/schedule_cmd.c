@@ -71,6 +71,7 @@ int larch_cmd_schedule(int argc, char **argv)
     if (!s) s = larch_sched_init(&sc, larch_map_get(cfg, "sched"), larch_cfg_float(larch_map_get(cfg, "optim"), "lr"),
                                  total, per_epoch);
     if (s) { larch_cli_error(config); larch_node_free(cfg); return 1; }
+    larch_cli_warnings(cfg);
     if (png) {                                   /* an unwritable path is ours to name, not gnuplot's */
         FILE *f = fopen(png, "w");
         if (!f || fclose(f) != 0) {

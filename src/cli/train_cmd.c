@@ -32,6 +32,16 @@ void larch_cli_error(const char *what)
     fprintf(stderr, "larch: error: %s%s%s\n", what ? what : "", what ? ": " : "", larch_errmsg());
 }
 
+int larch_cli_warnings(const larch_node *cfg)
+{
+    larch_warnings w = {0};
+    larch_status s = larch_run_warnings(cfg, &w);
+    for (int i = 0; i < w.n; i++) fprintf(stderr, "larch: warning: %s\n", w.msg[i]);
+    larch_warnings_free(&w);
+    if (s) larch_cli_error("collecting warnings");
+    return s != LARCH_OK;
+}
+
 static void train_usage(FILE *f, int eval)
 {
     if (eval)
@@ -88,6 +98,7 @@ static int train_or_eval(int argc, char **argv, int eval)
     if (larch_comm_init(&comm, &argc, &argv)) { larch_cli_error("MPI"); return 1; }
     larch_node *cfg = NULL;
     larch_status s = larch_comm_check(&comm, larch_run_load(config, sets, n_sets, &cfg));
+    if (!s && comm.rank == 0) larch_cli_warnings(cfg);      /* once, not once per rank */
     larch_train_result res;
     if (!s) {
         larch_train_opts opts = {out, stdout, eval, ckpt, !eval};
@@ -188,6 +199,7 @@ int larch_cmd_config(int argc, char **argv)
     if (!config) { fprintf(stderr, "usage: larch config CONFIG [--set key=value ...]\n"); return 2; }
     larch_node *cfg = NULL;
     if (larch_run_load(config, sets, n_sets, &cfg)) { larch_cli_error(NULL); return 1; }
+    larch_cli_warnings(cfg);
     /* the model, losses and penalties are validated by building them */
     larch_shape shape;
     int classes;

@@ -1,13 +1,15 @@
 /* run_config.c - the schema of an experiment config and its loading
  * (file, then --set overrides, then validation with defaults filled in,
- * then the checks across keys that need no data and no world size), and
- * what a validated config implies: the datasets (class subsets and derived
- * label sets), the layer list, the input shape, the step counts. */
+ * then the checks across keys that need no data and no world size), the
+ * warnings about keys that are set but have no effect, and what a validated
+ * config implies: the datasets (class subsets and derived label sets), the
+ * layer list, the input shape, the step counts. */
 #include "larch/train.h"
 #include "larch/optim.h"
 #include "larch/data.h"
 #include "io/cfg_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +193,70 @@ larch_status larch_run_load(const char *path, const char *const *sets, int n_set
     if (s) { larch_node_free(root); return s; }
     *out = root;
     return LARCH_OK;
+}
+
+/* The loss or penalty mappings of `loss` / `regularization` (a mapping or
+ * a list of them; anything else is left to the model build to reject). */
+static int entries(const larch_node *n, const larch_node **out, int cap)
+{
+    if (n && n->kind == LARCH_NODE_MAP) { out[0] = n; return 1; }
+    int k = 0;
+    for (int i = 0; n && n->kind == LARCH_NODE_SEQ && i < n->n && k < cap; i++)
+        if (n->items[i]->kind == LARCH_NODE_MAP) out[k++] = n->items[i];
+    return k;
+}
+
+/* The text of map[key] when it is a plain value, else `def`. */
+static const char *text_or(const larch_node *map, const char *key, const char *def)
+{
+    const larch_node *v = larch_map_get(map, key);
+    return v && v->kind == LARCH_NODE_SCALAR ? v->scalar : def;
+}
+
+/* Is map[key] present with a value other than the schema's default? */
+static int set_to_other(const larch_node *map, const larch_key *schema, const char *key)
+{
+    const larch_node *v = larch_map_get(map, key);
+    return v && !larch_cfg_is_default(schema, key, v);
+}
+
+larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
+{
+    char where[300], path[64];
+    larch_status s = larch_optim_ignored(larch_map_get(cfg, "optim"), w);
+    if (!s) s = larch_sched_ignored(larch_map_get(cfg, "sched"), w);
+    const larch_node *list[64], *ln = larch_map_get(cfg, "loss"), *rn = larch_map_get(cfg, "regularization");
+    int n = entries(ln, list, 64);
+    for (int i = 0; !s && i < n; i++) {
+        const larch_node *l = list[i];
+        if (ln->kind == LARCH_NODE_SEQ) snprintf(path, sizeof path, "loss.%d", i);
+        else snprintf(path, sizeof path, "loss");
+        if (strcmp(text_or(l, "type", "softmax_ce"), "mse") == 0 && set_to_other(l, larch_loss_keys, "label_smoothing"))
+            s = larch_warn(w, "%s: %s.label_smoothing is ignored: it applies to softmax_ce only, and %s.type is 'mse'",
+                           place(l, "label_smoothing", where, sizeof where), path, path);
+        if (!s && strcmp(text_or(l, "weighting", "fixed"), "uncertainty") != 0 && set_to_other(l, larch_loss_keys, "log_var_init"))
+            s = larch_warn(w, "%s: %s.log_var_init is ignored: it applies to weighting: uncertainty only, and %s.weighting is '%s'",
+                           place(l, "log_var_init", where, sizeof where), path, path, text_or(l, "weighting", "fixed"));
+    }
+    n = entries(rn, list, 64);
+    for (int i = 0; !s && i < n; i++) {
+        const larch_node *r = list[i];
+        if (rn->kind == LARCH_NODE_SEQ) snprintf(path, sizeof path, "regularization.%d", i);
+        else snprintf(path, sizeof path, "regularization");
+        const char *type = text_or(r, "type", "");
+        if ((!strcmp(type, "l1") || !strcmp(type, "l2")) && set_to_other(r, larch_penalty_keys, "q"))
+            s = larch_warn(w, "%s: %s.q is ignored: it applies to type lq only, and %s.type is '%s' (q = %s)",
+                           place(r, "q", where, sizeof where), path, path, type, type[1] == '1' ? "1" : "2");
+    }
+    const larch_node *d = larch_map_get(cfg, "dist");
+    static const char *const shard_ignores[] = {"overlap", "bucket_mb", "first_bucket_mb"};
+    if (larch_cfg_bool(d, "shard_optimizer"))
+        for (int i = 0; !s && i < 3; i++)
+            if (set_to_other(d, dist_keys, shard_ignores[i]))
+                s = larch_warn(w, "%s: dist.%s is ignored: with dist.shard_optimizer the gradients are summed in one "
+                               "reduce-scatter after backward, without buckets or overlap",
+                               place(d, shard_ignores[i], where, sizeof where), shard_ignores[i]);
+    return s;
 }
 
 larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *classes)

@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,6 +195,70 @@ larch_status larch_cfg_check(larch_node *map, const char *path, const larch_key 
         if (s) return s;
     }
     return LARCH_OK;
+}
+
+/* ---- defaults and warnings ---- */
+
+/* Same value: numbers by value, true/false by meaning, text as written. */
+static int same_value(const larch_node *a, const larch_node *b)
+{
+    if (a->kind != b->kind || a->n != b->n) return 0;
+    if (a->kind == LARCH_NODE_SCALAR) {
+        double x, y;
+        int p, q;
+        if (parse_double(a, &x) && parse_double(b, &y)) return x == y;
+        if (parse_bool(a, &p) && parse_bool(b, &q)) return p == q;
+        return strcmp(a->scalar, b->scalar) == 0;
+    }
+    for (int i = 0; i < a->n; i++) {
+        if (a->keys && strcmp(a->keys[i], b->keys[i]) != 0) return 0;
+        if (!same_value(a->items[i], b->items[i])) return 0;
+    }
+    return 1;
+}
+
+int larch_cfg_is_default(const larch_key *schema, const char *key, const larch_node *v)
+{
+    const larch_key *k = schema;
+    while (k->name && strcmp(k->name, key) != 0) k++;
+    if (!k->name || !k->def || !v) return 0;
+    if (k->def[0] == '\0') return v->kind == LARCH_NODE_SCALAR && v->scalar[0] == '\0';
+    larch_node *d = NULL;
+    if (larch_cfg_parse(k->def, "default", &d)) { larch_clear_error(); return 0; }
+    int same = same_value(v, d);
+    larch_node_free(d);
+    return same;
+}
+
+larch_status larch_warn(larch_warnings *w, const char *fmt, ...)
+{
+    if (!w) return LARCH_OK;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *m = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!m) return larch_fail(LARCH_ERR_NOMEM, "out of memory collecting warnings");
+    va_start(ap, fmt);
+    vsnprintf(m, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    if (w->n == w->cap) {
+        int cap = w->cap ? 2 * w->cap : 8;
+        char **msg = realloc(w->msg, (size_t)cap * sizeof *msg);
+        if (!msg) { free(m); return larch_fail(LARCH_ERR_NOMEM, "out of memory collecting warnings"); }
+        w->msg = msg;
+        w->cap = cap;
+    }
+    w->msg[w->n++] = m;
+    return LARCH_OK;
+}
+
+void larch_warnings_free(larch_warnings *w)
+{
+    if (!w) return;
+    for (int i = 0; i < w->n; i++) free(w->msg[i]);
+    free(w->msg);
+    memset(w, 0, sizeof *w);
 }
 
 /* ---- getters (validated trees only) ---- */

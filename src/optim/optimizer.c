@@ -51,7 +51,7 @@ const larch_key larch_optim_keys[] = {
     {0}};
 
 /* Which optimizers read a key (a key set to a non-default value for another
- * optimizer is an error). */
+ * optimizer is reported as ignored by larch_optim_ignored). */
 static const struct { const char *key; unsigned mask; } key_use[] = {
     {"momentum", BIT(LARCH_OPT_SGD) | BIT(LARCH_OPT_LARS)},
     {"dampening", BIT(LARCH_OPT_SGD)},
@@ -100,13 +100,6 @@ static int kind_of(const char *name)
     return -1;
 }
 
-static const char *key_place(const larch_node *map, int i, char *buf, size_t len)
-{
-    if (map->key_lines[i] > 0) snprintf(buf, len, "%s:%d", map->file ? map->file : "<config>", map->key_lines[i]);
-    else larch_node_where(map->items[i], buf, len);
-    return buf;
-}
-
 static larch_status check_groups(larch_node *groups)
 {
     char where[300], path[64];
@@ -137,41 +130,12 @@ static larch_status check_groups(larch_node *groups)
     return LARCH_OK;
 }
 
-/* A value equal to the schema's default (as a resolved config.yaml holds
- * for every key) is not an error where the key does not apply. */
-static int is_schema_default(const char *key, const larch_node *v)
-{
-    if (v->kind != LARCH_NODE_SCALAR) return 0;
-    for (const larch_key *k = larch_optim_keys; k->name; k++) {
-        if (strcmp(k->name, key) != 0 || !k->def) continue;
-        char *e1, *e2;
-        double a = strtod(v->scalar, &e1), b = strtod(k->def, &e2);
-        if (*v->scalar && !*e1 && !*e2) return a == b;
-        return strcmp(v->scalar, k->def) == 0;
-    }
-    return 0;
-}
-
 larch_status larch_optim_defaults(larch_node *optim)
 {
     if (!optim || optim->kind != LARCH_NODE_MAP) return LARCH_OK;       /* the schema check names it */
     const larch_node *nm = larch_map_get(optim, "name");
     int kind = nm && nm->kind == LARCH_NODE_SCALAR ? kind_of(nm->scalar) : nm ? -1 : LARCH_OPT_SGD;
     if (kind < 0) return LARCH_OK;                                      /* the enum check names it */
-    char where[300];
-    for (int i = 0; i < optim->n; i++)
-        for (int u = 0; key_use[u].key; u++)
-            if (strcmp(key_use[u].key, optim->keys[i]) == 0 && !(key_use[u].mask & BIT(kind)) &&
-                !is_schema_default(optim->keys[i], optim->items[i])) {
-                char users[128] = "";
-                for (int k = 0; k < (int)(sizeof kind_names / sizeof *kind_names); k++)
-                    if (key_use[u].mask & BIT(k)) {
-                        if (users[0]) strcat(users, ", ");
-                        strcat(users, kind_names[k]);
-                    }
-                return larch_fail(LARCH_ERR_CONFIG, "%s: optim.%s does not apply to optim.name '%s' (it is read by: %s)",
-                                  key_place(optim, i, where, sizeof where), optim->keys[i], kind_names[kind], users);
-            }
     for (int d = 0; kind_defaults[d].key; d++)
         if ((int)kind_defaults[d].kind == kind && !larch_map_get(optim, kind_defaults[d].key)) {
             larch_status s = larch_map_set_scalar(optim, kind_defaults[d].key, kind_defaults[d].value);
@@ -179,6 +143,27 @@ larch_status larch_optim_defaults(larch_node *optim)
         }
     larch_node *groups = larch_map_get(optim, "groups");
     return groups ? check_groups(groups) : LARCH_OK;
+}
+
+larch_status larch_optim_ignored(const larch_node *optim, larch_warnings *w)
+{
+    int kind = kind_of(larch_cfg_str(optim, "name"));
+    char where[300];
+    for (int i = 0; kind >= 0 && i < optim->n; i++)
+        for (int u = 0; key_use[u].key; u++)
+            if (strcmp(key_use[u].key, optim->keys[i]) == 0 && !(key_use[u].mask & BIT(kind)) &&
+                !larch_cfg_is_default(larch_optim_keys, optim->keys[i], optim->items[i])) {
+                char users[128] = "";
+                for (int k = 0; k < (int)(sizeof kind_names / sizeof *kind_names); k++)
+                    if (key_use[u].mask & BIT(k)) {
+                        if (users[0]) strcat(users, ", ");
+                        strcat(users, kind_names[k]);
+                    }
+                larch_status s = larch_warn(w, "%s: optim.%s is ignored: it applies to %s only, and optim.name is '%s'",
+                                            larch_key_where(optim, i, where, sizeof where), optim->keys[i], users, kind_names[kind]);
+                if (s) return s;
+            }
+    return LARCH_OK;
 }
 
 static int role_listed(const larch_node *roles, larch_role role)

@@ -55,6 +55,20 @@ const larch_key larch_sched_keys[] = {
      "off (or []) = not cycled, the optimizer's own"},
     {0}};
 
+#define S(k) (1u << (k))
+/* Which schedules read a key (set to a non-default value for another
+ * schedule, it is reported as ignored by larch_sched_ignored). */
+static const struct { const char *key; unsigned mask; } sched_use[] = {
+    {"step_epochs", S(SCHED_STEP)},
+    {"milestones", S(SCHED_MULTISTEP)},
+    {"gamma", S(SCHED_STEP) | S(SCHED_MULTISTEP) | S(SCHED_EXPONENTIAL)},
+    {"min_lr", S(SCHED_COSINE) | S(SCHED_SGDR) | S(SCHED_POLY)},
+    {"power", S(SCHED_POLY)},
+    {"restart_epochs", S(SCHED_SGDR)}, {"restart_mult", S(SCHED_SGDR)},
+    {"pct_start", S(SCHED_ONECYCLE)}, {"div", S(SCHED_ONECYCLE)}, {"div_final", S(SCHED_ONECYCLE)},
+    {"moms", S(SCHED_ONECYCLE)},
+    {NULL, 0}};
+
 static int sched_kind(const larch_node *cfg)
 {
     const char *name = larch_cfg_str(cfg, "name");
@@ -89,6 +103,38 @@ larch_status larch_sched_check(const larch_node *cfg)
     if (warm && strcmp(larch_cfg_str(cfg, "warmup"), "exponential") == 0 && larch_cfg_float(cfg, "warmup_start") <= 0.0)
         return larch_fail(LARCH_ERR_CONFIG, "%s: sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)",
                           place(cfg, "warmup_start", where, sizeof where));
+    return LARCH_OK;
+}
+
+larch_status larch_sched_ignored(const larch_node *cfg, larch_warnings *w)
+{
+    char where[300];
+    int kind = sched_kind(cfg);
+    long warm_steps = larch_cfg_int(cfg, "warmup_steps");
+    int warm = larch_cfg_float(cfg, "warmup_epochs") > 0.0 || warm_steps > 0;
+    for (int i = 0; i < cfg->n; i++) {
+        const char *key = cfg->keys[i], *why = NULL;
+        char buf[160];
+        if (larch_cfg_is_default(larch_sched_keys, key, cfg->items[i])) continue;
+        for (int u = 0; sched_use[u].key; u++)
+            if (strcmp(sched_use[u].key, key) == 0 && !(sched_use[u].mask & S(kind))) {
+                char users[96] = "";
+                for (int k = 0; k < (int)(sizeof sched_names / sizeof *sched_names); k++)
+                    if (sched_use[u].mask & S(k)) {
+                        if (users[0]) strcat(users, ", ");
+                        strcat(users, sched_names[k]);
+                    }
+                snprintf(buf, sizeof buf, "it applies to %s only, and sched.name is '%s'", users, sched_names[kind]);
+                why = buf;
+            }
+        if (!why && (!strcmp(key, "warmup") || !strcmp(key, "warmup_start")) && !warm)
+            why = "there is no warmup (sched.warmup_epochs and sched.warmup_steps are 0)";
+        if (!why && !strcmp(key, "warmup_epochs") && warm_steps > 0) why = "sched.warmup_steps overrides it";
+        if (why) {
+            larch_status s = larch_warn(w, "%s: sched.%s is ignored: %s", place(cfg, key, where, sizeof where), key, why);
+            if (s) return s;
+        }
+    }
     return LARCH_OK;
 }
 
