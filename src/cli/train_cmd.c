@@ -93,6 +93,10 @@ static int train_or_eval(int argc, char **argv, int eval)
         s = larch_train(cfg, &comm, &opts, &res);
     }
     int status = s == LARCH_OK ? 0 : s == LARCH_ERR_INTERRUPTED ? LARCH_EXIT_PREEMPTED : 1;
+    if (s && larch_comm_broken(&comm)) {            /* the other ranks cannot learn of it: end them */
+        larch_node_free(cfg);
+        larch_comm_abort(&comm, 1, larch_errmsg());
+    }
     if (s == LARCH_ERR_INTERRUPTED && comm.rank == 0) printf("larch: %s\n", larch_errmsg());
     else if (s && comm.rank == 0) larch_cli_error(NULL);
     if (!s && comm.rank == 0 && eval)
