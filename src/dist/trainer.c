@@ -295,13 +295,24 @@ static void teardown(run_t *r)
 
 /* ---- checkpoints and preemption ---- */
 
-/* Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit); read once
- * per step and agreed on by all ranks through the step's loss reduction. */
+/* Set by SIGTERM, SIGINT or SIGUSR1 (Slurm's warning before a time limit);
+ * read once per step and agreed on by all ranks through the step's loss
+ * reduction, and once before the first step. */
 static volatile sig_atomic_t stop_signal;
+static const int stop_signals[3] = {SIGTERM, SIGINT, SIGUSR1};
+static int stop_signals_caught;          /* larch_catch_stop_signals was called */
 
-static void on_stop_signal(int sig) { stop_signal = sig; }
+static void on_stop_signal(int sig)
+{
+    if (sig == SIGINT && stop_signal) {  /* a second Ctrl-C: end now */
+        signal(SIGINT, SIG_DFL);
+        raise(SIGINT);
+        return;
+    }
+    stop_signal = sig;
+}
 
-static void install_signals(struct sigaction *old_term, struct sigaction *old_usr1)
+static void install_signals(struct sigaction old[3])
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -309,8 +320,18 @@ static void install_signals(struct sigaction *old_term, struct sigaction *old_us
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     stop_signal = 0;
-    sigaction(SIGTERM, &sa, old_term);
-    sigaction(SIGUSR1, &sa, old_usr1);
+    for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &sa, old ? &old[i] : NULL);
+}
+
+void larch_catch_stop_signals(void)
+{
+    install_signals(NULL);
+    stop_signals_caught = 1;
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGUSR1 ? "SIGUSR1" : "a signal";
 }
 
 /* Batch-norm running statistics differ between ranks that normalize their
@@ -664,13 +685,23 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
         s = evaluate(&r, vals);
         if (!s) report_eval(&r, 0, vals, res);
     } else if (!s) {
-        struct sigaction old_term, old_usr1;
-        if (opts->handle_signals) install_signals(&old_term, &old_usr1);
-        s = loop(&r, res);
-        if (opts->handle_signals) {
-            sigaction(SIGTERM, &old_term, NULL);
-            sigaction(SIGUSR1, &old_usr1, NULL);
-        }
+        struct sigaction old[3];
+        int own = opts->handle_signals && !stop_signals_caught;
+        if (own) install_signals(old);
+        /* a stop signal during start-up (MPI, data, model, resume) stops the
+         * run before its first step, on every rank: nothing was trained since
+         * the checkpoint resumed (or the start), so none is written */
+        if (opts->handle_signals && stop_signal)
+            s = res->resumed_from > 0
+                ? larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before step %ld: nothing new to "
+                             "checkpoint; checkpoint.resume=auto resumes from step %ld again", signal_name(stop_signal),
+                             r.start_step + 1, res->resumed_from)
+                : larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before the first step: nothing "
+                             "to checkpoint; a rerun starts afresh", signal_name(stop_signal));
+        if (opts->handle_signals) s = larch_comm_check(comm, s);
+        if (!s) s = loop(&r, res);
+        if (own)
+            for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old[i], NULL);
     }
     larch_comm_watchdog(comm, 0.0);
     teardown(&r);
