@@ -9,7 +9,9 @@
 #   10 s more than a fault-free run to the same step takes, no process left;
 # - the watchdog: SIGSTOP one rank of a 2-rank job with dist.timeout_s=10:
 #   every live rank exits non-zero within the timeout + 10 s with a message
-#   naming the stopped rank, and the job leaves no process behind.
+#   naming the stopped rank, and the job leaves no process behind;
+# - train.stop_on_nan names the step whose loss is not finite as
+#   metrics.jsonl numbers it (the first "loss": null of a run without it).
 . "$(dirname "$0")/cli_helpers.bash"
 command -v "$MPIEXEC" > /dev/null || { echo "cli_faults: no mpiexec"; exit 1; }
 CFG=$SRC/tests/configs/synth_cnn_sync.yaml
@@ -55,6 +57,16 @@ fault 2 0 grad_sum --set dist.overlap=false
 fault 4 3 hook
 fault 4 2 loss
 expect 1 "LARCH_FAULT=1:x:hook: expected RANK:STEP:SITE" -- env LARCH_FAULT=1:x:hook "$LARCH" train "$CFG" --out "$TMP/o"
+
+# ---- train.stop_on_nan names the step that diverged ----
+NAN=(--set optim.lr=1000 --set train.log_every=1 --set checkpoint.at_end=false)
+"$LARCH" train "$SRC/tests/configs/synth_mlp.yaml" --out "$TMP/n1" "${NAN[@]}" --set train.stop_on_nan=false > "$TMP/n1.log" 2>&1
+first=$(grep -m1 '"loss": null' "$TMP/n1/metrics.jsonl" 2> /dev/null | sed 's/^{"step": \([0-9]*\),.*/\1/')
+out=$("$LARCH" train "$SRC/tests/configs/synth_mlp.yaml" --out "$TMP/n2" "${NAN[@]}" 2>&1); st=$?
+said=$(grep -o 'training loss is [^ ]* at step [0-9]*' <<<"$out" | grep -o '[0-9]*$')
+[ "$st" -eq 1 ] && [ -n "$first" ] && [ "$said" = "$first" ] \
+  && pass "train.stop_on_nan: stops at step $said, the first step metrics.jsonl records as null" \
+  || fail "train.stop_on_nan: exit $st, message names step '$said', metrics.jsonl's first null is step '$first'"
 
 # ---- the watchdog: a stopped rank ----
 WD_S=10

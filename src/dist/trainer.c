@@ -532,7 +532,8 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     double loss = local[0] / local[1] + penalty;
     *loss_out = loss;
     if (r->stop_on_nan && !isfinite(loss))
-        return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)", loss, step);
+        return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)",
+                          loss, step + 1);               /* numbered as metrics.jsonl and the progress lines do */
     return LARCH_OK;
 }
 
