@@ -9,7 +9,9 @@
 #   10 s more than a fault-free run to the same step takes, no process left;
 # - the watchdog: SIGSTOP one rank of a 2-rank job with dist.timeout_s=10:
 #   every live rank exits non-zero within the timeout + 10 s with a message
-#   naming the stopped rank, and the job leaves no process behind;
+#   naming the stopped rank, and the job leaves no process behind; a rank
+#   stuck outside collectives (rank 0 opening metrics.jsonl, a FIFO nobody
+#   reads) is named as not arrived;
 # - train.stop_on_nan names the step whose loss is not finite as
 #   metrics.jsonl numbers it (the first "loss": null of a run without it).
 . "$(dirname "$0")/cli_helpers.bash"
@@ -72,7 +74,7 @@ said=$(grep -o 'training loss is [^ ]* at step [0-9]*' <<<"$out" | grep -o '[0-9
 WD_S=10
 expect 1 "dist.timeout_s" -- "$LARCH" config "$CFG" --set dist.timeout_s=-1
 cleanup() {  # every process of the watchdog run, even a stopped one
-  local p; for p in $(pgrep -f -- "--out $TMP/w "); do kill -CONT "$p"; kill -KILL "$p"; done 2> /dev/null
+  local p; for p in $(pgrep -f -- "--out $TMP/"); do kill -CONT "$p"; kill -KILL "$p"; done 2> /dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -98,6 +100,20 @@ else
       && pass "watchdog: rank 1 stopped, every rank ended (status $st) $t s later naming it (dist.timeout_s = $WD_S)" \
       || fail "watchdog: the job ended $t s after the stop (timeout $WD_S s)"
   fi
+fi
+
+# ---- the watchdog: a rank stuck outside collectives ----
+mkdir -p "$TMP/s" && mkfifo "$TMP/s/metrics.jsonl"        # rank 0 blocks opening it
+t0=$(now)
+timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/s" --set dist.timeout_s=$WD_S > "$TMP/s.log" 2>&1
+st=$?; t=$(since "$t0")
+if [ "$st" -eq 0 ] || [ "$st" -eq 124 ]; then fail "watchdog, stuck rank: exit status $st after $t s: $(tail -3 "$TMP/s.log")"
+elif ! grep -q "rank 1: watchdog: .* Not arrived: rank 0 (at step 0, collective #[0-9]*, not in a collective" "$TMP/s.log"; then
+  fail "watchdog, stuck rank: no message naming rank 0: $(head -3 "$TMP/s.log")"
+else
+  awk -v t="$t" -v w=$WD_S 'BEGIN{exit !(t <= w + 30)}' \
+    && pass "watchdog: rank 0 stuck opening a file, rank 1 names it as not arrived; the job ended $t s after its start" \
+    || fail "watchdog, stuck rank: the job took $t s (timeout $WD_S s)"
 fi
 
 finish cli_faults
