@@ -61,9 +61,17 @@ typedef struct larch_train_opts {
     FILE *log;               /* progress (rank 0); NULL = silent              */
     int eval_only;           /* evaluate the initial parameters and stop      */
     const char *checkpoint;  /* eval_only: load parameters from this file     */
-    int handle_signals;      /* SIGTERM/SIGUSR1: checkpoint, then stop with
-                                LARCH_ERR_INTERRUPTED (preemption)            */
+    int handle_signals;      /* SIGTERM/SIGINT/SIGUSR1: checkpoint, then stop
+                                with LARCH_ERR_INTERRUPTED (preemption)       */
 } larch_train_opts;
+
+/* From this call on SIGTERM, SIGINT and SIGUSR1 only set the flag that
+ * larch_train with handle_signals honours (a second SIGINT ends the process
+ * at once). A program calls it first, before MPI starts and data loads, so
+ * that a signal during start-up is not lost: larch_train then stops before
+ * its first step with LARCH_ERR_INTERRUPTED. Without it, larch_train with
+ * handle_signals installs the handlers for the training loop only. */
+LARCH_API void larch_catch_stop_signals(void);
 
 typedef struct larch_train_result {
     long steps;              /* optimizer steps taken                          */

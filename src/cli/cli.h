@@ -5,7 +5,7 @@
 
 #include "larch/cfg.h"
 
-#define LARCH_EXIT_PREEMPTED 75   /* stopped by SIGTERM/SIGUSR1 after a checkpoint (EX_TEMPFAIL) */
+#define LARCH_EXIT_PREEMPTED 75   /* stopped by SIGTERM/SIGINT/SIGUSR1 (EX_TEMPFAIL) */
 
 int larch_cmd_train(int argc, char **argv);
 int larch_cmd_eval(int argc, char **argv);

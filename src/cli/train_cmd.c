@@ -55,8 +55,11 @@ static void train_usage(FILE *f, int eval)
                    "  CONFIG       a YAML experiment config (see launch/configs/)\n"
                    "  --set k=v    override any key, e.g. --set train.epochs=2 --set model.0.units=512\n"
                    "  --out DIR    output directory (default runs/<config name>)\n"
-                   "On SIGTERM or SIGUSR1 every rank finishes its step, a checkpoint is written and larch\n"
-                   "exits with status %d; checkpoint.resume=auto continues from it.\n", LARCH_EXIT_PREEMPTED);
+                   "On SIGTERM, SIGINT or SIGUSR1 every rank finishes its step, a checkpoint is written and\n"
+                   "larch exits with status %d; checkpoint.resume=auto continues from it (a signal during\n"
+                   "start-up stops before the first step, same status; a second SIGINT ends at once).\n"
+                   "Under mpirun use launch/mpirun.sh, or send SIGUSR1 to mpirun (docs/distributed.md).\n",
+                LARCH_EXIT_PREEMPTED);
 }
 
 /* Default output directory: runs/<config file name without .yaml>. */
@@ -105,6 +108,10 @@ static int train_or_eval(int argc, char **argv, int eval)
         s = larch_train(cfg, &comm, &opts, &res);
     }
     int status = s == LARCH_OK ? 0 : s == LARCH_ERR_INTERRUPTED ? LARCH_EXIT_PREEMPTED : 1;
+    if (s && larch_comm_broken(&comm)) {            /* the other ranks cannot learn of it: end them */
+        larch_node_free(cfg);
+        larch_comm_abort(&comm, 1, larch_errmsg());
+    }
     if (s == LARCH_ERR_INTERRUPTED && comm.rank == 0) printf("larch: %s\n", larch_errmsg());
     else if (s && comm.rank == 0) larch_cli_error(NULL);
     char acc[48] = "";                            /* none for a loss on float targets */

@@ -53,7 +53,7 @@ static void start_ready(grad_sync *g)
 static void on_grads_ready(void *ctx, size_t offset, size_t count)
 {
     grad_sync *g = ctx;
-    if (!g->armed || g->status) return;
+    if (!g->armed) return;                                  /* after a failure too: the others start every bucket */
     size_t end = offset + count;
     for (int i = 0; i < g->n; i++) {
         bucket *k = &g->b[i];
@@ -97,7 +97,9 @@ void grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi)
 
 larch_status grad_sync_gather(grad_sync *g)
 {
-    return g->shard ? larch_comm_allgatherv_f32(g->comm, g->m->param, g->counts, g->displs) : LARCH_OK;
+    if (!g->shard) return LARCH_OK;
+    larch_status s = larch_comm_allgatherv_f32(g->comm, g->m->param, g->counts, g->displs);
+    return s ? s : larch_comm_fault(g->comm, "gather");
 }
 
 void grad_sync_plan(grad_sync *g)
@@ -189,20 +191,25 @@ void grad_sync_begin(grad_sync *g)
 larch_status grad_sync_finish(grad_sync *g)
 {
     g->armed = 0;
+    /* A failure here is returned after this rank has entered every
+     * collective the others enter, for the step's agreement to report. */
     larch_status s = g->status;
+    if (!s) s = larch_comm_fault(g->comm, "grad_sum");
     double t0 = larch_comm_wtime();
     if (g->shard) {                                         /* each rank: the sums of its own slice */
         int r = g->comm->rank;
-        if (!s) s = larch_comm_reduce_scatter_f32(g->comm, g->m->grad, g->recv, g->counts);
+        larch_status rs = larch_comm_reduce_scatter_f32(g->comm, g->m->grad, g->recv, g->counts);
+        if (!s) s = rs;
         if (!s) memcpy(g->m->grad + g->displs[r], g->recv, (size_t)g->counts[r] * sizeof(float));
         g->wait_s += larch_comm_wtime() - t0;
         g->steps++;
         return s;
     }
-    for (; !s && g->next < g->n; g->next++) {               /* frozen or unreported tensors, or no overlap */
+    for (; g->next < g->n; g->next++) {                     /* frozen or unreported tensors, or no overlap */
         bucket *k = &g->b[g->next];
-        s = g->overlap || g->compress ? start_bucket(g, k)
-                                      : larch_comm_allreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo);
+        larch_status bs = g->overlap || g->compress ? start_bucket(g, k)
+                                                    : larch_comm_allreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo);
+        if (!s) s = bs;
     }
     larch_status w = larch_comm_waitall(g->comm);           /* always: no request left behind */
     for (int i = 0; !s && !w && g->compress && i < g->n; i++) {   /* back to float */

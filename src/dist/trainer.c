@@ -237,8 +237,9 @@ static larch_status check_same_config(run_t *r)
 /* SyncBatchNorm's sum over ranks; a failure is kept for the step to return. */
 static void hook_allreduce(void *ctx, double *buf, int n)
 {
-    run_t *r = ctx;
+    run_t *r = ctx;                         /* a failure: the step goes on, its agreement reports it */
     larch_status s = larch_comm_allreduce_f64(r->comm, buf, n);
+    if (!s) s = larch_comm_fault(r->comm, "hook");
     if (s && !r->hook_status) r->hook_status = s;
 }
 
@@ -334,13 +335,24 @@ static void teardown(run_t *r)
 
 /* ---- checkpoints and preemption ---- */
 
-/* Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit); read once
- * per step and agreed on by all ranks through the step's loss reduction. */
+/* Set by SIGTERM, SIGINT or SIGUSR1 (Slurm's warning before a time limit);
+ * read once per step and agreed on by all ranks through the step's loss
+ * reduction, and once before the first step. */
 static volatile sig_atomic_t stop_signal;
+static const int stop_signals[3] = {SIGTERM, SIGINT, SIGUSR1};
+static int stop_signals_caught;          /* larch_catch_stop_signals was called */
 
-static void on_stop_signal(int sig) { stop_signal = sig; }
+static void on_stop_signal(int sig)
+{
+    if (sig == SIGINT && stop_signal) {  /* a second Ctrl-C: end now */
+        signal(SIGINT, SIG_DFL);
+        raise(SIGINT);
+        return;
+    }
+    stop_signal = sig;
+}
 
-static void install_signals(struct sigaction *old_term, struct sigaction *old_usr1)
+static void install_signals(struct sigaction old[3])
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -348,8 +360,18 @@ static void install_signals(struct sigaction *old_term, struct sigaction *old_us
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     stop_signal = 0;
-    sigaction(SIGTERM, &sa, old_term);
-    sigaction(SIGUSR1, &sa, old_usr1);
+    for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &sa, old ? &old[i] : NULL);
+}
+
+void larch_catch_stop_signals(void)
+{
+    install_signals(NULL);
+    stop_signals_caught = 1;
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGUSR1 ? "SIGUSR1" : "a signal";
 }
 
 /* Batch-norm running statistics differ between ranks that normalize their
@@ -369,7 +391,7 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
 {
     if (!r->ckpt_dir[0])
         return larch_fail(LARCH_ERR_CONFIG, "checkpoint.dir: no directory to save into (set it, or give --out)");
-    larch_status s = average_buffers(r);
+    larch_status s = larch_comm_check(r->comm, average_buffers(r));    /* before the save's collectives */
     if (s) return s;
     larch_ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
@@ -514,10 +536,10 @@ static larch_status evaluate(run_t *r, double *vals)
     int nl = m->n_losses;
     double sums[3 * LARCH_MAX_TARGETS * 2] = {0};
     larch_status bs = average_buffers(r);
-    if (bs) return bs;
+    if (!bs) bs = larch_comm_fault(r->comm, "eval");
     larch_loader_seek(r->eval_loader, 0, 0);
     int steps = larch_loader_steps(r->eval_loader);
-    for (int s = 0; s < steps; s++) {
+    for (int s = 0; !bs && s < steps; s++) {
         const larch_batch *b = larch_loader_next(r->eval_loader, NULL, NULL);
         if (b->n == 0) continue;
         larch_pass p = {b->n, 0, r->seed, 0, b->sample0, 0, NULL};
@@ -530,7 +552,8 @@ static larch_status evaluate(run_t *r, double *vals)
             sums[3 * k + 2] += (double)st[k].count;
         }
     }
-    larch_status st = larch_comm_allreduce_f64(r->comm, sums, 3 * nl);
+    /* the sums and, in the same collective, whether a rank failed above */
+    larch_status st = larch_comm_agree_sum(r->comm, "evaluation", bs, sums, 3 * nl);
     if (st) return st;
     for (int k = 0; k < nl; k++) {
         double n = sums[3 * k + 2] > 0 ? sums[3 * k + 2] : 1;
@@ -576,6 +599,7 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     larch_model *m = r->model;
     size_t in = larch_shape_size(m->input_shape);
     int nl = m->n_losses;
+    larch_comm_set_step(r->comm, step + 1);
     double local[3 + LARCH_MAX_TARGETS * 2] = {0.0};  /* loss sum, samples, stop requests, per-task loss sums */
     for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
         larch_batch mb = *b;
@@ -594,23 +618,29 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         if (a == r->accumulate - 1) grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
         larch_model_backward(m, &p);
     }
+    /* A rank that failed in the step (gradient sums, a hook, the gather)
+     * still enters every collective the others enter; one reduction closes
+     * the step with the loss sums, the stop requests and how many ranks
+     * failed, so every rank learns of a failure there, before the next
+     * collective, with the failing rank's message. */
     larch_status s = grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
-    if (!s) s = r->hook_status;
-    local[2] = stop_signal ? 1.0 : 0.0;
-    if (!s) s = larch_comm_allreduce_f64(r->comm, local, 3 + nl);
-    if (s) return s;
-    if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
-    for (int k = 0; k < nl; k++) r->task_loss[k] = local[3 + k] / local[1];
-    double loss = local[0] / local[1] + larch_model_penalty(m, 1);
+    if (!s) s = r->hook_status;                             /* SyncBatchNorm's sums */
+    double penalty = larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
     larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step));
-    if (!s) s = grad_sync_gather(r->sync);                  /* sharded: everyone's updated slice to all */
+    larch_status gs = grad_sync_gather(r->sync);            /* sharded: everyone's updated slice to all */
+    if (!s) s = gs;
     if (!s) s = r->hook_status;                             /* the clipping norm's sum */
-    if (s) return s;
+    local[2] = stop_signal ? 1.0 : 0.0;
+    if ((s = larch_comm_agree_sum(r->comm, "loss", s, local, 3 + nl))) return s;
+    if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
+    for (int k = 0; k < nl; k++) r->task_loss[k] = local[3 + k] / local[1];
+    double loss = local[0] / local[1] + penalty;
     *loss_out = loss;
     if (r->stop_on_nan && !isfinite(loss))
-        return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)", loss, step);
+        return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)",
+                          loss, step + 1);               /* numbered as metrics.jsonl and the progress lines do */
     return LARCH_OK;
 }
 
@@ -758,7 +788,10 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
     r.opts = opts;
     r.log = comm->rank == 0 ? opts->log : NULL;
     r.lock_out = r.lock_ckpt = -1;
-    larch_status s = larch_comm_check(comm, setup(&r));
+    larch_comm_set_step(comm, 0);
+    /* the watchdog (dist.timeout_s) covers setup's agreements too */
+    larch_status s = larch_comm_watchdog(comm, larch_cfg_float(larch_map_get(cfg, "dist"), "timeout_s"));
+    s = larch_comm_check(comm, s ? s : setup(&r));
     if (!s) s = larch_comm_check(comm, check_same_config(&r));
     if (!s) s = larch_comm_bcast(comm, r.model->param, r.model->n_floats * sizeof(float), 0);
     if (!s) s = larch_comm_bcast(comm, r.model->buffer, r.model->n_buffer_floats * sizeof(float), 0);
@@ -790,14 +823,25 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
         s = evaluate(&r, vals);
         if (!s) report_eval(&r, r.eval_step, vals, res);
     } else if (!s) {
-        struct sigaction old_term, old_usr1;
-        if (opts->handle_signals) install_signals(&old_term, &old_usr1);
-        s = loop(&r, res);
-        if (opts->handle_signals) {
-            sigaction(SIGTERM, &old_term, NULL);
-            sigaction(SIGUSR1, &old_usr1, NULL);
-        }
+        struct sigaction old[3];
+        int own = opts->handle_signals && !stop_signals_caught;
+        if (own) install_signals(old);
+        /* a stop signal during start-up (MPI, data, model, resume) stops the
+         * run before its first step, on every rank: nothing was trained since
+         * the checkpoint resumed (or the start), so none is written */
+        if (opts->handle_signals && stop_signal)
+            s = res->resumed_from > 0
+                ? larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before step %ld: nothing new to "
+                             "checkpoint; checkpoint.resume=auto resumes from step %ld again", signal_name(stop_signal),
+                             r.start_step + 1, res->resumed_from)
+                : larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before the first step: nothing "
+                             "to checkpoint; a rerun starts afresh", signal_name(stop_signal));
+        if (opts->handle_signals) s = larch_comm_check(comm, s);
+        if (!s) s = loop(&r, res);
+        if (own)
+            for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old[i], NULL);
     }
+    larch_comm_watchdog(comm, 0.0);
     teardown(&r);
     return s;
 }

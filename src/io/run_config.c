@@ -66,6 +66,8 @@ static const larch_key dist_keys[] = {
     {"compress", LARCH_T_ENUM, "none", 0, 0, "none|fp16|bf16", NULL, "16-bit gradients on the wire"},
     {"shard_optimizer", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
      "ZeRO stage 1: each rank keeps optimizer state for its slice of the parameters"},
+    {"timeout_s", LARCH_T_FLOAT, "600", 0, 1e7, NULL, NULL,
+     "watchdog: a collective waiting longer than this ends the job, naming the missing ranks (0 = off)"},
     {0}};
 
 static const larch_key checkpoint_keys[] = {
