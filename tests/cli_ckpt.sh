@@ -3,13 +3,23 @@
 # - exact resume: 2 ranks trained 24 steps equal, bit for bit (h5diff -d 0),
 #   2 ranks resumed at step 10 from the first run's checkpoint;
 # - cross world size: 2 -> 1 and 1 -> 2 ranks, and sharded (ZeRO-1) 2 -> 4
-#   ranks, within summation-order tolerance;
+#   ranks, within summation-order tolerance; a resume after a freezing
+#   schedule's thaw (each tensor's own step count) bit-identical;
 # - larch ckpt info / verify and larch eval;
 # - SIGTERM to one rank: every rank stops after the same step, a checkpoint
 #   is written, exit status 75, and checkpoint.resume=auto continues;
 # - kill -9 during saves leaves every checkpoint file valid; a full disk
 #   (a file-size limit) fails the save and keeps the previous checkpoint;
-# - bad checkpoints and resume mismatches are clear errors.
+# - bad checkpoints and resume mismatches are clear errors: a changed
+#   schedule length or learning rate is refused (naming the keys and both
+#   values, also on 2 ranks) unless checkpoint.allow_changes lists it;
+# - resuming an older checkpoint into a directory with later ones (keep=1)
+#   moves the later ones aside, keeps what it writes, and resume=auto then
+#   continues that branch;
+# - a second run on a directory in use fails at its start (the lock), as
+#   does an unwritable checkpoint.dir, before any training step;
+# - stale temporary files are removed at the start; `ckpt info DIR` and
+#   `eval --checkpoint` (its record carries the checkpoint's step).
 . "$(dirname "$0")/cli_helpers.bash"
 command -v "$MPIEXEC" > /dev/null || { echo "cli_ckpt: no mpiexec"; exit 1; }
 command -v h5diff > /dev/null || { echo "cli_ckpt: h5diff missing (Debian's hdf5-tools; launch/setup.sh installs it)"; exit 1; }
@@ -37,6 +47,17 @@ SH=(--set optim.name=lamb --set dist.shard_optimizer=true)
 run 2 "$TMP/s2" "${SH[@]}" --set checkpoint.every_steps=10 || fail "sharded run failed"
 run 4 "$TMP/s4" "${SH[@]}" --set checkpoint.resume="$(ck "$TMP/s2" 20)" || fail "sharded 2->4 resume: $(tail -3 "$TMP/s4.log")"
 same "$(ck "$TMP/s2" 24)" "$(ck "$TMP/s4" 24)" /params 1e-5 "sharded state 2 -> 4 ranks within 1e-5"
+# conv1 frozen for the first epoch (12 steps): a checkpoint after its thaw
+# holds each tensor's own step count, so the resume stays bit-identical
+TH=(--set optim.name=nadam --set 'optim.groups=[{match: "conv1.*", freeze: true, unfreeze_after_epochs: 1}]'
+    --set dist.shard_optimizer=true --set checkpoint.every_steps=8 --set checkpoint.keep=0)
+run 2 "$TMP/t2" "${TH[@]}" || fail "thaw run: $(tail -3 "$TMP/t2.log")"
+grep -q "epoch 1: unfroze 1 tensor(s): conv1.weight" "$TMP/t2.log" && pass "conv1 thaws at epoch 1" || fail "no thaw line"
+run 2 "$TMP/t2r" "${TH[@]}" --set checkpoint.resume="$(ck "$TMP/t2" 16)" || fail "thaw resume: $(tail -3 "$TMP/t2r.log")"
+same "$(ck "$TMP/t2" 24)" "$(ck "$TMP/t2r" 24)" /params 0 "thawed at step 12, resumed at 16: parameters bit-identical"
+same "$(ck "$TMP/t2" 24)" "$(ck "$TMP/t2r" 24)" /optim 0 "thawed at step 12, resumed at 16: optimizer state bit-identical"
+run 1 "$TMP/t1r" "${TH[@]}" --set checkpoint.resume="$(ck "$TMP/t2" 16)" || fail "thaw resume 2 -> 1: $(tail -3 "$TMP/t1r.log")"
+same "$(ck "$TMP/t2" 24)" "$(ck "$TMP/t1r" 24)" /params 1e-5 "thawed, sharded 2 -> 1 rank resume within 1e-5"
 n=$(ls "$TMP/s2/checkpoints" | wc -l)
 [ "$n" -eq 3 ] && pass "checkpoint.keep=3 keeps 3 (of 10, 20, 24... saved: $n)" || fail "keep: $n files in s2"
 
@@ -44,18 +65,72 @@ n=$(ls "$TMP/s2/checkpoints" | wc -l)
 FINAL=$(ck "$TMP/a1" 24)
 expect 0 "/params/conv1/weight                         (8, 3, 3, 2)" -- "$LARCH" ckpt info "$FINAL"
 expect 0 "optimizer adam (t = 24)" -- "$LARCH" ckpt info "$FINAL"
-expect 0 "ok (format 1, step 24" -- "$LARCH" ckpt verify "$FINAL"
+expect 0 "ok (format 2, step 24" -- "$LARCH" ckpt verify "$FINAL"
+expect 1 "$TMP/a1/checkpoints is a directory, not a checkpoint file (its newest checkpoint: $FINAL)" -- "$LARCH" ckpt info "$TMP/a1/checkpoints"
 acc=$(grep '"split": "test"' "$TMP/a1/metrics.jsonl" | tail -1 | sed 's/.*"accuracy": \([0-9.e+-]*\).*/\1/')
 expect 0 "$(printf 'test accuracy %.4f' "$acc")" -- "$LARCH" eval "$CFG" --checkpoint "$FINAL"
+"$LARCH" eval "$CFG" --checkpoint "$FINAL" --out "$TMP/ev" > /dev/null 2>&1
+grep -q '"step": 24, .*"split": "test"' "$TMP/ev/metrics.jsonl" && pass "eval records the checkpoint's step (24)" \
+  || fail "eval record: $(cat "$TMP/ev/metrics.jsonl")"
 
 # ---- bad checkpoints and mismatches ----
 head -c 5000 "$FINAL" > "$TMP/trunc.h5"
 expect 1 "truncated" -- "$LARCH" ckpt verify "$TMP/trunc.h5"
 expect 1 "trunc.h5" -- "$LARCH" eval "$CFG" --checkpoint "$TMP/trunc.h5"
 expect 1 "cannot read checkpoint $TMP/none.h5" -- "$LARCH" train "$CFG" --out "$TMP/x" --set checkpoint.resume="$TMP/none.h5"
-expect 1 "train.batch_size 32, this run uses 64" -- "$LARCH" train "$CFG" --out "$TMP/x" \
+expect 1 "train.batch_size: 32 in the checkpoint, 64 now (it cannot change" -- "$LARCH" train "$CFG" --out "$TMP/x" \
   --set optim.name=adam --set train.batch_size=64 --set checkpoint.resume="$FINAL"
-expect 1 "optimizer 'adam', the config uses 'sgd'" -- "$LARCH" train "$CFG" --out "$TMP/x" --set checkpoint.resume="$FINAL"
+expect 1 "optim.name: adam in the checkpoint, sgd now" -- "$LARCH" train "$CFG" --out "$TMP/x" --set checkpoint.resume="$FINAL"
+
+# ---- resume compares the config: schedule length and hyperparameters, unless allowed ----
+R10=$(ck "$TMP/a1" 10)
+out=$(timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/r1" --set optim.name=adam \
+      --set train.epochs=3 --set optim.lr=0.1 --set checkpoint.resume="$R10" 2>&1); st=$?
+if [ "$st" -ne 0 ] && grep -qF "train.epochs: 2 in the checkpoint, 3 now (the cosine schedule spans 24 steps in the checkpoint, 36 now" <<<"$out" \
+   && grep -qF "optim.lr: 0.05 in the checkpoint, 0.1 now" <<<"$out" && grep -qF "checkpoint.allow_changes" <<<"$out" \
+   && ! grep -q "train step" <<<"$out"; then pass "2 ranks: a changed schedule length and lr are refused, naming both values"
+else fail "changed config on resume: exit $st: $(grep -m3 'error\|train step' <<<"$out")"; fi
+run 1 "$TMP/r2" --set optim.name=adam --set train.epochs=3 --set checkpoint.resume="$R10" \
+  --set 'checkpoint.allow_changes=[train.epochs]' || fail "allowed change: $(tail -3 "$TMP/r2.log")"
+grep -q "resume: allowed change (checkpoint.allow_changes): train.epochs: 2 in the checkpoint, 3 now" "$TMP/r2.log" \
+  && grep -q "train step 36/36" "$TMP/r2.log" && pass "checkpoint.allow_changes=[train.epochs] extends the run (36 steps)" \
+  || fail "allowed change: $(grep -m3 'resum\|error' "$TMP/r2.log")"
+
+# ---- lineage: resume an older checkpoint into a directory with later ones, keep=1 ----
+LIN=(--set optim.name=adam --set sched.name=constant)
+run 1 "$TMP/l" "${LIN[@]}" --set checkpoint.every_steps=8 --set checkpoint.keep=0 || fail "lineage run A: $(tail -3 "$TMP/l.log")"
+run 1 "$TMP/l" "${LIN[@]}" --set checkpoint.keep=1 --set train.max_steps=16 --set checkpoint.resume="$(ck "$TMP/l" 8)" \
+  || fail "lineage run B: $(tail -3 "$TMP/l.log")"
+kept=$(cd "$TMP/l/checkpoints" && ls ckpt-* 2>/dev/null | tr '\n' ' ')
+aside=$(cd "$TMP/l/checkpoints" && ls abandoned-*/ 2>/dev/null | grep ckpt- | tr '\n' ' ')
+[ "$kept" = "ckpt-00000016.h5 " ] && [ "$aside" = "ckpt-00000016.h5 ckpt-00000024.h5 " ] \
+  && grep -q "moved 2 checkpoint(s) that are not on this run's lineage" "$TMP/l.log" \
+  && pass "resumed at 8 with keep=1: its own step 16 is kept, the abandoned 16 and 24 moved aside" \
+  || fail "lineage: kept '$kept', aside '$aside': $(grep -m2 'checkpoint' "$TMP/l.log")"
+run 1 "$TMP/l" "${LIN[@]}" --set train.max_steps=16 --set checkpoint.resume=auto || fail "lineage auto: $(tail -3 "$TMP/l.log")"
+grep -q "resumed from .*ckpt-00000016.h5: step 16" "$TMP/l.log" && grep -q "nothing to train" "$TMP/l.log" \
+  && pass "checkpoint.resume=auto continues the resumed branch" || fail "lineage auto: $(grep -m2 'resum\|error' "$TMP/l.log")"
+"$LARCH" ckpt info "$(ck "$TMP/l" 16)" | grep -Eq "lineage \(run:first step\) [0-9a-f]{16}:0 [0-9a-f]{16}:8;" \
+  && pass "ckpt info shows the lineage (run A from 0, run B from 8)" || fail "lineage in ckpt info: $("$LARCH" ckpt info "$(ck "$TMP/l" 16)" | grep lineage)"
+
+# ---- an unusable checkpoint.dir fails at the start, with its reason ----
+out=$("$LARCH" train "$CFG" --out "$TMP/u" --set checkpoint.dir="$CFG/ck" 2>&1); st=$?
+[ "$st" -eq 1 ] && grep -qF "checkpoint.dir: cannot create directory $CFG/ck: Not a directory" <<<"$out" && ! grep -q "train step" <<<"$out" \
+  && pass "checkpoint.dir under a file: refused before training" || fail "checkpoint.dir under a file: exit $st: $(tail -2 <<<"$out")"
+if [ "$(id -u)" = 0 ] && command -v setpriv > /dev/null; then      # root ignores permissions: run as nobody
+  mkdir -p "$TMP/ro" "$TMP/nb" && chmod 755 "$TMP" "$TMP/ro" && chmod 777 "$TMP/nb"
+  out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups "$LARCH" train "$CFG" --out "$TMP/nb" --set checkpoint.dir="$TMP/ro" 2>&1); st=$?
+  [ "$st" -eq 1 ] && grep -qF "checkpoint.dir $TMP/ro is not writable: cannot create $TMP/ro/.larch.lock: Permission denied" <<<"$out" \
+    && ! grep -q "train step" <<<"$out" && pass "an unwritable checkpoint.dir: refused before training, with the reason" \
+    || fail "unwritable checkpoint.dir: exit $st: $(tail -2 <<<"$out")"
+  chmod 700 "$TMP"
+else pass "unwritable checkpoint.dir: not run (needs root and setpriv to test permissions)"; fi
+
+# ---- stale temporary files of an interrupted save are removed at the start ----
+mkdir -p "$TMP/st/checkpoints" && truncate -s 64M "$TMP/st/checkpoints/.ckpt-00000099.h5.tmp"
+run 1 "$TMP/st" --set train.max_steps=2 --set checkpoint.at_end=false || fail "stale run: $(tail -3 "$TMP/st.log")"
+[ ! -e "$TMP/st/checkpoints/.ckpt-00000099.h5.tmp" ] && grep -q "removed 1 temporary file(s) of interrupted saves (64.0 MiB)" "$TMP/st.log" \
+  && pass "a stale 64 MiB temporary file is removed before the first save" || fail "stale temporary: $(ls -a "$TMP/st/checkpoints")"
 expect 1 "/params/fc1/weight has shape (16, 128), the model needs (12, 128)" -- "$LARCH" eval "$CFG" \
   --checkpoint "$FINAL" --set model.6.units=12
 
@@ -69,6 +144,10 @@ for pid in $(pgrep -f -- "--out $TMP/p "); do
   grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$pid/environ" 2>/dev/null && rank1=$pid
 done
 if [ -z "$rank1" ]; then fail "preemption: rank 1 not found"; kill $job; fi
+# the directories are locked while the run lives: a second run fails at its start
+expect 1 "the output directory $TMP/p is in use by another larch run (pid " -- "$LARCH" train "$CFG" --out "$TMP/p" --set train.max_steps=1
+expect 1 "checkpoint.dir $TMP/p/checkpoints is in use by another larch run" -- "$LARCH" train "$CFG" --out "$TMP/p_other" \
+  --set checkpoint.dir="$TMP/p/checkpoints" --set train.max_steps=1
 kill -TERM "$rank1" 2>/dev/null
 wait $job; st=$?
 [ "$st" -eq 75 ] && pass "SIGTERM to rank 1: exit status 75" || fail "SIGTERM: exit $st: $(tail -5 "$TMP/p.log")"

@@ -24,6 +24,14 @@ for spec in "sgd 0.1 cosine" "adam 0.01 step" "adamw 0.01 multistep" "nadam 0.01
     fail "$1 + $3: training failed: $(tail -2 "$out.log")"
   fi
 done
+# one-cycle says once in the log what it does to the momentum (beta1 here); moms: off keeps the optimizer's
+grep -q "^one-cycle: beta1 follows sched.moms 0.95 -> 0.85 -> 0.95, in place of optim.beta1 = 0.9" "$TMP/run_adamod.log" \
+  && pass "one-cycle names the beta1 it applies" || fail "no one-cycle momentum line: $(head -3 "$TMP/run_adamod.log")"
+"$LARCH" train "$CFG" --out "$TMP/moms_off" --set sched.name=onecycle --set sched.moms=off --set train.epochs=1 \
+  > "$TMP/moms_off.log" 2>&1 || fail "moms: off run failed: $(tail -2 "$TMP/moms_off.log")"
+grep -q "^one-cycle: momentum not cycled (sched.moms: off), it stays optim.momentum = 0.9" "$TMP/moms_off.log" \
+  && pass "sched.moms: off keeps optim.momentum" || fail "moms off: $(head -3 "$TMP/moms_off.log")"
+[ "$(grep -c '^one-cycle:' "$TMP/moms_off.log")" -eq 1 ] && pass "the one-cycle note is printed once" || fail "one-cycle note count"
 # the lr of every step is recorded (log_every 1), and matches `larch schedule`
 n_train=$(grep -c '"samples_per_s"' "$TMP/run_lamb/metrics.jsonl")
 n_sched=$("$LARCH" schedule "$CFG" --set optim.name=lamb --set optim.lr=0.02 --set sched.name=poly --set sched.warmup_epochs=0.5 --set train.epochs=4 | tail -n +2 | wc -l)
@@ -35,9 +43,11 @@ awk -v a="$lr_train" -v b="$lr_sched" 'BEGIN{exit !((a - b) ^ 2 <= (1e-5 * b) ^ 
 
 # config errors
 printf 'optim:\n  name: adam\n  beta3: 0.5\nmodel: [{type: dense, units: 4}]\n' > "$TMP/wrong_key.yaml"
-expect 1 "wrong_key.yaml:3: optim.beta3 does not apply to optim.name 'adam' (it is read by: adamod)" -- "$LARCH" config "$TMP/wrong_key.yaml"
+expect 0 "warning: $TMP/wrong_key.yaml:3: optim.beta3 is ignored: it applies to adamod only, and optim.name is 'adam'" -- "$LARCH" config "$TMP/wrong_key.yaml"
 expect 1 "matches no parameter" -- "$LARCH" config "$CFG" --set 'optim.groups=[{match: "conv*", lr_mult: 0.1}]'
 expect 1 "own warm phase" -- "$LARCH" train "$CFG" --set sched.name=onecycle --set sched.warmup_epochs=1 --out "$TMP/o"
+printf 'sched:\n  name: onecycle\n  moms: of\nmodel: [{type: dense, units: 4}]\n' > "$TMP/moms.yaml"
+expect 1 "moms.yaml:3: sched.moms: expected a list (e.g. [1, 2]) or off, got 'of'" -- "$LARCH" config "$TMP/moms.yaml"
 expect 1 "sched.name" -- "$LARCH" schedule "$CFG" --set sched.name=linear
 expect 2 "usage: larch schedule" -- "$LARCH" schedule
 expect 0 "step,epoch,lr,momentum" -- "$LARCH" schedule "$CFG" --every 5

@@ -1,10 +1,15 @@
 /* test_checkpoint.c - HDF5 checkpoints in one process: the round trip of
  * every tensor and metadata field, and each bad checkpoint (corrupted data
  * bytes, a truncated file, a newer format version, a different model or
- * optimizer) failing with a message that names the tensor or field; and
- * model.init_from: loading another model's tensors by name with renames,
+ * optimizer, damaged or inconsistent attributes, a format-1 file) failing
+ * with a message that names the tensor or field; file sizes against the
+ * space reservation; the directory of a run (its lock, an unwritable
+ * directory, stale temporary files, lineages and pruning that keeps the
+ * newest write); checkpoint.resume=auto passing over a damaged newest file;
+ * and model.init_from: loading another model's tensors by name with renames,
  * include/exclude globs and shape mismatches (failing or skipped). */
 #include "check.h"
+#include "io/ckpt_internal.h"
 #include "larch/checkpoint.h"
 #include "larch/larch.h"
 #include "larch/train.h"
@@ -12,6 +17,8 @@
 
 #include <hdf5.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *CONFIG =
@@ -62,8 +69,25 @@ static void fill(net *n, float base)
     for (size_t i = 0; i < n->m->n_buffer_floats; i++) n->m->buffer[i] = base - 0.5f + 0.01f * (float)i;
     for (int k = 0; k < n->o->n_state; k++)
         for (size_t i = 0; i < n->o->n_state_floats; i++) n->o->state[k][i] = base * (float)(k + 2) + 1e-4f * (float)i;
-    n->o->t = 17;
-    n->o->mu_product = 0.123456789;
+    n->o->t = 12;
+    for (int i = 0; i < n->m->n_params; i++) {       /* each tensor's own step count and NAdam product */
+        n->o->tensor_t[i] = 3 + i;
+        n->o->tensor_mu_product[i] = 0.123456789 + 0.01 * i;
+    }
+}
+
+/* Metadata of step `step` that passes the checks (5 steps per epoch, batch
+ * 8), the optimizer at the same step. */
+static void at_step(larch_ckpt_meta *m, larch_optim *o, long step)
+{
+    m->step = m->sched_step = step;
+    m->steps_per_epoch = 5;
+    m->epoch = m->sampler_epoch = step / 5;
+    m->sampler_step = step % 5;
+    m->global_batch = 8;
+    m->samples_seen = 8 * step;
+    if (m->sched_total_steps < step) m->sched_total_steps = step;
+    if (o) o->t = step;
 }
 
 static void copy_file(const char *from, const char *to, long bytes)
@@ -96,14 +120,102 @@ static haddr_t chunk_address(const char *path, const char *dset)
     return addr;
 }
 
-static void set_format_version(const char *path, long v)
+/* Edits of attributes, as a bit flip or a hand edit would make them
+ * (obj "/" or "/optim"); the stored checksum is left as it was. */
+static void set_long_attr(const char *path, const char *obj, const char *name, long v)
+{
+    /* rewritten whole: HDF5 1.10 cannot H5Awrite some attributes of /optim in place */
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Adelete_by_name(f, obj, name, H5P_DEFAULT);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate_by_name(f, obj, name, H5T_NATIVE_INT64, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int64_t x = v;
+    CHECK(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &x) >= 0, "setting %s%s%s of %s", obj, strcmp(obj, "/") ? "/" : "", name, path);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Fclose(f);
+}
+
+static void set_format_version(const char *path, long v) { set_long_attr(path, "/", "format_version", v); }
+
+static void set_str_attr(const char *path, const char *name, const char *v)
 {
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
-    int64_t x = v;
-    H5Awrite(a, H5T_NATIVE_INT64, &x);
+    H5Adelete(f, name);
+    hid_t t = H5Tcopy(H5T_C_S1), sp = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, strlen(v) + 1);
+    hid_t a = H5Acreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, v);
     H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
     H5Fclose(f);
+}
+
+/* A file as larch 0.1 wrote it (format 1): no format-2 attributes, and one
+ * step count and one NAdam product (attributes t and mu_product of /optim)
+ * for all tensors instead of per-tensor ones. */
+static void make_format1(const char *path, double mu_product)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    const char *gone[] = {"steps_per_epoch", "run_id", "lineage", "meta_checksum"};
+    for (int i = 0; i < 4; i++) H5Adelete(f, gone[i]);
+    if (H5Lexists(f, "/optim", H5P_DEFAULT) > 0) {
+        H5Adelete_by_name(f, "/optim", "state_layout", H5P_DEFAULT);
+        H5Ldelete(f, "/optim/t", H5P_DEFAULT);
+        if (H5Lexists(f, "/optim/mu_product", H5P_DEFAULT) > 0) H5Ldelete(f, "/optim/mu_product", H5P_DEFAULT);
+        hid_t g = H5Gopen2(f, "/optim", H5P_DEFAULT), sp = H5Screate(H5S_SCALAR);
+        hid_t a = H5Acreate2(g, "mu_product", H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT);
+        H5Awrite(a, H5T_NATIVE_DOUBLE, &mu_product);
+        H5Aclose(a);
+        H5Sclose(sp);
+        H5Gclose(g);
+    }
+    H5Fclose(f);
+    set_format_version(path, 1);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* Runs `what` as user nobody in a child process (root ignores permissions);
+ * the child's exit status is 0 when the call failed with `needle`. */
+static int as_nobody(int (*what)(const char *), const char *arg)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+        _exit(what(arg));
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 4;
+}
+
+static int lock_unwritable(const char *dir)
+{
+    int fd;
+    larch_status s = larch_dir_lock(dir, "checkpoint.dir", &fd);
+    if (s == LARCH_ERR_IO && strstr(larch_errmsg(), "is not writable") && strstr(larch_errmsg(), "Permission denied")) return 0;
+    fprintf(stderr, "lock of an unwritable directory: %s: %s\n", larch_status_name(s), larch_errmsg());
+    return 1;
+}
+
+static int count_files(const char *dir, const char *prefix)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "ls -a %s 2>/dev/null | grep -c '^%s' > %s/.count", dir, prefix, dir);
+    if (system(cmd) < 0) return -1;
+    snprintf(cmd, sizeof cmd, "%s/.count", dir);
+    FILE *f = fopen(cmd, "r");
+    int n = -1;
+    if (f && fscanf(f, "%d", &n) != 1) n = -1;
+    if (f) fclose(f);
+    unlink(cmd);
+    return n;
 }
 
 int main(int argc, char **argv)
@@ -120,10 +232,11 @@ int main(int argc, char **argv)
     CHECK_OK(make_net(&a, dir, 5, "", "adam"));
     fill(&a, 0.25f);
     larch_ckpt_meta meta = {0};
-    meta.step = 12; meta.epoch = 2; meta.sampler_epoch = 2; meta.sampler_step = 1; meta.samples_seen = 96;
-    meta.rng_seed = 4000000000ULL; meta.world_size = 1; meta.global_batch = 8; meta.sched_step = 12;
-    meta.sched_total_steps = 40;
+    meta.rng_seed = 4000000000ULL; meta.world_size = 1; meta.sched_total_steps = 40;
+    at_step(&meta, a.o, 12);
     meta.config = "train: {batch_size: 8}\n";
+    snprintf(meta.run_id, sizeof meta.run_id, "00000000000000aa");
+    meta.lineage = "00000000000000aa:0";
     CHECK_OK(larch_ckpt_save(ckdir, 2, &comm, a.m, a.o, &meta, path, sizeof path));
     CHECK(strstr(path, "ckpt-00000012.h5") != NULL, "path %s", path);
     CHECK_OK(make_net(&b, dir, 5, "", "adam"));
@@ -140,19 +253,124 @@ int main(int argc, char **argv)
     for (int k = 0; k < a.o->n_state; k++)
         CHECK(memcmp(a.o->state[k], b.o->state[k], a.o->n_state_floats * sizeof(float)) == 0, "state %s differs",
               a.o->state_names[k]);
-    CHECK(b.o->t == 17 && b.o->mu_product == 0.123456789, "optimizer t %ld mu_product %.9g", b.o->t, b.o->mu_product);
-    CHECK(got.format_version == LARCH_CKPT_FORMAT && !strcmp(got.larch_version, larch_version()), "format/version");
-    CHECK(got.step == 12 && got.epoch == 2 && got.sampler_epoch == 2 && got.sampler_step == 1 && got.samples_seen == 96,
-          "positions %ld %ld %ld %ld %ld", got.step, got.epoch, got.sampler_epoch, got.sampler_step, got.samples_seen);
+    CHECK(b.o->t == 12, "optimizer t %ld", b.o->t);
+    for (int i = 0; i < b.m->n_params; i++)
+        CHECK(b.o->tensor_t[i] == 3 + i, "%s: step count %ld, saved %d", b.m->params[i].name, b.o->tensor_t[i], 3 + i);
+    CHECK(got.format_version == LARCH_CKPT_FORMAT && LARCH_CKPT_FORMAT == 2 && !strcmp(got.larch_version, larch_version()),
+          "format/version");
+    CHECK(got.step == 12 && got.epoch == 2 && got.sampler_epoch == 2 && got.sampler_step == 2 && got.samples_seen == 96 &&
+          got.steps_per_epoch == 5, "positions %ld %ld %ld %ld %ld %ld", got.step, got.epoch, got.sampler_epoch,
+          got.sampler_step, got.samples_seen, got.steps_per_epoch);
     CHECK(got.rng_seed == 4000000000ULL && got.world_size == 1 && got.global_batch == 8, "seed/world/batch");
     CHECK(got.sched_step == 12 && got.sched_total_steps == 40, "schedule state");
     CHECK(!strcmp(got.optimizer, "adam") && got.config && !strcmp(got.config, meta.config), "optimizer/config");
+    CHECK(!strcmp(got.run_id, "00000000000000aa") && got.lineage && !strcmp(got.lineage, "00000000000000aa:0") &&
+          !strcmp(got.state_layout, "replicated"), "run id %s, lineage %s, layout %s", got.run_id,
+          got.lineage ? got.lineage : "(null)", got.state_layout);
     larch_ckpt_meta_free(&got);
     CHECK_OK(larch_ckpt_verify(path, NULL));
 
+    /* ---- NAdam: each tensor's momentum product; format 1 (one t and product for all) still loads ---- */
+    {
+        net na, nb;
+        char npath[700], ndir[700];
+        snprintf(ndir, sizeof ndir, "%s/nadam", dir);
+        CHECK_OK(make_net(&na, dir, 5, "", "nadam"));
+        CHECK_OK(make_net(&nb, dir, 5, "", "nadam"));
+        fill(&na, 0.5f);
+        CHECK_OK(larch_ckpt_save(ndir, 0, &comm, na.m, na.o, &meta, npath, sizeof npath));
+        CHECK_OK(larch_ckpt_load(npath, &comm, nb.m, nb.o, NULL));
+        for (int i = 0; i < nb.m->n_params; i++)
+            CHECK(nb.o->tensor_t[i] == 3 + i && nb.o->tensor_mu_product[i] == 0.123456789 + 0.01 * i,
+                  "%s: t %ld mu_product %.9g", nb.m->params[i].name, nb.o->tensor_t[i], nb.o->tensor_mu_product[i]);
+        snprintf(bad, sizeof bad, "%s/format1.h5", dir);
+        copy_file(npath, bad, -1);
+        make_format1(bad, 0.25);
+        CHECK_OK(larch_ckpt_load(bad, &comm, nb.m, nb.o, &got));
+        CHECK(got.format_version == 1 && nb.o->t == 12, "format %d, t %ld", got.format_version, nb.o->t);
+        for (int i = 0; i < nb.m->n_params; i++)
+            CHECK(nb.o->tensor_t[i] == 12 && nb.o->tensor_mu_product[i] == 0.25,
+                  "format 1: %s takes the optimizer's t and product: %ld %.9g", nb.m->params[i].name,
+                  nb.o->tensor_t[i], nb.o->tensor_mu_product[i]);
+        larch_ckpt_meta_free(&got);
+        CHECK_OK(larch_ckpt_verify(bad, NULL));
+        /* format 2 without a tensor's step count: an error naming the tensor */
+        copy_file(npath, bad, -1);
+        hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
+        H5Adelete_by_name(f, "/optim/t/fc1", "bias", H5P_DEFAULT);
+        H5Fclose(f);
+        CHECK_FAIL(larch_ckpt_load(bad, &comm, nb.m, nb.o, NULL), LARCH_ERR_FORMAT, "step count of tensor fc1.bias");
+        free_net(&na);
+        free_net(&nb);
+    }
+
+    /* ---- the file is what HDF5 needs, and the reservation covers it closely ---- */
+    {
+        long size = file_size(path);
+        double est = ckpt_estimate_bytes(a.m, a.o, strlen(meta.config) + strlen(meta.lineage));
+        long values = 0, tensors = a.m->n_params * (1 + a.o->n_state) + a.m->n_buffers;
+        for (int i = 0; i < a.m->n_params; i++) values += (long)a.m->params[i].size * (1 + a.o->n_state);
+        for (int i = 0; i < a.m->n_buffers; i++) values += (long)a.m->buffers[i].size;
+        /* HDF5 needs ~2.5 KiB per dataset, ~1.3 KiB per group (docs/checkpoints.md) */
+        CHECK(size > 0 && size <= 4 * values + 4096 * tensors + 32768, "a checkpoint of %ld values in %ld tensors takes %ld bytes",
+              values, tensors, size);
+        CHECK((double)size <= est && est <= 1.02 * (double)size + 8192.0, "file %ld bytes, reservation %.0f", size, est);
+    }
+
+    /* ---- a save checks the metadata as a load will ---- */
+    meta.samples_seen = 95;
+    CHECK_FAIL(larch_ckpt_save(ckdir, 2, &comm, a.m, a.o, &meta, NULL, 0), LARCH_ERR_INVALID, "'samples_seen' is 95");
+    at_step(&meta, a.o, 12);
+    a.o->t = 11;
+    CHECK_FAIL(larch_ckpt_save(ckdir, 2, &comm, a.m, a.o, &meta, NULL, 0), LARCH_ERR_INVALID, "'t' is 11, but step is 12");
+    a.o->t = 12;
+    CHECK(count_files(ckdir, ".ckpt-") == 0, "a refused save leaves no temporary file");
+
+    /* ---- damaged or inconsistent attributes: range, cross-checks, checksum ---- */
+    {
+        struct { const char *obj, *name; long v; larch_status load; const char *needle; } cases[] = {
+            {"/", "step", -5, LARCH_ERR_FORMAT, "attribute 'step' is -5, out of its range"},
+            {"/", "world_size", -2, LARCH_ERR_FORMAT, "attribute 'world_size' is -2, out of its range"},
+            {"/", "epoch", -3, LARCH_ERR_FORMAT, "attribute 'epoch' is -3, out of its range"},
+            {"/", "step", 12 ^ 1, LARCH_ERR_FORMAT, "'samples_seen' is 96, not step 13"},          /* one flipped bit */
+            {"/optim", "t", 12 ^ 4, LARCH_ERR_FORMAT, "/optim attribute 't' is 8, but step is 12"},  /* one flipped bit */
+            {"/", "sampler_step", 3, LARCH_ERR_FORMAT, "the sampler position"},
+            {"/", "world_size", 3, LARCH_ERR_FORMAT, "metadata checksum does not match"},      /* in range, consistent */
+            {"/", "rng_seed", 4000000001L, LARCH_ERR_FORMAT, "metadata checksum does not match"},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            snprintf(bad, sizeof bad, "%s/attr%zu.h5", dir, i);
+            copy_file(path, bad, -1);
+            set_long_attr(bad, cases[i].obj, cases[i].name, cases[i].v);
+            CHECK_FAIL(larch_ckpt_load(bad, &comm, b.m, b.o, NULL), cases[i].load, cases[i].needle);
+            CHECK_FAIL(larch_ckpt_verify(bad, NULL), cases[i].load, cases[i].needle);
+            CHECK_FAIL(larch_ckpt_read_meta(bad, &got), cases[i].load, cases[i].needle);
+        }
+        snprintf(bad, sizeof bad, "%s/config.h5", dir);                     /* the config text edited */
+        copy_file(path, bad, -1);
+        set_str_attr(bad, "config", "train: {batch_size: 8}\noptim: {lr: 1}\n");
+        CHECK_FAIL(larch_ckpt_verify(bad, NULL), LARCH_ERR_FORMAT, "metadata checksum does not match");
+        CHECK_FAIL(larch_ckpt_load(bad, &comm, b.m, b.o, NULL), LARCH_ERR_FORMAT, "config text was changed or corrupted");
+    }
+
+    /* ---- format 1 (no metadata checksum) still loads, and is still range-checked ---- */
+    snprintf(bad, sizeof bad, "%s/format1.h5", dir);
+    copy_file(path, bad, -1);
+    make_format1(bad, 1.0);
+    CHECK_OK(larch_ckpt_load(bad, &comm, b.m, b.o, &got));
+    CHECK(got.format_version == 1 && got.step == 12 && got.steps_per_epoch == 0 && !got.run_id[0] && !got.lineage,
+          "format 1: version %d step %ld", got.format_version, got.step);
+    larch_ckpt_meta_free(&got);
+    CHECK_OK(larch_ckpt_verify(bad, NULL));
+    set_long_attr(bad, "/", "step", -5);
+    CHECK_FAIL(larch_ckpt_load(bad, &comm, b.m, b.o, NULL), LARCH_ERR_FORMAT, "'step' is -5");
+    set_long_attr(bad, "/", "step", 12);
+    set_long_attr(bad, "/", "sampler_step", 12);       /* epoch 2, step 12: 0 steps per epoch */
+    CHECK_FAIL(larch_ckpt_verify(bad, NULL), LARCH_ERR_FORMAT, "sampler position");
+
     /* ---- keep: only the newest two stay ---- */
     for (long step = 13; step <= 14; step++) {
-        meta.step = step;
+        at_step(&meta, a.o, step);
         CHECK_OK(larch_ckpt_save(ckdir, 2, &comm, a.m, a.o, &meta, NULL, 0));
     }
     char **list = NULL;
@@ -205,7 +423,7 @@ int main(int argc, char **argv)
 
     /* a checkpoint with a tensor the model lacks: save the bigger model, load the smaller */
     CHECK_OK(make_net(&c, dir, 5, "  - {type: dense, name: extra, units: 3}\n", "adam"));
-    meta.step = 1;
+    at_step(&meta, c.o, 1);
     char other[700];
     snprintf(other, sizeof other, "%s/other", dir);
     CHECK_OK(larch_ckpt_save(other, 0, &comm, c.m, c.o, &meta, bad, sizeof bad));
@@ -219,6 +437,206 @@ int main(int argc, char **argv)
     CHECK_OK(larch_ckpt_latest(ckdir, latest, sizeof latest));
     CHECK(strstr(latest, "ckpt-00000014.h5") != NULL, "latest %s", latest);
     CHECK_FAIL(larch_ckpt_latest(dir, latest, sizeof latest), LARCH_ERR_IO, "holds no checkpoint");
+
+    /* ---- a directory, or not an HDF5 file: clear messages ---- */
+    CHECK_FAIL(larch_ckpt_read_meta(ckdir, &got), LARCH_ERR_IO, "is a directory, not a checkpoint file (its newest checkpoint: ");
+    {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mf = open_memstream(&text, &len);
+        CHECK_FAIL(larch_ckpt_info(ckdir, mf), LARCH_ERR_IO, "is a directory");
+        fclose(mf);
+        free(text);
+    }
+    snprintf(bad, sizeof bad, "%s/notes.h5", dir);
+    f = fopen(bad, "w");
+    fputs("not a checkpoint\n", f);
+    fclose(f);
+    CHECK_FAIL(larch_ckpt_verify(bad, NULL), LARCH_ERR_FORMAT, "is not an HDF5 file");
+
+    /* ---- the lock of a run's directory, and an unwritable one ---- */
+    {
+        char locked[700], nodir[700], ro[700];
+        snprintf(locked, sizeof locked, "%s/locked", dir);
+        int fd1 = -1, fd2 = -1;
+        CHECK_OK(larch_dir_lock(locked, "checkpoint.dir", &fd1));
+        CHECK_FAIL(larch_dir_lock(locked, "checkpoint.dir", &fd2), LARCH_ERR_IO, "is in use by another larch run (pid ");
+        CHECK(fd2 == -1, "no descriptor for a refused lock");
+        larch_dir_unlock(&fd1);
+        CHECK_OK(larch_dir_lock(locked, "checkpoint.dir", &fd2));     /* released with its descriptor */
+        larch_dir_unlock(&fd2);
+        snprintf(nodir, sizeof nodir, "%s/net.yaml/ck", dir);       /* under a file */
+        CHECK_FAIL(larch_dir_lock(nodir, "checkpoint.dir", &fd1), LARCH_ERR_IO, "Not a directory");
+        snprintf(ro, sizeof ro, "%s/ro", dir);
+        CHECK(mkdir(ro, 0755) == 0 && chmod(dir, 0755) == 0, "mkdir %s", ro);
+        if (geteuid() == 0) {
+            CHECK(as_nobody(lock_unwritable, ro) == 0, "locking a directory nobody may write in");
+        } else {
+            chmod(ro, 0555);
+            CHECK(lock_unwritable(ro) == 0, "locking a read-only directory");
+        }
+    }
+
+    /* ---- the directory before a run's first save: stale temporaries go ---- */
+    char *logtext = NULL;
+    size_t loglen = 0;
+    FILE *log = NULL;
+    int moved = -1;
+    {
+        char run[700], tmpf[800];
+        snprintf(run, sizeof run, "%s/run", dir);
+        CHECK(mkdir(run, 0755) == 0, "mkdir %s", run);
+        snprintf(tmpf, sizeof tmpf, "%s/.ckpt-00000005.h5.tmp", run);      /* larch 0.1's name, full size */
+        f = fopen(tmpf, "w");
+        CHECK(f && ftruncate(fileno(f), 1 << 20) == 0, "a stale temporary file");
+        fclose(f);
+        snprintf(tmpf, sizeof tmpf, "%s/.ckpt-00000006.0123abcd.h5.tmp", run);
+        f = fopen(tmpf, "w");
+        fclose(f);
+        log = open_memstream(&logtext, &loglen);
+        CHECK_OK(larch_ckpt_prepare_dir(run, "0000000000000001:0", "0000000000000001", log, &moved));
+        fclose(log);
+        CHECK(count_files(run, ".ckpt-") == 0 && moved == 0, "stale temporaries left");
+        CHECK(strstr(logtext, "removed 2 temporary file(s) of interrupted saves (1.0 MiB)") != NULL, "log: %s", logtext);
+        free(logtext);
+    }
+
+    /* ---- lineages: checkpoints of an abandoned branch are moved aside, the newest write is kept ---- */
+    {
+        const char *A = "aaaaaaaaaaaaaaaa", *B = "bbbbbbbbbbbbbbbb";
+        char lin[700], aside[800], file[900];
+        snprintf(lin, sizeof lin, "%s/lineage", dir);
+        snprintf(meta.run_id, sizeof meta.run_id, "%s", A);
+        meta.lineage = "aaaaaaaaaaaaaaaa:0";
+        for (long step = 5; step <= 20; step += 5) {                    /* run A: 5, 10, 15, 20 */
+            at_step(&meta, a.o, step);
+            CHECK_OK(larch_ckpt_save(lin, 0, &comm, a.m, a.o, &meta, NULL, 0));
+        }
+        /* run B resumes A's step 10: A's 15 and 20 are another branch */
+        log = open_memstream(&logtext, &loglen);
+        CHECK_OK(larch_ckpt_prepare_dir(lin, "aaaaaaaaaaaaaaaa:0 bbbbbbbbbbbbbbbb:10", B, log, &moved));
+        fclose(log);
+        snprintf(aside, sizeof aside, "%s/abandoned-%s", lin, B);
+        CHECK(moved == 2 && count_files(aside, "ckpt-0000001[5]") == 1 && count_files(aside, "ckpt-00000020") == 1,
+              "moved %d", moved);
+        CHECK(count_files(lin, "ckpt-") == 2, "A's 5 and 10 stay");
+        CHECK(strstr(logtext, "moved 2 checkpoint(s) that are not on this run's lineage") &&
+              strstr(logtext, "ckpt-00000015.h5 (run aaaaaaaaaaaaaaaa)"), "log: %s", logtext);
+        free(logtext);
+        /* B saves 15 with keep 1: it is the one kept */
+        snprintf(meta.run_id, sizeof meta.run_id, "%s", B);
+        meta.lineage = "aaaaaaaaaaaaaaaa:0 bbbbbbbbbbbbbbbb:10";
+        at_step(&meta, a.o, 15);
+        CHECK_OK(larch_ckpt_save(lin, 1, &comm, a.m, a.o, &meta, path, sizeof path));
+        n = larch_ckpt_list(lin, &list);
+        CHECK(n == 1 && strstr(list[0], "ckpt-00000015.h5"), "kept %d", n);
+        for (int i = 0; i < n; i++) free(list[i]);
+        free(list);
+        CHECK_OK(larch_ckpt_read_meta(path, &got));
+        CHECK(!strcmp(got.run_id, B), "the kept checkpoint is B's: %s", got.run_id);
+        larch_ckpt_meta_free(&got);
+        /* a later checkpoint in the directory (another process put it there) never makes
+           the save delete what it just wrote */
+        snprintf(file, sizeof file, "%.700s/ckpt-00000020.h5", aside);
+        snprintf(bad, sizeof bad, "%.600s/ckpt-00000020.h5", lin);
+        copy_file(file, bad, -1);
+        at_step(&meta, a.o, 16);
+        CHECK_OK(larch_ckpt_save(lin, 1, &comm, a.m, a.o, &meta, path, sizeof path));
+        CHECK(access(path, R_OK) == 0, "the checkpoint just written (%s) was pruned", path);
+        CHECK(access(bad, R_OK) == 0, "a later checkpoint is not pruned by an earlier one");
+        /* membership */
+        larch_ckpt_meta q;
+        memset(&q, 0, sizeof q);
+        snprintf(q.run_id, sizeof q.run_id, "%s", A);
+        q.step = 10;
+        CHECK(larch_ckpt_on_lineage(&q, "aaaaaaaaaaaaaaaa:0 bbbbbbbbbbbbbbbb:10"), "A's 10 is B's parent");
+        q.step = 11;
+        CHECK(!larch_ckpt_on_lineage(&q, "aaaaaaaaaaaaaaaa:0 bbbbbbbbbbbbbbbb:10"), "A's 11 is not on B's lineage");
+        CHECK(!larch_ckpt_on_lineage(&q, "cccccccccccccccc:0"), "another run");
+        snprintf(q.run_id, sizeof q.run_id, "%s", B);
+        q.step = 400;
+        CHECK(larch_ckpt_on_lineage(&q, "aaaaaaaaaaaaaaaa:0 bbbbbbbbbbbbbbbb:10"), "B's own");
+        q.run_id[0] = '\0';                                             /* format 1: an unknown run */
+        q.step = 7;
+        CHECK(larch_ckpt_on_lineage(&q, "-:0 bbbbbbbbbbbbbbbb:10"), "format 1 before the resume point");
+        q.step = 12;
+        CHECK(!larch_ckpt_on_lineage(&q, "-:0 bbbbbbbbbbbbbbbb:10"), "format 1 after the resume point");
+        CHECK(!larch_ckpt_on_lineage(&q, "aaaaaaaaaaaaaaaa:0"), "format 1 and a fresh lineage");
+        meta.lineage = NULL;
+        meta.run_id[0] = '\0';
+    }
+
+    /* ---- checkpoint.resume: the config compared, and auto passes over a damaged newest file ---- */
+    {
+        char cfgpath[700], out[700], ckp[900], aside[900];
+        snprintf(cfgpath, sizeof cfgpath, "%s/auto.yaml", dir);
+        snprintf(out, sizeof out, "%s/auto", dir);
+        f = fopen(cfgpath, "w");
+        fputs("train: {batch_size: 8, epochs: 1, max_steps: 4, seed: 3, log_every: 1, threads: 1}\n"
+              "optim: {name: adam, lr: 0.01}\n"
+              "sched: {name: cosine}\n"
+              "data: {name: synthetic, prefetch: false, synthetic: {n_train: 64, n_test: 16, shape: [1, 1, 6], classes: 3}}\n"
+              "model: [{type: dense, name: fc, units: 8}, {type: relu}, {type: dense, name: out, units: 3}]\n"
+              "checkpoint: {every_steps: 2, keep: 0}\n", f);
+        fclose(f);
+        larch_node *cfg = NULL;
+        larch_train_result res;
+        log = open_memstream(&logtext, &loglen);
+        larch_train_opts opts = {out, log, 0, NULL, 0};
+        CHECK_OK(larch_run_load(cfgpath, NULL, 0, &cfg));
+        CHECK_OK(larch_train(cfg, &comm, &opts, &res));
+        snprintf(ckp, sizeof ckp, "%s/checkpoints/ckpt-00000002.h5", out);
+        larch_ckpt_meta m2;
+        CHECK_OK(larch_ckpt_read_meta(ckp, &m2));
+        larch_node_free(cfg);
+        /* the config compared: changed keys are named with both values, unless allowed */
+        const char *sets1[] = {"train.max_steps=6", "optim.lr=0.02"};
+        CHECK_OK(larch_run_load(cfgpath, sets1, 2, &cfg));
+        CHECK_FAIL(larch_ckpt_check_resume(ckp, &m2, cfg, 6, 8, log), LARCH_ERR_CONFIG, "optim.lr: 0.01 in the checkpoint, 0.02 now");
+        CHECK(strstr(larch_errmsg(), "train.max_steps: 4 in the checkpoint, 6 now (the cosine schedule spans 4 steps in the "
+                     "checkpoint, 6 now: the learning rate of step 2") && strstr(larch_errmsg(), "checkpoint.allow_changes"),
+              "message: %s", larch_errmsg());
+        larch_node_free(cfg);
+        const char *sets2[] = {"train.max_steps=6", "optim.lr=0.02", "checkpoint.allow_changes=[optim, train.max_steps]"};
+        CHECK_OK(larch_run_load(cfgpath, sets2, 3, &cfg));
+        CHECK_OK(larch_ckpt_check_resume(ckp, &m2, cfg, 6, 8, log));
+        larch_node_free(cfg);
+        const char *sets3[] = {"train.batch_size=16", "checkpoint.allow_changes=[train]"};
+        CHECK_OK(larch_run_load(cfgpath, sets3, 2, &cfg));
+        CHECK_FAIL(larch_ckpt_check_resume(ckp, &m2, cfg, 4, 4, log), LARCH_ERR_CONFIG, "train.batch_size: 8 in the checkpoint, "
+                   "16 now (it cannot change");
+        larch_node_free(cfg);
+        const char *sets4[] = {"model.0.units=9", "data.synthetic.noise=0.25", "data.dir=/elsewhere", "train.log_every=2"};
+        CHECK_OK(larch_run_load(cfgpath, sets4, 4, &cfg));
+        CHECK_FAIL(larch_ckpt_check_resume(ckp, &m2, cfg, 4, 8, log), LARCH_ERR_CONFIG, "model.0.units: 8 in the checkpoint, 9 now");
+        CHECK(strstr(larch_errmsg(), "data.synthetic.noise: 0.5 in the checkpoint, 0.25 now") && !strstr(larch_errmsg(), "data.dir")
+              && !strstr(larch_errmsg(), "log_every"), "message: %s", larch_errmsg());
+        larch_node_free(cfg);
+        larch_ckpt_meta_free(&m2);
+        /* a damaged tensor in the newest checkpoint: auto resumes the one before and says so */
+        snprintf(ckp, sizeof ckp, "%s/checkpoints/ckpt-00000004.h5", out);
+        haddr_t at = chunk_address(ckp, "/params/fc/weight");
+        CHECK(at != HADDR_UNDEF, "chunk address");
+        f = fopen(ckp, "r+b");
+        fseek(f, (long)at + 8, SEEK_SET);
+        fputc(0x5a, f);
+        fclose(f);
+        const char *sets5[] = {"checkpoint.resume=auto"};
+        CHECK_OK(larch_run_load(cfgpath, sets5, 1, &cfg));
+        CHECK_OK(larch_train(cfg, &comm, &opts, &res));
+        CHECK(res.resumed_from == 2 && res.steps == 4, "resumed from %ld, %ld steps", res.resumed_from, res.steps);
+        fflush(log);
+        CHECK(strstr(logtext, "checkpoint.resume=auto: passing over") && strstr(logtext, "ckpt-00000004.h5") &&
+              strstr(logtext, "/params/fc/weight") && strstr(logtext, "resuming from the newest valid checkpoint"),
+              "log:\n%s", logtext);
+        CHECK(strstr(logtext, "moved 1 checkpoint(s)"), "the damaged later file is moved aside:\n%s", logtext);
+        CHECK_OK(larch_ckpt_verify(ckp, NULL));                         /* written again by the resumed run */
+        snprintf(aside, sizeof aside, "%s/checkpoints", out);
+        CHECK(count_files(aside, "abandoned-") == 1, "an abandoned-<run id> directory");
+        larch_node_free(cfg);
+        fclose(log);
+        free(logtext);
+    }
 
     /* ---- init_from: another model, by name ---- */
     {
@@ -238,7 +656,7 @@ int main(int argc, char **argv)
         memcpy(init, tm->param, tm->n_floats * sizeof *init);
         char src[700], isrc[700];
         snprintf(src, sizeof src, "%s/src", dir);
-        meta.step = 5;
+        at_step(&meta, NULL, 5);
         CHECK_OK(larch_ckpt_save(src, 0, &comm, sm, NULL, &meta, isrc, sizeof isrc));
         larch_init_map map = {0};
         larch_init_report rep;

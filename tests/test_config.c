@@ -1,11 +1,17 @@
 /* test_config.c - YAML config trees and their validation: parsing with line
  * numbers, write/parse round trips, --set overrides, defaults, and every
  * kind of bad config, each of which must name the file, the line and the
- * key (and the valid keys or choices where there are some). */
+ * key (and the valid keys or choices where there are some); the limits of
+ * the reader (size, NUL bytes, big mappings in linear time, long values cut
+ * short in messages); checks across keys that `larch config` must share
+ * with training; duplicate layer names; and the warnings about keys that
+ * are set but ignored. */
 #include "check.h"
 #include "larch/larch.h"
 
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 static const larch_key inner_keys[] = {
@@ -172,6 +178,24 @@ static void run_config(void)
     CHECK_FAIL(larch_run_load(path, bad2, 1, &cfg), LARCH_ERR_CONFIG, "--set train.epochs=0: train.epochs: 0 is out of range");
     const char *bad3[] = {"optim.name=adamax"};
     CHECK_FAIL(larch_run_load(path, bad3, 1, &cfg), LARCH_ERR_CONFIG, "is not one of: sgd|adam|adamw");
+    /* what training rejects without data or ranks, `larch config` rejects too */
+    const char *agree[][2] = {
+        {"sched.milestones=[3, 1]", "--set sched.milestones=[3, 1]: sched.milestones: must be ascending (1 comes after 3)"},
+        {"data.classes=[5, 2]", "--set data.classes=[5, 2]: data.classes: expected [lo, hi] with 0 <= lo <= hi < 10"},
+        {"data.classes=[0, 10]", "data.classes: expected [lo, hi] with 0 <= lo <= hi < 10"},
+        {"data.classes=[1]", "data.classes: expected [lo, hi]"},
+        {"train.accumulate=5", "--set train.accumulate=5: train.accumulate: the batch of 32 is not divisible into 5 micro-batches"},
+        {"sched.name=onecycle", NULL}, {"sched.warmup_epochs=1", "sched.warmup_epochs: onecycle has its own warm phase"}};
+    CHECK_FAIL(larch_run_load(path, agree[0], 1, &cfg), LARCH_ERR_CONFIG, agree[0][1]);
+    CHECK_FAIL(larch_run_load(path, agree[1], 1, &cfg), LARCH_ERR_CONFIG, agree[1][1]);
+    CHECK_FAIL(larch_run_load(path, agree[2], 1, &cfg), LARCH_ERR_CONFIG, agree[2][1]);
+    CHECK_FAIL(larch_run_load(path, agree[3], 1, &cfg), LARCH_ERR_CONFIG, agree[3][1]);
+    CHECK_FAIL(larch_run_load(path, agree[4], 1, &cfg), LARCH_ERR_CONFIG, agree[4][1]);
+    const char *onecycle[] = {agree[5][0], agree[6][0]};
+    CHECK_FAIL(larch_run_load(path, onecycle, 2, &cfg), LARCH_ERR_CONFIG, agree[6][1]);
+    const char *fine[] = {"sched.milestones=[1, 1, 3]", "data.classes=[2, 9]", "train.accumulate=4"};
+    CHECK_OK(larch_run_load(path, fine, 3, &cfg));
+    larch_node_free(cfg);
     const char *bad4[] = {"model=[]"};
     larch_node *c4 = NULL;
     CHECK_OK(larch_run_load(path, bad4, 1, &c4));
@@ -183,10 +207,231 @@ static void run_config(void)
     CHECK_FAIL(larch_run_load(path, NULL, 0, &cfg), LARCH_ERR_IO, path);
 }
 
+static double cpu_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* The reader's limits: sizes, NUL bytes, many keys, bad UTF-8, --set paths,
+ * and values echoed in messages. */
+static void limits(void)
+{
+    larch_node *n = NULL;
+
+    /* /dev/zero ends at its first byte (before: read until memory ran out;
+     * the address-space cap makes that a quick failure instead of a swap storm) */
+#if !defined(__SANITIZE_ADDRESS__)
+    struct rlimit old, cap;
+    getrlimit(RLIMIT_AS, &old);
+    cap = old;
+    cap.rlim_cur = (rlim_t)3 << 30;
+    if (old.rlim_cur == RLIM_INFINITY || old.rlim_cur > cap.rlim_cur) setrlimit(RLIMIT_AS, &cap);
+#endif
+    double t0 = cpu_seconds();
+    CHECK_FAIL(larch_cfg_load("/dev/zero", &n), LARCH_ERR_CONFIG, "/dev/zero: not a text file (a NUL byte at byte 1)");
+    CHECK(cpu_seconds() - t0 < 0.5, "/dev/zero took %.2f s of CPU", cpu_seconds() - t0);
+#if !defined(__SANITIZE_ADDRESS__)
+    setrlimit(RLIMIT_AS, &old);
+#endif
+
+    /* a file one byte over the limit: refused, naming the file and the limit */
+    char path[] = "/tmp/larch_big_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    FILE *f = fdopen(fd, "w");
+    char line[64];
+    memset(line, '#', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    fputs("a: 1\n", f);
+    size_t written = 5;
+    while (written + sizeof line <= (size_t)LARCH_CFG_MAX_BYTES) written += fwrite(line, 1, sizeof line, f);
+    for (; written <= (size_t)LARCH_CFG_MAX_BYTES; written++) fputc('\n', f);
+    fclose(f);
+    CHECK_FAIL(larch_cfg_load(path, &n), LARCH_ERR_CONFIG, "larger than the 16 MiB a config file may have");
+    CHECK(strstr(larch_errmsg(), path) != NULL, "names the file: %s", larch_errmsg());
+    CHECK(truncate(path, (off_t)LARCH_CFG_MAX_BYTES) == 0, "truncate");          /* at the limit: read */
+    CHECK_OK(larch_cfg_load(path, &n));
+    CHECK(n && n->n == 1, "the file at the limit parses");
+    larch_node_free(n);
+    unlink(path);
+
+    /* 40,000 keys parse in linear time (before: 4 s of duplicate scans) */
+    enum { KEYS = 40000 };
+    char *text = malloc((size_t)KEYS * 24 + 64), *p = text;
+    for (int i = 0; i < KEYS; i++) p += sprintf(p, "key%d: %d\n", i, i);
+    t0 = cpu_seconds();
+    CHECK_OK(larch_cfg_parse(text, "big.yaml", &n));
+    double dt = cpu_seconds() - t0;
+    CHECK(dt < 1.0, "a mapping of %d keys took %.2f s of CPU", KEYS, dt);
+    CHECK(n && n->n == KEYS && !strcmp(larch_map_get(n, "key39999")->scalar, "39999"), "every key kept");
+    larch_node_free(n);
+    sprintf(p, "key17: again\n");                              /* a duplicate at the very end */
+    CHECK_FAIL(larch_cfg_parse(text, "big.yaml", &n), LARCH_ERR_CONFIG, "big.yaml:40001: duplicate key 'key17' (first on line 18)");
+    sprintf(p, "x: {a: 1, b: 2, a: 3}\n");                     /* and inside a small nested mapping */
+    CHECK_FAIL(larch_cfg_parse(text, "big.yaml", &n), LARCH_ERR_CONFIG, "big.yaml:40001: duplicate key 'a' (first on line 40001)");
+    free(text);
+
+    /* invalid UTF-8 is reported on its own line (before: always line 1) */
+    CHECK_FAIL(larch_cfg_parse("a: 1\nb: 2\nc: \xff\xfe\n", "u.yaml", &n), LARCH_ERR_CONFIG, "u.yaml:3: not valid UTF-8 text");
+    CHECK_FAIL(larch_cfg_parse("a: 1\n# caf\xc3\n", "u.yaml", &n), LARCH_ERR_CONFIG, "u.yaml:2:");
+
+    /* --set paths with an empty part are refused (before: optim..lr was optim.lr) */
+    CHECK_OK(larch_cfg_parse("optim: {lr: 0.1}\n", "s.yaml", &n));
+    CHECK_FAIL(larch_cfg_set(n, "optim..lr=1"), LARCH_ERR_CONFIG, "--set optim..lr=1: the key 'optim..lr' has an empty part");
+    CHECK_FAIL(larch_cfg_set(n, ".optim.lr=1"), LARCH_ERR_CONFIG, "has an empty part");
+    CHECK_FAIL(larch_cfg_set(n, "optim.=1"), LARCH_ERR_CONFIG, "has an empty part");
+    const larch_node *lr = larch_cfg_find(n, "optim.lr");
+    CHECK(lr && !strcmp(lr->scalar, "0.1"), "optim.lr untouched");
+
+    /* long values are quoted in messages cut to LARCH_EXCERPT_MAX bytes and "..." */
+    char ex[LARCH_EXCERPT_MAX + 4];
+    CHECK(!strcmp(larch_excerpt("short", ex, sizeof ex), "short"), "short text unchanged");
+    char long_text[200];
+    memset(long_text, 'y', sizeof long_text - 1);
+    long_text[sizeof long_text - 1] = '\0';
+    larch_excerpt(long_text, ex, sizeof ex);
+    CHECK(strlen(ex) == LARCH_EXCERPT_MAX + 3 && !strcmp(ex + LARCH_EXCERPT_MAX, "..."), "cut: %s", ex);
+    memcpy(long_text + LARCH_EXCERPT_MAX - 1, "\xc3\xa9", 2);     /* a 2-byte character across the cut */
+    larch_excerpt(long_text, ex, sizeof ex);
+    CHECK(strlen(ex) == LARCH_EXCERPT_MAX + 2 && !strcmp(ex + LARCH_EXCERPT_MAX - 1, "..."), "a character is not split: %s", ex);
+    larch_node_free(n);
+
+    size_t big = 10u << 20;                                    /* a 10 MB value */
+    text = malloc(big + 64);
+    memcpy(text, "units: 3\nlr: ", 13);
+    memset(text + 13, 'z', big);
+    strcpy(text + 13 + big, "\n");
+    char want[LARCH_EXCERPT_MAX + 8] = "'";
+    memset(want + 1, 'z', LARCH_EXCERPT_MAX);
+    strcpy(want + 1 + LARCH_EXCERPT_MAX, "...'");
+    CHECK_FAIL(check_text(text), LARCH_ERR_CONFIG, want);
+    CHECK(strlen(larch_errmsg()) < 200, "a 10 MB value gives a %zu-byte message", strlen(larch_errmsg()));
+    memcpy(text, "units: 3\n", 9);                               /* a long unknown key (YAML keys: < 1024 characters) */
+    memset(text + 9, 'z', 1000);
+    strcpy(text + 1009, ": 1\n");
+    CHECK_FAIL(check_text(text), LARCH_ERR_CONFIG, "unknown key 'opt.zzzz");
+    CHECK(strlen(larch_errmsg()) < 300 && strstr(larch_errmsg(), "...'"), "a long key: %zu bytes", strlen(larch_errmsg()));
+    strcpy(text + 1009, ": 1\n");                                /* twice */
+    memcpy(text + 1013, text + 9, 1000);
+    strcpy(text + 2013, ": 2\n");
+    CHECK_FAIL(check_text(text), LARCH_ERR_CONFIG, "...' (first on line 2)");
+    CHECK(strlen(larch_errmsg()) < 200, "a duplicate long key: %zu bytes", strlen(larch_errmsg()));
+    memcpy(text, "name: ", 6);                                  /* as a choice */
+    memset(text + 6, 'z', 100);
+    strcpy(text + 106, "\nunits: 3\n");
+    CHECK_FAIL(check_text(text), LARCH_ERR_CONFIG, "...' is not one of: sgd|adam|lamb");
+    free(text);
+}
+
+/* Two layers of one name: the error names the name and both places (before:
+ * the message read the freed layer's name). */
+static void layer_names(void)
+{
+    larch_node *layers = NULL;
+    larch_model *m = NULL;
+    CHECK_OK(larch_cfg_parse("- {type: dense, name: a, units: 4}\n- {type: relu}\n- {type: dense, name: a, units: 2}\n",
+                             "dup.yaml", &layers));
+    CHECK_FAIL(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 1), LARCH_ERR_CONFIG,
+               "dup.yaml:3: model.2.name: layer name 'a' is used twice: by model.0 and by model.2");
+    larch_node_free(layers);
+    CHECK_OK(larch_cfg_parse("- {type: relu, name: relu1}\n- {type: relu}\n", "dup2.yaml", &layers));
+    CHECK_FAIL(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 1), LARCH_ERR_CONFIG,
+               "dup2.yaml:2: model.1.name: layer name 'relu1' is used twice: by model.0 and by model.1 (its default name");
+    larch_node_free(layers);
+}
+
+static int has_warning(const larch_warnings *w, const char *needle)
+{
+    for (int i = 0; i < w->n; i++) if (strstr(w->msg[i], needle)) return 1;
+    return 0;
+}
+
+/* Keys set but ignored are warnings (naming the key, its place and why),
+ * not errors, and not silent; keys at their default are not reported. */
+static void warnings(void)
+{
+    char path[] = "/tmp/larch_warn_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    const char *text = "train: {batch_size: 32}\n"
+                       "optim: {name: sgd, lr: 0.05, momentum: 0.9, nesterov: true}\n"
+                       "sched: {name: cosine, warmup_epochs: 0.1, min_lr: 0.001}\n"
+                       "dist: {shard_optimizer: true, bucket_mb: 4, overlap: true}\n"
+                       "data: {name: synthetic, synthetic: {classes: 10}}\n"
+                       "loss: {type: mse, label_smoothing: 0.1, log_var_init: 1}\n"
+                       "regularization: [{type: l1, coef: 0.001}, {type: l2, coef: 0.001, q: 3}]\n"
+                       "model: [{type: dense, units: 10}]\n";
+    CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write");
+    close(fd);
+    /* the README's switch of optimizer and schedule from the command line */
+    const char *sets[] = {"optim.name=lamb", "optim.lr=0.01", "sched.name=poly", "sched.gamma=0.5"};
+    larch_node *cfg = NULL;
+    larch_warnings w = {0};
+    CHECK_OK(larch_run_load(path, sets, 4, &cfg));
+    if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+    char want[512];
+    snprintf(want, sizeof want, "%s:2: optim.nesterov is ignored: it applies to sgd only, and optim.name is 'lamb'", path);
+    CHECK(has_warning(&w, want), "lacks '%s'", want);
+    CHECK(has_warning(&w, "--set sched.gamma=0.5: sched.gamma is ignored: it applies to step, multistep, exponential only, "
+                          "and sched.name is 'poly'"), "sched.gamma");
+    snprintf(want, sizeof want, "%s:4: dist.bucket_mb is ignored: with dist.shard_optimizer", path);
+    CHECK(has_warning(&w, want), "lacks '%s'", want);
+    CHECK(has_warning(&w, "loss.label_smoothing is ignored: it applies to softmax_ce only, and loss.type is 'mse'"), "label_smoothing");
+    CHECK(has_warning(&w, "loss.log_var_init is ignored: it applies to weighting: uncertainty only"), "log_var_init");
+    CHECK(has_warning(&w, "regularization.1.q is ignored: it applies to type lq only, and regularization.1.type is 'l2'"), "q");
+    CHECK(w.n == 6, "6 warnings, got %d (momentum and overlap are at their defaults, min_lr applies to poly)", w.n);
+    for (int i = 0; i < w.n; i++) printf("  warning: %s\n", w.msg[i]);
+    larch_warnings_free(&w);
+
+    /* the resolved config (every key written out) reloads without warnings */
+    if (cfg) {
+        larch_node *loss = larch_map_get(cfg, "loss"), *reg = larch_map_get(cfg, "regularization");
+        CHECK_OK(larch_map_set_scalar(loss, "label_smoothing", "0"));
+        CHECK_OK(larch_map_set_scalar(loss, "log_var_init", "0"));
+        CHECK_OK(larch_map_set_scalar(reg->items[1], "q", "2"));
+        CHECK_OK(larch_map_set_scalar(larch_map_get(cfg, "optim"), "nesterov", "false"));
+        CHECK_OK(larch_map_set_scalar(larch_map_get(cfg, "sched"), "gamma", "0.1"));
+        CHECK_OK(larch_map_set_scalar(larch_map_get(cfg, "dist"), "bucket_mb", "25"));
+        CHECK_OK(larch_cfg_save(cfg, path));
+        larch_node_free(cfg);
+        CHECK_OK(larch_run_load(path, NULL, 0, &cfg));
+        if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+        CHECK(w.n == 0, "a resolved config: %d warnings (first: %s)", w.n, w.n ? w.msg[0] : "");
+        larch_warnings_free(&w);
+    }
+    larch_node_free(cfg);
+
+    /* the warmup keys */
+    const char *warm[] = {"sched.name=step", "sched.warmup_epochs=0", "sched.warmup=exponential", "sched.warmup_start=0.1"};
+    CHECK_OK(larch_run_load(path, warm, 4, &cfg));
+    if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+    CHECK(w.n == 3 && has_warning(&w, "sched.warmup is ignored: there is no warmup") &&
+          has_warning(&w, "sched.warmup_start is ignored: there is no warmup") &&
+          has_warning(&w, "sched.min_lr is ignored: it applies to cosine, sgdr, poly only, and sched.name is 'step'"),
+          "no warmup: %d warnings", w.n);
+    larch_warnings_free(&w);
+    larch_node_free(cfg);
+    const char *steps[] = {"sched.warmup_epochs=2", "sched.warmup_steps=10"};
+    CHECK_OK(larch_run_load(path, steps, 2, &cfg));
+    if (cfg) CHECK_OK(larch_run_warnings(cfg, &w));
+    CHECK(w.n == 1 && has_warning(&w, "sched.warmup_epochs is ignored: sched.warmup_steps overrides it"), "%d warnings", w.n);
+    larch_warnings_free(&w);
+    larch_node_free(cfg);
+    /* unknown keys stay errors */
+    const char *unknown[] = {"optim.nesterof=true"};
+    CHECK_FAIL(larch_run_load(path, unknown, 1, &cfg), LARCH_ERR_CONFIG, "unknown key 'optim.nesterof'");
+    unlink(path);
+}
+
 int main(void)
 {
     parsing();
     schema();
     run_config();
+    limits();
+    layer_names();
+    warnings();
     return check_result("test_config");
 }

@@ -1,11 +1,13 @@
 /* test_layers_grad.c - every layer's backward (input and parameter
  * gradients) against central differences, in training and evaluation mode
- * where they differ (tests/gradcheck.h), plus exact forward checks:
+ * where they differ (tests/gradcheck.h), convolutions over several GEMM
+ * chunks included, plus exact forward checks:
  * convolution against a direct loop, batch-norm running statistics, dropout
  * masks keyed by global sample index, SyncBatchNorm through a simulated
  * two-rank comm hook, and shape errors that name the layer. */
 #include "gradcheck.h"
 #include "nn/model_internal.h"   /* the model's layout */
+#include "nn/layers.h"
 
 #include <stdlib.h>
 
@@ -23,6 +25,15 @@ static void grads(void)
     gradcheck("conv 1x1", "[{type: conv2d, filters: 5, kernel: 1}]", S(4, 3, 6), &tr);
     gradcheck("conv chunked", "[{type: conv2d, filters: 2, kernel: 3, padding: 1}]", S(130, 130, 2),
               &(gradcheck_opts){.n = 2, .train = 1, .probes = 12});
+    /* several GEMM chunks (test hook: 2 samples per chunk, batch 5 = 2 + 2 + 1), direct and im2col paths */
+    gradcheck_opts five = {.n = 5, .train = 1};
+    larch_conv_test_chunk(2);
+    gradcheck("conv 1x1 direct, chunks", "[{type: conv2d, filters: 3, kernel: 1}]", S(3, 4, 5), &five);
+    gradcheck("conv 1x1 stride 2 pad 1, chunks", "[{type: conv2d, filters: 3, kernel: 1, stride: 2, padding: 1}]", S(5, 4, 3), &five);
+    gradcheck("conv 3x3 stride 2 pad 1, chunks", "[{type: conv2d, filters: 4, kernel: 3, stride: 2, padding: 1}]", S(6, 5, 3), &five);
+    gradcheck("conv 3x3 pad 1 -> conv 1x1, chunks", "[{type: conv2d, filters: 3, kernel: 3, padding: 1}, {type: conv2d, filters: 2, kernel: 1}]",
+              S(4, 4, 2), &five);
+    larch_conv_test_chunk(0);
     gradcheck("conv -> dense", "[{type: conv2d, filters: 3, kernel: 3}, {type: dense, units: 4}]", S(5, 5, 2), &tr);
     gradcheck("maxpool 2", "[{type: maxpool, size: 2}]", S(4, 6, 3), &(gradcheck_opts){.n = 2, .eps = 1e-3});
     gradcheck("maxpool 3/2 pad 1", "[{type: maxpool, size: 3, stride: 2, padding: 1}]", S(7, 7, 2), &(gradcheck_opts){.n = 2, .eps = 1e-3});

@@ -4,7 +4,8 @@
  * and flips on, across epoch boundaries; an epoch visits every sample once;
  * seek reproduces a batch; prefetching changes nothing; bad batch sizes are
  * errors; Fashion-MNIST files are checked (a fake set with a bad label, and
- * the real Debian package when it is installed). */
+ * the real Debian package when it is installed); every split must have the
+ * model's input shape. */
 #include "check.h"
 #include "larch/larch.h"
 
@@ -66,8 +67,152 @@ static void sharding(const larch_dataset *ds, int G, int prefetch_one, int prefe
     larch_loader_free(one);
 }
 
+/* Synthetic regression targets: adding them leaves the samples and labels
+ * as they were, they are a pure function of (seed, split, index), and they
+ * follow their samples through shuffled, sharded, prefetched batches and
+ * through a class subset. */
+static void regression_targets(void)
+{
+    larch_dataset plain, a, c;
+    larch_synth_opts so = {.n = 60, .shape = {1, 1, 8}, .classes = 4, .noise = 0.5f, .seed = 3};
+    CHECK_OK(larch_dataset_synthetic(&so, &plain));
+    CHECK(plain.n_targets == 0 && plain.targets == NULL, "no targets unless asked for");
+    so.regression = 2;
+    so.regression_noise = 0.1f;
+    CHECK_OK(larch_dataset_synthetic(&so, &a));
+    CHECK(a.n_targets == 2 && a.targets != NULL, "2 targets per sample");
+    CHECK(memcmp(a.f32, plain.f32, 60 * 8 * sizeof(float)) == 0 && memcmp(a.labels, plain.labels, 60 * sizeof(int32_t)) == 0,
+          "regression targets leave the samples and labels unchanged");
+    double var = 0.0;
+    for (int i = 0; i < 60 * 2; i++) var += (double)a.targets[i] * a.targets[i] / 120.0;
+    CHECK(var > 0.2 && var < 5.0, "targets of unit scale: mean square %.3f", var);
+    so.n = 25;
+    CHECK_OK(larch_dataset_synthetic(&so, &c));
+    CHECK(c.targets && memcmp(a.targets, c.targets, 25 * 2 * sizeof(float)) == 0, "a prefix has the same targets");
+    larch_dataset_free(&c);
+    so.regression_noise = 0.0f;                          /* without noise the targets are linear in the features: */
+    so.n = 60;                                           /* solve for the map on 8 samples, predict the other 52 */
+    CHECK_OK(larch_dataset_synthetic(&so, &c));
+    double worst = 0.0;
+    for (int k = 0; k < 2; k++) {
+        double M[8][9];
+        for (int i = 0; i < 8; i++) {
+            for (int j = 0; j < 8; j++) M[i][j] = c.f32[i * 8 + j];
+            M[i][8] = c.targets[2 * i + k];
+        }
+        for (int col = 0; col < 8; col++) {              /* Gauss-Jordan with partial pivoting */
+            int piv = col;
+            for (int i = col + 1; i < 8; i++) if (fabs(M[i][col]) > fabs(M[piv][col])) piv = i;
+            for (int j = 0; j < 9; j++) { double t = M[col][j]; M[col][j] = M[piv][j]; M[piv][j] = t; }
+            for (int i = 0; i < 8; i++) {
+                if (i == col) continue;
+                double f = M[i][col] / M[col][col];
+                for (int j = col; j < 9; j++) M[i][j] -= f * M[col][j];
+            }
+        }
+        for (int i = 8; i < 60; i++) {
+            double pred = 0.0;
+            for (int j = 0; j < 8; j++) pred += M[j][8] / M[j][j] * c.f32[i * 8 + j];
+            double d = fabs(pred - c.targets[2 * i + k]);
+            if (d > worst) worst = d;
+        }
+    }
+    CHECK(worst < 1e-3, "noiseless targets are a linear map of the features: worst residual %g", worst);
+    larch_dataset_free(&c);
+    for (int world = 1; world <= 2; world++)
+        for (int rank = 0; rank < world; rank++) {
+            larch_loader *l = NULL;
+            larch_loader_opts o = {.global_batch = 12, .rank = rank, .world = world, .shuffle = 1, .drop_last = 1,
+                                   .seed = 9, .prefetch = rank};
+            CHECK_OK(larch_loader_create(&l, &a, &o));
+            for (int s = 0; l && s < 7; s++) {           /* crosses an epoch boundary */
+                const larch_batch *b = larch_loader_next(l, NULL, NULL);
+                CHECK(b->target[0] && b->target_dim[0] == 2, "the batch carries the targets");
+                for (int j = 0; b->target[0] && j < b->n; j++) {
+                    int idx = -1;
+                    for (int i = 0; i < a.n && idx < 0; i++)
+                        if (memcmp(a.f32 + (size_t)i * 8, b->x + (size_t)j * 8, 8 * sizeof(float)) == 0) idx = i;
+                    CHECK(idx >= 0 && b->label[0][j] == a.labels[idx] &&
+                          memcmp(b->target[0] + 2 * j, a.targets + 2 * idx, 2 * sizeof(float)) == 0,
+                          "world %d rank %d step %d sample %d: targets and label of sample %d", world, rank, s, j, idx);
+                }
+            }
+            larch_loader_free(l);
+        }
+    float t0[2 * 60];
+    int32_t l0[60];
+    memcpy(t0, a.targets, sizeof t0);
+    memcpy(l0, a.labels, sizeof l0);
+    CHECK_OK(larch_dataset_subset(&a, 2, 3, 0));
+    for (int i = 0, k = 0; i < 60; i++) {
+        if (l0[i] < 2) continue;
+        CHECK(memcmp(a.targets + 2 * k, t0 + 2 * i, 2 * sizeof(float)) == 0, "subset: targets of sample %d", i);
+        k++;
+    }
+    larch_dataset_free(&a);
+    larch_dataset_free(&plain);
+}
+
+/* Writes a fake Fashion-MNIST split of n images of h x w into dir. */
+static void write_split(const char *dir, int train, int n, int h, int w)
+{
+    uint8_t *px = malloc((size_t)n * h * w), *lab = malloc((size_t)n);
+    for (size_t i = 0; i < (size_t)n * h * w; i++) px[i] = (uint8_t)(i * 13);
+    for (int i = 0; i < n; i++) lab[i] = (uint8_t)(i % 10);
+    larch_idx im = {.type = 0x08, .ndim = 3, .dims = {n, h, w}, .count = (size_t)n * h * w, .data = px};
+    larch_idx lb = {.type = 0x08, .ndim = 1, .dims = {n}, .count = (size_t)n, .data = lab};
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte.gz", dir, train ? "train" : "t10k");
+    CHECK_OK(larch_idx_write(p, &im, 1));
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte.gz", dir, train ? "train" : "t10k");
+    CHECK_OK(larch_idx_write(p, &lb, 1));
+    free(px);
+    free(lab);
+}
+
+/* Every split must have the model's input shape (28x28x1 for Fashion-MNIST):
+ * smaller test images used to be read past their end, others at the wrong
+ * strides. The error names the file and both shapes. */
+static void split_shapes(void)
+{
+    char dir[] = "/tmp/larch_shapes_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char cfg_path[300], yaml[700];
+    snprintf(cfg_path, sizeof cfg_path, "%s/run.yaml", dir);
+    snprintf(yaml, sizeof yaml, "data: {name: fashion-mnist, dir: '%s'}\nmodel: [{type: dense, units: 10}]\n", dir);
+    FILE *f = fopen(cfg_path, "w");
+    CHECK(f != NULL, "write %s", cfg_path);
+    if (!f) return;
+    fputs(yaml, f);
+    fclose(f);
+    larch_node *cfg = NULL;
+    CHECK_OK(larch_run_load(cfg_path, NULL, 0, &cfg));
+    larch_dataset tr, te;
+    write_split(dir, 1, 40, 28, 28);
+    write_split(dir, 0, 20, 28, 28);
+    CHECK_OK(larch_run_datasets(cfg, &tr, &te));
+    CHECK(tr.shape.h == 28 && te.shape.w == 28 && strstr(te.source, "t10k-images-idx3-ubyte.gz") != NULL,
+          "matching splits load (test source '%s')", te.source);
+    larch_dataset_free(&tr);
+    larch_dataset_free(&te);
+    write_split(dir, 0, 20, 27, 29);                               /* smaller test images */
+    CHECK_FAIL(larch_run_datasets(cfg, &tr, &te), LARCH_ERR_SHAPE, "t10k-images-idx3-ubyte.gz: fashion-mnist-test samples are 27x29x1");
+    CHECK(strstr(larch_errmsg(), "the model input is 28x28x1") != NULL, "both shapes: %s", larch_errmsg());
+    write_split(dir, 0, 20, 14, 56);                               /* as many pixels, another shape */
+    CHECK_FAIL(larch_run_datasets(cfg, &tr, &te), LARCH_ERR_SHAPE, "t10k-images-idx3-ubyte.gz: fashion-mnist-test samples are 14x56x1");
+    write_split(dir, 0, 20, 28, 28);
+    write_split(dir, 1, 40, 29, 28);                               /* the training split too */
+    CHECK_FAIL(larch_run_datasets(cfg, &tr, &te), LARCH_ERR_SHAPE, "train-images-idx3-ubyte.gz: fashion-mnist-train samples are 29x28x1");
+    CHECK(tr.n == 0 && te.n == 0 && tr.u8 == NULL && te.u8 == NULL, "nothing is left allocated on failure");
+    larch_node_free(cfg);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void)
 {
+    split_shapes();
     larch_dataset ds;
     make_u8(&ds, 103, (larch_shape){6, 5, 2});
     sharding(&ds, 16, 0, 1);
@@ -156,6 +301,8 @@ int main(void)
     for (int i = 0; i < a.n; i++) CHECK(a.derived[0][i] == 1, "classes 1 and 2 are coarse class 1 after the subset");
     larch_dataset_free(&a);
     larch_dataset_free(&c);
+
+    regression_targets();
 
     /* a fake Fashion-MNIST directory: good, then with a label of 12 */
     char dir[] = "/tmp/larch_fmnist_XXXXXX";

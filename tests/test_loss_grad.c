@@ -113,7 +113,7 @@ int main(void)
 {
     loss_case("softmax_ce", "[{type: dense, units: 4}]", "[]", 0);
     loss_case("softmax_ce smoothing", "[{type: dense, units: 4}]", "{type: softmax_ce, label_smoothing: 0.1}", 0);
-    loss_case("mse targets", "[{type: dense, units: 4}]", "{type: mse}", 1);
+    loss_case("mse targets", "[{type: dense, units: 4}]", "{type: mse, on: targets}", 1);
     loss_case("mse one-hot", "[{type: dense, units: 4}]", "{type: mse}", 0);
     loss_case("two heads", "[{type: dense, name: trunk, units: 6}, {type: tanh, name: act},"
                            " {type: dense, name: a, units: 4}, {type: dense, name: b, input: act, units: 2}]",
@@ -122,7 +122,7 @@ int main(void)
     loss_case("uncertainty weighting", "[{type: dense, name: trunk, units: 6}, {type: tanh, name: act},"
                                        " {type: dense, name: a, units: 4}, {type: dense, name: b, input: act, units: 4}]",
               "[{name: fine, input: a, weighting: uncertainty, log_var_init: 0.4},"
-              " {name: reg, type: mse, input: b, weighting: uncertainty, log_var_init: -0.3, weight: 2},"
+              " {name: reg, type: mse, on: targets, input: b, weighting: uncertainty, log_var_init: -0.3, weight: 2},"
               " {name: fixed, input: b, target: 1, weight: 0.5}]", 1);
     loss_case("loss on a trunk node", "[{type: dense, name: trunk, units: 4}, {type: tanh, name: act}, {type: dense, name: head, units: 4}]",
               "[{name: t1, input: act}, {name: t2, input: head}]", 0);

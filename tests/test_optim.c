@@ -12,7 +12,9 @@
  * on a dense layer (a weight and a bias tensor) for 8 steps with varying
  * learning rates, a step with a zero weight gradient, zero-initialized
  * biases (trust ratio at a zero norm), weight decay on and off, frozen and
- * down-weighted groups, clipping; and config errors.
+ * down-weighted groups, clipping; a tensor thawed late taking a fresh
+ * optimizer's steps (every optimizer), per-tensor step counts under
+ * optimizer-state sharding; and config errors.
  */
 #include "check.h"
 #include "larch/larch.h"
@@ -33,7 +35,7 @@ static larch_node *parse(const char *yaml)
 typedef struct {
     const char *name;
     double lr, mom, damp, wd, b1, b2, b3, eps, psi, rho_thr, eta, tmin, tmax, clip_norm, clip_value;
-    int nesterov, decoupled, amsgrad, bias_corr, adapt_all, decay_all;
+    int nesterov, decoupled, amsgrad, bias_corr, adapt_all, decay_all, lars_clip;
 } hyper;
 
 static hyper read_hyper(const larch_node *c)
@@ -46,7 +48,7 @@ static hyper read_hyper(const larch_node *c)
                larch_cfg_float(c, "clip_norm"), larch_cfg_float(c, "clip_value"),
                larch_cfg_bool(c, "nesterov"), larch_cfg_bool(c, "decoupled"), larch_cfg_bool(c, "amsgrad"),
                larch_cfg_bool(c, "bias_correction"), larch_cfg_bool(c, "adapt_bias_norm"),
-               larch_cfg_bool(c, "decay_bias_norm")};
+               larch_cfg_bool(c, "decay_bias_norm"), !strcmp(larch_cfg_str(c, "lars_mode"), "clip")};
     return h;
 }
 
@@ -58,6 +60,10 @@ static double clampr(const hyper *h, double r)
     if (h->tmax > 0 && r > h->tmax) r = h->tmax;
     return r;
 }
+
+/* LARC clip-mode steps of the reference where the local rate was below lr
+ * and where lr clipped it (a test of the mode needs both). */
+static int larc_free, larc_clipped;
 
 /* One reference step of tensor (w, g) of n values; m, v, x: state. */
 static void ref_tensor(const hyper *h, int t, double lr, double wd, int adapt, double *w, const double *g0,
@@ -79,10 +85,18 @@ static void ref_tensor(const hyper *h, int t, double lr, double wd, int adapt, d
         double wn = 0, gn = 0;
         for (size_t i = 0; i < n; i++) { wn += w[i] * w[i]; gn += g[i] * g[i]; }
         wn = sqrt(wn); gn = sqrt(gn);
-        double local = 1.0;
-        if (adapt) local = clampr(h, wn > 0 && gn > 0 ? h->eta * wn / (gn + wd * wn) : 1.0);
+        double rate = lr;                      /* not adapted: momentum SGD */
+        if (adapt && h->lars_clip) {           /* LARC clip: min(local rate, lr); zero norms unscaled */
+            if (wn > 0 && gn > 0) {
+                double local = clampr(h, h->eta * wn / (gn + wd * wn));
+                rate = fmin(local, lr);
+                if (lr > 0) { if (local < lr) larc_free++; else larc_clipped++; }
+            }
+        } else if (adapt) {
+            rate = lr * clampr(h, wn > 0 && gn > 0 ? h->eta * wn / (gn + wd * wn) : 1.0);
+        }
         for (size_t i = 0; i < n; i++) {
-            m[i] = h->mom * m[i] + lr * local * (g[i] + wd * w[i]);
+            m[i] = h->mom * m[i] + rate * (g[i] + wd * w[i]);
             w[i] -= m[i];
         }
     } else if (is(h, "lamb")) {
@@ -243,6 +257,213 @@ static void two_layers(const char *optim_yaml, larch_model **m, larch_optim **o)
     larch_node_free(oc);
 }
 
+/* Deterministic gradient values of step `t` for the values [a, z). */
+static void fill_grad(larch_model *m, size_t a, size_t z, long t)
+{
+    for (size_t i = a; i < z; i++) m->grad[i] = 0.05f * (float)((i * 7 + (size_t)t * 3) % 13) - 0.3f;
+}
+
+/* LARS in clip mode at a constant lr against apex's LARC(clip=True) around
+ * torch.optim.SGD, re-derived literally in double precision: per tensor
+ * adaptive_lr = min(eta ||w|| / (||g|| + wd ||w|| + 1e-8) / lr, 1) (when
+ * both norms are non-zero), g = (g + wd w) adaptive_lr, then SGD with
+ * lr outside the momentum buffer: b = momentum b + g, w -= lr b (weights in
+ * a group with weight decay, biases in one without, both adapted). */
+static void larc_apex(double lr, double eta)
+{
+    enum { STEPS_APEX = 30 };
+    char yaml[256];
+    snprintf(yaml, sizeof yaml, "{name: lars, lars_mode: clip, lr: %g, trust_coef: %g, weight_decay: 0.001, "
+             "adapt_bias_norm: true}", lr, eta);
+    larch_node *layers = parse("[{type: dense, name: fc, units: 3}]"), *oc = parse(yaml);
+    larch_model *m = NULL;
+    larch_optim *o = NULL;
+    CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 5));
+    CHECK_OK(larch_optim_defaults(oc));
+    CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
+    if (m) CHECK_OK(larch_optim_create(&o, m, oc));
+    if (o) {
+        const double mom = 0.9;
+        double w[64], w0[64], b[64] = {0}, g[64];
+        for (size_t i = 0; i < m->n_floats; i++) w0[i] = w[i] = m->param[i];
+        int clipped = 0, free_ = 0;
+        for (long t = 0; t < STEPS_APEX; t++) {
+            fill_grad(m, 0, m->n_floats, t);
+            for (int pi = 0; pi < m->n_params; pi++) {
+                const larch_param *p = &m->params[pi];
+                const double wd = p->role == LARCH_ROLE_WEIGHT ? 0.001 : 0.0;
+                double pn = 0, gn = 0;
+                for (size_t j = p->offset; j < p->offset + p->size; j++) {
+                    g[j] = m->grad[j];
+                    pn += w[j] * w[j];
+                    gn += g[j] * g[j];
+                }
+                pn = sqrt(pn); gn = sqrt(gn);
+                if (pn != 0 && gn != 0) {
+                    double adaptive = eta * pn / (gn + pn * wd + 1e-8);
+                    if (adaptive / lr < 1) free_++; else clipped++;
+                    adaptive = fmin(adaptive / lr, 1);
+                    for (size_t j = p->offset; j < p->offset + p->size; j++) g[j] = (g[j] + wd * w[j]) * adaptive;
+                }
+                for (size_t j = p->offset; j < p->offset + p->size; j++) {
+                    b[j] = t == 0 ? g[j] : mom * b[j] + g[j];
+                    w[j] -= lr * b[j];
+                }
+            }
+            larch_optim_step(o, (float)lr);
+        }
+        double worst = 0, moved = 0;
+        for (size_t i = 0; i < m->n_floats; i++) {
+            worst = fmax(worst, fabs(w[i] - m->param[i]));
+            moved = fmax(moved, fabs(w[i] - w0[i]));
+        }
+        if (getenv("LARCH_TEST_VERBOSE"))
+            printf("LARC clip vs apex at lr %g: error/movement %.2e (moved %.3g; %d clipped, %d below lr)\n", lr,
+                   worst / moved, moved, clipped, free_);
+        CHECK(moved > 0 && worst <= 2e-4 * moved, "LARC clip at lr %g: max |larch - apex| %g of the movement %g", lr,
+              worst, moved);
+        CHECK(clipped > 0 && free_ > 0, "LARC at lr %g: %d clipped, %d below lr", lr, clipped, free_);
+    }
+    larch_optim_free(o);
+    larch_model_free(m);
+    larch_node_free(layers);
+    larch_node_free(oc);
+}
+
+/* A tensor thawed late takes the steps a fresh optimizer would: model A
+ * trains fc2 for T0 steps with fc1 frozen (unfreeze_after_epochs), then
+ * thaws fc1; model B has fc1 as its only trainable tensor from the start
+ * (fc2 frozen for the whole run). From the same fc1 values and gradients,
+ * the first K updates of fc1 must be the same, bit for bit: bias
+ * corrections, NAdam's momentum product, RAdam's rectification, AdaMod's
+ * averages and SGD's first-step buffer count from the tensor's first update. */
+static void thaw_matches_fresh(const char *optim, float lr)
+{
+    enum { T0 = 1000, K = 8 };
+    char ya[512], yb[512];
+    snprintf(ya, sizeof ya, "{%s, groups: [{match: 'fc1.*', freeze: true, unfreeze_after_epochs: 1, lr_mult: 0.5}]}", optim);
+    snprintf(yb, sizeof yb, "{%s, groups: [{match: 'fc2.*', freeze: true}, {match: 'fc1.*', lr_mult: 0.5}]}", optim);
+    larch_model *ma = NULL, *mb = NULL;
+    larch_optim *oa = NULL, *ob = NULL;
+    two_layers(ya, &ma, &oa);
+    two_layers(yb, &mb, &ob);
+    if (oa && ob) {
+        const size_t fc1 = ma->params[0].offset, fc1_end = ma->params[1].offset + ma->params[1].size;
+        for (long t = 0; t < T0; t++) {                     /* fc2 trains, fc1 waits */
+            fill_grad(ma, 0, ma->n_floats, t);
+            larch_optim_step(oa, lr);
+        }
+        CHECK(larch_optim_thaw(ma, 1) == 2, "%s: fc1 thaws", optim);
+        memcpy(mb->param + fc1, ma->param + fc1, (fc1_end - fc1) * sizeof(float));
+        double first_a = 0.0, first_b = 0.0;
+        for (long t = 0; t < K; t++) {
+            fill_grad(ma, 0, ma->n_floats, T0 + t);
+            fill_grad(mb, 0, mb->n_floats, T0 + t);
+            float before = ma->param[fc1];
+            larch_optim_step(oa, lr);
+            larch_optim_step(ob, lr);
+            if (t == 0) { first_a = ma->param[fc1] - before; first_b = mb->param[fc1] - before; }
+            int same = memcmp(ma->param + fc1, mb->param + fc1, (fc1_end - fc1) * sizeof(float)) == 0;
+            CHECK(same, "%s: update %ld of fc1 after a thaw at step %d differs from a fresh optimizer's "
+                  "(first update %.4g, fresh %.4g)", optim, t + 1, T0, first_a, first_b);
+            if (!same) break;
+        }
+        CHECK(first_b != 0.0, "%s: fc1 moved", optim);
+        CHECK(oa->tensor_t[0] == K && oa->tensor_t[1] == K && oa->tensor_t[2] == T0 + K && oa->t == T0 + K,
+              "%s: step counts fc1 %ld, fc2 %ld, optimizer %ld", optim, oa->tensor_t[0], oa->tensor_t[2], oa->t);
+        CHECK(ob->tensor_t[2] == 0 && ob->tensor_t[3] == 0, "%s: fc2, frozen for the whole run, counted %ld steps",
+              optim, ob->tensor_t[2]);
+    }
+    larch_optim_free(oa);
+    larch_optim_free(ob);
+    larch_model_free(ma);
+    larch_model_free(mb);
+}
+
+/* Optimizer-state sharding (ZeRO-1): three slices of one model, one of
+ * them holding none of fc1, keep the same per-tensor step counts as the
+ * whole optimizer (they are replicated), through a thaw, and together
+ * update the model as it does. */
+static void sharded_counts(void)
+{
+    const char *yaml = "{name: nadam, lr: 0.01, groups: [{match: 'fc1.*', freeze: true, unfreeze_after_epochs: 1}]}";
+    larch_model *m = NULL, *ms = NULL;
+    larch_optim *full = NULL, *sh[3] = {NULL, NULL, NULL};
+    two_layers(yaml, &m, &full);
+    two_layers(yaml, &ms, &sh[0]);
+    larch_node *oc = parse(yaml);
+    CHECK_OK(larch_optim_defaults(oc));
+    CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
+    if (m && ms && full && sh[0]) {
+        larch_optim_free(sh[0]);
+        const size_t cut[4] = {0, 7, ms->params[2].offset, ms->n_floats};   /* 7: inside fc1.weight */
+        for (int k = 0; k < 3; k++) CHECK_OK(larch_optim_create_shard(&sh[k], ms, oc, cut[k], cut[k + 1]));
+        for (long t = 0; t < 25; t++) {
+            if (t == 20) {
+                CHECK(larch_optim_thaw(m, 1) == 2 && larch_optim_thaw(ms, 1) == 2, "fc1 thaws in both");
+            }
+            fill_grad(m, 0, m->n_floats, t);
+            fill_grad(ms, 0, ms->n_floats, t);
+            larch_optim_step(full, 0.01f);
+            for (int k = 0; k < 3; k++) if (sh[k]) larch_optim_step(sh[k], 0.01f);
+        }
+        CHECK(memcmp(m->param, ms->param, m->n_floats * sizeof(float)) == 0, "three slices update as the whole");
+        for (int k = 0; k < 3; k++)
+            for (int i = 0; sh[k] && i < m->n_params; i++)
+                CHECK(sh[k]->tensor_t[i] == full->tensor_t[i] && sh[k]->tensor_mu_product[i] == full->tensor_mu_product[i],
+                      "slice %d: %s counted %ld steps, the whole optimizer %ld", k, m->params[i].name,
+                      sh[k]->tensor_t[i], full->tensor_t[i]);
+        CHECK(full->tensor_t[0] == 5 && full->tensor_t[2] == 25, "fc1 5 steps, fc2 25: %ld %ld",
+              full->tensor_t[0], full->tensor_t[2]);
+    }
+    for (int k = 0; k < 3; k++) larch_optim_free(sh[k]);
+    larch_optim_free(full);
+    larch_model_free(m);
+    larch_model_free(ms);
+    larch_node_free(oc);
+}
+
+/* `larch config --help` names, before the first ": " of a key's help, the
+ * optimizers that read the key (no list: all of them); that list must be
+ * exactly the optimizers that accept a non-default value of the key. */
+static void help_names_readers(void)
+{
+    static const char *const names[] = {"sgd", "adam", "adamw", "nadam", "radam", "adamod", "lars", "lamb"};
+    for (const larch_key *k = larch_optim_keys; k->name; k++) {
+        if (!strcmp(k->name, "name") || !strcmp(k->name, "groups")) continue;
+        char value[64];
+        if (k->type == LARCH_T_BOOL) snprintf(value, sizeof value, "%s", strcmp(k->def, "true") ? "true" : "false");
+        else if (k->type == LARCH_T_ENUM) {             /* the first choice that is not the default */
+            const char *c = k->choices;
+            size_t n = strcspn(c, "|");
+            if (n == strlen(k->def) && !strncmp(c, k->def, n) && c[n]) { c += n + 1; n = strcspn(c, "|"); }
+            snprintf(value, sizeof value, "%.*s", (int)n, c);
+        }
+        else snprintf(value, sizeof value, "%.9g", atof(k->def) == k->max ? k->min : atof(k->def) + (k->max - atof(k->def)) / 3);
+        const char *colon = strstr(k->help, ": ");
+        char listed[256] = "";
+        if (colon && (size_t)(colon - k->help) < sizeof listed) memcpy(listed, k->help, (size_t)(colon - k->help));
+        int named[8] = {0}, n_named = 0, all_names = listed[0] != 0;
+        for (char *tok = strtok(listed, ","); tok && all_names; tok = strtok(NULL, ",")) {
+            while (*tok == ' ') tok++;
+            int hit = 0;
+            for (int o = 0; o < 8; o++) if (!strcmp(tok, names[o])) { named[o] = hit = 1; n_named++; }
+            all_names = hit;
+        }
+        for (int o = 0; o < 8; o++) {
+            char yaml[256];
+            snprintf(yaml, sizeof yaml, "{name: %s, %s: %s}", names[o], k->name, value);
+            larch_node *c = parse(yaml);
+            int reads = larch_optim_defaults(c) == LARCH_OK;
+            larch_node_free(c);
+            int says = all_names && n_named ? named[o] : 1;
+            CHECK(reads == says, "optim.%s (help \"%s\"): %s %s it, the help says it %s", k->name, k->help, names[o],
+                  reads ? "reads" : "rejects", says ? "does" : "does not");
+        }
+    }
+    larch_clear_error();
+}
+
 int main(void)
 {
     /* SGD */
@@ -280,6 +501,20 @@ int main(void)
     run_case("{name: lars, lr: 2, weight_decay: 0.0005, adapt_bias_norm: true}", 1, 2e-4);
     run_case("{name: lars, lr: 2, trust_coef: 0.1, trust_max: 1}", 1, 2e-4);
     run_case("{name: lars, lr: 2, trust_min: 0.5, momentum: 0}", 1, 2e-4);
+    /* LARS in LARC's clip mode, at lr 0.1 and 1 (with the step multipliers
+     * of run_case): the local rate must fall on both sides of lr */
+    const char *const larc[] = {"{name: lars, lars_mode: clip, lr: 0.1, trust_coef: 0.07, weight_decay: 0.0005}",
+                                "{name: lars, lars_mode: clip, lr: 1, trust_coef: 0.4, weight_decay: 0.0005, adapt_bias_norm: true}",
+                                "{name: lars, lars_mode: clip, lr: 0.1, trust_coef: 0.07, adapt_bias_norm: true, "
+                                "momentum: 0.5, trust_max: 2}"};
+    for (int k = 0; k < 3; k++) {
+        larc_free = larc_clipped = 0;
+        run_case(larc[k], 1, 2e-4);
+        CHECK(larc_free > 0 && larc_clipped > 0, "%s: local rate below lr %d times, clipped %d times", larc[k],
+              larc_free, larc_clipped);
+    }
+    larc_apex(0.1, 0.07);
+    larc_apex(1.0, 0.7);
     /* LAMB */
     run_case("{lr: 0.02, name: lamb}", 1, 2e-4);
     run_case("{lr: 0.02, name: lamb, weight_decay: 0}", 1, 2e-4);
@@ -351,16 +586,48 @@ int main(void)
         larch_model_free(fm);
     }
 
+    /* a thaw late in the run: the thawed tensor's first updates are those of a fresh optimizer */
+    thaw_matches_fresh("name: sgd, lr: 0.1, momentum: 0.9, dampening: 0.5", 0.1f);
+    thaw_matches_fresh("name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01", 0.1f);
+    thaw_matches_fresh("name: adam, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: adamw, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: adam, lr: 0.01, amsgrad: true", 0.01f);
+    thaw_matches_fresh("name: nadam, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: radam, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: adamod, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: lars, lr: 1, weight_decay: 0.0005", 1.0f);
+    thaw_matches_fresh("name: lamb, lr: 0.01", 0.01f);
+    thaw_matches_fresh("name: lamb, lr: 0.01, bias_correction: false", 0.01f);
+    sharded_counts();
+
     /* errors */
+    help_names_readers();
+    config_error("{name: lars, lars_mode: larc}", "is not one of: scale|clip");
+    config_error("{name: sgd, lars_mode: clip}", "optim.lars_mode does not apply to optim.name 'sgd' (it is read by: lars)");
+    config_error("{name: lamb, decoupled: true}", "read by: adam, adamw, nadam, radam, adamod");
     config_error("{name: sgd, groups: [{match: 'fc.*', unfreeze_after_epochs: 2}]}", "needs freeze: true");
     config_error("{name: sgd, groups: [{match: 'fc.*', freeze: true, unfreeze_after_epochs: 2, lr_mult: 0}]}",
                  "would keep the group frozen");
     config_error("{name: sgd, momentum: 0, nesterov: true}", "nesterov");
-    c = parse("{name: adam, momentum: 0.9, trust_coef: 0.001}");   /* defaults of other optimizers: accepted */
-    CHECK_OK(larch_optim_defaults(c));
-    larch_node_free(c);
-    config_error("{name: adam, momentum: 0.5}", "optim.momentum does not apply to optim.name 'adam'");
-    config_error("{name: sgd, beta3: 0.9}", "read by: adamod");
+    /* keys of another optimizer: accepted, and reported as ignored unless at their default */
+    static const struct { const char *yaml, *warning; } ignored[] = {
+        {"{name: adam, momentum: 0.9, trust_coef: 0.001}", NULL},
+        {"{name: adam, momentum: 0.5}", "<test>:1: optim.momentum is ignored: it applies to sgd, lars only, and optim.name is 'adam'"},
+        {"{name: sgd, beta3: 0.9}", "optim.beta3 is ignored: it applies to adamod only, and optim.name is 'sgd'"},
+        {"{name: lamb, momentum: 0.9, nesterov: true}", "optim.nesterov is ignored: it applies to sgd only"}};
+    for (int k = 0; k < 4; k++) {
+        c = parse(ignored[k].yaml);
+        larch_warnings w = {0};
+        CHECK_OK(larch_optim_defaults(c));
+        CHECK_OK(larch_cfg_check(c, "optim", larch_optim_keys, NULL));
+        CHECK_OK(larch_optim_ignored(c, &w));
+        CHECK(w.n == (ignored[k].warning ? 1 : 0), "%s: %d warnings", ignored[k].yaml, w.n);
+        if (ignored[k].warning && w.n == 1)
+            CHECK(strstr(w.msg[0], ignored[k].warning) != NULL, "%s: warning '%s' lacks '%s'", ignored[k].yaml, w.msg[0],
+                  ignored[k].warning);
+        larch_warnings_free(&w);
+        larch_node_free(c);
+    }
     config_error("{name: lars, trust_min: 2, trust_max: 1}", "trust_max");
     config_error("{name: sgd, groups: [{match: 'conv*', lr_mult: 0.1}]}", "'conv*' matches no parameter");
     config_error("{name: sgd, groups: [{match: 'fc.*', roles: [weights]}]}", "unknown role 'weights'");

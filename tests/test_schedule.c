@@ -1,6 +1,7 @@
 /* test_schedule.c - every learning-rate schedule at its boundaries (first
  * step, end of warmup, decay points, restarts, last step), warmup shapes,
- * one-cycle momentum, and schedule config errors. Expected values are
+ * one-cycle momentum (and moms: off, and the log's note on it), and
+ * schedule config errors. Expected values are
  * computed here from the definitions (docs/optimizers.md), with 10 steps per
  * epoch and 100 steps unless stated. */
 #include "check.h"
@@ -40,6 +41,30 @@ static void sched_error(const char *yaml, long total, const char *needle)
     CHECK(st == LARCH_ERR_CONFIG && strstr(larch_errmsg(), needle), "%s: got %s '%s', want '%s'", yaml,
           larch_status_name(st), larch_errmsg(), needle);
     larch_node_free(c);
+}
+
+/* larch_sched_momentum_note of a one-cycle schedule for an optimizer of a
+ * dense layer. */
+static void note_has(const char *sched_yaml, const char *optim_yaml, const char *needle)
+{
+    larch_node *layers = parse("[{type: dense, name: fc, units: 3}]"), *oc = parse(optim_yaml);
+    larch_model *m = NULL;
+    larch_optim *o = NULL;
+    char note[300] = "";
+    CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 1));
+    CHECK_OK(larch_optim_defaults(oc));
+    CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
+    if (m) CHECK_OK(larch_optim_create(&o, m, oc));
+    larch_sched s = make(sched_yaml, 0.1, 100, 10);
+    if (o) {
+        int n = larch_sched_momentum_note(&s, o, note, sizeof note);
+        CHECK(strstr(note, needle) && (n > 0) == (needle[0] != 0), "%s + %s: note '%s' lacks '%s'", sched_yaml,
+              optim_yaml, note, needle);
+    }
+    larch_optim_free(o);
+    larch_model_free(m);
+    larch_node_free(layers);
+    larch_node_free(oc);
 }
 
 int main(void)
@@ -105,6 +130,16 @@ int main(void)
     CHECK_NEAR(larch_sched_momentum(&s, 99), 0.85 + 0.1 / 2 * (1 - cos(pi * 74 / 75)), 1e-12);
     s = make("{name: onecycle, moms: []}", 1.0, 100, 10);
     CHECK(larch_sched_momentum(&s, 0) < 0, "moms [] leaves momentum alone");
+    s = make("{name: onecycle, moms: off}", 1.0, 100, 10);
+    CHECK(larch_sched_momentum(&s, 0) < 0 && larch_sched_momentum(&s, 99) < 0, "moms: off leaves momentum alone");
+    /* the training log's note on what the schedule does to the optimizer's momentum */
+    note_has(oc, "{name: adam, beta1: 0.8}", "one-cycle: beta1 follows sched.moms 0.95 -> 0.85 -> 0.95, in place of "
+             "optim.beta1 = 0.8 (sched.moms: off keeps it)");
+    note_has("{name: onecycle, moms: [0.9, 0.8, 0.85]}", "{name: lars}", "momentum follows sched.moms 0.9 -> 0.8 -> 0.85");
+    note_has("{name: onecycle, moms: off}", "{name: sgd, momentum: 0.7}",
+             "one-cycle: momentum not cycled (sched.moms: off), it stays optim.momentum = 0.7");
+    note_has(oc, "{name: sgd, momentum: 0}", "sched.moms has no effect: sgd with optim.momentum 0");
+    note_has("{name: cosine}", "{name: adam}", "");
     s = make("{name: cosine}", 1.0, 100, 10);
     CHECK(larch_sched_momentum(&s, 0) < 0, "cosine does not cycle momentum");
     /* errors */
@@ -114,6 +149,8 @@ int main(void)
     CHECK_NEAR(larch_sched_lr(&sw, 99), 100.0 / 200, 1e-12);
     sched_error("{name: multistep, milestones: [5, 2]}", 100, "ascending");
     sched_error("{name: linear}", 100, "sched.name");
-    sched_error("{name: onecycle, moms: [0.9, 0.8]}", 100, "sched.moms");
+    sched_error("{name: onecycle, moms: [0.9, 0.8]}", 100, "<test>:1: sched.moms: expected 3 values [start, peak, end], or off");
+    sched_error("{name: onecycle, moms: of}", 100, "<test>:1: sched.moms: expected a list (e.g. [1, 2]) or off, got 'of'");
+    sched_error("{name: onecycle, moms: 'off'}", 100, "sched.moms: expected a list");   /* text, not the word */
     return check_result("test_schedule");
 }

@@ -37,7 +37,9 @@ struct larch_node {
     int line;             /* 1-based line in `file`, 0 when synthesized      */
 };
 
-/* Parsing. `name` is used in messages (a path, or "<string>"). */
+/* Parsing. `name` is used in messages (a path, or "<string>"). A config
+ * file may hold at most LARCH_CFG_MAX_BYTES and no NUL byte. */
+#define LARCH_CFG_MAX_BYTES (16 << 20)
 LARCH_API larch_status larch_cfg_load(const char *path, larch_node **out);
 LARCH_API larch_status larch_cfg_parse(const char *text, const char *name, larch_node **out);
 LARCH_API void larch_node_free(larch_node *n);
@@ -83,7 +85,8 @@ typedef struct larch_key {
     larch_type type;
     const char *def;        /* default as YAML text; NULL = required (for T_MAP: "{}" creates it) */
     double min, max;        /* inclusive range for numbers (ignored when min > max) */
-    const char *choices;    /* T_ENUM: "a|b|c"                                */
+    const char *choices;    /* T_ENUM: "a|b|c"; list types: words taken in place
+                               of a list ("off"; the getters then do not apply) */
     const struct larch_key *sub; /* T_MAP: its schema                         */
     const char *help;       /* one line for `larch config --help`             */
 } larch_key;
@@ -93,6 +96,21 @@ typedef struct larch_key {
  * additional key names that are accepted as-is (may be NULL). */
 LARCH_API larch_status larch_cfg_check(larch_node *map, const char *path,
                                        const larch_key *schema, const char *const *extra);
+
+/* Is `v` (the value of `key` of `schema`) equal to the key's default? Numbers
+ * compare by value ("0.10" equals "0.1"), lists element by element. */
+LARCH_API int larch_cfg_is_default(const larch_key *schema, const char *key, const larch_node *v);
+
+/* Warnings: a valid config may still set keys that have no effect (a key of
+ * another optimizer, label smoothing on an mse loss, ...). The library
+ * collects one message per finding; the program prints them. */
+typedef struct larch_warnings {
+    int n, cap;
+    char **msg;
+} larch_warnings;
+/* Appends a printf-style message (LARCH_ERR_NOMEM when it cannot). */
+LARCH_API larch_status larch_warn(larch_warnings *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+LARCH_API void larch_warnings_free(larch_warnings *w);
 
 /* Typed getters for validated trees: the key must exist and have the type. */
 LARCH_API long        larch_cfg_int(const larch_node *map, const char *key);
@@ -106,6 +124,9 @@ LARCH_API int larch_cfg_floats(const larch_node *map, const char *key, double *o
 
 /* Formats "file:line" of a node into buf (for messages). */
 LARCH_API const char *larch_node_where(const larch_node *n, char *buf, size_t len);
+/* "file:line" of the i-th key of a map (the value's place when it came from
+ * --set). */
+LARCH_API const char *larch_key_where(const larch_node *map, int i, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -14,14 +14,24 @@
  *                                     epoch, sampler_epoch, sampler_step,
  *                                     samples_seen, rng_seed, world_size,
  *                                     global_batch, sched_step,
- *                                     sched_total_steps, config
- *   attributes of /optim              optimizer, t, mu_product
+ *                                     sched_total_steps, config; since
+ *                                     format 2: steps_per_epoch, run_id,
+ *                                     lineage, meta_checksum
+ *   attributes of /optim              optimizer, t (steps taken); since
+ *                                     format 2: state_layout
+ *   /optim/t/<layer>                  (format 2) attribute <tensor>: that
+ *                                     tensor's own step count (int64)
+ *   /optim/mu_product/<layer>         (format 2) attribute <tensor>: its NAdam
+ *                                     momentum product (float64; nadam only)
+ * (format 1 had one count and one product for all tensors: attributes t and
+ * mu_product of /optim).
  *
  * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a read
- * detects corrupted bytes. A save writes DIR/.ckpt-<step>.h5.tmp and renames
- * it to DIR/ckpt-<step>.h5 only after every rank has closed it; a failed save
- * (a full disk) removes its temporary file and leaves older checkpoints as
- * they were.
+ * detects corrupted bytes; the attributes are covered by meta_checksum and
+ * range- and cross-checked on every read. A save writes a uniquely named
+ * DIR/.ckpt-<step>.<random>.h5.tmp and renames it to DIR/ckpt-<step>.h5 only
+ * after every rank has closed it; a failed save (a full disk) removes its
+ * temporary file and leaves older checkpoints as they were.
  */
 #ifndef LARCH_CHECKPOINT_H
 #define LARCH_CHECKPOINT_H
@@ -36,7 +46,7 @@
 extern "C" {
 #endif
 
-#define LARCH_CKPT_FORMAT 1   /* format_version this larch writes and reads */
+#define LARCH_CKPT_FORMAT 2   /* format_version this larch writes; it reads 1 and 2 */
 
 typedef struct larch_ckpt_meta {
     int format_version;
@@ -51,18 +61,35 @@ typedef struct larch_ckpt_meta {
     long global_batch;
     long sched_step, sched_total_steps; /* the schedule is a function of these */
     char optimizer[32];
-    long optim_t;             /* optimizer steps (bias corrections)            */
-    double optim_mu_product;  /* NAdam's momentum product                      */
+    long optim_t;             /* optimizer steps                               */
+    double optim_mu_product;  /* format 1: NAdam's momentum product (format 2
+                                 keeps it per tensor; then 0)                   */
     char *config;             /* resolved config (YAML); owned, may be NULL    */
+    /* format 2 (format-1 files read as 0 / "" / NULL) */
+    long steps_per_epoch;     /* the sampler position is step = sampler_epoch *
+                                 steps_per_epoch + sampler_step                */
+    char run_id[24];          /* the training run (one process launch) that
+                                 wrote it: 16 hex digits                       */
+    char *lineage;            /* "<run_id>:<first step> ..." of every run from
+                                 the fresh start to this one (a resumed run
+                                 appends itself); owned, may be NULL           */
+    char state_layout[16];    /* optimizer state at save: "replicated" or
+                                 "sharded" (ZeRO-1); informational             */
 } larch_ckpt_meta;
 
-/* Frees meta->config. */
+/* Frees meta->config and meta->lineage. */
 LARCH_API void larch_ckpt_meta_free(larch_ckpt_meta *meta);
 
 /* Collective: writes model parameters, buffers and (o != NULL) optimizer state
  * to dir/ckpt-<step>.h5 through a temporary file, then keeps only the newest
- * `keep` checkpoints of dir (keep 0 = all). meta's format and version fields
- * are filled in. `path_out` (may be NULL) receives the final path. */
+ * `keep` checkpoints of dir (keep 0 = all; the file just written is always
+ * kept). meta's format and version fields are filled in; the rest must pass
+ * the checks a load makes (ranges, samples_seen = step * global_batch,
+ * sched_step = step, optimizer t = step, the sampler position), else
+ * LARCH_ERR_INVALID before anything is written. Whether the optimizer state
+ * is sharded is agreed by the ranks from their ranges [o->lo, o->hi): all
+ * whole = replicated, else the ranges must partition the model. `path_out`
+ * (may be NULL) receives the final path. */
 LARCH_API larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c,
                                        const larch_model *m, const larch_optim *o,
                                        const larch_ckpt_meta *meta, char *path_out, size_t path_len);
@@ -74,7 +101,8 @@ LARCH_API larch_status larch_ckpt_save(const char *dir, int keep, const larch_co
 LARCH_API larch_status larch_ckpt_load(const char *path, const larch_comm *c, larch_model *m,
                                        larch_optim *o, larch_ckpt_meta *meta);
 
-/* One process: the metadata only (checks the format version). */
+/* One process: the metadata only (format version, ranges, cross-checks and,
+ * since format 2, the metadata checksum). */
 LARCH_API larch_status larch_ckpt_read_meta(const char *path, larch_ckpt_meta *meta);
 
 /* The newest checkpoint of dir whose metadata reads. Returns LARCH_ERR_IO
@@ -90,6 +118,50 @@ LARCH_API larch_status larch_ckpt_info(const char *path, FILE *f);
 /* One process: reads every tensor (checksums) and checks the metadata and
  * the layout; prints what it checked to f (may be NULL). */
 LARCH_API larch_status larch_ckpt_verify(const char *path, FILE *f);
+
+/* ---- the directory of a run ---- */
+
+/* One process (rank 0): creates dir if needed and takes an exclusive lock on
+ * dir/.larch.lock (flock: released when *fd is closed or the process ends,
+ * however it ends), so that two runs cannot write into one directory. A
+ * directory that cannot be created or written is an error naming it and the
+ * reason; a directory locked by another run is LARCH_ERR_IO naming the
+ * holder (pid, host, start time). `what` names the directory in messages
+ * ("checkpoint.dir"). *fd is -1 on failure. */
+LARCH_API larch_status larch_dir_lock(const char *dir, const char *what, int *fd);
+LARCH_API void larch_dir_unlock(int *fd);
+
+/* A fresh run id: 16 hex digits (from the system's random source). */
+LARCH_API void larch_ckpt_new_run_id(char *out, size_t len);
+
+/* Rank 0, holding dir's lock, before the run's first save: removes the
+ * temporary files interrupted saves left in dir (.ckpt-*.h5.tmp) and moves
+ * every checkpoint of dir that is not on `lineage` (the run's own lineage:
+ * the checkpoints it descends from) to dir/abandoned-<run_id>/, so that
+ * later checkpoints of an abandoned branch (a resume from an older
+ * checkpoint, or a fresh start) are neither pruned in place of the run's
+ * own nor picked by checkpoint.resume=auto. What it did is printed to log
+ * (may be NULL); *moved (may be NULL) receives the number moved. */
+LARCH_API larch_status larch_ckpt_prepare_dir(const char *dir, const char *lineage, const char *run_id,
+                                              FILE *log, int *moved);
+
+/* Is the checkpoint described by meta on `lineage`: written by one of its
+ * runs at or before the step where the next run of the lineage started? A
+ * format-1 checkpoint (no run id) matches the lineage's unknown ("-") runs. */
+LARCH_API int larch_ckpt_on_lineage(const larch_ckpt_meta *meta, const char *lineage);
+
+/* Resume: compares what the checkpoint was written with (meta->config, the
+ * resolved config, and meta->sched_total_steps) with the run's validated
+ * config `cfg`: the global batch, seed, optimizer and its hyperparameters,
+ * schedule, model, losses, regularization and the training data, and the
+ * length of the schedule when the learning rate of the remaining steps
+ * depends on it (total_steps and steps_per_epoch are the run's). Each
+ * difference not listed in cfg's checkpoint.allow_changes makes it fail
+ * with LARCH_ERR_CONFIG naming every differing key and both values; allowed
+ * ones are printed to log (may be NULL). train.batch_size cannot be
+ * allowed (the sampler position depends on it). */
+LARCH_API larch_status larch_ckpt_check_resume(const char *path, const larch_ckpt_meta *meta, const larch_node *cfg,
+                                               long total_steps, long steps_per_epoch, FILE *log);
 
 /* ---- transfer learning: initializing a (different) model by name ---- */
 

@@ -6,7 +6,12 @@
  * Failure agreement (DESIGN.md decision 5): at known points every rank calls
  * larch_comm_check with its local status. If any rank failed, every rank
  * returns the failure, with the message of the lowest failing rank prefixed
- * by "rank R: ", so no rank is left waiting in a later collective.
+ * by "rank R: ", so no rank is left waiting in a later collective. A rank
+ * that failed keeps entering the same collectives as the others until the
+ * next agreement. If an agreement itself fails on a rank (an MPI error), that
+ * rank cannot learn what the others decided: its communicator is then
+ * "broken" (larch_comm_broken), every later collective returns at once, and
+ * the program must end the job with larch_comm_abort.
  */
 #ifndef LARCH_COMM_H
 #define LARCH_COMM_H
@@ -25,8 +30,8 @@ typedef struct larch_comm {
     void *impl;              /* MPI_Comm handles, owned by comm.c     */
 } larch_comm;
 
-/* Initializes MPI if needed (thread level FUNNELED) and describes
- * MPI_COMM_WORLD. */
+/* Initializes MPI if needed (thread level MULTIPLE, for the watchdog) and
+ * describes MPI_COMM_WORLD. Reads LARCH_FAULT (see larch_comm_fault). */
 LARCH_API larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv);
 /* Finalizes MPI if larch_comm_init initialized it. */
 LARCH_API void larch_comm_finalize(larch_comm *c);
@@ -35,12 +40,36 @@ LARCH_API void larch_comm_finalize(larch_comm *c);
 LARCH_API void larch_comm_abort(const larch_comm *c, int code, const char *msg);
 
 LARCH_API larch_status larch_comm_check(const larch_comm *c, larch_status local);
+/* One collective that both sums buf[0..n) (n <= 64) over the ranks and
+ * agrees on `local` as larch_comm_check does (which it calls only when some
+ * rank failed). `what` names the collective for the watchdog. */
+LARCH_API larch_status larch_comm_agree_sum(const larch_comm *c, const char *what, larch_status local,
+                                            double *buf, int n);
+/* Whether an agreement failed on this rank (see above). */
+LARCH_API int larch_comm_broken(const larch_comm *c);
 LARCH_API larch_status larch_comm_allreduce_f64(const larch_comm *c, double *buf, int n);
 LARCH_API larch_status larch_comm_allreduce_f32(const larch_comm *c, float *buf, size_t n);
 LARCH_API larch_status larch_comm_max_f64(const larch_comm *c, double *buf, int n);
 LARCH_API larch_status larch_comm_bcast(const larch_comm *c, void *buf, size_t bytes, int root);
 LARCH_API larch_status larch_comm_barrier(const larch_comm *c);
 LARCH_API double larch_comm_wtime(void);
+
+/* The watchdog (dist.timeout_s): a thread that, once one of the collectives
+ * above has waited longer than timeout_s seconds, asks the other ranks'
+ * watchdogs where they are, prints which ranks did not answer (stopped,
+ * hung) or have not arrived, with the collective and the step, and ends the
+ * job with MPI_Abort. timeout_s <= 0 stops it. Not collective. */
+LARCH_API larch_status larch_comm_watchdog(const larch_comm *c, double timeout_s);
+/* The training step in progress (1 for the first), for the watchdog's
+ * messages and the fault switch. */
+LARCH_API void larch_comm_set_step(const larch_comm *c, long step);
+/* Testing aid: LARCH_FAULT=RANK:STEP:SITE in the environment (read by
+ * larch_comm_init) makes this return a failure on rank RANK during step STEP
+ * at SITE (grad_sum, hook, gather, loss, eval, save: docs/distributed.md),
+ * and LARCH_OK everywhere else; the code at each site calls it. The site
+ * `loss` is checked inside larch_comm_agree_sum(what = "loss") and fails that
+ * agreement as an MPI error would. */
+LARCH_API larch_status larch_comm_fault(const larch_comm *c, const char *site);
 /* The communicator as an MPI_Comm * (for parallel I/O in src/io); the
  * caller casts it. Valid until larch_comm_finalize. */
 LARCH_API const void *larch_comm_mpi(const larch_comm *c);

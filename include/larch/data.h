@@ -42,6 +42,7 @@ LARCH_API larch_status larch_idx_write(const char *path, const larch_idx *idx, i
 /* ---- datasets ---- */
 typedef struct larch_dataset {
     char name[32];
+    char source[4200];       /* the file the samples came from ("" if generated) */
     int n;                   /* number of samples                           */
     larch_shape shape;       /* per-sample shape (h, w, c)                  */
     int n_classes;
@@ -51,20 +52,29 @@ typedef struct larch_dataset {
     int n_derived;           /* further label sets 1..n_derived             */
     int32_t *derived[LARCH_MAX_TARGETS - 1];   /* (n) each                  */
     int derived_classes[LARCH_MAX_TARGETS - 1];
+    int n_targets;           /* float regression targets per sample (0: none) */
+    float *targets;          /* (n, n_targets), or NULL                     */
     float mean, std;         /* normalization: x' = (x/255 - mean) / std for u8,
                                 (x - mean) / std for f32                    */
 } larch_dataset;
 
 /* Fashion-MNIST from `dir` (train-images-idx3-ubyte.gz etc.; Debian's
  * dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist). Checks
- * that image and label counts agree and labels are in 0..9. */
+ * that image and label counts agree and labels are in 0..9; the images keep
+ * the files' height and width (source: the image file), which
+ * larch_run_datasets compares with the model's input shape. */
 LARCH_API larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out);
 /* The number of samples of a split (reads only the labels file). */
 LARCH_API larch_status larch_dataset_fmnist_count(const char *dir, int train, int *n);
 
 /* A synthetic classification set: `classes` Gaussian clusters in a space of
  * shape `shape`; sample i is a pure function of (seed, split, i). `noise` is
- * the within-class standard deviation relative to the between-class one. */
+ * the within-class standard deviation relative to the between-class one.
+ * With regression = K > 0 every sample also gets K float targets
+ * t = A x / sqrt(D) + regression_noise * N(0, 1): A is a fixed (K, D) matrix
+ * of N(0, 1) entries drawn from the seed alone (the same for both splits),
+ * x the sample's D features, the noise drawn from the sample's own stream
+ * (seed, split, i) after its features. */
 typedef struct larch_synth_opts {
     int n;
     larch_shape shape;
@@ -72,12 +82,14 @@ typedef struct larch_synth_opts {
     float noise;
     uint64_t seed;
     int split;               /* 0 train, 1 test: different samples, same clusters */
+    int regression;          /* K float targets per sample (0: none)         */
+    float regression_noise;
 } larch_synth_opts;
 LARCH_API larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *out);
 
 /* Keeps only samples whose label is in [lo, hi] (relabelled to 0..) and at
- * most per_class of each class (0 = all), in index order; for transfer
- * learning experiments. */
+ * most per_class of each class (0 = all), in index order (with their
+ * derived labels and float targets); for transfer learning experiments. */
 LARCH_API larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_class);
 /* Adds label set 1 + ds->n_derived: sample i gets map[labels[i]] (a coarse
  * label derived from the fine one, for multi-task heads). map has one entry
@@ -114,7 +126,10 @@ LARCH_API void larch_loader_seek(larch_loader *l, int epoch, int step);
  * until the next call. At the end of an epoch it moves to the next epoch.
  * *epoch_out and *step_out (may be NULL) tell which batch it was. With an
  * incomplete last batch (drop_last = 0) the local part is split as evenly
- * as possible and may have n = 0 on some ranks. */
+ * as possible and may have n = 0 on some ranks. The batch carries label
+ * set 0 and the derived sets in label[], and, when the dataset has float
+ * targets, target[0] (target_dim[0] = ds->n_targets floats per sample), all
+ * in the order of x. */
 LARCH_API const larch_batch *larch_loader_next(larch_loader *l, int *epoch_out, int *step_out);
 
 #ifdef __cplusplus

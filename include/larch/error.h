@@ -47,6 +47,12 @@ LARCH_API void larch_clear_error(void);
 /* A short stable name for a status ("config", "io", ...). */
 LARCH_API const char *larch_status_name(larch_status s);
 
+/* A user's value quoted in a message: its first LARCH_EXCERPT_MAX bytes (not
+ * cutting a UTF-8 character), followed by "..." when it is longer. `buf`
+ * should hold LARCH_EXCERPT_MAX + 4 bytes; returns buf. */
+#define LARCH_EXCERPT_MAX 60
+LARCH_API const char *larch_excerpt(const char *s, char *buf, size_t len);
+
 /* Allocation helpers that record LARCH_ERR_NOMEM with `what` on failure. */
 LARCH_API void *larch_calloc(size_t n, size_t size, const char *what);
 LARCH_API void *larch_aligned_alloc(size_t bytes, const char *what); /* 64-byte aligned, zeroed */

@@ -53,7 +53,11 @@ extern "C" {
 #define LARCH_MAX_TARGETS 4
 #define LARCH_ALIGN_FLOATS 16   /* tensor offsets are multiples of 64 bytes */
 
-typedef struct larch_shape { int h, w, c; } larch_shape;   /* per sample */
+/* Per-sample shape. The model input and every layer output hold at most
+ * INT_MAX elements per sample (larger ones are rejected when the model is
+ * built, naming the layer), so a per-sample size is a valid int GEMM
+ * dimension; products with the batch size are size_t. */
+typedef struct larch_shape { int h, w, c; } larch_shape;
 static inline size_t larch_shape_size(larch_shape s) { return (size_t)s.h * s.w * s.c; }
 
 typedef enum { LARCH_ROLE_WEIGHT, LARCH_ROLE_BIAS, LARCH_ROLE_NORM } larch_role;
@@ -305,8 +309,8 @@ typedef enum { LARCH_WEIGHTING_FIXED, LARCH_WEIGHTING_UNCERTAINTY } larch_loss_w
 
 /* A loss scoring one node. softmax_ce: per-sample -sum_j q_j log softmax(z)_j
  * with q = (1 - label_smoothing) onehot(y) + label_smoothing / C. mse:
- * mean_j (z_j - t_j)^2 (t = one-hot labels when the batch has no float
- * targets). Uncertainty weighting (Kendall et al. 2018): the task adds
+ * mean_j (z_j - t_j)^2 with t = one-hot labels, or with on_targets the
+ * batch's float regression targets (no accuracy). Uncertainty weighting (Kendall et al. 2018): the task adds
  * weight * (c exp(-s) L + s / 2), s = log sigma^2 a trainable parameter
  * (tensor "loss_weights.log_var"), c = 1 for softmax_ce and 1/2 for mse. */
 typedef struct larch_loss_opts {
@@ -314,12 +318,13 @@ typedef struct larch_loss_opts {
     const char *name;         /* task name in metrics, unique ("main"; NULL = "main") */
     const char *input;        /* scored layer (NULL or "": the last layer added so far) */
     int target;               /* label set of the batch, 0..LARCH_MAX_TARGETS-1 (0) */
+    int on_targets;           /* mse only: score the batch's float targets, not labels (0; YAML on: targets) */
     float weight;             /* weight in the total loss, 0..1e6 (1)        */
     float label_smoothing;    /* softmax_ce: smoothing eps, 0..0.999 (0)     */
     larch_loss_weighting weighting; /* fixed or uncertainty (fixed)         */
     float log_var_init;       /* uncertainty: initial s = log sigma^2, -20..20 (0) */
 } larch_loss_opts;
-#define LARCH_LOSS_DEFAULTS {.type = LARCH_LOSS_SOFTMAX_CE, .name = "main", .input = NULL, .target = 0, \
+#define LARCH_LOSS_DEFAULTS {.type = LARCH_LOSS_SOFTMAX_CE, .name = "main", .input = NULL, .target = 0, .on_targets = 0, \
                              .weight = 1.0f, .label_smoothing = 0.0f, .weighting = LARCH_WEIGHTING_FIXED, .log_var_init = 0.0f}
 
 typedef enum { LARCH_PENALTY_UNSET, LARCH_PENALTY_L1, LARCH_PENALTY_L2, LARCH_PENALTY_LQ } larch_penalty_type;
@@ -336,7 +341,7 @@ typedef struct larch_penalty_opts {
 
 typedef struct larch_loss_stats {
     double loss_sum;            /* sum over samples of the per-sample loss      */
-    long correct;               /* classification: argmax == label              */
+    long correct;               /* argmax == label (0 when scoring float targets) */
     long count;                 /* samples scored                               */
 } larch_loss_stats;
 
@@ -345,7 +350,8 @@ typedef struct larch_batch {
     int n;
     float *x;                              /* (n, input shape)              */
     int32_t *label[LARCH_MAX_TARGETS];     /* class labels per target set   */
-    float *target[LARCH_MAX_TARGETS];      /* (n, target_dim) regression    */
+    float *target[LARCH_MAX_TARGETS];      /* (n, target_dim) regression targets,
+                                              read by losses with `on: targets` */
     int target_dim[LARCH_MAX_TARGETS];
     uint32_t sample0;                      /* global position of sample 0   */
 } larch_batch;

@@ -37,6 +37,7 @@ typedef struct larch_optim {
     float momentum_decay;              /* NAdam psi                               */
     float rho_threshold;               /* RAdam: rectify while rho_t > this       */
     float trust_coef;                  /* LARS eta                                */
+    int lars_clip;                     /* LARS: rate min(local, lr) (apex LARC's clip) */
     float trust_min, trust_max;        /* clamp of the trust ratio (max 0 = none) */
     float clip_norm, clip_value;       /* gradient clipping (0 = off)             */
     /* state */
@@ -48,7 +49,13 @@ typedef struct larch_optim {
     size_t lo, hi;                     /* the part of the flat buffer it steps    */
     double *norms;                     /* LARS/LAMB: per tensor, two squared norms */
     const larch_comm_hooks *sum_hooks; /* sharded: sums the clipping norm over ranks */
-    double mu_product;                 /* NAdam: product of the momentum schedule */
+    /* Per parameter, replicated on every rank (sharded or not): the updates
+     * the tensor has received, the t of its bias corrections (a tensor
+     * thawed by unfreeze_after_epochs starts at 0 like a fresh optimizer;
+     * one frozen for the whole run stays 0), and NAdam's product of its
+     * momentum schedule mu_1 ... mu_t (1 before its first update). */
+    long *tensor_t;
+    double *tensor_mu_product;
     long t;                            /* optimizer steps taken                   */
     double last_grad_norm;             /* global gradient norm before clipping    */
 } larch_optim;
@@ -70,6 +77,9 @@ LARCH_API extern const larch_key larch_optim_group_keys[];
  * between optimizers (lr, momentum, eps, weight_decay: the papers' values);
  * call before larch_cfg_check. `optim` may be NULL or not a map (no-op). */
 LARCH_API larch_status larch_optim_defaults(larch_node *optim);
+/* Adds a warning (to `w`) for each key of the validated `optim` map that is
+ * set to a non-default value but not read by the chosen optimizer. */
+LARCH_API larch_status larch_optim_ignored(const larch_node *optim, larch_warnings *w);
 /* `cfg` is the validated `optim` map. Sets every parameter's lr_mult,
  * wd_mult and adapt from the roles and `optim.groups`, then allocates state. */
 LARCH_API larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_node *cfg);
@@ -101,13 +111,24 @@ typedef struct larch_sched {
 } larch_sched;
 
 LARCH_API extern const larch_key larch_sched_keys[];
-/* `cfg` is the validated `sched` map. */
+/* Checks of a validated `sched` map that need no step counts (milestones
+ * ascending, at most 16; no warmup with onecycle; exponential warmup from a
+ * factor > 0), so that `larch config` rejects what training would. */
+LARCH_API larch_status larch_sched_check(const larch_node *cfg);
+/* Adds a warning for each key of the validated `sched` map that is set to a
+ * non-default value but not read by the chosen schedule. */
+LARCH_API larch_status larch_sched_ignored(const larch_node *cfg, larch_warnings *w);
+/* `cfg` is the validated `sched` map (larch_sched_check passes). */
 LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
                                         long total_steps, long steps_per_epoch);
 /* Learning rate of optimizer step `step` (0-based). */
 LARCH_API double larch_sched_lr(const larch_sched *s, long step);
 /* Momentum of step `step` when the schedule cycles it, else a negative value. */
 LARCH_API double larch_sched_momentum(const larch_sched *s, long step);
+/* For the training log: what a one-cycle schedule does to o's momentum (or
+ * beta1): the sched.moms it applies in place of the optimizer's, or that
+ * it leaves it alone. Returns 0 (buf "") for other schedules. */
+LARCH_API int larch_sched_momentum_note(const larch_sched *s, const larch_optim *o, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -27,9 +27,20 @@ LARCH_API extern const larch_key larch_run_keys[];
 LARCH_API extern const larch_key larch_model_map_keys[];
 
 /* Loads `path`, applies overrides ("a.b=v", n_sets of them) and validates
- * the result (defaults filled in). */
+ * the result (defaults filled in), including the checks across keys that
+ * need no data and no world size (sched.milestones ascending, data.classes
+ * [lo, hi] within the data's classes, train.accumulate dividing the batch). */
 LARCH_API larch_status larch_run_load(const char *path, const char *const *sets, int n_sets,
                                       larch_node **out);
+
+/* Adds to `w` a warning for each key of a validated config that is set to a
+ * value other than its default but has no effect in this run, naming the
+ * key, its place and why: a key of another optimizer or schedule, a warmup
+ * shape without warmup, label_smoothing of an mse loss, log_var_init without
+ * `weighting: uncertainty`, regularization q of an l1/l2 penalty, the bucket
+ * and overlap settings under dist.shard_optimizer. Keys at their default are
+ * not reported, so a resolved config.yaml (every key written) adds none. */
+LARCH_API larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w);
 
 /* Optimizer steps per epoch and in the whole run, as `larch train` counts
  * them (incomplete last batches are dropped; train.max_steps caps). */
@@ -51,9 +62,17 @@ typedef struct larch_train_opts {
     FILE *log;               /* progress (rank 0); NULL = silent              */
     int eval_only;           /* evaluate the initial parameters and stop      */
     const char *checkpoint;  /* eval_only: load parameters from this file     */
-    int handle_signals;      /* SIGTERM/SIGUSR1: checkpoint, then stop with
-                                LARCH_ERR_INTERRUPTED (preemption)            */
+    int handle_signals;      /* SIGTERM/SIGINT/SIGUSR1: checkpoint, then stop
+                                with LARCH_ERR_INTERRUPTED (preemption)       */
 } larch_train_opts;
+
+/* From this call on SIGTERM, SIGINT and SIGUSR1 only set the flag that
+ * larch_train with handle_signals honours (a second SIGINT ends the process
+ * at once). A program calls it first, before MPI starts and data loads, so
+ * that a signal during start-up is not lost: larch_train then stops before
+ * its first step with LARCH_ERR_INTERRUPTED. Without it, larch_train with
+ * handle_signals installs the handlers for the training loop only. */
+LARCH_API void larch_catch_stop_signals(void);
 
 typedef struct larch_train_result {
     long steps;              /* optimizer steps taken                          */

@@ -71,8 +71,12 @@ static larch_status bench_one(const char *config, const char *dir, int repeat, c
     memset(&meta, 0, sizeof meta);
     meta.world_size = comm->size;
     meta.global_batch = 1;
+    meta.steps_per_epoch = 1;
+    meta.sched_total_steps = repeat;
     for (int i = 0; !s && i < repeat; i++) {
-        meta.step = i + 1;
+        /* consistent metadata, as a save checks it: one step per "epoch", the optimizer at the step */
+        meta.step = meta.epoch = meta.sampler_epoch = meta.samples_seen = meta.sched_step = i + 1;
+        o->t = meta.step;
         larch_comm_barrier(comm);
         double t0 = larch_comm_wtime();
         s = larch_ckpt_save(dir, 1, comm, m, o, &meta, path, sizeof path);

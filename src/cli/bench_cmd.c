@@ -172,6 +172,7 @@ static int bench_step(int argc, char **argv)
     int rc = 1;
     larch_status s = larch_run_load(config, sets, n_sets, &cfg);
     if (s) { larch_cli_error(config); goto done; }
+    larch_cli_warnings(cfg);
     const larch_node *train = larch_map_get(cfg, "train");
     if (!batch) batch = (int)larch_cfg_int(train, "batch_size");
     if (!threads) threads = (int)larch_cfg_int(train, "threads");

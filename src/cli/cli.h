@@ -3,7 +3,9 @@
 #ifndef LARCH_CLI_H
 #define LARCH_CLI_H
 
-#define LARCH_EXIT_PREEMPTED 75   /* stopped by SIGTERM/SIGUSR1 after a checkpoint (EX_TEMPFAIL) */
+#include "larch/cfg.h"
+
+#define LARCH_EXIT_PREEMPTED 75   /* stopped by SIGTERM/SIGINT/SIGUSR1 (EX_TEMPFAIL) */
 
 int larch_cmd_train(int argc, char **argv);
 int larch_cmd_eval(int argc, char **argv);
@@ -18,5 +20,8 @@ int larch_cmd_bench_ckpt(int argc, char **argv);        /* argv[1] == "ckpt" */
  * first argument it did not consume or -1 on a usage error. */
 int larch_cli_sets(int argc, char **argv, int i, const char **sets, int *n_sets, int cap);
 void larch_cli_error(const char *what);
+/* Prints "larch: warning: ..." on stderr for every key of a validated config
+ * that is set but has no effect (larch_run_warnings); 1 if it could not. */
+int larch_cli_warnings(const larch_node *cfg);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "core/blas.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,24 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* A file-size limit (ulimit -f) then fails writes with EFBIG, reported
+     * as write errors, instead of killing larch without a word. */
+    signal(SIGXFSZ, SIG_IGN);
+    /* `larch train`: the stop signals are held from here (across the
+     * re-exec, which keeps them pending) until their handlers are in place,
+     * before MPI starts and data loads, so that none is lost. */
+    int train = argc > 1 && !strcmp(argv[1], "train");
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGUSR1);
+    if (train) sigprocmask(SIG_BLOCK, &stops, NULL);
     prefer_avx512_blas(argv);
+    if (train) {
+        larch_catch_stop_signals();
+        sigprocmask(SIG_UNBLOCK, &stops, NULL);
+    }
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }

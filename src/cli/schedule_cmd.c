@@ -5,9 +5,11 @@
 #include "larch/larch.h"
 #include "larch/train.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SETS 256
 
@@ -32,6 +34,7 @@ static int plot(const char *png, const char *title, const larch_sched *s, long t
     int rc = pclose(g);
     if (rc != 0) {
         fprintf(stderr, "larch: error: gnuplot failed (exit %d); is it installed? apt-get install gnuplot-nox\n", rc);
+        unlink(png);                              /* no empty or partial plot left behind */
         return 1;
     }
     fprintf(stderr, "larch: wrote %s\n", png);
@@ -68,6 +71,15 @@ int larch_cmd_schedule(int argc, char **argv)
     if (!s) s = larch_sched_init(&sc, larch_map_get(cfg, "sched"), larch_cfg_float(larch_map_get(cfg, "optim"), "lr"),
                                  total, per_epoch);
     if (s) { larch_cli_error(config); larch_node_free(cfg); return 1; }
+    larch_cli_warnings(cfg);
+    if (png) {                                   /* an unwritable path is ours to name, not gnuplot's */
+        FILE *f = fopen(png, "w");
+        if (!f || fclose(f) != 0) {
+            fprintf(stderr, "larch: error: --png %s: cannot write: %s\n", png, strerror(errno));
+            larch_node_free(cfg);
+            return 1;
+        }
+    }
     printf("step,epoch,lr,momentum\n");
     for (long t = 0; t < total; t++) {
         if ((t + 1) % every != 0 && t + 1 != total && t != 0) continue;

@@ -4,6 +4,7 @@
 #include "larch/train.h"
 
 #include <libgen.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,16 @@ void larch_cli_error(const char *what)
     fprintf(stderr, "larch: error: %s%s%s\n", what ? what : "", what ? ": " : "", larch_errmsg());
 }
 
+int larch_cli_warnings(const larch_node *cfg)
+{
+    larch_warnings w = {0};
+    larch_status s = larch_run_warnings(cfg, &w);
+    for (int i = 0; i < w.n; i++) fprintf(stderr, "larch: warning: %s\n", w.msg[i]);
+    larch_warnings_free(&w);
+    if (s) larch_cli_error("collecting warnings");
+    return s != LARCH_OK;
+}
+
 static void train_usage(FILE *f, int eval)
 {
     if (eval)
@@ -44,8 +55,11 @@ static void train_usage(FILE *f, int eval)
                    "  CONFIG       a YAML experiment config (see launch/configs/)\n"
                    "  --set k=v    override any key, e.g. --set train.epochs=2 --set model.0.units=512\n"
                    "  --out DIR    output directory (default runs/<config name>)\n"
-                   "On SIGTERM or SIGUSR1 every rank finishes its step, a checkpoint is written and larch\n"
-                   "exits with status %d; checkpoint.resume=auto continues from it.\n", LARCH_EXIT_PREEMPTED);
+                   "On SIGTERM, SIGINT or SIGUSR1 every rank finishes its step, a checkpoint is written and\n"
+                   "larch exits with status %d; checkpoint.resume=auto continues from it (a signal during\n"
+                   "start-up stops before the first step, same status; a second SIGINT ends at once).\n"
+                   "Under mpirun use launch/mpirun.sh, or send SIGUSR1 to mpirun (docs/distributed.md).\n",
+                LARCH_EXIT_PREEMPTED);
 }
 
 /* Default output directory: runs/<config file name without .yaml>. */
@@ -87,19 +101,26 @@ static int train_or_eval(int argc, char **argv, int eval)
     if (larch_comm_init(&comm, &argc, &argv)) { larch_cli_error("MPI"); return 1; }
     larch_node *cfg = NULL;
     larch_status s = larch_comm_check(&comm, larch_run_load(config, sets, n_sets, &cfg));
+    if (!s && comm.rank == 0) larch_cli_warnings(cfg);      /* once, not once per rank */
     larch_train_result res;
     if (!s) {
         larch_train_opts opts = {out, stdout, eval, ckpt, !eval};
         s = larch_train(cfg, &comm, &opts, &res);
     }
     int status = s == LARCH_OK ? 0 : s == LARCH_ERR_INTERRUPTED ? LARCH_EXIT_PREEMPTED : 1;
+    if (s && larch_comm_broken(&comm)) {            /* the other ranks cannot learn of it: end them */
+        larch_node_free(cfg);
+        larch_comm_abort(&comm, 1, larch_errmsg());
+    }
     if (s == LARCH_ERR_INTERRUPTED && comm.rank == 0) printf("larch: %s\n", larch_errmsg());
     else if (s && comm.rank == 0) larch_cli_error(NULL);
+    char acc[48] = "";                            /* none for a loss on float targets */
+    if (!s && isfinite(res.test_accuracy)) snprintf(acc, sizeof acc, ", test accuracy %.4f", res.test_accuracy);
     if (!s && comm.rank == 0 && eval)
-        printf("eval: %s: test loss %.4f, test accuracy %.4f\n", ckpt, res.test_loss, res.test_accuracy);
+        printf("eval: %s: test loss %.4f%s\n", ckpt, res.test_loss, acc);
     else if (!s && comm.rank == 0)
-        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f, test accuracy %.4f; outputs in %s%s%s\n",
-               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, res.test_accuracy, out,
+        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f%s; outputs in %s%s%s\n",
+               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, acc, out,
                res.checkpoint[0] ? "; checkpoint " : "", res.checkpoint);
     fflush(stdout);
     larch_node_free(cfg);
@@ -121,6 +142,8 @@ static void print_schema(const larch_key *keys, int indent)
                           : k->type == LARCH_T_FLOAT ? "number" : "list of numbers";
             if (k->min <= k->max) snprintf(type, sizeof type, "%s in [%g, %g]", t, k->min, k->max);
             else snprintf(type, sizeof type, "%s", t);
+            if (k->choices && strlen(type) + strlen(k->choices) + 5 < sizeof type)   /* a list, or a word ("off") */
+                strcat(strcat(type, " or "), k->choices);
             break;
         }
         case LARCH_T_BOOL: snprintf(type, sizeof type, "true|false"); break;
@@ -183,6 +206,7 @@ int larch_cmd_config(int argc, char **argv)
     if (!config) { fprintf(stderr, "usage: larch config CONFIG [--set key=value ...]\n"); return 2; }
     larch_node *cfg = NULL;
     if (larch_run_load(config, sets, n_sets, &cfg)) { larch_cli_error(NULL); return 1; }
+    larch_cli_warnings(cfg);
     /* the model, losses and penalties are validated by building them */
     larch_shape shape;
     int classes;

@@ -50,6 +50,19 @@ const char *larch_status_name(larch_status s)
     return "unknown";
 }
 
+const char *larch_excerpt(const char *s, char *buf, size_t len)
+{
+    if (len == 0) return buf;
+    size_t n = strlen(s);
+    if (n <= LARCH_EXCERPT_MAX && n < len) { memcpy(buf, s, n + 1); return buf; }
+    if (len < 4) { buf[0] = '\0'; return buf; }
+    size_t keep = LARCH_EXCERPT_MAX < len - 4 ? LARCH_EXCERPT_MAX : len - 4;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80) keep--;   /* do not cut a UTF-8 character */
+    memcpy(buf, s, keep);
+    memcpy(buf + keep, "...", 4);
+    return buf;
+}
+
 void *larch_calloc(size_t n, size_t size, const char *what)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);

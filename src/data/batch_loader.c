@@ -7,7 +7,8 @@
  * slice [r b, (r + 1) b), b = G / world (an incomplete last batch is split
  * as evenly as possible). A sample's augmentation (crop offset, flip) comes
  * from (seed, LARCH_RNG_AUGMENT, e, sample index), so the batches of every
- * rank count are slices of the same global batch, bit for bit.
+ * rank count are slices of the same global batch, bit for bit. Labels and
+ * float targets are gathered in the same order as the samples.
  *
  * With prefetch, one worker thread assembles the next batch into the back
  * buffer while the caller trains on the front one (double buffering under
@@ -25,6 +26,7 @@ typedef struct buf_t {
     larch_batch b;
     float *x;
     int32_t *labels[LARCH_MAX_TARGETS];   /* label set 0 and the derived sets */
+    float *targets;                       /* float regression targets, or NULL */
     int epoch, step;
 } buf_t;
 
@@ -118,6 +120,9 @@ static void assemble(larch_loader *l, int epoch, int step, buf_t *b)
         put_sample(l, idx, epoch, b->x + (size_t)j * l->dim);
         b->labels[0][j] = l->ds->labels[idx];
         for (int t = 0; t < l->ds->n_derived; t++) b->labels[t + 1][j] = l->ds->derived[t][idx];
+        if (b->targets)
+            memcpy(b->targets + (size_t)j * l->ds->n_targets, l->ds->targets + (size_t)idx * l->ds->n_targets,
+                   (size_t)l->ds->n_targets * sizeof(float));
     }
     b->b.n = cnt;
     b->b.sample0 = (uint32_t)lo;
@@ -181,6 +186,12 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
             l->buf[i].b.label[t] = l->buf[i].labels[t];
             ok = l->buf[i].labels[t] != NULL;
         }
+        if (ok && ds->n_targets > 0 && ds->targets) {
+            l->buf[i].targets = larch_aligned_alloc((size_t)l->local * ds->n_targets * sizeof(float), "batch targets");
+            l->buf[i].b.target[0] = l->buf[i].targets;
+            l->buf[i].b.target_dim[0] = ds->n_targets;
+            ok = l->buf[i].targets != NULL;
+        }
     }
     if (!ok) { larch_loader_free(l); return larch_fail(LARCH_ERR_NOMEM, "out of memory for loader buffers"); }
     if (o->prefetch) {
@@ -212,6 +223,7 @@ void larch_loader_free(larch_loader *l)
     }
     for (int i = 0; i < 2; i++) {
         free(l->buf[i].x);
+        free(l->buf[i].targets);
         for (int t = 0; t < LARCH_MAX_TARGETS; t++) free(l->buf[i].labels[t]);
     }
     free(l->perm);

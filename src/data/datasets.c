@@ -5,12 +5,14 @@
  * the loader normalizes while it assembles a batch. Its mean and standard
  * deviation (0.2860, 0.3530) are the training set's pixel statistics,
  * checked by tests/test_loader.c against the installed files. Synthetic
- * sample i of a split is a pure function of (seed, split, i).
+ * sample i of a split (and its regression targets) is a pure function of
+ * (seed, split, i).
  */
 #include "larch/data.h"
 #include "larch/rng.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +84,7 @@ larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out
         out->labels[i] = l[i];
     }
     snprintf(out->name, sizeof out->name, "fashion-mnist-%s", train ? "train" : "test");
+    snprintf(out->source, sizeof out->source, "%s", ipath);
     out->n = im.dims[0];
     out->shape = (larch_shape){im.dims[1], im.dims[2], 1};
     out->n_classes = 10;
@@ -104,27 +107,46 @@ larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *o
     size_t dim = larch_shape_size(o->shape);
     if (o->n < 1 || o->classes < 2 || dim < 1)
         return larch_fail(LARCH_ERR_INVALID, "synthetic data: need n >= 1, classes >= 2 and a positive shape");
+    if (o->regression < 0)
+        return larch_fail(LARCH_ERR_INVALID, "synthetic data: %d regression targets per sample", o->regression);
+    size_t K = (size_t)o->regression;
     float *centres = malloc((size_t)o->classes * dim * sizeof *centres);
+    float *map = K ? malloc(K * dim * sizeof *map) : NULL;
     out->f32 = malloc((size_t)o->n * dim * sizeof *out->f32);
     out->labels = malloc((size_t)o->n * sizeof *out->labels);
-    if (!centres || !out->f32 || !out->labels) {
+    out->targets = K ? malloc((size_t)o->n * K * sizeof *out->targets) : NULL;
+    if (!centres || !out->f32 || !out->labels || (K && (!map || !out->targets))) {
         free(centres);
+        free(map);
         larch_dataset_free(out);
         return larch_fail(LARCH_ERR_NOMEM, "out of memory for %d synthetic samples", o->n);
     }
+    out->n_targets = o->regression;
     larch_rng r;
     for (int c = 0; c < o->classes; c++) {              /* cluster centres: N(0, 1) per feature */
         larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH, (uint32_t)c, 0);
         for (size_t j = 0; j < dim; j++) centres[(size_t)c * dim + j] = larch_rng_normal(&r);
     }
+    for (size_t k = 0; k < K; k++) {                    /* the regression map A: N(0, 1), from the seed alone */
+        larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH + 1, (uint32_t)k, 0);
+        for (size_t j = 0; j < dim; j++) map[k * dim + j] = larch_rng_normal(&r);
+    }
+    const double inv_sqrt_dim = 1.0 / sqrt((double)dim);
     for (int i = 0; i < o->n; i++) {                    /* sample = centre + noise * N(0, 1) */
         larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH, 1u + (uint32_t)o->split, (uint32_t)i);
         int label = (int)larch_rng_below(&r, (uint32_t)o->classes);
         out->labels[i] = label;
+        float *x = out->f32 + (size_t)i * dim;
         for (size_t j = 0; j < dim; j++)
-            out->f32[(size_t)i * dim + j] = centres[(size_t)label * dim + j] + o->noise * larch_rng_normal(&r);
+            x[j] = centres[(size_t)label * dim + j] + o->noise * larch_rng_normal(&r);
+        for (size_t k = 0; k < K; k++) {                /* targets: A x / sqrt(D) + noise, after the features' draws */
+            double t = 0.0;
+            for (size_t j = 0; j < dim; j++) t += (double)map[k * dim + j] * x[j];
+            out->targets[(size_t)i * K + k] = (float)(t * inv_sqrt_dim) + o->regression_noise * larch_rng_normal(&r);
+        }
     }
     free(centres);
+    free(map);
     snprintf(out->name, sizeof out->name, "synthetic-%s", o->split ? "test" : "train");
     out->n = o->n;
     out->shape = o->shape;
@@ -148,6 +170,9 @@ larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_cla
         if (ds->u8) memmove(ds->u8 + (size_t)k * dim, ds->u8 + (size_t)i * dim, dim);
         if (ds->f32) memmove(ds->f32 + (size_t)k * dim, ds->f32 + (size_t)i * dim, dim * sizeof(float));
         for (int t = 0; t < ds->n_derived; t++) ds->derived[t][k] = ds->derived[t][i];
+        if (ds->targets)
+            memmove(ds->targets + (size_t)k * ds->n_targets, ds->targets + (size_t)i * ds->n_targets,
+                    (size_t)ds->n_targets * sizeof(float));
         ds->labels[k++] = c - lo;
     }
     free(taken);
@@ -189,5 +214,6 @@ void larch_dataset_free(larch_dataset *ds)
     free(ds->u8);
     free(ds->f32);
     free(ds->labels);
+    free(ds->targets);
     memset(ds, 0, sizeof *ds);
 }

@@ -18,6 +18,8 @@ struct grad_sync {
     bucket *b;
     int n, next;          /* buckets; the next one to start (in order) */
     int armed, overlap;
+    double bucket_mb, first_mb;
+    size_t floats;        /* floats summed per step (trainable ranges; sharded: all) */
     int shard;                              /* ZeRO-1: reduce-scatter + allgather   */
     int *counts, *displs;                   /* per rank, in floats                 */
     float *recv;                            /* this rank's summed gradient slice   */
@@ -25,7 +27,7 @@ struct grad_sync {
     uint16_t *wire;                         /* 16-bit copy of the gradients        */
     larch_status status;  /* first failure inside the hook */
     double wait_s;
-    long steps;
+    long steps, early;    /* steps and buckets started during backward since the last take */
 };
 
 /* Starts bucket k's sum (non-blocking), compressed to 16 bits if asked. */
@@ -44,6 +46,7 @@ static void start_ready(grad_sync *g)
     while (g->next < g->n && g->b[g->next].ready == g->b[g->next].hi - g->b[g->next].lo) {
         larch_status s = start_bucket(g, &g->b[g->next++]);
         if (s && !g->status) g->status = s;
+        g->early++;
     }
 }
 
@@ -51,7 +54,7 @@ static void start_ready(grad_sync *g)
 static void on_grads_ready(void *ctx, size_t offset, size_t count)
 {
     grad_sync *g = ctx;
-    if (!g->armed || g->status) return;
+    if (!g->armed) return;                                  /* after a failure too: the others start every bucket */
     size_t end = offset + count;
     for (int i = 0; i < g->n; i++) {
         bucket *k = &g->b[i];
@@ -95,7 +98,40 @@ void grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi)
 
 larch_status grad_sync_gather(grad_sync *g)
 {
-    return g->shard ? larch_comm_allgatherv_f32(g->comm, g->m->param, g->counts, g->displs) : LARCH_OK;
+    if (!g->shard) return LARCH_OK;
+    larch_status s = larch_comm_allgatherv_f32(g->comm, g->m->param, g->counts, g->displs);
+    return s ? s : larch_comm_fault(g->comm, "gather");
+}
+
+void grad_sync_plan(grad_sync *g)
+{
+    const larch_model *m = g->m;
+    g->n = 0;
+    g->floats = 0;
+    if (g->shard) { g->floats = m->n_floats; return; }      /* one reduce-scatter of the whole buffer */
+    /* whole trainable tensors (with their padding), from the last parameter
+     * backwards; a frozen tensor ends the bucket before it */
+    size_t cap = (size_t)(g->first_mb * 1048576.0 / sizeof(float)), lo = 0, hi = 0;
+    int open = 0;
+    for (int i = m->n_params - 1; i >= 0; i--) {
+        const larch_param *p = &m->params[i];
+        size_t end = i + 1 < m->n_params ? m->params[i + 1].offset : m->n_floats;
+        if (p->lr_mult == 0.0f) {
+            if (!open) continue;
+            g->b[g->n++] = (bucket){lo, hi, 0, 0};
+            open = 0;
+            cap = (size_t)(g->bucket_mb * 1048576.0 / sizeof(float));
+            continue;
+        }
+        if (!open) { hi = end; open = 1; }
+        lo = p->offset;
+        if (hi - lo >= cap || i == 0) {
+            g->b[g->n++] = (bucket){lo, hi, 0, 0};
+            open = 0;
+            cap = (size_t)(g->bucket_mb * 1048576.0 / sizeof(float));
+        }
+    }
+    for (int i = 0; i < g->n; i++) g->floats += g->b[i].hi - g->b[i].lo;
 }
 
 larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
@@ -122,17 +158,9 @@ larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_mod
     }
     g->b = larch_calloc((size_t)m->n_params + 1, sizeof *g->b, "gradient buckets");
     if (!g->b) { grad_sync_free(g); return LARCH_ERR_NOMEM; }
-    /* whole tensors, from the last parameter backwards */
-    size_t cap = (size_t)(first_mb * 1048576.0 / sizeof(float)), hi = m->n_floats, lo = hi;
-    for (int i = m->n_params - 1; i >= 0; i--) {
-        lo = m->params[i].offset;
-        if (hi - lo >= cap || i == 0) {
-            g->b[g->n++] = (bucket){lo, hi, 0, 0};
-            hi = lo;
-            cap = (size_t)(bucket_mb * 1048576.0 / sizeof(float));
-        }
-    }
-    if (m->n_params == 0 && m->n_floats) g->b[g->n++] = (bucket){0, m->n_floats, 0, 0};
+    g->bucket_mb = bucket_mb;
+    g->first_mb = first_mb;
+    grad_sync_plan(g);
     if (g->overlap) {
         m->grads_ready = on_grads_ready;
         m->grads_ready_ctx = g;
@@ -164,38 +192,52 @@ void grad_sync_begin(grad_sync *g)
 larch_status grad_sync_finish(grad_sync *g)
 {
     g->armed = 0;
+    /* A failure here is returned after this rank has entered every
+     * collective the others enter, for the step's agreement to report. */
     larch_status s = g->status;
+    if (!s) s = larch_comm_fault(g->comm, "grad_sum");
     double t0 = larch_comm_wtime();
     if (g->shard) {                                         /* each rank: the sums of its own slice */
         int r = g->comm->rank;
-        if (!s) s = larch_comm_reduce_scatter_f32(g->comm, g->m->grad, g->recv, g->counts);
+        larch_status rs = larch_comm_reduce_scatter_f32(g->comm, g->m->grad, g->recv, g->counts);
+        if (!s) s = rs;
         if (!s) memcpy(g->m->grad + g->displs[r], g->recv, (size_t)g->counts[r] * sizeof(float));
         g->wait_s += larch_comm_wtime() - t0;
         g->steps++;
         return s;
     }
-    for (; !s && g->next < g->n; g->next++) {               /* frozen or unreported tensors, or no overlap */
+    for (; g->next < g->n; g->next++) {                     /* frozen or unreported tensors, or no overlap */
         bucket *k = &g->b[g->next];
-        s = g->overlap || g->compress ? start_bucket(g, k)
-                                      : larch_comm_allreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo);
+        larch_status bs = g->overlap || g->compress ? start_bucket(g, k)
+                                                    : larch_comm_allreduce_f32(g->comm, g->m->grad + k->lo, k->hi - k->lo);
+        if (!s) s = bs;
     }
     larch_status w = larch_comm_waitall(g->comm);           /* always: no request left behind */
-    if (!s && !w && g->compress) {                          /* back to float */
-        if (g->compress == 1) larch_f16_to_f32(g->wire, g->m->grad, g->m->n_floats);
-        else larch_bf16_to_f32(g->wire, g->m->grad, g->m->n_floats);
+    for (int i = 0; !s && !w && g->compress && i < g->n; i++) {   /* back to float */
+        const bucket *k = &g->b[i];
+        if (g->compress == 1) larch_f16_to_f32(g->wire + k->lo, g->m->grad + k->lo, k->hi - k->lo);
+        else larch_bf16_to_f32(g->wire + k->lo, g->m->grad + k->lo, k->hi - k->lo);
     }
     g->wait_s += larch_comm_wtime() - t0;
     g->steps++;
     return s ? s : w;
 }
 
-int grad_sync_buckets(const grad_sync *g) { return g->n; }
+int grad_sync_buckets(const grad_sync *g) { return g->shard ? 1 : g->n; }
 
-double grad_sync_take_wait(grad_sync *g, long *steps)
+size_t grad_sync_bytes(const grad_sync *g)
+{
+    if (g->comm->size == 1) return 0;
+    return g->floats * (g->compress ? sizeof(uint16_t) : sizeof(float));
+}
+
+double grad_sync_take_wait(grad_sync *g, long *steps, long *early)
 {
     double w = g->wait_s;
     if (steps) *steps = g->steps;
+    if (early) *early = g->early;
     g->wait_s = 0.0;
     g->steps = 0;
+    g->early = 0;
     return w;
 }

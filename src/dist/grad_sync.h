@@ -1,9 +1,13 @@
 /* grad_sync.h - gradient averaging across ranks in buckets that overlap
  * backward (internal to src/dist).
  *
- * The flat gradient buffer is cut into buckets from its end (the last
- * layers' gradients are ready first): the first bucket holds about
- * first_mb MiB, the others about bucket_mb (whole tensors, as PyTorch DDP).
+ * The trainable ranges of the flat gradient buffer are cut into buckets from
+ * its end (the last layers' gradients are ready first): the first bucket
+ * holds about first_mb MiB, the others about bucket_mb (whole tensors, as
+ * PyTorch DDP). Frozen tensors (lr_mult 0) are in no bucket: their
+ * gradients are neither computed nor read, so they are not summed, and a
+ * frozen tensor between trainable ones ends a bucket. grad_sync_plan
+ * rebuilds the buckets when the frozen set changes (a thaw).
  * During the last backward of a step the model reports each layer's
  * finished gradients; a bucket whose gradients are all final starts a
  * non-blocking allreduce at once, and every report lets MPI progress the
@@ -12,7 +16,8 @@
  * rank, as MPI requires. `compress` 1 (fp16) or 2 (bf16) sends each bucket
  * as 16-bit floats, summed in float and rounded to 16 bits at each step of
  * the reduction (error: docs/distributed.md). With sharding the sum is one reduce-scatter after
- * backward (no overlap).
+ * backward (no overlap) of the whole buffer, frozen tensors included: the
+ * equal per-rank slices of the optimizer need the full layout.
  */
 #ifndef LARCH_GRAD_SYNC_H
 #define LARCH_GRAD_SYNC_H
@@ -30,7 +35,15 @@ void grad_sync_begin(grad_sync *g);
 /* Starts the buckets not started yet and waits for all; the gradient buffer
  * then holds the sums over ranks. */
 larch_status grad_sync_finish(grad_sync *g);
+/* Rebuilds the buckets from the parameters' current lr_mult (call between
+ * steps, on every rank alike: after the optimizer assigns its groups, and
+ * after a thaw). Allocates nothing and cannot fail. */
+void grad_sync_plan(grad_sync *g);
+/* Buckets per step (sharded: 1, the reduce-scatter), and the bytes each rank
+ * hands to the gradient sums per step (2 per value when compressed; 0 on
+ * one rank, where nothing is sent). */
 int grad_sync_buckets(const grad_sync *g);
+size_t grad_sync_bytes(const grad_sync *g);
 
 /* Optimizer-state sharding (ZeRO stage 1, `shard` at create): the flat
  * buffer is cut into one equal slice per rank; grad_sync_finish then
@@ -40,7 +53,9 @@ int grad_sync_buckets(const grad_sync *g);
 void grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi);
 larch_status grad_sync_gather(grad_sync *g);
 /* Seconds spent waiting in grad_sync_finish since the last call (the
- * communication not hidden behind backward), and the steps it covers. */
-double grad_sync_take_wait(grad_sync *g, long *steps);
+ * communication not hidden behind backward), the steps it covers, and how
+ * many buckets started during backward in those steps (the others started
+ * in grad_sync_finish); steps and early may be NULL. */
+double grad_sync_take_wait(grad_sync *g, long *steps, long *early);
 
 #endif

@@ -51,6 +51,10 @@ typedef struct run {
     char ckpt_dir[4200];
     long ckpt_every, start_step, last_saved;
     int ckpt_keep, ckpt_at_end, stop_requested;
+    int lock_out, lock_ckpt;             /* rank 0's locks on the directories (-1: none) */
+    char run_id[24];                     /* this run's id, the same on every rank */
+    char *lineage;                       /* the checkpoints' lineage including this run */
+    long eval_step;                      /* eval: the step of the evaluated checkpoint */
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
     larch_init_report init_report;       /* model.init_from (rank 0)   */
@@ -91,13 +95,26 @@ static double param_norm(const larch_model *m)
 }
 
 /* Every loss must read a label set the data has, and score as many outputs
- * as that set has classes. */
+ * as that set has classes; a loss on float targets as many as the data has
+ * targets per sample. */
 static larch_status check_heads(const run_t *r)
 {
     const larch_model *m = r->model;
     for (int i = 0; i < m->n_losses; i++) {
         const larch_loss *l = &m->losses[i];
         size_t outs = larch_shape_size(larch_model_node_shape(m, l->node));
+        if (l->on_targets) {
+            if (r->train.n_targets == 0)
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s': on: targets, but the data has no float targets (set "
+                                  "data.synthetic.regression: K with data.name: synthetic)", l->name);
+            if (l->target != 0)
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has one set of float targets (target 0)",
+                                  l->name, l->target);
+            if (outs != (size_t)r->train.n_targets)
+                return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d float "
+                                  "targets per sample", l->name, m->layers[l->node - 1]->name, outs, r->train.n_targets);
+            continue;
+        }
         int classes = larch_dataset_classes(&r->train, l->target);
         if (l->target > r->train.n_derived)
             return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has label sets 0..%d (set 0 is the dataset's "
@@ -221,15 +238,35 @@ static larch_status check_same_config(run_t *r)
 /* SyncBatchNorm's sum over ranks; a failure is kept for the step to return. */
 static void hook_allreduce(void *ctx, double *buf, int n)
 {
-    run_t *r = ctx;
+    run_t *r = ctx;                         /* a failure: the step goes on, its agreement reports it */
     larch_status s = larch_comm_allreduce_f64(r->comm, buf, n);
+    if (!s) s = larch_comm_fault(r->comm, "hook");
     if (s && !r->hook_status) r->hook_status = s;
+}
+
+/* Rank 0: the run's hold on its output and checkpoint directories, so that
+ * a second run on either fails now, at its start; both are created and
+ * checked writable here rather than at the first save. */
+static larch_status lock_dirs(run_t *r)
+{
+    if (r->opts->eval_only) return LARCH_OK;
+    if ((r->ckpt_every > 0 || r->ckpt_at_end) && !r->ckpt_dir[0])
+        return larch_fail(LARCH_ERR_CONFIG, "checkpoint.dir: no directory to save into (set it, or give --out)");
+    if (r->comm->rank != 0) return LARCH_OK;
+    larch_status s = LARCH_OK;
+    if (r->opts->out_dir) s = larch_dir_lock(r->opts->out_dir, "the output directory", &r->lock_out);
+    struct stat a, b;
+    int same = r->opts->out_dir && r->ckpt_dir[0] && stat(r->opts->out_dir, &a) == 0 && stat(r->ckpt_dir, &b) == 0 &&
+               a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    if (!s && r->ckpt_dir[0] && !same) s = larch_dir_lock(r->ckpt_dir, "checkpoint.dir", &r->lock_ckpt);
+    return s;
 }
 
 static larch_status setup(run_t *r)
 {
     larch_status s = read_settings(r);
     if (s) return s;
+    if ((s = lock_dirs(r))) return s;
     larch_blas_set_threads(choose_threads(r));
     if ((s = larch_run_datasets(r->cfg, &r->train, &r->test))) return s;
     if ((s = larch_model_build(&r->model, r->train.shape, larch_run_layers(r->cfg),
@@ -250,6 +287,7 @@ static larch_status setup(run_t *r)
     grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
     if ((s = larch_optim_create_shard(&r->optim, r->model, larch_map_get(r->cfg, "optim"), slice_lo, slice_hi)))
         return s;
+    grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
@@ -291,17 +329,31 @@ static void teardown(run_t *r)
     larch_dataset_free(&r->test);
     larch_init_report_free(&r->init_report);
     if (r->metrics) fclose(r->metrics);
+    free(r->lineage);
+    larch_dir_unlock(&r->lock_ckpt);
+    larch_dir_unlock(&r->lock_out);
 }
 
 /* ---- checkpoints and preemption ---- */
 
-/* Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit); read once
- * per step and agreed on by all ranks through the step's loss reduction. */
+/* Set by SIGTERM, SIGINT or SIGUSR1 (Slurm's warning before a time limit);
+ * read once per step and agreed on by all ranks through the step's loss
+ * reduction, and once before the first step. */
 static volatile sig_atomic_t stop_signal;
+static const int stop_signals[3] = {SIGTERM, SIGINT, SIGUSR1};
+static int stop_signals_caught;          /* larch_catch_stop_signals was called */
 
-static void on_stop_signal(int sig) { stop_signal = sig; }
+static void on_stop_signal(int sig)
+{
+    if (sig == SIGINT && stop_signal) {  /* a second Ctrl-C: end now */
+        signal(SIGINT, SIG_DFL);
+        raise(SIGINT);
+        return;
+    }
+    stop_signal = sig;
+}
 
-static void install_signals(struct sigaction *old_term, struct sigaction *old_usr1)
+static void install_signals(struct sigaction old[3])
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -309,8 +361,18 @@ static void install_signals(struct sigaction *old_term, struct sigaction *old_us
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     stop_signal = 0;
-    sigaction(SIGTERM, &sa, old_term);
-    sigaction(SIGUSR1, &sa, old_usr1);
+    for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &sa, old ? &old[i] : NULL);
+}
+
+void larch_catch_stop_signals(void)
+{
+    install_signals(NULL);
+    stop_signals_caught = 1;
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGUSR1 ? "SIGUSR1" : "a signal";
 }
 
 /* Batch-norm running statistics differ between ranks that normalize their
@@ -330,7 +392,7 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
 {
     if (!r->ckpt_dir[0])
         return larch_fail(LARCH_ERR_CONFIG, "checkpoint.dir: no directory to save into (set it, or give --out)");
-    larch_status s = average_buffers(r);
+    larch_status s = larch_comm_check(r->comm, average_buffers(r));    /* before the save's collectives */
     if (s) return s;
     larch_ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
@@ -344,6 +406,9 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
     meta.global_batch = r->batch;
     meta.sched_step = done;
     meta.sched_total_steps = r->total_steps;
+    meta.steps_per_epoch = r->steps_per_epoch;
+    snprintf(meta.run_id, sizeof meta.run_id, "%s", r->run_id);
+    meta.lineage = r->lineage;
     meta.config = config_text(r);
     double t0 = larch_comm_wtime();
     s = larch_ckpt_save(r->ckpt_dir, r->ckpt_keep, r->comm, r->model, r->optim, &meta, res->checkpoint,
@@ -358,42 +423,94 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
     return LARCH_OK;
 }
 
-/* Collective: loads checkpoint.resume ("auto": the newest in the directory)
- * and positions the run after its step. */
+/* Collective: this run's id (rank 0's, broadcast) and lineage: the parent
+ * checkpoint's lineage (none: a fresh start; format 1: an unknown run "-")
+ * followed by "<run id>:<step resumed>". */
+static larch_status start_lineage(run_t *r, const larch_ckpt_meta *parent)
+{
+    char id[24] = "";
+    if (r->comm->rank == 0) larch_ckpt_new_run_id(id, sizeof id);
+    larch_status s = larch_comm_bcast(r->comm, id, sizeof id, 0);
+    if (s) return s;
+    snprintf(r->run_id, sizeof r->run_id, "%s", id);
+    const char *before = !parent ? "" : parent->lineage && parent->lineage[0] ? parent->lineage : "-:0";
+    size_t len = strlen(before) + strlen(id) + 32;
+    free(r->lineage);
+    r->lineage = malloc(len);
+    if (!r->lineage) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    snprintf(r->lineage, len, "%s%s%s:%ld", before, before[0] ? " " : "", id, parent ? parent->step : 0L);
+    return LARCH_OK;
+}
+
+/* Collective: the checkpoint to resume, loaded. checkpoint.resume names a
+ * file, or "auto": the newest checkpoint of the directory that reads whole,
+ * passing over (and saying so) newer ones whose metadata or tensors are
+ * damaged. Rank 0 first compares the checkpoint's config with the run's
+ * (larch_ckpt_check_resume). *have is 0 when there is nothing to resume. */
+static larch_status find_and_load(run_t *r, const char *want, char *path, size_t len, larch_ckpt_meta *meta, int *have)
+{
+    int is_auto = strcmp(want, "auto") == 0, rank0 = r->comm->rank == 0;
+    char **cands = NULL;
+    int n = is_auto && rank0 && r->ckpt_dir[0] ? larch_ckpt_list(r->ckpt_dir, &cands) : 0, passed = 0;
+    char first_err[600] = "";
+    larch_status s = LARCH_OK;
+    *have = 0;
+    for (int i = 0; !s && !*have; i++) {
+        path[0] = '\0';
+        if (rank0) snprintf(path, len, "%s", is_auto ? (i < n ? cands[i] : "") : (i == 0 ? want : ""));
+        if ((s = larch_comm_bcast(r->comm, path, len, 0)) || !path[0]) break;
+        larch_status local = LARCH_OK;
+        if (rank0) {
+            larch_ckpt_meta head;
+            local = larch_ckpt_read_meta(path, &head);
+            if (!local) local = larch_ckpt_check_resume(path, &head, r->cfg, r->total_steps, r->steps_per_epoch, r->log);
+            if (!local) larch_ckpt_meta_free(&head);
+        }
+        s = larch_comm_check(r->comm, local);
+        if (!s) s = larch_ckpt_load(path, r->comm, r->model, r->optim, meta);
+        if (!s) { *have = 1; break; }
+        if (s != LARCH_ERR_FORMAT || !is_auto) break;
+        /* damaged: the next newest (a failed load is overwritten whole by the next) */
+        if (!first_err[0]) snprintf(first_err, sizeof first_err, "%s", larch_errmsg());
+        passed++;
+        if (r->log) {
+            fprintf(r->log, "checkpoint.resume=auto: passing over %s: %s\n", path, larch_errmsg());
+            fflush(r->log);
+        }
+        s = LARCH_OK;
+    }
+    for (int i = 0; i < n; i++) free(cands[i]);
+    free(cands);
+    double counts[2] = {(double)n, (double)passed};   /* rank 0's, for every rank's message */
+    if (!s) s = larch_comm_bcast(r->comm, counts, sizeof counts, 0);
+    if (!s && is_auto && !*have && counts[0] > 0)
+        s = larch_fail(LARCH_ERR_FORMAT, "checkpoint.resume=auto: none of the %.0f checkpoint(s) in %s is readable; the "
+                       "newest: %s", counts[0], r->ckpt_dir, first_err[0] ? first_err : "(see rank 0)");
+    if (!s && *have && counts[1] > 0 && r->log)
+        fprintf(r->log, "checkpoint.resume=auto: resuming from the newest valid checkpoint, %s (%.0f newer damaged one(s) "
+                "passed over)\n", path, counts[1]);
+    return s;
+}
+
+/* Collective: loads checkpoint.resume and positions the run after its step;
+ * then gives the run its lineage and prepares the checkpoint directory
+ * (rank 0: stale temporaries removed, other lineages moved aside). */
 static larch_status resume(run_t *r, larch_train_result *res)
 {
     const char *want = larch_cfg_str(larch_map_get(r->cfg, "checkpoint"), "resume");
-    if (!want[0]) return LARCH_OK;
     char path[4200] = "";
-    larch_status s = LARCH_OK;
-    if (strcmp(want, "auto") == 0) {
-        if (r->comm->rank == 0 && r->ckpt_dir[0]) {
-            s = larch_ckpt_latest(r->ckpt_dir, path, sizeof path);
-            if (s == LARCH_ERR_IO) { s = LARCH_OK; path[0] = '\0'; }   /* none yet: a fresh start */
-        }
-        s = larch_comm_check(r->comm, s);
-        if (!s) s = larch_comm_bcast(r->comm, path, sizeof path, 0);
-        if (s) return s;
-        if (!path[0]) {
-            if (r->log) fprintf(r->log, "checkpoint.resume=auto: no checkpoint in %s yet, starting fresh\n",
-                                r->ckpt_dir[0] ? r->ckpt_dir : "(no directory)");
-            return LARCH_OK;
-        }
-    } else {
-        snprintf(path, sizeof path, "%s", want);
-    }
     larch_ckpt_meta meta;
-    if ((s = larch_ckpt_load(path, r->comm, r->model, r->optim, &meta))) return s;
-    if (meta.global_batch != r->batch)
-        s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s was written with train.batch_size %ld, this run uses %d: resuming "
-                       "needs the same global batch (sampler position and schedule depend on it)", path, meta.global_batch, r->batch);
-    else if (meta.step > r->total_steps)
+    memset(&meta, 0, sizeof meta);
+    int have = 0;
+    larch_status s = want[0] ? find_and_load(r, want, path, sizeof path, &meta, &have) : LARCH_OK;
+    if (s) return s;
+    if (want[0] && !have && r->log)
+        fprintf(r->log, "checkpoint.resume=auto: no checkpoint in %s yet, starting fresh\n",
+                r->ckpt_dir[0] ? r->ckpt_dir : "(no directory)");
+    if (have && meta.step > r->total_steps)
         s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s is at step %ld, beyond this run's %ld steps (train.epochs / "
                        "train.max_steps)", path, meta.step, r->total_steps);
-    else if (meta.rng_seed != r->seed)
-        s = larch_fail(LARCH_ERR_CONFIG, "checkpoint %s was written with train.seed %llu, this run uses %llu", path,
-                       (unsigned long long)meta.rng_seed, (unsigned long long)r->seed);
-    if (!s) {
+    if (!s && have) {
         r->start_step = meta.step;
         r->last_saved = meta.step;
         res->resumed_from = meta.step;
@@ -403,8 +520,12 @@ static larch_status resume(run_t *r, larch_train_result *res)
             fflush(r->log);
         }
     }
+    if (!s) s = start_lineage(r, have ? &meta : NULL);
     larch_ckpt_meta_free(&meta);
-    return s;
+    if (s) return s;
+    return larch_comm_check(r->comm, r->comm->rank == 0 && r->ckpt_dir[0]
+                                         ? larch_ckpt_prepare_dir(r->ckpt_dir, r->lineage, r->run_id, r->log, NULL)
+                                         : LARCH_OK);
 }
 
 /* ---- evaluation ---- */
@@ -416,10 +537,10 @@ static larch_status evaluate(run_t *r, double *vals)
     int nl = m->n_losses;
     double sums[3 * LARCH_MAX_TARGETS * 2] = {0};
     larch_status bs = average_buffers(r);
-    if (bs) return bs;
+    if (!bs) bs = larch_comm_fault(r->comm, "eval");
     larch_loader_seek(r->eval_loader, 0, 0);
     int steps = larch_loader_steps(r->eval_loader);
-    for (int s = 0; s < steps; s++) {
+    for (int s = 0; !bs && s < steps; s++) {
         const larch_batch *b = larch_loader_next(r->eval_loader, NULL, NULL);
         if (b->n == 0) continue;
         larch_pass p = {b->n, 0, r->seed, 0, b->sample0, 0, NULL};
@@ -432,7 +553,8 @@ static larch_status evaluate(run_t *r, double *vals)
             sums[3 * k + 2] += (double)st[k].count;
         }
     }
-    larch_status st = larch_comm_allreduce_f64(r->comm, sums, 3 * nl);
+    /* the sums and, in the same collective, whether a rank failed above */
+    larch_status st = larch_comm_agree_sum(r->comm, "evaluation", bs, sums, 3 * nl);
     if (st) return st;
     for (int k = 0; k < nl; k++) {
         double n = sums[3 * k + 2] > 0 ? sums[3 * k + 2] : 1;
@@ -443,22 +565,28 @@ static larch_status evaluate(run_t *r, double *vals)
     return LARCH_OK;
 }
 
+/* A task on float targets has a loss but no accuracy: null in metrics.jsonl,
+ * NaN in the result, left out of the log line. */
 static void report_eval(run_t *r, long step, const double *vals, larch_train_result *res)
 {
     const larch_model *m = r->model;
     double epoch = (double)step / (double)r->steps_per_epoch;
-    char num[32];
+    char num[32], acc[32];
     res->test_loss = vals[0];
-    res->test_accuracy = vals[1];
+    res->test_accuracy = m->losses[0].on_targets ? NAN : vals[1];
     for (int k = 0; k < m->n_losses; k++) {
+        int has_acc = !m->losses[k].on_targets;
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
-                    "\"loss\": %s, \"accuracy\": %.6g, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
-                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num), vals[3 * k + 1], vals[3 * k + 2],
+                    "\"loss\": %s, \"accuracy\": %s, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
+                    step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num),
+                    json_num(has_acc ? vals[3 * k + 1] : NAN, acc, sizeof acc), vals[3 * k + 2],
                     larch_model_task_weight(m, k), param_norm(m));
-        if (r->log)
-            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  test accuracy %.4f  weight %.4g\n",
-                    step, epoch, m->losses[k].name, vals[3 * k], vals[3 * k + 1], larch_model_task_weight(m, k));
+        if (r->log) {
+            fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  ", step, epoch, m->losses[k].name, vals[3 * k]);
+            if (has_acc) fprintf(r->log, "test accuracy %.4f  ", vals[3 * k + 1]);
+            fprintf(r->log, "weight %.4g\n", larch_model_task_weight(m, k));
+        }
     }
     if (r->metrics) fflush(r->metrics);
     if (r->log) fflush(r->log);
@@ -472,13 +600,16 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     larch_model *m = r->model;
     size_t in = larch_shape_size(m->input_shape);
     int nl = m->n_losses;
+    larch_comm_set_step(r->comm, step + 1);
     double local[3 + LARCH_MAX_TARGETS * 2] = {0.0};  /* loss sum, samples, stop requests, per-task loss sums */
     for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
         larch_batch mb = *b;
         mb.n = r->micro;
         mb.x = b->x + (size_t)a * r->micro * in;
-        for (int t = 0; t < LARCH_MAX_TARGETS; t++)
+        for (int t = 0; t < LARCH_MAX_TARGETS; t++) {      /* labels and float targets follow x */
             if (b->label[t]) mb.label[t] = b->label[t] + (size_t)a * r->micro;
+            if (b->target[t]) mb.target[t] = b->target[t] + (size_t)a * r->micro * (size_t)b->target_dim[t];
+        }
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
         larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
         larch_model_forward(m, &mb, &p);
@@ -488,24 +619,45 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         if (a == r->accumulate - 1) grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
         larch_model_backward(m, &p);
     }
+    /* A rank that failed in the step (gradient sums, a hook, the gather)
+     * still enters every collective the others enter; one reduction closes
+     * the step with the loss sums, the stop requests and how many ranks
+     * failed, so every rank learns of a failure there, before the next
+     * collective, with the failing rank's message. */
     larch_status s = grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
-    if (!s) s = r->hook_status;
-    local[2] = stop_signal ? 1.0 : 0.0;
-    if (!s) s = larch_comm_allreduce_f64(r->comm, local, 3 + nl);
-    if (s) return s;
-    if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
-    for (int k = 0; k < nl; k++) r->task_loss[k] = local[3 + k] / local[1];
-    double loss = local[0] / local[1] + larch_model_penalty(m, 1);
+    if (!s) s = r->hook_status;                             /* SyncBatchNorm's sums */
+    double penalty = larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
     larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step));
-    if (!s) s = grad_sync_gather(r->sync);                  /* sharded: everyone's updated slice to all */
+    larch_status gs = grad_sync_gather(r->sync);            /* sharded: everyone's updated slice to all */
+    if (!s) s = gs;
     if (!s) s = r->hook_status;                             /* the clipping norm's sum */
-    if (s) return s;
+    local[2] = stop_signal ? 1.0 : 0.0;
+    if ((s = larch_comm_agree_sum(r->comm, "loss", s, local, 3 + nl))) return s;
+    if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
+    for (int k = 0; k < nl; k++) r->task_loss[k] = local[3 + k] / local[1];
+    double loss = local[0] / local[1] + penalty;
     *loss_out = loss;
     if (r->stop_on_nan && !isfinite(loss))
-        return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)", loss, step);
+        return larch_fail(LARCH_ERR_NUMERIC, "the training loss is %g at step %ld (train.stop_on_nan is set; lower optim.lr?)",
+                          loss, step + 1);               /* numbered as metrics.jsonl and the progress lines do */
     return LARCH_OK;
+}
+
+/* "gradient sync: 2 bucket(s), 320 bytes per step, overlapped" (the plan
+ * after setup or a thaw). */
+static const char *sync_summary(const run_t *r, char *buf, size_t len)
+{
+    const larch_node *dist = larch_map_get(r->cfg, "dist");
+    if (r->comm->size == 1) snprintf(buf, len, "no gradient sync (1 rank)");
+    else if (larch_cfg_bool(dist, "shard_optimizer"))
+        snprintf(buf, len, "gradient sync: one reduce-scatter of %zu bytes per step (sharded: frozen tensors included)",
+                 grad_sync_bytes(r->sync));
+    else
+        snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", grad_sync_buckets(r->sync),
+                 grad_sync_bytes(r->sync), larch_cfg_bool(dist, "overlap") ? "overlapped" : "blocking");
+    return buf;
 }
 
 static void fmt_eta(double s, char *buf, size_t len)
@@ -522,12 +674,15 @@ static larch_status thaw(run_t *r, long epoch)
     larch_model *m = r->model;
     int n = larch_optim_thaw(m, epoch);
     if (n == 0) return LARCH_OK;
+    grad_sync_plan(r->sync);                     /* the thawed tensors join the buckets */
     if (r->log) {
+        char sync[160];
         fprintf(r->log, "epoch %ld: unfroze %d tensor(s):", epoch, n);
         for (int i = 0, shown = 0; i < m->n_params; i++)
             if (m->params[i].thaw_epoch > 0 && m->params[i].thaw_epoch <= epoch && shown++ < 12)
                 fprintf(r->log, " %s", m->params[i].name);
         fprintf(r->log, "%s\n", n > 12 ? " ..." : "");
+        fprintf(r->log, "epoch %ld: %s\n", epoch, sync_summary(r, sync, sizeof sync));
         fflush(r->log);
     }
     /* every rank thaws at the same step; a failed re-plan on one of them
@@ -578,12 +733,15 @@ static larch_status loop(run_t *r, larch_train_result *res)
             double sps = (double)(done - log_step) * r->batch / (now - t_log);
             if (r->metrics) {
                 char num[32];
-                long n_sync = 0;
-                double wait = grad_sync_take_wait(r->sync, &n_sync);
+                long n_sync = 0, early = 0;
+                double wait = grad_sync_take_wait(r->sync, &n_sync, &early);
                 fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
-                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"time\": %.3f",
+                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"sync_bytes\": %zu, \"sync_buckets\": %d, "
+                        "\"sync_overlapped\": %.3g, \"time\": %.3f",
                         done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps,
-                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, now - t_start);
+                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, grad_sync_bytes(r->sync),
+                        r->comm->size > 1 ? grad_sync_buckets(r->sync) : 0,
+                        n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
@@ -630,11 +788,20 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
     r.cfg = cfg;
     r.opts = opts;
     r.log = comm->rank == 0 ? opts->log : NULL;
-    larch_status s = larch_comm_check(comm, setup(&r));
+    r.lock_out = r.lock_ckpt = -1;
+    larch_comm_set_step(comm, 0);
+    /* the watchdog (dist.timeout_s) covers setup's agreements too */
+    larch_status s = larch_comm_watchdog(comm, larch_cfg_float(larch_map_get(cfg, "dist"), "timeout_s"));
+    s = larch_comm_check(comm, s ? s : setup(&r));
     if (!s) s = larch_comm_check(comm, check_same_config(&r));
     if (!s) s = larch_comm_bcast(comm, r.model->param, r.model->n_floats * sizeof(float), 0);
     if (!s) s = larch_comm_bcast(comm, r.model->buffer, r.model->n_buffer_floats * sizeof(float), 0);
-    if (!s && opts->eval_only && opts->checkpoint) s = larch_ckpt_load(opts->checkpoint, comm, r.model, NULL, NULL);
+    if (!s && opts->eval_only && opts->checkpoint) {
+        larch_ckpt_meta em;
+        s = larch_ckpt_load(opts->checkpoint, comm, r.model, NULL, &em);
+        if (!s) r.eval_step = em.step;             /* the record carries the checkpoint's step */
+        if (!s) larch_ckpt_meta_free(&em);
+    }
     if (!s && !opts->eval_only) s = resume(&r, res);
     if (!s) s = larch_comm_check(comm, open_outputs(&r, res->resumed_from > 0));
     res->steps = r.start_step;
@@ -643,25 +810,39 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
                 LARCH_VERSION_STRING, comm->size, larch_blas_threads(), larch_blas_corename(),
                 count_params(r.model), r.total_steps, r.batch, r.local);
         if (r.accumulate > 1) fprintf(r.log, ", %d micro-batches of %d", r.accumulate, r.micro);
-        fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %d gradient bucket(s)\n", r.optim->name,
+        char sync[160];
+        fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %s\n", r.optim->name,
                 (double)r.optim->n_state * (double)r.optim->n_state_floats * sizeof(float) / 1048576.0,
                 comm->size > 1 && larch_cfg_bool(larch_map_get(cfg, "dist"), "shard_optimizer") ? " (sharded)" : "",
-                grad_sync_buckets(r.sync));
+                sync_summary(&r, sync, sizeof sync));
+        char note[300];   /* what a one-cycle schedule does to the momentum, once */
+        if (!opts->eval_only && larch_sched_momentum_note(&r.sched, r.optim, note, sizeof note)) fprintf(r.log, "%s\n", note);
         fflush(r.log);
     }
     if (!s && opts->eval_only) {
         double vals[3 * LARCH_MAX_TARGETS * 2];
         s = evaluate(&r, vals);
-        if (!s) report_eval(&r, 0, vals, res);
+        if (!s) report_eval(&r, r.eval_step, vals, res);
     } else if (!s) {
-        struct sigaction old_term, old_usr1;
-        if (opts->handle_signals) install_signals(&old_term, &old_usr1);
-        s = loop(&r, res);
-        if (opts->handle_signals) {
-            sigaction(SIGTERM, &old_term, NULL);
-            sigaction(SIGUSR1, &old_usr1, NULL);
-        }
+        struct sigaction old[3];
+        int own = opts->handle_signals && !stop_signals_caught;
+        if (own) install_signals(old);
+        /* a stop signal during start-up (MPI, data, model, resume) stops the
+         * run before its first step, on every rank: nothing was trained since
+         * the checkpoint resumed (or the start), so none is written */
+        if (opts->handle_signals && stop_signal)
+            s = res->resumed_from > 0
+                ? larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before step %ld: nothing new to "
+                             "checkpoint; checkpoint.resume=auto resumes from step %ld again", signal_name(stop_signal),
+                             r.start_step + 1, res->resumed_from)
+                : larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before the first step: nothing "
+                             "to checkpoint; a rerun starts afresh", signal_name(stop_signal));
+        if (opts->handle_signals) s = larch_comm_check(comm, s);
+        if (!s) s = loop(&r, res);
+        if (own)
+            for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old[i], NULL);
     }
+    larch_comm_watchdog(comm, 0.0);
     teardown(&r);
     return s;
 }

@@ -15,7 +15,6 @@
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "core/fs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <mpi.h>
@@ -23,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CHUNK_FLOATS (1u << 16)   /* 256 KiB chunks, each with its Fletcher32 checksum:
@@ -91,11 +91,40 @@ static larch_status write_tensor(const writer *w, const char *dpath, int ndim, c
     return LARCH_OK;
 }
 
-static int put_meta(hid_t file, hid_t optim_group, const larch_optim *o, const larch_ckpt_meta *meta)
+/* Each tensor's own step count, and NAdam's momentum product, as attribute
+ * <tensor> of the groups /optim/t/<layer> and /optim/mu_product/<layer>
+ * (tensors with state only). The counters are replicated, so every rank
+ * writes the same values, as collective attribute writes need. */
+static int put_tensor_steps(hid_t optim_group, const larch_model *m, const larch_optim *o)
 {
     int rc = 0;
-    rc |= ckpt_attr_put_long(file, "format_version", LARCH_CKPT_FORMAT);
-    rc |= ckpt_attr_put_str(file, "larch_version", LARCH_VERSION_STRING);
+    for (int k = 0; !rc && k < (o->kind == LARCH_OPT_NADAM ? 2 : 1); k++) {
+        hid_t top = H5Gcreate2(optim_group, k ? "mu_product" : "t", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (top < 0) return -1;
+        for (int i = 0; !rc && i < m->n_params; i++) {
+            const larch_param *p = &m->params[i];
+            if (!larch_param_has_state(p)) continue;
+            const char *layer = m->layers[p->layer]->name;
+            hid_t g = H5Lexists(top, layer, H5P_DEFAULT) > 0 ? H5Gopen2(top, layer, H5P_DEFAULT)
+                                                             : H5Gcreate2(top, layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            if (g < 0) { rc = -1; break; }
+            rc |= k ? ckpt_attr_put_double(g, p->tensor, o->tensor_mu_product[i])
+                    : ckpt_attr_put_long(g, p->tensor, o->tensor_t[i]);
+            H5Gclose(g);
+        }
+        H5Gclose(top);
+    }
+    return rc;
+}
+
+/* Every attribute of meta (complete: optimizer fields and checksum filled
+ * in by the save), and each tensor's step count. Collective: every rank
+ * writes the same values. */
+static int put_meta(hid_t file, hid_t optim_group, const larch_model *m, const larch_optim *o, const larch_ckpt_meta *meta)
+{
+    int rc = 0;
+    rc |= ckpt_attr_put_long(file, "format_version", meta->format_version);
+    rc |= ckpt_attr_put_str(file, "larch_version", meta->larch_version);
     rc |= ckpt_attr_put_long(file, "step", meta->step);
     rc |= ckpt_attr_put_long(file, "epoch", meta->epoch);
     rc |= ckpt_attr_put_long(file, "sampler_epoch", meta->sampler_epoch);
@@ -107,22 +136,41 @@ static int put_meta(hid_t file, hid_t optim_group, const larch_optim *o, const l
     rc |= ckpt_attr_put_long(file, "sched_step", meta->sched_step);
     rc |= ckpt_attr_put_long(file, "sched_total_steps", meta->sched_total_steps);
     rc |= ckpt_attr_put_str(file, "config", meta->config ? meta->config : "");
-    if (o) {
-        rc |= ckpt_attr_put_str(optim_group, "optimizer", o->name);
-        rc |= ckpt_attr_put_long(optim_group, "t", o->t);
-        rc |= ckpt_attr_put_double(optim_group, "mu_product", o->mu_product);
+    rc |= ckpt_attr_put_long(file, "steps_per_epoch", meta->steps_per_epoch);
+    rc |= ckpt_attr_put_str(file, "run_id", meta->run_id);
+    rc |= ckpt_attr_put_str(file, "lineage", meta->lineage ? meta->lineage : "");
+    char sum[64];
+    ckpt_meta_checksum(meta, sum, sizeof sum);
+    rc |= ckpt_attr_put_str(file, "meta_checksum", sum);
+    if (optim_group >= 0 && o) {
+        rc |= ckpt_attr_put_str(optim_group, "optimizer", meta->optimizer);
+        rc |= ckpt_attr_put_long(optim_group, "t", meta->optim_t);
+        rc |= ckpt_attr_put_str(optim_group, "state_layout", meta->state_layout);
+        rc |= put_tensor_steps(optim_group, m, o);
     }
     return rc;
 }
 
-/* Is the optimizer's range a slice (sharded state) rather than everything? */
-static int sharded(const larch_model *m, const larch_optim *o)
+/* Collective: is the optimizer state sharded? Each rank's range [lo, hi)
+ * says: every rank holding the whole buffer is replicated state; otherwise
+ * the ranges must partition the buffer (ZeRO-1 slices, some possibly empty:
+ * a model smaller than the ranks' 16-float alignment leaves whole slices to
+ * one rank). Nothing is guessed from one rank's range alone. */
+static larch_status agree_layout(const larch_comm *c, const larch_model *m, const larch_optim *o, int *sharded)
 {
-    return !(o->lo == 0 && o->hi >= m->n_floats);
+    double v[2] = {o->lo == 0 && o->hi >= m->n_floats ? 1.0 : 0.0, (double)(o->hi > o->lo ? o->hi - o->lo : 0)};
+    larch_status s = larch_comm_allreduce_f64(c, v, 2);
+    if (s) return s;
+    *sharded = v[0] < (double)c->size;
+    if (*sharded && v[1] != (double)m->n_floats)
+        return larch_fail(LARCH_ERR_INVALID, "checkpoint: the optimizer state ranges of the %d ranks cover %.0f of the "
+                          "model's %zu values: neither replicated nor a partition", c->size, v[1], m->n_floats);
+    return LARCH_OK;
 }
 
 /* The tensors of one save, in a fixed order every rank follows. */
-static larch_status write_all(const writer *w, const larch_comm *c, const larch_model *m, const larch_optim *o)
+static larch_status write_all(const writer *w, const larch_comm *c, const larch_model *m, const larch_optim *o,
+                              int sharded)
 {
     size_t lo, hi;
     share(m->n_floats, c->rank, c->size, &lo, &hi);
@@ -145,7 +193,7 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
     }
     if (!o) return s;
     size_t slo = lo, shi = hi;
-    if (sharded(m, o)) { slo = o->lo; shi = o->hi; }
+    if (sharded) { slo = o->lo; shi = o->hi; }
     for (int k = 0; !s && k < o->n_state; k++) {
         for (int i = 0; !s && i < m->n_params; i++) {
             const larch_param *p = &m->params[i];
@@ -163,25 +211,54 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
     return s;
 }
 
-/* Bytes a checkpoint of m and o takes, with room for HDF5's metadata. */
-static double estimate_bytes(const larch_model *m, const larch_optim *o)
+/* HDF5's own bytes per object in the files larch writes (HDF5 1.10,
+ * default format, chunked datasets with Fletcher32), measured with
+ * H5Fget_eoa (docs/checkpoints.md): a dataset's object header and chunk
+ * index, a group's symbol table and heap, the superblock and root. */
+#define H5_PER_DATASET 2450.0
+#define H5_PER_CHUNK   40.0
+#define H5_PER_GROUP   1300.0
+#define H5_FIXED       3072.0
+#define H5_PER_ATTR_BYTE 1.0
+
+/* A dataset's bytes: whole chunks (edge chunks are stored whole), and the
+ * object header and chunk index. */
+static double tensor_bytes(int ndim, const hsize_t *dims)
 {
-    double floats = 0.0, trainable = 0.0, tensors = (double)(m->n_params + m->n_buffers);
+    hsize_t chunk[CKPT_MAX_DIMS];
+    chunk_dims(ndim, dims, chunk);
+    double chunks = 1.0, per = 1.0;
+    for (int k = 0; k < ndim; k++) {
+        chunks *= (double)((dims[k] + chunk[k] - 1) / chunk[k]);
+        per *= (double)chunk[k];
+    }
+    return chunks * (4.0 * per + H5_PER_CHUNK) + H5_PER_DATASET;
+}
+
+double ckpt_estimate_bytes(const larch_model *m, const larch_optim *o, size_t attr_bytes)
+{
+    double bytes = H5_FIXED + H5_PER_ATTR_BYTE * (double)attr_bytes, layers = 0.0;
+    hsize_t dims[CKPT_MAX_DIMS];
     for (int i = 0; i < m->n_params; i++) {
-        floats += (double)m->params[i].size;
-        if (larch_param_has_state(&m->params[i])) trainable += (double)m->params[i].size;
+        const larch_param *p = &m->params[i];
+        double t = tensor_bytes(ckpt_param_dims(p, dims), dims);
+        bytes += t;
+        if (o && larch_param_has_state(p)) bytes += (double)o->n_state * t;
+        if (i == 0 || p->layer != m->params[i - 1].layer) layers += 1.0;
     }
-    for (int i = 0; i < m->n_buffers; i++) floats += (double)m->buffers[i].size;
-    if (o) {
-        floats += trainable * o->n_state;
-        tensors += (double)m->n_params * o->n_state;
+    for (int i = 0; i < m->n_buffers; i++) {
+        dims[0] = m->buffers[i].size;
+        bytes += tensor_bytes(1, dims);
     }
-    return 4.0 * floats * 1.001 + 16384.0 * tensors + 1048576.0;
+    /* groups: /params, /buffers, /optim, /optim/<state> and one per layer in each */
+    double groups = 2.0 + layers + (double)m->n_buffers + (o ? 1.0 + (double)o->n_state * (1.0 + layers) : 0.0);
+    return (bytes + H5_PER_GROUP * groups) * 1.01 + 4096.0;      /* a margin: the measured constants vary a little */
 }
 
 /* Rank 0 reserves the disk space of the whole checkpoint before any data
  * is written: a full disk (or a file-size limit) then fails here, cleanly,
- * instead of inside HDF5's collective writes or its close. */
+ * instead of inside HDF5's collective writes or its close. The file is cut
+ * to HDF5's end of allocation after the close (finish_file). */
 static larch_status reserve_space(const char *tmp, double bytes)
 {
     int fd = open(tmp, O_WRONLY);
@@ -193,24 +270,48 @@ static larch_status reserve_space(const char *tmp, double bytes)
                       bytes / 1048576.0, tmp, strerror(rc));
 }
 
-/* Removes all but the newest `keep` checkpoints of dir, and temporary files
- * that an interrupted save left behind (rank 0, after a successful save). */
-static void prune(const char *dir, int keep)
+/* Rank 0: creates dir/.ckpt-<step>.<random>.h5.tmp, a name no other save
+ * (of this or another process) uses. */
+static larch_status create_tmp(const char *dir, long step, char *tmp, size_t len)
 {
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        if (strncmp(de->d_name, ".ckpt-", 6) != 0 || n < 8 || strcmp(de->d_name + n - 7, ".h5.tmp") != 0) continue;
-        char stale[4200];
-        snprintf(stale, sizeof stale, "%s/%s", dir, de->d_name);
-        unlink(stale);
+    for (int tries = 0; tries < 100; tries++) {
+        char id[24];
+        larch_ckpt_new_run_id(id, sizeof id);
+        if (snprintf(tmp, len, "%s/.ckpt-%08ld.%.8s.h5.tmp", dir, step, id) >= (int)len)
+            return larch_fail(LARCH_ERR_IO, "checkpoint directory name too long: %s", dir);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        if (fd >= 0) { close(fd); return LARCH_OK; }
+        if (errno != EEXIST)
+            return larch_fail(LARCH_ERR_IO, "cannot create checkpoint %s: %s", tmp, strerror(errno));
     }
-    if (d) closedir(d);
+    return larch_fail(LARCH_ERR_IO, "cannot create a temporary checkpoint file in %s: every name tried exists", dir);
+}
+
+/* Rank 0, after the close: cuts the file to HDF5's end of allocation `eoa`
+ * (the reservation may have been larger), then fsyncs it. */
+static larch_status finish_file(const char *tmp, haddr_t eoa)
+{
+    struct stat st;
+    if (stat(tmp, &st) != 0) return larch_fail(LARCH_ERR_IO, "cannot stat %s: %s", tmp, strerror(errno));
+    if (eoa != HADDR_UNDEF && eoa > 0 && (double)st.st_size > (double)eoa && truncate(tmp, (off_t)eoa) != 0)
+        return larch_fail(LARCH_ERR_IO, "cannot truncate %s to %llu bytes: %s", tmp, (unsigned long long)eoa, strerror(errno));
+    return larch_fsync_path(tmp);
+}
+
+/* Removes all but the newest `keep` checkpoints of dir (rank 0, after a
+ * successful save): the file just written (`newest`) is always kept and
+ * counts as one of them, and checkpoints of later steps (another lineage's,
+ * which the trainer moves aside before its first save) are not its to
+ * remove. */
+static void prune(const char *dir, int keep, const char *newest, long step)
+{
+    if (keep <= 0) return;
     char **paths = NULL;
-    int n = larch_ckpt_list(dir, &paths);
+    int n = larch_ckpt_list(dir, &paths), kept = 1;
     for (int i = 0; i < n; i++) {
-        if (keep > 0 && i >= keep) unlink(paths[i]);
+        const char *base = strrchr(paths[i], '/') ? strrchr(paths[i], '/') + 1 : paths[i];
+        long s = strtol(base + 5, NULL, 10);                  /* ckpt-<step>.h5 */
+        if (strcmp(paths[i], newest) != 0 && s < step && kept++ >= keep) unlink(paths[i]);
         free(paths[i]);
     }
     free(paths);
@@ -220,27 +321,50 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
                              const larch_optim *o, const larch_ckpt_meta *meta, char *path_out, size_t path_len)
 {
     ckpt_h5_quiet();
-    larch_status s = larch_comm_check(c, c->rank == 0 ? larch_mkdir_p(dir) : LARCH_OK);
-    if (s) return s;
-    char tmp[4200], final[4200];
-    snprintf(tmp, sizeof tmp, "%s/.ckpt-%08ld.h5.tmp", dir, meta->step);
+    char tmp[4200] = "", final[4200], why[256];
     snprintf(final, sizeof final, "%s/ckpt-%08ld.h5", dir, meta->step);
+    /* the complete metadata, checked as a load will check it */
+    larch_ckpt_meta full = *meta;
+    full.format_version = LARCH_CKPT_FORMAT;
+    snprintf(full.larch_version, sizeof full.larch_version, "%s", LARCH_VERSION_STRING);
+    memset(full.optimizer, 0, sizeof full.optimizer);
+    memset(full.state_layout, 0, sizeof full.state_layout);
+    int sharded = 0;
+    larch_status s = LARCH_OK;
+    if (o) {
+        s = agree_layout(c, m, o, &sharded);
+        snprintf(full.optimizer, sizeof full.optimizer, "%s", o->name);
+        full.optim_t = o->t;
+        full.optim_mu_product = 0.0;   /* format 2: per tensor (/optim/mu_product) */
+        snprintf(full.state_layout, sizeof full.state_layout, "%s", sharded ? "sharded" : "replicated");
+    }
+    if (!s) s = ckpt_check_meta(final, &full, LARCH_ERR_INVALID);
+    if (!s && c->rank == 0) s = larch_mkdir_p(dir);
+    if (!s && c->rank == 0) s = create_tmp(dir, meta->step, tmp, sizeof tmp);
+    s = larch_comm_check(c, s);
+    if (!s) s = larch_comm_bcast(c, tmp, sizeof tmp, 0);
+    if (s) return s;
     MPI_Comm comm = *(const MPI_Comm *)larch_comm_mpi(c);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (c->size > 1) {                 /* one rank writes faster through POSIX (docs/checkpoints.md) */
         H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
         H5Pset_coll_metadata_write(fapl, 1);
     }
+    errno = 0;
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    int err = errno;
     H5Pclose(fapl);
-    char why[256];
-    s = larch_comm_check(c, file < 0 ? larch_fail(LARCH_ERR_IO, "cannot create checkpoint %s: %s", tmp,
-                                                  ckpt_h5_why(why, sizeof why)) : LARCH_OK);
+    if (file < 0) ckpt_h5_why(why, sizeof why);
+    s = larch_comm_check(c, file < 0 ? larch_fail(LARCH_ERR_IO, "cannot create checkpoint %s: %s%s%s", tmp,
+                                                  err ? strerror(err) : "", err && why[0] ? "; HDF5: " : "", why)
+                                     : LARCH_OK);
     if (s) {
         if (file >= 0) H5Fclose(file);
+        if (c->rank == 0) unlink(tmp);
         return s;
     }
-    s = larch_comm_check(c, c->rank == 0 ? reserve_space(tmp, estimate_bytes(m, o)) : LARCH_OK);
+    size_t attr_bytes = (meta->config ? strlen(meta->config) : 0) + (meta->lineage ? strlen(meta->lineage) : 0);
+    s = larch_comm_check(c, c->rank == 0 ? reserve_space(tmp, ckpt_estimate_bytes(m, o, attr_bytes)) : LARCH_OK);
     if (s) {
         H5Fclose(file);
         if (c->rank == 0) unlink(tmp);
@@ -250,13 +374,19 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
     H5Pset_create_intermediate_group(w.lcpl, 1);
     if (c->size > 1) H5Pset_dxpl_mpio(w.dxpl, H5FD_MPIO_COLLECTIVE);
     hid_t og = o ? H5Gcreate2(file, "/optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    larch_status local = (o && og < 0) || put_meta(file, og, o, meta)
+    larch_status local = (o && og < 0) || put_meta(file, og, m, o, &full)
         ? larch_fail(LARCH_ERR_IO, "writing the metadata of %s: %s", tmp, ckpt_h5_why(why, sizeof why)) : LARCH_OK;
     if (og >= 0) H5Gclose(og);
+    if (!local) local = larch_comm_fault(c, "save");      /* testing aid (LARCH_FAULT) */
     s = larch_comm_check(c, local);
-    if (!s) s = write_all(&w, c, m, o);
+    if (!s) s = write_all(&w, c, m, o, sharded);
     H5Pclose(w.lcpl);
     H5Pclose(w.dxpl);
+    haddr_t eoa = HADDR_UNDEF;
+    if (!s && c->size == 1 && H5Fget_eoa(file, &eoa) < 0) {   /* MPI-IO cuts the file at its close itself */
+        eoa = HADDR_UNDEF;
+        H5Eclear2(H5E_DEFAULT);
+    }
     local = H5Fclose(file) < 0 ? larch_fail(LARCH_ERR_IO, "closing checkpoint %s: %s", tmp, ckpt_h5_why(why, sizeof why))
                                : LARCH_OK;
     /* A close that failed (a full disk) leaves the file open in HDF5, which
@@ -268,12 +398,12 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
     larch_status closed = larch_comm_check(c, local);
     if (!s) s = closed;
     if (c->rank == 0) {
-        if (!s) s = larch_fsync_path(tmp);
+        if (!s) s = finish_file(tmp, eoa);
         if (!s && rename(tmp, final) != 0)
             s = larch_fail(LARCH_ERR_IO, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
         if (!s) s = larch_fsync_path(dir);
         if (s) unlink(tmp);                       /* the previous checkpoints stay as they were */
-        else prune(dir, keep);
+        else prune(dir, keep, final, meta->step);
     }
     s = larch_comm_check(c, c->rank == 0 ? s : LARCH_OK);
     if (!s && path_out) snprintf(path_out, path_len, "%s", final);
@@ -281,6 +411,45 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
 }
 
 /* ---- load ---- */
+
+/* Each tensor's step count and NAdam product (put_tensor_steps). Format 1
+ * kept one count and one product for the whole optimizer, which every
+ * tensor with state then takes (what its update rules used). */
+static larch_status read_tensor_steps(hid_t file, const char *path, const larch_model *m, larch_optim *o,
+                                      const larch_ckpt_meta *meta)
+{
+    for (int i = 0; i < m->n_params; i++) {
+        const larch_param *p = &m->params[i];
+        o->tensor_t[i] = 0;
+        o->tensor_mu_product[i] = 1.0;
+        if (!larch_param_has_state(p)) continue;
+        if (meta->format_version < 2) {
+            o->tensor_t[i] = meta->optim_t;
+            o->tensor_mu_product[i] = meta->optim_mu_product;
+            continue;
+        }
+        for (int k = 0; k < (o->kind == LARCH_OPT_NADAM ? 2 : 1); k++) {
+            char gpath[512];
+            snprintf(gpath, sizeof gpath, "/optim/%s/%s", k ? "mu_product" : "t", m->layers[p->layer]->name);
+            if (H5Lexists(file, gpath, H5P_DEFAULT) <= 0 || H5Aexists_by_name(file, gpath, p->tensor, H5P_DEFAULT) <= 0)
+                return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: the %s of tensor %s (attribute '%s' of %s) is missing",
+                                  path, k ? "momentum product" : "step count", p->name, p->tensor, gpath);
+            hid_t g = H5Gopen2(file, gpath, H5P_DEFAULT);
+            if (g < 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open %s", path, gpath);
+            long t = 0;
+            double mu = 1.0;
+            larch_status s = k ? ckpt_attr_get_double(g, path, p->tensor, &mu) : ckpt_attr_get_long(g, path, p->tensor, &t);
+            H5Gclose(g);
+            if (s) return s;
+            if (k == 0 && (t < 0 || t > meta->optim_t))
+                return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s has taken %ld steps, outside [0, %ld] "
+                                  "(the optimizer's)", path, p->name, t, meta->optim_t);
+            if (k) o->tensor_mu_product[i] = mu;
+            else o->tensor_t[i] = t;
+        }
+    }
+    return LARCH_OK;
+}
 
 static larch_status read_all(hid_t file, const char *path, larch_model *m, larch_optim *o, const larch_ckpt_meta *meta)
 {
@@ -314,10 +483,8 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
             s = ckpt_read_tensor(file, path, dpath, nd, dims, a - p->offset, z - p->offset, o->state[k] + o->state_offset[i]);
         }
     }
-    if (!s) {
-        o->t = meta->optim_t;
-        o->mu_product = meta->optim_mu_product;
-    }
+    if (!s) s = read_tensor_steps(file, path, m, o, meta);
+    if (!s) o->t = meta->optim_t;
     return s;
 }
 

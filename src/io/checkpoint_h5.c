@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void ckpt_h5_quiet(void)
@@ -206,20 +207,139 @@ larch_status ckpt_attr_get_str(hid_t obj, const char *file, const char *name, ch
     return LARCH_OK;
 }
 
+/* ---- metadata: checksum, checks, reading ---- */
+
+typedef struct { uint64_t h; } fnv;
+
+static void fnv_bytes(fnv *f, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) f->h = (f->h ^ b[i]) * 1099511628211ULL;
+}
+
+/* "name[<length>]=value\n": the lengths keep the text unambiguous */
+static void fnv_field(fnv *f, const char *name, const char *value)
+{
+    char head[96];
+    size_t n = strlen(value);
+    int k = snprintf(head, sizeof head, "%s[%zu]=", name, n);
+    fnv_bytes(f, head, (size_t)k);
+    fnv_bytes(f, value, n);
+    fnv_bytes(f, "\n", 1);
+}
+
+static void fnv_long(fnv *f, const char *name, long v)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%ld", v);
+    fnv_field(f, name, num);
+}
+
+void ckpt_meta_checksum(const larch_ckpt_meta *m, char *out, size_t len)
+{
+    fnv f = {14695981039346656037ULL};
+    char num[40];
+    fnv_long(&f, "format_version", m->format_version);
+    fnv_field(&f, "larch_version", m->larch_version);
+    fnv_long(&f, "step", m->step);
+    fnv_long(&f, "epoch", m->epoch);
+    fnv_long(&f, "sampler_epoch", m->sampler_epoch);
+    fnv_long(&f, "sampler_step", m->sampler_step);
+    fnv_long(&f, "samples_seen", m->samples_seen);
+    fnv_long(&f, "rng_seed", (long)m->rng_seed);
+    fnv_long(&f, "world_size", m->world_size);
+    fnv_long(&f, "global_batch", m->global_batch);
+    fnv_long(&f, "sched_step", m->sched_step);
+    fnv_long(&f, "sched_total_steps", m->sched_total_steps);
+    fnv_long(&f, "steps_per_epoch", m->steps_per_epoch);
+    fnv_field(&f, "run_id", m->run_id);
+    fnv_field(&f, "lineage", m->lineage ? m->lineage : "");
+    fnv_field(&f, "config", m->config ? m->config : "");
+    if (m->optimizer[0]) {
+        fnv_field(&f, "optim.optimizer", m->optimizer);
+        fnv_long(&f, "optim.t", m->optim_t);
+        snprintf(num, sizeof num, "%.17g", m->optim_mu_product);
+        fnv_field(&f, "optim.mu_product", num);
+        fnv_field(&f, "optim.state_layout", m->state_layout);
+    }
+    snprintf(out, len, "fnv1a64:%016llx", (unsigned long long)f.h);
+}
+
+#define MAX_STEP (1L << 40)      /* train.max_steps' bound */
+
+static larch_status range(const char *path, const char *name, long v, long lo, long hi, larch_status st)
+{
+    if (v >= lo && v <= hi) return LARCH_OK;
+    return larch_fail(st, "checkpoint %s: attribute '%s' is %ld, out of its range [%ld, %ld]", path, name, v, lo, hi);
+}
+
+larch_status ckpt_check_meta(const char *path, const larch_ckpt_meta *m, larch_status st)
+{
+    larch_status s;
+    if ((s = range(path, "step", m->step, 0, MAX_STEP, st)) || (s = range(path, "epoch", m->epoch, 0, m->step, st)) ||
+        (s = range(path, "sampler_epoch", m->sampler_epoch, 0, m->step, st)) ||
+        (s = range(path, "sampler_step", m->sampler_step, 0, m->step, st)) ||
+        (s = range(path, "world_size", m->world_size, 1, 1L << 24, st)) ||
+        (s = range(path, "global_batch", m->global_batch, 1, 1L << 24, st)) ||
+        (s = range(path, "samples_seen", m->samples_seen, 0, MAX_STEP << 20, st)) ||
+        (s = range(path, "sched_total_steps", m->sched_total_steps, 0, MAX_STEP, st)))
+        return s;
+    if (m->samples_seen % m->global_batch != 0 || m->samples_seen / m->global_batch != m->step)   /* no overflow */
+        return larch_fail(st, "checkpoint %s: attribute 'samples_seen' is %ld, not step %ld x global_batch %ld",
+                          path, m->samples_seen, m->step, m->global_batch);
+    if (m->sched_step != m->step || m->sched_step > m->sched_total_steps)
+        return larch_fail(st, "checkpoint %s: attribute 'sched_step' is %ld, but step is %ld and sched_total_steps %ld", path,
+                          m->sched_step, m->step, m->sched_total_steps);
+    if (m->epoch != m->sampler_epoch)
+        return larch_fail(st, "checkpoint %s: attribute 'epoch' is %ld, but sampler_epoch is %ld (both count the epochs "
+                          "completed)", path, m->epoch, m->sampler_epoch);
+    if (m->format_version >= 2) {
+        if ((s = range(path, "steps_per_epoch", m->steps_per_epoch, 1, MAX_STEP, st))) return s;
+        long full = m->step - m->sampler_step;             /* >= 0: sampler_step <= step */
+        if (m->sampler_step >= m->steps_per_epoch || full % m->steps_per_epoch != 0 || full / m->steps_per_epoch != m->sampler_epoch)
+            return larch_fail(st, "checkpoint %s: the sampler position (attributes 'sampler_epoch' %ld, 'sampler_step' %ld) "
+                              "is not step %ld with steps_per_epoch %ld", path, m->sampler_epoch, m->sampler_step, m->step,
+                              m->steps_per_epoch);
+    } else if (m->sampler_epoch > 0 && ((m->step - m->sampler_step) % m->sampler_epoch != 0 ||
+                                        (m->step - m->sampler_step) / m->sampler_epoch <= m->sampler_step)) {
+        return larch_fail(st, "checkpoint %s: the sampler position (attributes 'sampler_epoch' %ld, 'sampler_step' %ld) "
+                          "is not step %ld for any number of steps per epoch", path, m->sampler_epoch, m->sampler_step, m->step);
+    }
+    if (m->optimizer[0]) {
+        if (m->optim_t != m->step)
+            return larch_fail(st, "checkpoint %s: /optim attribute 't' is %ld, but step is %ld (the optimizer takes one step "
+                              "per training step)", path, m->optim_t, m->step);
+        if (!(m->optim_mu_product >= 0.0 && m->optim_mu_product <= 1.0))
+            return larch_fail(st, "checkpoint %s: /optim attribute 'mu_product' is %g, out of its range [0, 1]", path,
+                              m->optim_mu_product);
+    }
+    return LARCH_OK;
+}
+
+/* A string attribute into a fixed buffer; too long is a format error. */
+static larch_status get_fixed_str(hid_t obj, const char *path, const char *name, char *out, size_t len)
+{
+    char *str = NULL;
+    larch_status s = ckpt_attr_get_str(obj, path, name, &str);
+    if (s) return s;
+    if (strlen(str) >= len) s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: attribute '%s' is longer than %zu bytes", path,
+                                           name, len - 1);
+    else snprintf(out, len, "%s", str);
+    free(str);
+    return s;
+}
+
 larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta)
 {
     memset(meta, 0, sizeof *meta);
     long v;
     larch_status s = ckpt_attr_get_long(file, path, "format_version", &v);
     if (s) return s;
-    meta->format_version = (int)v;
     if (v > LARCH_CKPT_FORMAT || v < 1)
-        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: format_version %ld is not one this larch reads (%d%s)", path, v,
-                          LARCH_CKPT_FORMAT, v > LARCH_CKPT_FORMAT ? "; it was written by a newer larch: upgrade" : "");
-    char *str = NULL;
-    if ((s = ckpt_attr_get_str(file, path, "larch_version", &str))) return s;
-    snprintf(meta->larch_version, sizeof meta->larch_version, "%s", str);
-    free(str);
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: format_version %ld is not one this larch reads (1 to %d%s)", path,
+                          v, LARCH_CKPT_FORMAT, v > LARCH_CKPT_FORMAT ? "; it was written by a newer larch: upgrade" : "");
+    meta->format_version = (int)v;
+    if ((s = get_fixed_str(file, path, "larch_version", meta->larch_version, sizeof meta->larch_version))) return s;
     struct { const char *name; long *dst; } longs[] = {
         {"step", &meta->step}, {"epoch", &meta->epoch}, {"sampler_epoch", &meta->sampler_epoch},
         {"sampler_step", &meta->sampler_step}, {"samples_seen", &meta->samples_seen},
@@ -228,21 +348,54 @@ larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *me
     for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++)
         if ((s = ckpt_attr_get_long(file, path, longs[i].name, longs[i].dst))) return s;
     if ((s = ckpt_attr_get_long(file, path, "world_size", &v))) return s;
-    meta->world_size = (int)v;
+    meta->world_size = v < -(1L << 30) ? -(1 << 30) : v > (1L << 30) ? (1 << 30) : (int)v;   /* range-checked below */
     if ((s = ckpt_attr_get_long(file, path, "rng_seed", &v))) return s;
     meta->rng_seed = (uint64_t)v;
     if ((s = ckpt_attr_get_str(file, path, "config", &meta->config))) return s;
+    char stored[64] = "";
+    if (meta->format_version >= 2) {
+        if ((s = ckpt_attr_get_long(file, path, "steps_per_epoch", &meta->steps_per_epoch))) return s;
+        if ((s = get_fixed_str(file, path, "run_id", meta->run_id, sizeof meta->run_id))) return s;
+        if ((s = ckpt_attr_get_str(file, path, "lineage", &meta->lineage))) return s;
+        if ((s = get_fixed_str(file, path, "meta_checksum", stored, sizeof stored))) return s;
+    }
     if (H5Lexists(file, "/optim", H5P_DEFAULT) > 0) {
         hid_t g = H5Gopen2(file, "/optim", H5P_DEFAULT);
         if (g < 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open /optim", path);
-        s = ckpt_attr_get_str(g, path, "optimizer", &str);
-        if (!s) { snprintf(meta->optimizer, sizeof meta->optimizer, "%s", str); free(str); }
+        s = get_fixed_str(g, path, "optimizer", meta->optimizer, sizeof meta->optimizer);
+        if (!s && !meta->optimizer[0]) s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: /optim attribute 'optimizer' is empty", path);
         if (!s) s = ckpt_attr_get_long(g, path, "t", &meta->optim_t);
-        if (!s) s = ckpt_attr_get_double(g, path, "mu_product", &meta->optim_mu_product);
+        if (!s && meta->format_version < 2)   /* since 2 per tensor (checkpoint.c) */
+            s = ckpt_attr_get_double(g, path, "mu_product", &meta->optim_mu_product);
+        if (!s && meta->format_version >= 2) s = get_fixed_str(g, path, "state_layout", meta->state_layout, sizeof meta->state_layout);
         H5Gclose(g);
         if (s) return s;
     }
+    if ((s = ckpt_check_meta(path, meta, LARCH_ERR_FORMAT))) return s;
+    if (meta->format_version >= 2) {
+        char sum[64];
+        ckpt_meta_checksum(meta, sum, sizeof sum);
+        if (strcmp(sum, stored) != 0)
+            return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: the metadata checksum does not match the attributes (stored "
+                              "%s, computed %s): an attribute or the config text was changed or corrupted", path, stored, sum);
+    }
     return LARCH_OK;
+}
+
+/* Does the file start with HDF5's signature (at 0 or a power-of-two user
+ * block offset)? */
+static int has_hdf5_signature(const char *path)
+{
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int found = 0;
+    unsigned char buf[8];
+    for (long off = 0; !found && off <= (1L << 30); off = off ? 2 * off : 512)
+        if (fseek(f, off, SEEK_SET) != 0 || fread(buf, 1, 8, f) != 8) break;
+        else found = memcmp(buf, sig, 8) == 0;
+    fclose(f);
+    return found;
 }
 
 larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta)
@@ -250,7 +403,22 @@ larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta
     ckpt_h5_quiet();
     memset(meta, 0, sizeof *meta);
     *file = -1;
-    if (access(path, R_OK) != 0) return larch_fail(LARCH_ERR_IO, "cannot read checkpoint %s: %s", path, strerror(errno));
+    struct stat st;
+    if (stat(path, &st) != 0 || access(path, R_OK) != 0)
+        return larch_fail(LARCH_ERR_IO, "cannot read checkpoint %s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        char **paths = NULL;
+        int n = larch_ckpt_list(path, &paths);
+        larch_status s = larch_fail(LARCH_ERR_IO, "%s is a directory, not a checkpoint file%s%s%s", path,
+                                    n ? " (its newest checkpoint: " : " (it holds no ckpt-<step>.h5 file)", n ? paths[0] : "",
+                                    n ? ")" : "");
+        for (int i = 0; i < n; i++) free(paths[i]);
+        free(paths);
+        return s;
+    }
+    if (!has_hdf5_signature(path))
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s is not an HDF5 file (no HDF5 signature; empty, truncated or "
+                          "another kind of file)", path);
     char why[256];
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
@@ -272,6 +440,8 @@ void larch_ckpt_meta_free(larch_ckpt_meta *meta)
 {
     free(meta->config);
     meta->config = NULL;
+    free(meta->lineage);
+    meta->lineage = NULL;
 }
 
 /* ---- tensors ---- */

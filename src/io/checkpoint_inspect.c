@@ -168,8 +168,12 @@ static larch_status walk(const char *path, FILE *out, int verify, larch_ckpt_met
                 meta->sampler_epoch, meta->sampler_step, meta->samples_seen);
         fprintf(out, "  global batch %ld, world size at save %d, rng seed %llu\n", meta->global_batch, meta->world_size,
                 (unsigned long long)meta->rng_seed);
-        fprintf(out, "  schedule at step %ld of %ld; optimizer %s (t = %ld)\n", meta->sched_step, meta->sched_total_steps,
-                meta->optimizer[0] ? meta->optimizer : "none", meta->optim_t);
+        fprintf(out, "  schedule at step %ld of %ld; optimizer %s (t = %ld)%s%s%s\n", meta->sched_step, meta->sched_total_steps,
+                meta->optimizer[0] ? meta->optimizer : "none", meta->optim_t, meta->state_layout[0] ? ", state " : "",
+                meta->state_layout, meta->state_layout[0] ? " at save" : "");
+        if (meta->format_version >= 2)
+            fprintf(out, "  run %s; lineage (run:first step) %s; %ld steps per epoch\n", meta->run_id,
+                    meta->lineage && meta->lineage[0] ? meta->lineage : "(none)", meta->steps_per_epoch);
         fprintf(out, "  config: %zu bytes (h5dump -a /config %s)\n\n", meta->config ? strlen(meta->config) : 0, path);
         fprintf(out, "  %-44s %-22s %-8s %14s\n", "tensor", "shape", "dtype", "L2 norm");
     }
@@ -204,8 +208,9 @@ larch_status larch_ckpt_verify(const char *path, FILE *f)
     walk_ctx w;
     larch_status s = walk(path, f, 1, &meta, &w);
     if (!s && f)
-        fprintf(f, "%s: ok (format %d, step %ld; %ld tensors, %ld values read, every checksum and attribute valid)\n",
-                path, meta.format_version, meta.step, w.n_tensors, w.n_values);
+        fprintf(f, "%s: ok (format %d, step %ld; %ld tensors, %ld values read, every tensor checksum valid; attributes "
+                "in range and consistent%s)\n", path, meta.format_version, meta.step, w.n_tensors, w.n_values,
+                meta.format_version >= 2 ? ", metadata checksum valid" : "; format 1 has no metadata checksum");
     larch_ckpt_meta_free(&meta);
     return s;
 }

@@ -39,8 +39,29 @@ larch_status ckpt_attr_get_str(hid_t obj, const char *file, const char *name, ch
  * *file is -1, meta is freed, and the message names the file. */
 larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta);
 
-/* Reads the root and /optim attributes into meta; checks format_version. */
+/* Reads the root and /optim attributes into meta; checks format_version,
+ * the ranges and cross-checks of ckpt_check_meta and (format 2) the
+ * metadata checksum. */
 larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta);
+
+/* The ranges and cross-checks every checkpoint's metadata must pass (the
+ * attributes named in messages): non-negative positions, samples_seen =
+ * step * global_batch, sched_step = step <= sched_total_steps, epoch =
+ * sampler_epoch, the sampler position against step (format 2: with
+ * steps_per_epoch), and with optimizer state (meta->optimizer set) t = step.
+ * Fails with `status` (LARCH_ERR_FORMAT on read, LARCH_ERR_INVALID on save). */
+larch_status ckpt_check_meta(const char *path, const larch_ckpt_meta *meta, larch_status status);
+
+/* "fnv1a64:<16 hex digits>": the FNV-1a 64-bit hash of a canonical text of
+ * every field of meta that a file of its format_version stores (the config
+ * text, the lineage and the /optim attributes when meta->optimizer is set),
+ * stored as attribute meta_checksum since format 2. Any single changed byte
+ * changes it. */
+void ckpt_meta_checksum(const larch_ckpt_meta *meta, char *out, size_t len);
+
+/* Bytes a checkpoint of m and o (may be NULL) takes, HDF5's metadata
+ * included, with `attr_bytes` of attribute text (config, lineage). */
+double ckpt_estimate_bytes(const larch_model *m, const larch_optim *o, size_t attr_bytes);
 
 /* Opens dataset `dpath`, checks it is float32 of shape dims[0..ndim), and
  * reads its row-major elements [a, b) into dst. Errors name the tensor. */

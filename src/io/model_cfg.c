@@ -242,10 +242,11 @@ static larch_status read_inputs(const larch_model *m, const larch_node *opts, co
         }
         *n = many->n;
     }
+    char ex[LARCH_EXCERPT_MAX + 4];
     for (int i = 0; i < *n; i++)
         if (larch_model_node(m, names[i]) < 0)
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s: input '%s' is not an earlier layer (or 'input')",
-                              larch_node_where(nodes[i], where, sizeof where), path, names[i]);
+                              larch_node_where(nodes[i], where, sizeof where), path, larch_excerpt(names[i], ex, sizeof ex));
     return LARCH_OK;
 }
 
@@ -264,8 +265,12 @@ larch_status larch_model_add_cfg(larch_model *m, larch_node *opts)
     const larch_cfg_layer *desc = larch_cfg_layer_find(tn->scalar);
     const larch_layer_ops *ops = larch_layer_find(tn->scalar);
     if (!ops)
+    {
+        char ex[LARCH_EXCERPT_MAX + 4];
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s.type: unknown layer type '%s' (valid: %s)",
-                          larch_node_where(tn, where, sizeof where), path, tn->scalar, type_list(types, sizeof types));
+                          larch_node_where(tn, where, sizeof where), path, larch_excerpt(tn->scalar, ex, sizeof ex),
+                          type_list(types, sizeof types));
+    }
     if (!desc)
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s.type: layer type '%s' has no YAML keys (see larch_cfg_layer_register)",
                           larch_node_where(tn, where, sizeof where), path, tn->scalar);
@@ -275,15 +280,21 @@ larch_status larch_model_add_cfg(larch_model *m, larch_node *opts)
     const char *name = NULL;
     if (nn && nn->kind == LARCH_NODE_SCALAR) {
         if (!larch_layer_name_valid(nn->scalar))
+        {
+            char ex[LARCH_EXCERPT_MAX + 4];
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: '%s' is not a valid layer name (1-%d characters, no '.' or '/', not 'input')",
-                              larch_node_where(nn, where, sizeof where), path, nn->scalar, LARCH_NAME_MAX - 1);
+                              larch_node_where(nn, where, sizeof where), path, larch_excerpt(nn->scalar, ex, sizeof ex),
+                              LARCH_NAME_MAX - 1);
+        }
         name = nn->scalar;
     } else {
         snprintf(dflt, sizeof dflt, "%s%d", ops->type, index);   /* the builder's default name */
     }
-    if (larch_model_node(m, name ? name : dflt) >= 0)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: layer name '%s' is used twice",
-                          larch_node_where(name ? nn : opts, where, sizeof where), path, name ? name : dflt);
+    int first = larch_model_node(m, name ? name : dflt);
+    if (first >= 0)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: layer name '%s' is used twice: by model.%d and by model.%d%s",
+                          larch_node_where(name ? nn : opts, where, sizeof where), path, name ? name : dflt, first - 1,
+                          index, name ? "" : " (its default name <type><index>)");
     const char *inputs[LARCH_MAX_IN];
     int n_in;
     if ((s = read_inputs(m, opts, path, inputs, &n_in))) return s;
@@ -312,6 +323,9 @@ const larch_key larch_loss_keys[] = {
     {"name", LARCH_T_STRING, "main", 0, 0, NULL, NULL, "task name in metrics"},
     {"input", LARCH_T_STRING, "", 0, 0, NULL, NULL, "scored layer (default: the last)"},
     {"target", LARCH_T_INT, "0", 0, LARCH_MAX_TARGETS - 1, NULL, NULL, "label set of the batch"},
+    {"on", LARCH_T_ENUM, "labels", 0, 0, "labels|targets", NULL,
+     "labels: the class labels of set `target` (mse: one-hot); targets: the data's float regression targets "
+     "(mse only; data.synthetic.regression)"},
     {"weight", LARCH_T_FLOAT, "1", 0, 1e6, NULL, NULL, "weight in the total loss"},
     {"label_smoothing", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL, "softmax_ce: smoothing eps"},
     {"weighting", LARCH_T_ENUM, "fixed", 0, 0, "fixed|uncertainty", NULL,
@@ -342,13 +356,21 @@ larch_status larch_model_add_loss_cfg(larch_model *m, larch_node *opts)
     o.input = larch_cfg_str(opts, "input");
     int node = o.input[0] ? larch_model_node(m, o.input) : larch_model_n_layers(m);
     if (node <= 0)
+    {
+        char ex[LARCH_EXCERPT_MAX + 4];
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s.input: '%s' is not a layer of the model",
-                          larch_node_where(larch_map_get(opts, "input"), where, sizeof where), path, o.input);
+                          larch_node_where(larch_map_get(opts, "input"), where, sizeof where), path,
+                          larch_excerpt(o.input, ex, sizeof ex));
+    }
     for (int i = 0; i < k; i++)
         if (strcmp(larch_model_loss_name(m, i), o.name) == 0)
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s.name: task name '%s' is used twice",
                               larch_node_where(opts, where, sizeof where), path, o.name);
     o.target = (int)larch_cfg_int(opts, "target");
+    o.on_targets = strcmp(larch_cfg_str(opts, "on"), "targets") == 0;
+    if (o.on_targets && o.type != LARCH_LOSS_MSE)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.on: float targets are scored by type: mse only (softmax_ce needs labels)",
+                          larch_node_where(larch_map_get(opts, "on"), where, sizeof where), path);
     o.weight = (float)larch_cfg_float(opts, "weight");
     o.label_smoothing = (float)larch_cfg_float(opts, "label_smoothing");
     o.weighting = strcmp(larch_cfg_str(opts, "weighting"), "uncertainty") == 0 ? LARCH_WEIGHTING_UNCERTAINTY

@@ -1,12 +1,15 @@
 /* run_config.c - the schema of an experiment config and its loading
- * (file, then --set overrides, then validation with defaults filled in),
- * and what a validated config implies: the datasets (class subsets and
- * derived label sets), the layer list, the input shape, the step counts. */
+ * (file, then --set overrides, then validation with defaults filled in,
+ * then the checks across keys that need no data and no world size), the
+ * warnings about keys that are set but have no effect, and what a validated
+ * config implies: the datasets (class subsets and derived label sets), the
+ * layer list, the input shape, the step counts. */
 #include "larch/train.h"
 #include "larch/optim.h"
 #include "larch/data.h"
 #include "io/cfg_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +38,10 @@ static const larch_key synthetic_keys[] = {
     {"classes", LARCH_T_INT, "10", 2, 1 << 16, NULL, NULL, "number of classes"},
     {"shape", LARCH_T_INTS, "[1, 1, 32]", 1, 1 << 16, NULL, NULL, "per-sample shape [h, w, c]"},
     {"noise", LARCH_T_FLOAT, "0.5", 0, 100, NULL, NULL, "within-class spread"},
+    {"regression", LARCH_T_INT, "0", 0, 4096, NULL, NULL,
+     "K > 0: also K float regression targets per sample, a fixed random linear map of the features plus noise "
+     "(scored by a loss with type: mse, on: targets)"},
+    {"regression_noise", LARCH_T_FLOAT, "0.1", 0, 100, NULL, NULL, "standard deviation of the regression targets' noise"},
     {0}};
 
 static const larch_key data_keys[] = {
@@ -59,6 +66,8 @@ static const larch_key dist_keys[] = {
     {"compress", LARCH_T_ENUM, "none", 0, 0, "none|fp16|bf16", NULL, "16-bit gradients on the wire"},
     {"shard_optimizer", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
      "ZeRO stage 1: each rank keeps optimizer state for its slice of the parameters"},
+    {"timeout_s", LARCH_T_FLOAT, "600", 0, 1e7, NULL, NULL,
+     "watchdog: a collective waiting longer than this ends the job, naming the missing ranks (0 = off)"},
     {0}};
 
 static const larch_key checkpoint_keys[] = {
@@ -68,6 +77,8 @@ static const larch_key checkpoint_keys[] = {
     {"at_end", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "save when training ends"},
     {"resume", LARCH_T_STRING, "", 0, 0, NULL, NULL,
      "resume from this checkpoint file, or 'auto' for the newest in dir (none: start fresh)"},
+    {"allow_changes", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL,
+     "config keys (or prefixes: optim) a resume may change, e.g. [train.epochs, optim.lr] (docs/checkpoints.md)"},
     {0}};
 
 const larch_key larch_run_keys[] = {
@@ -139,6 +150,34 @@ const larch_node *larch_run_init_from(const larch_node *cfg)
     return init && larch_cfg_str(init, "file")[0] ? init : NULL;
 }
 
+/* "file:line" of map[key] (the map's place when absent). */
+static const char *place(const larch_node *map, const char *key, char *buf, size_t len)
+{
+    for (int i = 0; map && map->kind == LARCH_NODE_MAP && i < map->n; i++)
+        if (strcmp(map->keys[i], key) == 0) return larch_key_where(map, i, buf, len);
+    return larch_node_where(map, buf, len);
+}
+
+/* Checks across keys of a validated config that need neither the data nor
+ * the world size: `larch config` rejects what `larch train` would. */
+static larch_status check_run(const larch_node *root)
+{
+    char where[300];
+    const larch_node *t = larch_map_get(root, "train"), *d = larch_map_get(root, "data");
+    long batch = larch_cfg_int(t, "batch_size"), acc = larch_cfg_int(t, "accumulate");
+    if (batch % acc != 0)      /* then no per-rank batch divides either */
+        return larch_fail(LARCH_ERR_CONFIG, "%s: train.accumulate: the batch of %ld is not divisible into %ld micro-batches",
+                          place(t, "accumulate", where, sizeof where), batch, acc);
+    long range[3];
+    int n = larch_cfg_ints(d, "classes", range, 2);
+    int classes = strcmp(larch_cfg_str(d, "name"), "synthetic") == 0
+                ? (int)larch_cfg_int(larch_map_get(d, "synthetic"), "classes") : 10;   /* Fashion-MNIST */
+    if (n != 0 && (n != 2 || range[0] > range[1] || range[1] >= classes))
+        return larch_fail(LARCH_ERR_CONFIG, "%s: data.classes: expected [lo, hi] with 0 <= lo <= hi < %d (the data's classes)",
+                          place(d, "classes", where, sizeof where), classes);
+    return larch_sched_check(larch_map_get(root, "sched"));
+}
+
 larch_status larch_run_load(const char *path, const char *const *sets, int n_sets, larch_node **out)
 {
     larch_node *root = NULL;
@@ -152,9 +191,74 @@ larch_status larch_run_load(const char *path, const char *const *sets, int n_set
     if (!s) s = larch_cfg_check(root, "", larch_run_keys, NULL);
     larch_node *model = s ? NULL : larch_map_get(root, "model");
     if (model && model->kind == LARCH_NODE_MAP) s = check_model_map(model);
+    if (!s) s = check_run(root);
     if (s) { larch_node_free(root); return s; }
     *out = root;
     return LARCH_OK;
+}
+
+/* The loss or penalty mappings of `loss` / `regularization` (a mapping or
+ * a list of them; anything else is left to the model build to reject). */
+static int entries(const larch_node *n, const larch_node **out, int cap)
+{
+    if (n && n->kind == LARCH_NODE_MAP) { out[0] = n; return 1; }
+    int k = 0;
+    for (int i = 0; n && n->kind == LARCH_NODE_SEQ && i < n->n && k < cap; i++)
+        if (n->items[i]->kind == LARCH_NODE_MAP) out[k++] = n->items[i];
+    return k;
+}
+
+/* The text of map[key] when it is a plain value, else `def`. */
+static const char *text_or(const larch_node *map, const char *key, const char *def)
+{
+    const larch_node *v = larch_map_get(map, key);
+    return v && v->kind == LARCH_NODE_SCALAR ? v->scalar : def;
+}
+
+/* Is map[key] present with a value other than the schema's default? */
+static int set_to_other(const larch_node *map, const larch_key *schema, const char *key)
+{
+    const larch_node *v = larch_map_get(map, key);
+    return v && !larch_cfg_is_default(schema, key, v);
+}
+
+larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
+{
+    char where[300], path[64];
+    larch_status s = larch_optim_ignored(larch_map_get(cfg, "optim"), w);
+    if (!s) s = larch_sched_ignored(larch_map_get(cfg, "sched"), w);
+    const larch_node *list[64], *ln = larch_map_get(cfg, "loss"), *rn = larch_map_get(cfg, "regularization");
+    int n = entries(ln, list, 64);
+    for (int i = 0; !s && i < n; i++) {
+        const larch_node *l = list[i];
+        if (ln->kind == LARCH_NODE_SEQ) snprintf(path, sizeof path, "loss.%d", i);
+        else snprintf(path, sizeof path, "loss");
+        if (strcmp(text_or(l, "type", "softmax_ce"), "mse") == 0 && set_to_other(l, larch_loss_keys, "label_smoothing"))
+            s = larch_warn(w, "%s: %s.label_smoothing is ignored: it applies to softmax_ce only, and %s.type is 'mse'",
+                           place(l, "label_smoothing", where, sizeof where), path, path);
+        if (!s && strcmp(text_or(l, "weighting", "fixed"), "uncertainty") != 0 && set_to_other(l, larch_loss_keys, "log_var_init"))
+            s = larch_warn(w, "%s: %s.log_var_init is ignored: it applies to weighting: uncertainty only, and %s.weighting is '%s'",
+                           place(l, "log_var_init", where, sizeof where), path, path, text_or(l, "weighting", "fixed"));
+    }
+    n = entries(rn, list, 64);
+    for (int i = 0; !s && i < n; i++) {
+        const larch_node *r = list[i];
+        if (rn->kind == LARCH_NODE_SEQ) snprintf(path, sizeof path, "regularization.%d", i);
+        else snprintf(path, sizeof path, "regularization");
+        const char *type = text_or(r, "type", "");
+        if ((!strcmp(type, "l1") || !strcmp(type, "l2")) && set_to_other(r, larch_penalty_keys, "q"))
+            s = larch_warn(w, "%s: %s.q is ignored: it applies to type lq only, and %s.type is '%s' (q = %s)",
+                           place(r, "q", where, sizeof where), path, path, type, type[1] == '1' ? "1" : "2");
+    }
+    const larch_node *d = larch_map_get(cfg, "dist");
+    static const char *const shard_ignores[] = {"overlap", "bucket_mb", "first_bucket_mb"};
+    if (larch_cfg_bool(d, "shard_optimizer"))
+        for (int i = 0; !s && i < 3; i++)
+            if (set_to_other(d, dist_keys, shard_ignores[i]))
+                s = larch_warn(w, "%s: dist.%s is ignored: with dist.shard_optimizer the gradients are summed in one "
+                               "reduce-scatter after backward, without buckets or overlap",
+                               place(d, shard_ignores[i], where, sizeof where), shard_ignores[i]);
+    return s;
 }
 
 larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *classes)
@@ -212,6 +316,21 @@ static larch_status shape_split(const larch_node *d, larch_dataset *ds, int trai
     return s;
 }
 
+/* Every split must have the model's input shape (larch_run_input): a test
+ * set of other images would be read at the wrong strides (or past the end). */
+static larch_status check_input_shape(const larch_node *cfg, const larch_dataset *ds)
+{
+    larch_shape want, got = ds->shape;
+    int classes;
+    larch_status s = larch_run_input(cfg, &want, &classes);
+    if (s) return s;
+    if (got.h == want.h && got.w == want.w && got.c == want.c) return LARCH_OK;
+    return larch_fail(LARCH_ERR_SHAPE, "%s: %s samples are %dx%dx%d (h x w x c) but the model input is %dx%dx%d (data.name: %s); "
+                      "every split must have the model's input shape",
+                      ds->source[0] ? ds->source : ds->name, ds->name, got.h, got.w, got.c, want.h, want.w, want.c,
+                      larch_cfg_str(larch_map_get(cfg, "data"), "name"));
+}
+
 larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, larch_dataset *test)
 {
     const larch_node *d = larch_map_get(cfg, "data");
@@ -224,7 +343,8 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
         int classes;
         if ((s = larch_run_input(cfg, &shape, &classes))) return s;
         larch_synth_opts o = {(int)larch_cfg_int(sy, "n_train"), shape, (int)larch_cfg_int(sy, "classes"),
-                              (float)larch_cfg_float(sy, "noise"), seed, 0};
+                              (float)larch_cfg_float(sy, "noise"), seed, 0, (int)larch_cfg_int(sy, "regression"),
+                              (float)larch_cfg_float(sy, "regression_noise")};
         if ((s = larch_dataset_synthetic(&o, train))) return s;
         o.n = (int)larch_cfg_int(sy, "n_test");
         o.split = 1;
@@ -233,6 +353,8 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
         const char *dir = larch_cfg_str(d, "dir");
         if (!(s = larch_dataset_fmnist(dir, 1, train))) s = larch_dataset_fmnist(dir, 0, test);
     }
+    if (!s) s = check_input_shape(cfg, train);
+    if (!s) s = check_input_shape(cfg, test);
     if (!s) s = shape_split(d, train, 1);
     if (!s) s = shape_split(d, test, 0);
     if (s) { larch_dataset_free(train); larch_dataset_free(test); }

@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,12 +51,13 @@ static int parse_bool(const larch_node *n, int *v)
     return 0;
 }
 
-/* "got 'abc'" / "got a list" / "got a mapping" */
+/* "got 'abc'" / "got a list" / "got a mapping" (long values cut short) */
 static const char *got(const larch_node *n, char *buf, size_t len)
 {
+    char ex[LARCH_EXCERPT_MAX + 4];
     if (n->kind == LARCH_NODE_SEQ) snprintf(buf, len, "a list");
     else if (n->kind == LARCH_NODE_MAP) snprintf(buf, len, "a mapping");
-    else snprintf(buf, len, n->quoted ? "the quoted text '%s'" : "'%s'", n->scalar);
+    else snprintf(buf, len, n->quoted ? "the quoted text '%s'" : "'%s'", larch_excerpt(n->scalar, ex, sizeof ex));
     return buf;
 }
 
@@ -75,7 +77,7 @@ static int in_choices(const char *choices, const char *s)
 /* Checks one scalar of a numeric type and range. */
 static larch_status check_number(const larch_node *n, const char *key, int integer, double min, double max)
 {
-    char where[300], g[300];
+    char where[300], g[300], ex[LARCH_EXCERPT_MAX + 4];
     double v;
     long l;
     if (integer ? !parse_long(n, &l) : !parse_double(n, &v))
@@ -84,7 +86,7 @@ static larch_status check_number(const larch_node *n, const char *key, int integ
     if (integer) v = (double)l;
     if (min <= max && (v < min || v > max))
         return larch_fail(LARCH_ERR_CONFIG, "%s: %s: %s is out of range [%.10g, %.10g]",
-                          larch_node_where(n, where, sizeof where), key, n->scalar, min, max);
+                          larch_node_where(n, where, sizeof where), key, larch_excerpt(n->scalar, ex, sizeof ex), min, max);
     return LARCH_OK;
 }
 
@@ -113,9 +115,12 @@ static larch_status check_value(larch_node *n, const char *key, const larch_key 
     case LARCH_T_INTS:
     case LARCH_T_FLOATS:
     case LARCH_T_STRINGS:
+        if (k->choices && n->kind == LARCH_NODE_SCALAR && !n->quoted && in_choices(k->choices, n->scalar))
+            return LARCH_OK;                                   /* a word the list key also takes ("off") */
         if (n->kind != LARCH_NODE_SEQ)
-            return larch_fail(LARCH_ERR_CONFIG, "%s: %s: expected a list (e.g. [1, 2]), got %s",
-                              larch_node_where(n, where, sizeof where), key, got(n, g, sizeof g));
+            return larch_fail(LARCH_ERR_CONFIG, "%s: %s: expected a list (e.g. [1, 2])%s%s, got %s",
+                              larch_node_where(n, where, sizeof where), key, k->choices ? " or " : "",
+                              k->choices ? k->choices : "", got(n, g, sizeof g));
         for (int i = 0; i < n->n; i++) {
             if (snprintf(sub, sizeof sub, "%s.%d", key, i) >= (int)sizeof sub) sub[sizeof sub - 1] = '\0';
             larch_status s;
@@ -134,8 +139,7 @@ static larch_status check_value(larch_node *n, const char *key, const larch_key 
     return LARCH_OK;
 }
 
-/* "file:line" of key i of a map (the value's place when it came from --set). */
-static const char *key_where(const larch_node *map, int i, char *buf, size_t len)
+const char *larch_key_where(const larch_node *map, int i, char *buf, size_t len)
 {
     const larch_node *v = map->items[i];
     if (v->file != map->file || map->key_lines[i] == 0) return larch_node_where(v, buf, len);
@@ -165,9 +169,10 @@ larch_status larch_cfg_check(larch_node *map, const char *path, const larch_key 
             if (valid[0]) strncat(valid, ", ", sizeof valid - strlen(valid) - 1);
             strncat(valid, *e, sizeof valid - strlen(valid) - 1);
         }
+        char ex[LARCH_EXCERPT_MAX + 4];
         join(full, sizeof full, path, map->keys[i]);
-        return larch_fail(LARCH_ERR_CONFIG, "%s: unknown key '%s' (valid keys: %s)", key_where(map, i, where, sizeof where),
-                          full, valid[0] ? valid : "none");
+        return larch_fail(LARCH_ERR_CONFIG, "%s: unknown key '%s' (valid keys: %s)", larch_key_where(map, i, where, sizeof where),
+                          larch_excerpt(full, ex, sizeof ex), valid[0] ? valid : "none");
     }
     for (const larch_key *k = schema; k->name; k++) {
         join(full, sizeof full, path, k->name);
@@ -190,6 +195,70 @@ larch_status larch_cfg_check(larch_node *map, const char *path, const larch_key 
         if (s) return s;
     }
     return LARCH_OK;
+}
+
+/* ---- defaults and warnings ---- */
+
+/* Same value: numbers by value, true/false by meaning, text as written. */
+static int same_value(const larch_node *a, const larch_node *b)
+{
+    if (a->kind != b->kind || a->n != b->n) return 0;
+    if (a->kind == LARCH_NODE_SCALAR) {
+        double x, y;
+        int p, q;
+        if (parse_double(a, &x) && parse_double(b, &y)) return x == y;
+        if (parse_bool(a, &p) && parse_bool(b, &q)) return p == q;
+        return strcmp(a->scalar, b->scalar) == 0;
+    }
+    for (int i = 0; i < a->n; i++) {
+        if (a->keys && strcmp(a->keys[i], b->keys[i]) != 0) return 0;
+        if (!same_value(a->items[i], b->items[i])) return 0;
+    }
+    return 1;
+}
+
+int larch_cfg_is_default(const larch_key *schema, const char *key, const larch_node *v)
+{
+    const larch_key *k = schema;
+    while (k->name && strcmp(k->name, key) != 0) k++;
+    if (!k->name || !k->def || !v) return 0;
+    if (k->def[0] == '\0') return v->kind == LARCH_NODE_SCALAR && v->scalar[0] == '\0';
+    larch_node *d = NULL;
+    if (larch_cfg_parse(k->def, "default", &d)) { larch_clear_error(); return 0; }
+    int same = same_value(v, d);
+    larch_node_free(d);
+    return same;
+}
+
+larch_status larch_warn(larch_warnings *w, const char *fmt, ...)
+{
+    if (!w) return LARCH_OK;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *m = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (!m) return larch_fail(LARCH_ERR_NOMEM, "out of memory collecting warnings");
+    va_start(ap, fmt);
+    vsnprintf(m, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    if (w->n == w->cap) {
+        int cap = w->cap ? 2 * w->cap : 8;
+        char **msg = realloc(w->msg, (size_t)cap * sizeof *msg);
+        if (!msg) { free(m); return larch_fail(LARCH_ERR_NOMEM, "out of memory collecting warnings"); }
+        w->msg = msg;
+        w->cap = cap;
+    }
+    w->msg[w->n++] = m;
+    return LARCH_OK;
+}
+
+void larch_warnings_free(larch_warnings *w)
+{
+    if (!w) return;
+    for (int i = 0; i < w->n; i++) free(w->msg[i]);
+    free(w->msg);
+    memset(w, 0, sizeof *w);
 }
 
 /* ---- getters (validated trees only) ---- */

@@ -4,7 +4,10 @@
  * larch_cfg_parse turns one YAML document into a larch_node tree in which
  * every node remembers its source name and 1-based line; the parse root owns
  * the source name string and its subtree shares it. Duplicate keys, aliases,
- * non-scalar keys and several documents are errors naming the file and line.
+ * non-scalar keys and several documents are errors naming the file and line;
+ * duplicate keys are found through a hash index of each open mapping, so a
+ * mapping of many keys parses in linear time. larch_cfg_load reads at most
+ * LARCH_CFG_MAX_BYTES and stops at the first NUL byte (not a text file).
  * larch_cfg_write emits block-style YAML that parses back to the same tree
  * (quoted scalars stay quoted). larch_cfg_set applies "a.b.c=value"
  * overrides; the nodes it creates carry the assignment as their source name
@@ -13,6 +16,7 @@
 #include "io/cfg_internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
@@ -126,11 +130,60 @@ const char *larch_node_where(const larch_node *n, char *buf, size_t len)
 
 #define MAX_DEPTH 64
 
+/* Hash index of an open mapping's keys (open addressing; a slot holds the
+ * key's position + 1, 0 = empty). Small mappings are scanned instead. */
+typedef struct key_index {
+    int *slot;
+    size_t cap;     /* a power of two, or 0 */
+    int indexed;    /* keys 0..indexed-1 of the mapping are in the index */
+} key_index;
+
+#define INDEX_FROM 16   /* mappings with fewer keys are scanned */
+
+static size_t hash_key(const char *k)
+{
+    uint64_t h = 1469598103934665603ull;        /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)k; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    return (size_t)h;
+}
+
+static void index_insert(key_index *x, const larch_node *map, int i)
+{
+    size_t j = hash_key(map->keys[i]) & (x->cap - 1);
+    while (x->slot[j]) j = (j + 1) & (x->cap - 1);
+    x->slot[j] = i + 1;
+}
+
+/* Position of `key` among map's keys, or -1 (-2: out of memory). */
+static int find_key(key_index *x, const larch_node *map, const char *key)
+{
+    if (map->n < INDEX_FROM) {
+        for (int i = 0; i < map->n; i++)
+            if (strcmp(map->keys[i], key) == 0) return i;
+        return -1;
+    }
+    if ((size_t)map->n * 2 >= x->cap) {                       /* grow (or create) and re-insert every key */
+        size_t cap = x->cap ? x->cap : 64;
+        while ((size_t)map->n * 2 >= cap) cap *= 2;
+        int *slot = calloc(cap, sizeof *slot);
+        if (!slot) return -2;
+        free(x->slot);
+        x->slot = slot;
+        x->cap = cap;
+        x->indexed = 0;
+    }
+    for (; x->indexed < map->n; x->indexed++) index_insert(x, map, x->indexed);
+    for (size_t j = hash_key(key) & (x->cap - 1); x->slot[j]; j = (j + 1) & (x->cap - 1))
+        if (strcmp(map->keys[x->slot[j] - 1], key) == 0) return x->slot[j] - 1;
+    return -1;
+}
+
 typedef struct parse_state {
     const char *file;
     larch_node *stack[MAX_DEPTH];
     char *pending_key[MAX_DEPTH];   /* a map's key waiting for its value */
     int pending_line[MAX_DEPTH];
+    key_index index[MAX_DEPTH];     /* of each open map's keys */
     int depth;
     larch_node *root;
 } parse_state;
@@ -151,13 +204,15 @@ static larch_status attach(parse_state *ps, larch_node *n, const char *scalar_te
             larch_node_free(n);
             return larch_fail(LARCH_ERR_CONFIG, "%s:%d: a mapping key must be a plain value", ps->file, line);
         }
-        for (int i = 0; i < top->n; i++)
-            if (strcmp(top->keys[i], scalar_text) == 0) {
-                larch_status s = larch_fail(LARCH_ERR_CONFIG, "%s:%d: duplicate key '%s' (first on line %d)", ps->file, line,
-                                            scalar_text, top->key_lines[i]);
-                larch_node_free(n);                   /* scalar_text is n's: free it last */
-                return s;
-            }
+        int i = find_key(&ps->index[ps->depth - 1], top, scalar_text);
+        if (i != -1) {
+            char ex[LARCH_EXCERPT_MAX + 4];
+            larch_status s = i == -2 ? larch_fail(LARCH_ERR_NOMEM, "out of memory building a config tree")
+                                     : larch_fail(LARCH_ERR_CONFIG, "%s:%d: duplicate key '%s' (first on line %d)", ps->file,
+                                                  line, larch_excerpt(scalar_text, ex, sizeof ex), top->key_lines[i]);
+            larch_node_free(n);                   /* scalar_text is n's: free it last */
+            return s;
+        }
         *pk = n->scalar;
         n->scalar = NULL;
         ps->pending_line[ps->depth - 1] = line;
@@ -169,6 +224,14 @@ static larch_status attach(parse_state *ps, larch_node *n, const char *scalar_te
     *pk = NULL;
     if (s) larch_node_free(n);
     return s;
+}
+
+/* 1-based line of byte `offset` of text. */
+static int line_of_offset(const char *text, size_t offset)
+{
+    int line = 1;
+    for (size_t i = 0; i < offset && text[i]; i++) line += text[i] == '\n';
+    return line;
 }
 
 larch_status larch_cfg_parse(const char *text, const char *name, larch_node **out)
@@ -187,9 +250,14 @@ larch_status larch_cfg_parse(const char *text, const char *name, larch_node **ou
     int done = 0;
     while (!s && !done) {
         if (!yaml_parser_parse(&parser, &ev)) {
-            s = larch_fail(LARCH_ERR_CONFIG, "%s:%d: YAML syntax error: %s%s%s", file, (int)parser.problem_mark.line + 1,
-                           parser.problem ? parser.problem : "unknown", parser.context ? " " : "",
-                           parser.context ? parser.context : "");
+            if (parser.error == YAML_READER_ERROR)    /* bad encoding: libyaml gives a byte offset, not a mark */
+                s = larch_fail(LARCH_ERR_CONFIG, "%s:%d: not valid UTF-8 text: %s (byte %zu of the file)", file,
+                               line_of_offset(text, parser.problem_offset), parser.problem ? parser.problem : "unknown",
+                               parser.problem_offset + 1);
+            else
+                s = larch_fail(LARCH_ERR_CONFIG, "%s:%d: YAML syntax error: %s%s%s", file, (int)parser.problem_mark.line + 1,
+                               parser.problem ? parser.problem : "unknown", parser.context ? " " : "",
+                               parser.context ? parser.context : "");
             break;
         }
         int line = (int)ev.start_mark.line + 1;
@@ -217,6 +285,8 @@ larch_status larch_cfg_parse(const char *text, const char *name, larch_node **ou
         case YAML_SEQUENCE_END_EVENT:
         case YAML_MAPPING_END_EVENT:
             n = ps.stack[--ps.depth];
+            free(ps.index[ps.depth].slot);
+            memset(&ps.index[ps.depth], 0, sizeof ps.index[ps.depth]);
             s = attach(&ps, n, NULL, n->line);
             break;
         case YAML_ALIAS_EVENT:
@@ -227,7 +297,7 @@ larch_status larch_cfg_parse(const char *text, const char *name, larch_node **ou
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&parser);
-    for (int i = 0; i < ps.depth; i++) { free(ps.pending_key[i]); larch_node_free(ps.stack[i]); }
+    for (int i = 0; i < ps.depth; i++) { free(ps.pending_key[i]); free(ps.index[i].slot); larch_node_free(ps.stack[i]); }
     if (!s && !ps.root) {                        /* an empty document is an empty mapping */
         ps.root = larch_node_new(LARCH_NODE_MAP, file, 1);
         if (!ps.root) s = LARCH_ERR_NOMEM;
@@ -246,7 +316,7 @@ larch_status larch_cfg_load(const char *path, larch_node **out)
     char *text = NULL;
     size_t len = 0, cap = 0;
     larch_status s = LARCH_OK;
-    for (;;) {
+    for (;;) {                                /* stops at the first NUL byte or past the size limit */
         if (len + 4096 + 1 > cap) {
             cap = cap ? 2 * cap : 16384;
             char *t = realloc(text, cap);
@@ -254,7 +324,18 @@ larch_status larch_cfg_load(const char *path, larch_node **out)
             text = t;
         }
         size_t got = fread(text + len, 1, 4096, f);
+        const char *nul = memchr(text + len, '\0', got);
+        if (nul) {
+            s = larch_fail(LARCH_ERR_CONFIG, "%s: not a text file (a NUL byte at byte %zu)", path,
+                           len + (size_t)(nul - (text + len)) + 1);
+            break;
+        }
         len += got;
+        if (len > LARCH_CFG_MAX_BYTES) {
+            s = larch_fail(LARCH_ERR_CONFIG, "%s: larger than the %d MiB a config file may have", path,
+                           LARCH_CFG_MAX_BYTES >> 20);
+            break;
+        }
         if (got < 4096) {
             if (ferror(f)) s = larch_fail(LARCH_ERR_IO, "cannot read config %s: %s", path, strerror(errno));
             break;
@@ -263,8 +344,7 @@ larch_status larch_cfg_load(const char *path, larch_node **out)
     fclose(f);
     if (!s) {
         text[len] = '\0';
-        if (strlen(text) != len) s = larch_fail(LARCH_ERR_CONFIG, "%s: not a text file (contains NUL bytes)", path);
-        else s = larch_cfg_parse(text, path, out);
+        s = larch_cfg_parse(text, path, out);
     }
     free(text);
     return s;
@@ -402,14 +482,20 @@ larch_node *larch_map_child_map(larch_node *map, const char *key)
 
 larch_status larch_cfg_set(larch_node *root, const char *assignment)
 {
+    char whole[LARCH_EXCERPT_MAX + 4], ex[LARCH_EXCERPT_MAX + 4];
+    const char *shown = larch_excerpt(assignment, whole, sizeof whole);   /* messages quote at most this much */
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
-        return larch_fail(LARCH_ERR_CONFIG, "--set %s: expected key=value (e.g. train.epochs=2)", assignment);
-    char path[512], name[600];
-    if ((size_t)(eq - assignment) >= sizeof path) return larch_fail(LARCH_ERR_CONFIG, "--set %s: key too long", assignment);
+        return larch_fail(LARCH_ERR_CONFIG, "--set %s: expected key=value (e.g. train.epochs=2)", shown);
+    char path[512], name[sizeof whole + 8];
+    if ((size_t)(eq - assignment) >= sizeof path) return larch_fail(LARCH_ERR_CONFIG, "--set %s: key too long", shown);
     memcpy(path, assignment, (size_t)(eq - assignment));
     path[eq - assignment] = '\0';
-    snprintf(name, sizeof name, "--set %s", assignment);
+    size_t plen = strlen(path);
+    if (path[0] == '.' || path[plen - 1] == '.' || strstr(path, ".."))
+        return larch_fail(LARCH_ERR_CONFIG, "--set %s: the key '%s' has an empty part (write a.b.c=value)", shown,
+                          larch_excerpt(path, ex, sizeof ex));
+    snprintf(name, sizeof name, "--set %s", shown);
     larch_node *value = NULL;
     larch_status s;
     if (eq[1] == '\0') {                         /* "key=" sets an empty value */
@@ -437,18 +523,20 @@ larch_status larch_cfg_set(larch_node *root, const char *assignment)
         } else if (cur->kind == LARCH_NODE_SEQ) {
             long i = seq_index(tok);
             if (i < 0 || i >= cur->n) {
-                s = larch_fail(LARCH_ERR_CONFIG, "--set %s: '%s' is not an index of a list of %d entries", assignment, tok, cur->n);
+                s = larch_fail(LARCH_ERR_CONFIG, "--set %s: '%s' is not an index of a list of %d entries", shown,
+                               larch_excerpt(tok, ex, sizeof ex), cur->n);
                 break;
             }
             if (!next) { larch_node_free(cur->items[i]); cur->items[i] = value; value = NULL; break; }
             cur = cur->items[i];
         } else {
-            s = larch_fail(LARCH_ERR_CONFIG, "--set %s: '%s' is inside a plain value, not a mapping or list", assignment, tok);
+            s = larch_fail(LARCH_ERR_CONFIG, "--set %s: '%s' is inside a plain value, not a mapping or list", shown,
+                           larch_excerpt(tok, ex, sizeof ex));
             break;
         }
         tok = next;
     }
-    if (value && !s) s = larch_fail(LARCH_ERR_CONFIG, "--set %s: empty key", assignment);
+    if (value && !s) s = larch_fail(LARCH_ERR_CONFIG, "--set %s: empty key", shown);
     larch_node_free(value);
     return s;
 }

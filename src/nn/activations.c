@@ -4,6 +4,8 @@
  * stay valid in the arena until backward, so nothing is saved.
  * gelu is the exact form x * Phi(x) with Phi the standard normal CDF
  * (PyTorch's default approximate='none'), not the tanh approximation.
+ * A NaN input gives a NaN output in every one of them (as in PyTorch), so a
+ * diverged activation reaches the loss and train.stop_on_nan.
  */
 #include "nn/layers.h"
 
@@ -50,7 +52,7 @@ static void relu_forward(larch_layer *L, const larch_pass *p)
     size_t len = count(L, p->n);
     const float *restrict x = L->x[0];
     float *restrict y = L->y;
-    for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;      // max(x, 0)
+    for (size_t i = 0; i < len; i++) y[i] = x[i] <= 0.0f ? 0.0f : x[i];     // max(x, 0); NaN stays NaN
 }
 static void relu_backward(larch_layer *L, const larch_pass *p)
 {

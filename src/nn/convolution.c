@@ -11,11 +11,16 @@
  * A chunk holds as many samples as fit CHUNK_FLOATS of cols (at least one),
  * which keeps the GEMMs thousands of rows tall while the im2col buffer stays
  * in cache. A 1x1, stride-1, unpadded convolution skips im2col: the input is
- * the cols matrix. Output size: oh = (h + 2 padding - kernel) / stride + 1.
+ * the cols matrix, and a chunk is as many samples as keep the GEMM's rows
+ * within int (the whole batch in practice). Output size:
+ * oh = (h + 2 padding - kernel) / stride + 1. Sizes are size_t; a layer
+ * whose K (a GEMM dimension of the int BLAS interface) or fan-out does not
+ * fit an int is rejected. The bias gradient sums the n*oh*ow rows in double.
  */
 #include "nn/layers.h"
 #include "core/blas.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,22 +54,35 @@ static larch_status conv_setup(larch_layer *L, const void *opts)
                                 d->k, in.h + 2 * d->pad, in.w + 2 * d->pad, in.h, in.w, in.c, d->pad);
     d->oh = (in.h + 2 * d->pad - d->k) / d->stride + 1;
     d->ow = (in.w + 2 * d->pad - d->k) / d->stride + 1;
-    d->K = d->k * d->k * in.c;
+    const size_t taps = (size_t)d->k * d->k, K = taps * in.c, fan_out = taps * d->cout;
+    if (K > INT_MAX || fan_out > INT_MAX)
+        return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "kernel %dx%d over %d input channels into %d filters: %s %zu does not fit "
+                                "an int (at most %d)", d->k, d->k, in.c, d->cout, K > INT_MAX ? "the GEMM dimension K =" : "the fan-out",
+                                K > INT_MAX ? K : fan_out, INT_MAX);
+    d->K = (int)K;
     d->direct = d->k == 1 && d->stride == 1 && d->pad == 0;
-    size_t per = (size_t)d->oh * d->ow * d->K;                // cols floats per sample
-    d->chunk = per >= CHUNK_FLOATS ? 1 : (int)(CHUNK_FLOATS / per);
+    const size_t ohw = (size_t)d->oh * d->ow, per = ohw * K;  // cols floats per sample
+    if (d->direct) d->chunk = ohw >= INT_MAX ? 1 : (int)(INT_MAX / ohw);   // GEMM rows fit an int
+    else d->chunk = per >= CHUNK_FLOATS ? 1 : (int)(CHUNK_FLOATS / per);
     L->out_shape = (larch_shape){d->oh, d->ow, d->cout};
     int ws[4] = {d->cout, d->k, d->k, in.c};
-    larch_layer_add_param(L, "weight", LARCH_ROLE_WEIGHT, 4, ws, d->K, d->k * d->k * d->cout);
+    larch_layer_add_param(L, "weight", LARCH_ROLE_WEIGHT, 4, ws, d->K, (int)fan_out);
     if (d->bias) larch_layer_add_param(L, "bias", LARCH_ROLE_BIAS, 1, &d->cout, d->K, d->cout);
     return LARCH_OK;
 }
+
+/* Test hook (tests/test_layers_grad.c, test_layers_numeric.c): at most this many samples per chunk
+ * (0 = no limit), so small shapes run several chunks. */
+static int g_test_chunk;
+void larch_conv_test_chunk(int samples) { g_test_chunk = samples > 0 ? samples : 0; }
+
+static int chunk_of(const conv_t *d) { return g_test_chunk > 0 && g_test_chunk < d->chunk ? g_test_chunk : d->chunk; }
 
 static size_t conv_scratch(const larch_layer *L, int n)
 {
     const conv_t *d = L->priv;
     if (d->direct) return 0;
-    int c = n < d->chunk ? n : d->chunk;
+    int c = n < chunk_of(d) ? n : chunk_of(d);
     return (size_t)c * d->oh * d->ow * d->K;
 }
 
@@ -133,22 +151,23 @@ static void conv_forward(larch_layer *L, const larch_pass *p)
     conv_t *d = L->priv;
     larch_shape in = L->in_shape[0];
     const float *W = larch_layer_param(L, 0);                          // (cout, K)
-    const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow;
+    const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
     if (d->bias) {                                                      // y = broadcast bias
         const float *bias = larch_layer_param(L, 1);
-        for (size_t r = 0; r < (size_t)p->n * ohw; r++) memcpy(L->y + r * d->cout, bias, (size_t)d->cout * sizeof(float));
+        for (size_t r = 0; r < (size_t)p->n * ohw; r++) memcpy(L->y + r * cout, bias, cout * sizeof(float));
     }
     float beta = d->bias ? 1.0f : 0.0f;
-    if (d->direct) {                                                    // y (n*h*w, cout) = x (n*h*w, cin) W^T
-        if (p->n) larch_sgemm(0, 1, (int)(p->n * ohw), d->cout, d->K, 1.0f, L->x[0], d->K, W, d->K, beta, L->y, d->cout);
-        return;
-    }
-    for (int b0 = 0; b0 < p->n; b0 += d->chunk) {
-        int nb = p->n - b0 < d->chunk ? p->n - b0 : d->chunk;
-        im2col(d, in, L->x[0] + (size_t)b0 * in_per, nb, L->scratch);
-        // y (nb*oh*ow, cout) += cols (nb*oh*ow, K) x W^T (K, cout)
-        larch_sgemm(0, 1, (int)(nb * ohw), d->cout, d->K, 1.0f, L->scratch, d->K, W, d->K, beta,
-                    L->y + (size_t)b0 * ohw * d->cout, d->cout);
+    const int chunk = chunk_of(d);
+    for (int b0 = 0; b0 < p->n; b0 += chunk) {
+        int nb = p->n - b0 < chunk ? p->n - b0 : chunk;
+        const size_t rows = (size_t)nb * ohw;                           // <= INT_MAX: see chunk in setup
+        const float *cols = L->x[0] + (size_t)b0 * in_per;              // direct: x (rows, cin) is cols
+        if (!d->direct) {
+            im2col(d, in, cols, nb, L->scratch);
+            cols = L->scratch;
+        }
+        // y (rows, cout) += cols (rows, K) x W^T (K, cout)
+        larch_sgemm(0, 1, (int)rows, d->cout, d->K, 1.0f, cols, d->K, W, d->K, beta, L->y + (size_t)b0 * ohw * cout, d->cout);
     }
 }
 
@@ -158,34 +177,32 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
     larch_shape in = L->in_shape[0];
     const float *W = larch_layer_param(L, 0);
     float *dW = larch_layer_grad(L, 0);
-    const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow;
-    const int rows_all = (int)(p->n * ohw);
-    if (L->need_dw && d->bias) {                                        // db = sum over rows of dy
-        float *db = larch_layer_grad(L, 1);
-        if (!p->acc_grad) memset(db, 0, (size_t)d->cout * sizeof(float));
-        for (int r = 0; r < rows_all; r++)
-            for (int c = 0; c < d->cout; c++) db[c] += L->dy[(size_t)r * d->cout + c];
-    }
-    if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, (size_t)d->cout * d->K * sizeof(float));
-    if (d->direct) {
-        if (!p->n) return;
-        if (L->need_dw)   // dW (cout, cin) = dy^T (cout, rows) x x (rows, cin)
-            larch_sgemm(1, 0, d->cout, d->K, rows_all, 1.0f, L->dy, d->cout, L->x[0], d->K, p->acc_grad ? 1.0f : 0.0f, dW, d->K);
-        if (L->need_dx[0]) // dx (rows, cin) = dy (rows, cout) x W (cout, cin)
-            larch_sgemm(0, 0, rows_all, d->K, d->cout, 1.0f, L->dy, d->cout, W, d->K, L->dx_acc[0] ? 1.0f : 0.0f, L->dx[0], d->K);
-        return;
-    }
-    for (int b0 = 0; b0 < p->n; b0 += d->chunk) {
-        int nb = p->n - b0 < d->chunk ? p->n - b0 : d->chunk, rows = (int)(nb * ohw);
-        const float *dy = L->dy + (size_t)b0 * ohw * d->cout;          // (rows, cout)
+    const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
+    if (L->need_dw && d->bias)                                          // db = sum over the n*oh*ow rows of dy
+        larch_channel_sums(L->dy, NULL, (size_t)p->n * ohw, d->cout, larch_layer_grad(L, 1), NULL, p->acc_grad);
+    if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, cout * d->K * sizeof(float));
+    const int chunk = chunk_of(d);
+    for (int b0 = 0; b0 < p->n; b0 += chunk) {
+        int nb = p->n - b0 < chunk ? p->n - b0 : chunk;
+        const int rows = (int)((size_t)nb * ohw);                       // fits: see chunk in setup
+        const float *dy = L->dy + (size_t)b0 * ohw * cout;              // (rows, cout)
+        const float *x = L->x[0] + (size_t)b0 * in_per;
         if (L->need_dw) {
-            im2col(d, in, L->x[0] + (size_t)b0 * in_per, nb, L->scratch);
+            const float *cols = x;                                      // direct: x is cols
+            if (!d->direct) {
+                im2col(d, in, x, nb, L->scratch);
+                cols = L->scratch;
+            }
             // dW (cout, K) (+)= dy^T (cout, rows) x cols (rows, K)
-            larch_sgemm(1, 0, d->cout, d->K, rows, 1.0f, dy, d->cout, L->scratch, d->K,
+            larch_sgemm(1, 0, d->cout, d->K, rows, 1.0f, dy, d->cout, cols, d->K,
                         (b0 > 0 || p->acc_grad) ? 1.0f : 0.0f, dW, d->K);
         }
         if (L->need_dx[0]) {
             float *dx = L->dx[0] + (size_t)b0 * in_per;
+            if (d->direct) {                                            // dx (rows, cin) (+)= dy (rows, cout) x W (cout, cin)
+                larch_sgemm(0, 0, rows, d->K, d->cout, 1.0f, dy, d->cout, W, d->K, L->dx_acc[0] ? 1.0f : 0.0f, dx, d->K);
+                continue;
+            }
             // dcols (rows, K) = dy (rows, cout) x W (cout, K)
             larch_sgemm(0, 0, rows, d->K, d->cout, 1.0f, dy, d->cout, W, d->K, 0.0f, L->scratch, d->K);
             if (!L->dx_acc[0]) memset(dx, 0, (size_t)nb * in_per * sizeof(float));
@@ -197,8 +214,7 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
 static int conv_gemms(const larch_layer *L, int n, int train, larch_gemm_shape *out, int cap)
 {
     const conv_t *d = L->priv;
-    const int ohw = d->oh * d->ow;
-    int chunk = d->direct ? n : d->chunk;
+    const int ohw = d->oh * d->ow, chunk = chunk_of(d);             // chunk * ohw fits an int (setup)
     int full = chunk > 0 ? n / chunk : 0, rest = chunk > 0 ? n % chunk : 0;
     larch_gemm_shape g[6];
     int k = 0;

@@ -64,14 +64,8 @@ static void dense_backward(larch_layer *L, const larch_pass *p)
                         larch_layer_grad(L, 0), d->in);
         else if (!p->acc_grad)
             memset(larch_layer_grad(L, 0), 0, (size_t)d->units * d->in * sizeof(float));
-        if (d->bias) {                          // db = sum over samples of dy
-            float *db = larch_layer_grad(L, 1);
-            if (!p->acc_grad) memset(db, 0, (size_t)d->units * sizeof(float));
-            for (int i = 0; i < n; i++) {
-                const float *dyi = L->dy + (size_t)i * d->units;
-                for (int j = 0; j < d->units; j++) db[j] += dyi[j];
-            }
-        }
+        if (d->bias)                            // db = sum over samples of dy (in double)
+            larch_channel_sums(L->dy, NULL, (size_t)n, d->units, larch_layer_grad(L, 1), NULL, p->acc_grad);
     }
     if (L->need_dx[0] && n > 0)                 // dx (n, in) = dy (n, units) W (units, in)
         larch_sgemm(0, 0, n, d->in, d->units, 1.0f, L->dy, d->units, larch_layer_param(L, 0),

@@ -27,6 +27,17 @@ extern const larch_layer_ops larch_dense_ops, larch_conv2d_ops, larch_maxpool_op
     larch_groupnorm_ops, larch_instancenorm_ops,
     larch_loss_weights_ops;   /* not a config type: see loss_weights.c */
 
+/* Per-channel parameter gradients (biases, norm scale and shift) over `rows`
+ * rows of C channels: sum_a[c] (+)= sum_r a[r C + c] and, when b and sum_ab
+ * are not NULL, sum_ab[c] (+)= sum_r a[r C + c] b[r C + c]; += when acc.
+ * Rows number n*h*w (2.6e5 at batch 256 of 32x32), so the sums are kept in
+ * double, like the losses and the batch-norm statistics. Allocates nothing. */
+void larch_channel_sums(const float *a, const float *b, size_t rows, int C, float *sum_a, float *sum_ab, int acc);
+
+/* Test hook: conv2d runs at most `samples` samples per GEMM chunk (0 = the
+ * normal chunking), so small tests cover several chunks. */
+void larch_conv_test_chunk(int samples);
+
 /* dst = src (acc = 0) or dst += src (acc = 1). */
 static inline void larch_store(float *dst, float v, int acc) { *dst = acc ? *dst + v : v; }
 

@@ -4,8 +4,9 @@
  *
  * softmax_ce: per-sample loss -sum_j q_j log softmax(z)_j with the smoothed
  * target q = (1 - eps) onehot(y) + eps / C; gradient softmax(z) - q.
- * mse: per-sample loss mean_j (z_j - t_j)^2, gradient 2 (z - t) / D; when
- * the batch has no float targets, t = onehot(label).
+ * mse: per-sample loss mean_j (z_j - t_j)^2, gradient 2 (z - t) / D; with
+ * `on: targets` t is the batch's float regression targets (no accuracy),
+ * with `on: labels` (the default) t = onehot(label).
  * Uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018, eq. 7 and
  * 10): a task contributes c exp(-s) L + s / 2 with s = log sigma^2 learned,
  * c = 1 for a classification likelihood and 1/2 for a Gaussian one, so
@@ -51,12 +52,16 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
         if (!(checks[i].v >= checks[i].lo && checks[i].v <= checks[i].hi))
             return larch_fail(LARCH_ERR_INVALID, "loss '%s': %s = %g is out of range [%g, %g]", name, checks[i].key,
                               checks[i].v, checks[i].lo, checks[i].hi);
+    if (o.on_targets && o.type != LARCH_LOSS_MSE)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': on_targets: float targets are scored by mse only (softmax_ce needs "
+                          "labels)", name);
     larch_loss *l = &m->losses[m->n_losses];
     memset(l, 0, sizeof *l);
     snprintf(l->name, sizeof l->name, "%s", name);
     l->type = o.type;
     l->node = node;
     l->target = o.target;
+    l->on_targets = o.on_targets;
     l->weight = o.weight;
     l->label_smoothing = o.label_smoothing;
     l->uncertainty = o.weighting == LARCH_WEIGHTING_UNCERTAINTY;
@@ -161,9 +166,12 @@ double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, 
         if (l->type == LARCH_LOSS_SOFTMAX_CE) {
             assert(b->label[l->target]);
             softmax_ce(m->node_y[l->node], b->label[l->target], b->n, dim, l->label_smoothing, scale, dz, acc, &st);
+        } else if (l->on_targets) {
+            assert(b->target[l->target] && b->target_dim[l->target] == dim);
+            mse(m->node_y[l->node], b->target[l->target], NULL, b->n, dim, scale, dz, acc, &st);
         } else {
-            assert(b->target[l->target] || b->label[l->target]);
-            mse(m->node_y[l->node], b->target[l->target], b->label[l->target], b->n, dim, scale, dz, acc, &st);
+            assert(b->label[l->target]);
+            mse(m->node_y[l->node], NULL, b->label[l->target], b->n, dim, scale, dz, acc, &st);
         }
         total += w * st.loss_sum;
         if (l->uncertainty) {                         /* + weight * s / 2 per sample; d/ds */

@@ -7,6 +7,7 @@
 #include "nn/loss.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,9 @@ larch_status larch_model_create(larch_model **out, larch_shape input)
     *out = NULL;
     if (input.h < 1 || input.w < 1 || input.c < 1)
         return larch_fail(LARCH_ERR_SHAPE, "model input shape (%d, %d, %d) must be positive", input.h, input.w, input.c);
+    if (larch_shape_size(input) > INT_MAX)
+        return larch_fail(LARCH_ERR_SHAPE, "model input shape (%d, %d, %d) has %zu elements per sample, more than %d",
+                          input.h, input.w, input.c, larch_shape_size(input), INT_MAX);
     larch_model *m = larch_calloc(1, sizeof *m, "model");
     if (!m) return LARCH_ERR_NOMEM;
     m->input_shape = input;
@@ -332,6 +336,14 @@ larch_status larch_model_add_layer(larch_model *m, const larch_layer_ops *ops, c
         s = larch_fail(LARCH_ERR_SHAPE, "layer '%s' has an empty output", L->name);
     if (s) {
         m->n_params = p0; m->n_buffers = b0; m->n_floats = f0; m->n_buffer_floats = bf0;
+        layer_free(L);
+        return s;
+    }
+    if (larch_shape_size(L->out_shape) > INT_MAX) {   /* sizes per sample are int (GEMM and loss dimensions) */
+        larch_shape o = L->out_shape;
+        m->n_params = p0; m->n_buffers = b0; m->n_floats = f0; m->n_buffer_floats = bf0;
+        s = larch_fail(LARCH_ERR_SHAPE, "layer '%s' (%s): output (%d, %d, %d) has %zu elements per sample, more than %d",
+                       L->name, ops->type, o.h, o.w, o.c, larch_shape_size(o), INT_MAX);
         layer_free(L);
         return s;
     }

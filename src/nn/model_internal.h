@@ -42,6 +42,7 @@ typedef struct larch_loss {
     larch_loss_type type;
     int node;                   /* node whose output is scored                  */
     int target;                 /* which label set / target of the batch        */
+    int on_targets;             /* mse: score the float targets, not labels     */
     float weight;               /* multiplier in the total loss                 */
     float label_smoothing;      /* softmax_ce                                   */
     /* Learned weighting by homoscedastic uncertainty (Kendall et al. 2018):

@@ -125,18 +125,13 @@ static void affine_out(const larch_layer *L, const float *xhat, float *y, size_t
         for (int c = 0; c < C; c++) y[r * C + c] = scale[c] * xhat[r * C + c] + shift[c];
 }
 
-/* dscale += sum dy * xhat, dshift += sum dy over rows (or = when not acc). */
+/* dscale += sum dy * xhat, dshift += sum dy over rows (or = when not acc),
+ * summed in double (rows = n*h*w). */
 static void affine_grads(larch_layer *L, const larch_pass *p, const float *xhat, size_t rows, int C)
 {
     const norm_t *q = L->priv;
     if (!q->affine || !L->need_dw) return;
-    float *dscale = larch_layer_grad(L, 0), *dshift = larch_layer_grad(L, 1);
-    if (!p->acc_grad) { memset(dscale, 0, C * sizeof(float)); memset(dshift, 0, C * sizeof(float)); }
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < C; c++) {
-            dscale[c] += L->dy[r * C + c] * xhat[r * C + c];
-            dshift[c] += L->dy[r * C + c];
-        }
+    larch_channel_sums(L->dy, xhat, rows, C, larch_layer_grad(L, 1), larch_layer_grad(L, 0), p->acc_grad);
 }
 
 /* ---- batchnorm ---- */

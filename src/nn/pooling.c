@@ -5,13 +5,18 @@
  * over the input zero-padded by `padding`; output (n, oh, ow, c) with
  * oh = (h + 2 padding - size) / stride + 1. maxpool ignores padded cells and
  * saves, per output element, the position of its maximum in the sample (as
- * an exactly representable float) for backward. avgpool divides by the full
+ * an exactly representable float) for backward. Like PyTorch's max pooling,
+ * a NaN in a window wins (the output is NaN, so a diverged activation still
+ * reaches the loss; the gradient goes to the last NaN), and a window of -inf
+ * outputs -inf with its gradient on the window's first cell, in the same
+ * channel. Every window holds at least one real cell (padding is at most half
+ * the window). avgpool divides by the full
  * window, padding included (PyTorch's default count_include_pad=True).
  * global_avgpool: (n, h, w, c) -> (n, 1, 1, c), the mean over h and w.
  */
 #include "nn/layers.h"
 
-#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,7 +64,9 @@ static void maxpool_forward(larch_layer *L, const larch_pass *p)
         for (int oy = 0; oy < q->oh; oy++)
             for (int ox = 0; ox < q->ow; ox++) {
                 float *restrict yo = y + ((size_t)oy * q->ow + ox) * C, *restrict ao = arg + ((size_t)oy * q->ow + ox) * C;
-                for (int c = 0; c < C; c++) { yo[c] = -FLT_MAX; ao[c] = 0.0f; }
+                int iy0 = oy * q->stride - q->pad, ix0 = ox * q->stride - q->pad;
+                const float first = (float)(((size_t)(iy0 > 0 ? iy0 : 0) * in.w + (ix0 > 0 ? ix0 : 0)) * C);
+                for (int c = 0; c < C; c++) { yo[c] = -INFINITY; ao[c] = first + (float)c; }   // the window's first cell
                 for (int ky = 0; ky < q->size; ky++) {
                     int iy = oy * q->stride - q->pad + ky;
                     if (iy < 0 || iy >= in.h) continue;
@@ -71,7 +78,7 @@ static void maxpool_forward(larch_layer *L, const larch_pass *p)
                         const float fb = (float)base;
                         for (int c = 0; c < C; c++) {                        // running max and where (branch-free)
                             float v = xi[c], cur = yo[c], a = ao[c], here = fb + (float)c;
-                            int gt = v > cur;
+                            int gt = (v > cur) | (v != v);                   // a NaN always wins
                             yo[c] = gt ? v : cur;
                             ao[c] = gt ? here : a;
                         }
@@ -160,13 +167,14 @@ static larch_status gap_setup(larch_layer *L, const void *opts)
 static void gap_forward(larch_layer *L, const larch_pass *p)
 {
     larch_shape in = L->in_shape[0];
-    const int C = in.c, HW = in.h * in.w;
+    const int C = in.c;
+    const size_t HW = (size_t)in.h * in.w;
     const float inv = 1.0f / (float)HW;
     for (int b = 0; b < p->n; b++) {
         const float *x = L->x[0] + (size_t)b * HW * C;                   // (h*w, c)
         float *y = L->y + (size_t)b * C;
         memset(y, 0, (size_t)C * sizeof(float));
-        for (int i = 0; i < HW; i++)
+        for (size_t i = 0; i < HW; i++)
             for (int c = 0; c < C; c++) y[c] += x[(size_t)i * C + c];
         for (int c = 0; c < C; c++) y[c] *= inv;                           // mean over h, w
     }
@@ -176,12 +184,13 @@ static void gap_backward(larch_layer *L, const larch_pass *p)
 {
     if (!L->need_dx[0]) return;
     larch_shape in = L->in_shape[0];
-    const int C = in.c, HW = in.h * in.w;
+    const int C = in.c;
+    const size_t HW = (size_t)in.h * in.w;
     const float inv = 1.0f / (float)HW;
     for (int b = 0; b < p->n; b++) {
         float *dx = L->dx[0] + (size_t)b * HW * C;
         const float *dy = L->dy + (size_t)b * C;
-        for (int i = 0; i < HW; i++)
+        for (size_t i = 0; i < HW; i++)
             for (int c = 0; c < C; c++) {
                 float g = dy[c] * inv;                                     // dy / (h w) to every cell
                 dx[(size_t)i * C + c] = L->dx_acc[0] ? dx[(size_t)i * C + c] + g : g;

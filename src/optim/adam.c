@@ -1,4 +1,4 @@
-/* adam.c - the Adam family over one tensor (t is the 1-based step,
+/* adam.c - the Adam family over one tensor (t is the tensor's own 1-based step,
  * bc1 = 1 - beta1^t, bc2 = 1 - beta2^t; weight decay either L2 in the
  * gradient, g += wd w, or decoupled, w -= lr wd w before the step):
  *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
@@ -26,7 +26,7 @@ void larch_adam_update(const optim_step_ctx *c, const optim_tensor *v)
     float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1], *restrict s3 = v->s[2];
     const float *restrict g = v->g;
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, lr = v->lr;
-    const double bc1 = 1.0 - pow(b1, (double)c->t), bc2 = 1.0 - pow(b2, (double)c->t);
+    const double bc1 = 1.0 - pow(b1, (double)v->t), bc2 = 1.0 - pow(b2, (double)v->t);
     const float l2 = o->decoupled ? 0.0f : v->wd;
     if (o->decoupled && v->wd != 0.0f) {
         const float keep = 1.0f - lr * v->wd;
@@ -34,8 +34,8 @@ void larch_adam_update(const optim_step_ctx *c, const optim_tensor *v)
     }
     switch (o->kind) {
     case LARCH_OPT_NADAM: {
-        const float a = (float)(lr * (1.0 - c->mu_t) / (1.0 - o->mu_product));
-        const float b = (float)(lr * c->mu_next / (1.0 - o->mu_product * c->mu_next));
+        const float a = (float)(lr * (1.0 - v->mu_t) / (1.0 - v->mu_product));
+        const float b = (float)(lr * v->mu_next / (1.0 - v->mu_product * v->mu_next));
         const float rbc2 = (float)(1.0 / bc2);
         for (size_t i = 0; i < v->n; i++) {
             float gi = g[i] + l2 * w[i];
@@ -48,7 +48,7 @@ void larch_adam_update(const optim_step_ctx *c, const optim_tensor *v)
     }
     case LARCH_OPT_RADAM: {
         const double rho_inf = 2.0 / (1.0 - b2) - 1.0;
-        const double rho_t = rho_inf - 2.0 * (double)c->t * pow(b2, (double)c->t) / bc2;
+        const double rho_t = rho_inf - 2.0 * (double)v->t * pow(b2, (double)v->t) / bc2;
         const int rectify = rho_t > o->rho_threshold;
         const float step = (float)(lr / bc1);
         const float r = rectify ? (float)sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /

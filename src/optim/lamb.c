@@ -24,8 +24,8 @@ void larch_lamb_norms(const optim_step_ctx *c, const optim_tensor *v)
     const float *restrict g = v->g;
     const float b1 = o->beta1, b2 = o->beta2, eps = o->eps, wd = v->wd;
     const int bc = o->bias_correction;
-    const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(b1, (double)c->t))) : 1.0f;
-    const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(b2, (double)c->t))) : 1.0f;
+    const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(b1, (double)v->t))) : 1.0f;
+    const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(b2, (double)v->t))) : 1.0f;
     double wl[8] = {0}, ul[8] = {0}, wsq = 0.0, usq = 0.0;
     size_t i = 0;
     for (; i + 8 <= v->n; i += 8)
@@ -56,8 +56,8 @@ void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
     float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1];
     const float eps = o->eps, wd = v->wd;
     const int bc = o->bias_correction;
-    const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(o->beta1, (double)c->t))) : 1.0f;
-    const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(o->beta2, (double)c->t))) : 1.0f;
+    const float rbc1 = bc ? (float)(1.0 / (1.0 - pow(o->beta1, (double)v->t))) : 1.0f;
+    const float rbc2 = bc ? (float)(1.0 / (1.0 - pow(o->beta2, (double)v->t))) : 1.0f;
     const double ratio = v->adapt ? larch_trust_ratio(o, sqrt(v->norms[0]), sqrt(v->norms[1])) : 1.0;
     const float rate = (float)(v->lr * ratio);
     for (size_t i = 0; i < v->n; i++) {

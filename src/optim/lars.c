@@ -1,11 +1,17 @@
 /* lars.c - layer-wise adaptive rate scaling (You, Gitman, Ginsburg 2017),
  * per tensor, with the learning rate inside the momentum buffer as in the
  * paper's Algorithm 1:
- *   local = eta ||w|| / (||g|| + wd ||w||)   (1 when ||w|| or ||g|| is 0;
- *                                             clamped to [trust_min, trust_max])
- *   v = momentum v + lr local (g + wd w);   w -= v
- * Tensors the trust ratio does not apply to (biases and normalization
- * parameters by default) take local = 1: momentum SGD at rate lr.
+ *   local = eta ||w|| / (||g|| + wd ||w||)   (clamped to [trust_min, trust_max])
+ *   rate  = lr local                         (lars_mode: scale, the paper)
+ *         = min(local, lr)                   (lars_mode: clip, apex LARC's
+ *                                             clip=True: adaptive_lr =
+ *                                             min(local / lr, 1) times lr)
+ *   v = momentum v + rate (g + wd w);   w -= v
+ * A zero ||w|| or ||g|| takes local = 1 (scale) or rate = lr (clip: LARC
+ * leaves such a gradient unscaled). Tensors the trust ratio does not apply
+ * to (biases and normalization parameters by default) take rate = lr:
+ * momentum SGD. At a constant lr, lr inside the buffer equals LARC's torch
+ * SGD with lr outside it.
  */
 #include "optim/optim_internal.h"
 
@@ -33,15 +39,19 @@ void larch_lars_update(const optim_step_ctx *c, const optim_tensor *v)
     float *restrict w = v->w, *restrict b = v->s[0];
     const float *restrict g = v->g;
     const float wd = v->wd, mom = o->momentum;
-    double local = 1.0;
+    double rate = v->lr;
     if (v->adapt) {
         double wn = sqrt(v->norms[0]), gn = sqrt(v->norms[1]);
-        local = wn > 0.0 && gn > 0.0 ? larch_trust_ratio(o, o->trust_coef * wn, gn + wd * wn)
-                                     : larch_trust_ratio(o, 0.0, 0.0);
+        if (wn > 0.0 && gn > 0.0) {
+            double local = larch_trust_ratio(o, o->trust_coef * wn, gn + wd * wn);
+            rate = o->lars_clip ? (local < v->lr ? local : v->lr) : v->lr * local;
+        } else if (!o->lars_clip) {
+            rate = v->lr * larch_trust_ratio(o, 0.0, 0.0);
+        }
     }
-    const float rate = (float)(v->lr * local);
+    const float r = (float)rate;
     for (size_t i = 0; i < v->n; i++) {
-        b[i] = mom * b[i] + rate * (g[i] + wd * w[i]);
+        b[i] = mom * b[i] + r * (g[i] + wd * w[i]);
         w[i] -= b[i];
     }
 }

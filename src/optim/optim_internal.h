@@ -4,17 +4,17 @@
 
 #include "larch/optim.h"
 
-/* Per step: the optimizer, the base rate and the 1-based step number. */
+/* Per step: the optimizer and the base rate. */
 typedef struct {
     const larch_optim *o;
     float lr;
-    long t;
-    double mu_t, mu_next;        /* NAdam's momentum schedule at t and t + 1 */
 } optim_step_ctx;
 
 /* One trainable tensor: parameter, gradient and state views of n floats,
- * with its own rate (lr * lr_mult), weight decay (wd * wd_mult) and whether
- * LARS/LAMB adapt it. */
+ * with its own rate (lr * lr_mult), weight decay (wd * wd_mult), whether
+ * LARS/LAMB adapt it, and its own 1-based step number t (the updates it has
+ * received, this one included: bias corrections count from its first
+ * update, not from the optimizer's). */
 typedef struct {
     float *w;
     const float *g;
@@ -23,6 +23,8 @@ typedef struct {
     float lr, wd;
     int adapt;
     double *norms;   /* LARS: ||w||^2, ||g||^2; LAMB: ||w||^2, ||u||^2 (of the whole tensor in pass 1) */
+    long t;
+    double mu_t, mu_next, mu_product;   /* NAdam: mu_t, mu_{t+1} and mu_1 ... mu_t of this tensor */
 } optim_tensor;
 
 double larch_sumsq(const float *x, size_t n);

@@ -28,18 +28,21 @@ const larch_key larch_optim_keys[] = {
     {"weight_decay", LARCH_T_FLOAT, "0", 0, 10, NULL, NULL,
      "weight decay (default 0; adamw, lamb 0.01); L2 in the gradient or decoupled, see `decoupled`"},
     {"decoupled", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
-     "adam family: decoupled weight decay w -= lr*wd*w (default: adamw, adamod, lamb true; others false)"},
-    {"beta1", LARCH_T_FLOAT, "0.9", 0, 0.999999, NULL, NULL, "adam family: first-moment decay"},
-    {"beta2", LARCH_T_FLOAT, "0.999", 0, 0.999999999, NULL, NULL, "adam family: second-moment decay"},
+     "adam, adamw, nadam, radam, adamod: decoupled weight decay w -= lr*wd*w (default: adamw, adamod true; "
+     "others false; lamb always adds wd*w to its update)"},
+    {"beta1", LARCH_T_FLOAT, "0.9", 0, 0.999999, NULL, NULL, "adam, adamw, nadam, radam, adamod, lamb: first-moment decay"},
+    {"beta2", LARCH_T_FLOAT, "0.999", 0, 0.999999999, NULL, NULL, "adam, adamw, nadam, radam, adamod, lamb: second-moment decay"},
     {"beta3", LARCH_T_FLOAT, "0.999", 0, 0.999999999, NULL, NULL, "adamod: decay of the step-size average"},
-    {"eps", LARCH_T_FLOAT, "1e-8", 0, 1, NULL, NULL, "adam family: denominator epsilon (lamb default 1e-6)"},
+    {"eps", LARCH_T_FLOAT, "1e-8", 0, 1, NULL, NULL, "adam, adamw, nadam, radam, adamod, lamb: denominator epsilon (lamb default 1e-6)"},
     {"amsgrad", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "adam, adamw: AMSGrad (maximum of second moments)"},
     {"bias_correction", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "lamb: bias-correct the moments (Algorithm 2)"},
     {"momentum_decay", LARCH_T_FLOAT, "0.004", 0, 1, NULL, NULL, "nadam: psi of the momentum schedule"},
     {"rho_threshold", LARCH_T_FLOAT, "5", 0, 1e6, NULL, NULL, "radam: rectify while rho_t > this (paper 4)"},
     {"trust_coef", LARCH_T_FLOAT, "0.001", 0, 1e4, NULL, NULL, "lars: trust coefficient eta"},
+    {"lars_mode", LARCH_T_ENUM, "scale", 0, 0, "scale|clip", NULL,
+     "lars: scale = rate lr * local (the paper); clip = min(local, lr) (apex LARC clip=True)"},
     {"trust_min", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "lars, lamb: lower clamp of the trust ratio"},
-    {"trust_max", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "lars, lamb: upper clamp of the trust ratio (0 = none; lars 1 = LARC)"},
+    {"trust_max", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "lars, lamb: upper clamp of the trust ratio (0 = none)"},
     {"decay_bias_norm", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "apply weight decay to biases and normalization parameters"},
     {"adapt_bias_norm", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "lars, lamb: trust ratio also for biases and normalization parameters"},
     {"clip_norm", LARCH_T_FLOAT, "0", 0, 1e30, NULL, NULL, "clip the global gradient norm to this (0 = off)"},
@@ -49,7 +52,7 @@ const larch_key larch_optim_keys[] = {
     {0}};
 
 /* Which optimizers read a key (a key set to a non-default value for another
- * optimizer is an error). */
+ * optimizer is reported as ignored by larch_optim_ignored). */
 static const struct { const char *key; unsigned mask; } key_use[] = {
     {"momentum", BIT(LARCH_OPT_SGD) | BIT(LARCH_OPT_LARS)},
     {"dampening", BIT(LARCH_OPT_SGD)},
@@ -62,6 +65,7 @@ static const struct { const char *key; unsigned mask; } key_use[] = {
     {"momentum_decay", BIT(LARCH_OPT_NADAM)},
     {"rho_threshold", BIT(LARCH_OPT_RADAM)},
     {"trust_coef", BIT(LARCH_OPT_LARS)},
+    {"lars_mode", BIT(LARCH_OPT_LARS)},
     {"trust_min", BIT(LARCH_OPT_LARS) | BIT(LARCH_OPT_LAMB)},
     {"trust_max", BIT(LARCH_OPT_LARS) | BIT(LARCH_OPT_LAMB)},
     {"adapt_bias_norm", BIT(LARCH_OPT_LARS) | BIT(LARCH_OPT_LAMB)},
@@ -97,13 +101,6 @@ static int kind_of(const char *name)
     return -1;
 }
 
-static const char *key_place(const larch_node *map, int i, char *buf, size_t len)
-{
-    if (map->key_lines[i] > 0) snprintf(buf, len, "%s:%d", map->file ? map->file : "<config>", map->key_lines[i]);
-    else larch_node_where(map->items[i], buf, len);
-    return buf;
-}
-
 static larch_status check_groups(larch_node *groups)
 {
     char where[300], path[64];
@@ -118,10 +115,11 @@ static larch_status check_groups(larch_node *groups)
         int nr = 0;
         const larch_node *rl = larch_map_get(groups->items[i], "roles");
         for (int r = 0; r < rl->n && nr < 8; r++) roles[nr++] = rl->items[r]->scalar;
+        char ex[LARCH_EXCERPT_MAX + 4];
         for (int r = 0; r < nr; r++)
             if (strcmp(roles[r], "weight") && strcmp(roles[r], "bias") && strcmp(roles[r], "norm"))
                 return larch_fail(LARCH_ERR_CONFIG, "%s: %s.roles: unknown role '%s' (valid: weight, bias, norm)",
-                                  larch_node_where(rl->items[r], where, sizeof where), path, roles[r]);
+                                  larch_node_where(rl->items[r], where, sizeof where), path, larch_excerpt(roles[r], ex, sizeof ex));
         const larch_node *g = groups->items[i];
         if (larch_cfg_int(g, "unfreeze_after_epochs") > 0 && !larch_cfg_bool(g, "freeze"))
             return larch_fail(LARCH_ERR_CONFIG, "%s: %s.unfreeze_after_epochs: needs freeze: true in the same group",
@@ -133,41 +131,12 @@ static larch_status check_groups(larch_node *groups)
     return LARCH_OK;
 }
 
-/* A value equal to the schema's default (as a resolved config.yaml holds
- * for every key) is not an error where the key does not apply. */
-static int is_schema_default(const char *key, const larch_node *v)
-{
-    if (v->kind != LARCH_NODE_SCALAR) return 0;
-    for (const larch_key *k = larch_optim_keys; k->name; k++) {
-        if (strcmp(k->name, key) != 0 || !k->def) continue;
-        char *e1, *e2;
-        double a = strtod(v->scalar, &e1), b = strtod(k->def, &e2);
-        if (*v->scalar && !*e1 && !*e2) return a == b;
-        return strcmp(v->scalar, k->def) == 0;
-    }
-    return 0;
-}
-
 larch_status larch_optim_defaults(larch_node *optim)
 {
     if (!optim || optim->kind != LARCH_NODE_MAP) return LARCH_OK;       /* the schema check names it */
     const larch_node *nm = larch_map_get(optim, "name");
     int kind = nm && nm->kind == LARCH_NODE_SCALAR ? kind_of(nm->scalar) : nm ? -1 : LARCH_OPT_SGD;
     if (kind < 0) return LARCH_OK;                                      /* the enum check names it */
-    char where[300];
-    for (int i = 0; i < optim->n; i++)
-        for (int u = 0; key_use[u].key; u++)
-            if (strcmp(key_use[u].key, optim->keys[i]) == 0 && !(key_use[u].mask & BIT(kind)) &&
-                !is_schema_default(optim->keys[i], optim->items[i])) {
-                char users[128] = "";
-                for (int k = 0; k < (int)(sizeof kind_names / sizeof *kind_names); k++)
-                    if (key_use[u].mask & BIT(k)) {
-                        if (users[0]) strcat(users, ", ");
-                        strcat(users, kind_names[k]);
-                    }
-                return larch_fail(LARCH_ERR_CONFIG, "%s: optim.%s does not apply to optim.name '%s' (it is read by: %s)",
-                                  key_place(optim, i, where, sizeof where), optim->keys[i], kind_names[kind], users);
-            }
     for (int d = 0; kind_defaults[d].key; d++)
         if ((int)kind_defaults[d].kind == kind && !larch_map_get(optim, kind_defaults[d].key)) {
             larch_status s = larch_map_set_scalar(optim, kind_defaults[d].key, kind_defaults[d].value);
@@ -175,6 +144,27 @@ larch_status larch_optim_defaults(larch_node *optim)
         }
     larch_node *groups = larch_map_get(optim, "groups");
     return groups ? check_groups(groups) : LARCH_OK;
+}
+
+larch_status larch_optim_ignored(const larch_node *optim, larch_warnings *w)
+{
+    int kind = kind_of(larch_cfg_str(optim, "name"));
+    char where[300];
+    for (int i = 0; kind >= 0 && i < optim->n; i++)
+        for (int u = 0; key_use[u].key; u++)
+            if (strcmp(key_use[u].key, optim->keys[i]) == 0 && !(key_use[u].mask & BIT(kind)) &&
+                !larch_cfg_is_default(larch_optim_keys, optim->keys[i], optim->items[i])) {
+                char users[128] = "";
+                for (int k = 0; k < (int)(sizeof kind_names / sizeof *kind_names); k++)
+                    if (key_use[u].mask & BIT(k)) {
+                        if (users[0]) strcat(users, ", ");
+                        strcat(users, kind_names[k]);
+                    }
+                larch_status s = larch_warn(w, "%s: optim.%s is ignored: it applies to %s only, and optim.name is '%s'",
+                                            larch_key_where(optim, i, where, sizeof where), optim->keys[i], users, kind_names[kind]);
+                if (s) return s;
+            }
+    return LARCH_OK;
 }
 
 static int role_listed(const larch_node *roles, larch_role role)
@@ -217,9 +207,10 @@ static larch_status assign_groups(larch_model *m, const larch_node *cfg)
             if (strcmp(adapt, "role") != 0) p->adapt = strcmp(adapt, "true") == 0;
         }
         if (!hits) {
-            char where[300];
+            char where[300], ex[LARCH_EXCERPT_MAX + 4];
             return larch_fail(LARCH_ERR_CONFIG, "%s: optim.groups[%d].match: '%s' matches no parameter (names are like '%s')",
-                              larch_node_where(gr, where, sizeof where), g, pat, m->n_params ? m->params[0].name : "fc1.weight");
+                              larch_node_where(gr, where, sizeof where), g, larch_excerpt(pat, ex, sizeof ex),
+                              m->n_params ? m->params[0].name : "fc1.weight");
         }
     }
     return LARCH_OK;
@@ -286,11 +277,11 @@ larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const l
     o->momentum_decay = (float)larch_cfg_float(cfg, "momentum_decay");
     o->rho_threshold = (float)larch_cfg_float(cfg, "rho_threshold");
     o->trust_coef = (float)larch_cfg_float(cfg, "trust_coef");
+    o->lars_clip = strcmp(larch_cfg_str(cfg, "lars_mode"), "clip") == 0;
     o->trust_min = (float)larch_cfg_float(cfg, "trust_min");
     o->trust_max = (float)larch_cfg_float(cfg, "trust_max");
     o->clip_norm = (float)larch_cfg_float(cfg, "clip_norm");
     o->clip_value = (float)larch_cfg_float(cfg, "clip_value");
-    o->mu_product = 1.0;
     o->lo = lo;
     o->hi = hi;
     larch_status s = LARCH_OK;
@@ -304,7 +295,10 @@ larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const l
     o->state_offset = larch_calloc(m->n_params ? (size_t)m->n_params : 1, sizeof *o->state_offset, "optimizer");
     if (!o->state_offset) { free(o); return LARCH_ERR_NOMEM; }
     o->norms = larch_calloc(2 * (size_t)(m->n_params ? m->n_params : 1), sizeof *o->norms, "optimizer");
-    if (!o->norms) { larch_optim_free(o); return LARCH_ERR_NOMEM; }
+    o->tensor_t = larch_calloc(m->n_params ? (size_t)m->n_params : 1, sizeof *o->tensor_t, "optimizer");
+    o->tensor_mu_product = larch_calloc(m->n_params ? (size_t)m->n_params : 1, sizeof *o->tensor_mu_product, "optimizer");
+    if (!o->norms || !o->tensor_t || !o->tensor_mu_product) { larch_optim_free(o); return LARCH_ERR_NOMEM; }
+    for (int i = 0; i < m->n_params; i++) o->tensor_mu_product[i] = 1.0;
     for (int i = 0; i < m->n_params; i++) {
         size_t a, z;
         own_part(o, &m->params[i], &a, &z);
@@ -333,6 +327,8 @@ void larch_optim_free(larch_optim *o)
     for (int k = 0; k < o->n_state; k++) free(o->state[k]);
     free(o->state_offset);
     free(o->norms);
+    free(o->tensor_t);
+    free(o->tensor_mu_product);
     free(o);
 }
 
@@ -384,17 +380,25 @@ double larch_sumsq(const float *x, size_t n)
     return s;
 }
 
+/* NAdam's momentum schedule mu_t (PyTorch's). */
+static double nadam_mu(const larch_optim *o, long t)
+{
+    return o->beta1 * (1.0 - 0.5 * pow(0.96, (double)t * o->momentum_decay));
+}
+
 void larch_optim_step(larch_optim *o, float lr)
 {
     larch_model *m = o->model;
     if (o->clip_value > 0.0f || o->clip_norm > 0.0f) clip_gradients(o);
-    long t = o->t + 1;                                  /* 1-based step of the update rules */
-    optim_step_ctx c = {o, lr, t, 1.0, 1.0};
-    if (o->kind == LARCH_OPT_NADAM) {                   /* the momentum schedule is global */
-        c.mu_t = o->beta1 * (1.0 - 0.5 * pow(0.96, (double)t * o->momentum_decay));
-        c.mu_next = o->beta1 * (1.0 - 0.5 * pow(0.96, (double)(t + 1) * o->momentum_decay));
-        o->mu_product *= c.mu_t;
+    /* every tensor trained now takes its next step, on every rank whether
+     * or not its state is here (the counters are replicated); frozen ones,
+     * until a thaw or for good, do not count */
+    for (int i = 0; i < m->n_params; i++) {
+        if (m->params[i].lr_mult == 0.0f) continue;
+        long t = ++o->tensor_t[i];
+        if (o->kind == LARCH_OPT_NADAM) o->tensor_mu_product[i] *= nadam_mu(o, t);
     }
+    optim_step_ctx c = {o, lr};
     const int layerwise = o->kind == LARCH_OPT_LARS || o->kind == LARCH_OPT_LAMB;
     for (int pass = layerwise ? 0 : 1; pass < 2; pass++) {
         /* LARS/LAMB: pass 0 gathers each tensor's squared norms over this
@@ -408,7 +412,9 @@ void larch_optim_step(larch_optim *o, float lr)
             if (pass == 0) { o->norms[2 * i] = o->norms[2 * i + 1] = 0.0; }
             if (a == z || p->lr_mult == 0.0f) continue; /* frozen, or another rank's */
             optim_tensor v = {m->param + a, m->grad + a, {NULL, NULL, NULL, NULL}, z - a,
-                              lr * p->lr_mult, o->weight_decay * p->wd_mult, p->adapt, o->norms + 2 * i};
+                              lr * p->lr_mult, o->weight_decay * p->wd_mult, p->adapt, o->norms + 2 * i,
+                              o->tensor_t[i], 1.0, 1.0, o->tensor_mu_product[i]};
+            if (o->kind == LARCH_OPT_NADAM) { v.mu_t = nadam_mu(o, v.t); v.mu_next = nadam_mu(o, v.t + 1); }
             for (int k = 0; k < o->n_state; k++) v.s[k] = o->state[k] + o->state_offset[i];
             switch (o->kind) {
             case LARCH_OPT_SGD: larch_sgd_update(&c, &v); break;

@@ -19,7 +19,7 @@ void larch_sgd_update(const optim_step_ctx *c, const optim_tensor *v)
         for (size_t i = 0; i < v->n; i++) w[i] -= lr * (g[i] + wd * w[i]);
         return;
     }
-    const int first = c->t == 1, nesterov = o->nesterov;
+    const int first = v->t == 1, nesterov = o->nesterov;
     for (size_t i = 0; i < v->n; i++) {
         float gi = g[i] + wd * w[i];                      // L2 decay into the gradient
         float bi = first ? gi : mom * b[i] + (1.0f - damp) * gi;
