@@ -50,9 +50,9 @@ stopping=0
 stop() {
   if [ "$stopping" -eq 0 ]; then
     echo "mpirun.sh: SIG$1: every rank finishes its step, checkpoints and stops (again to abort at once)" >&2
-    kill -USR1 "$pid" 2> /dev/null
+    kill -USR1 "$pid" 2> /dev/null || true
   else
-    kill -TERM "$pid" 2> /dev/null
+    kill -TERM "$pid" 2> /dev/null || true
   fi
   stopping=1
 }

@@ -6,6 +6,7 @@
 #   train.accumulate 4 gives the same per-step losses and parameters as 1
 #   (to float rounding; 1 rank, and 2 ranks x 4 micro-batches);
 # - evaluation reports the loss and no accuracy (null in metrics.jsonl);
+# - `larch bench step` runs the config (random float targets);
 # - errors: targets the data lacks, softmax_ce on targets, a head of the
 #   wrong width.
 . "$(dirname "$0")/cli_helpers.bash"
@@ -41,6 +42,10 @@ grep '"split": "test"' "$TMP/a1/metrics.jsonl" | grep -q '"task": "reg", "loss":
   && pass "evaluation records carry the loss and \"accuracy\": null" || fail "evaluation records: $(grep test "$TMP/a1/metrics.jsonl")"
 grep -q "^eval .*task reg  test loss [0-9.]*  weight" "$TMP/a1.log" && ! grep -q "accuracy" "$TMP/a1.log" \
   && pass "the log reports the test loss and no accuracy" || fail "log: $(grep -E '^(eval|done)' "$TMP/a1.log")"
+
+out=$("$LARCH" bench step "$CFG" --batch 32 --threads 1 --rounds 2 2>&1)
+grep -q '"samples_per_s":' <<<"$out" && pass "bench step feeds random float targets to the mse on targets" \
+  || fail "bench step on the regression config: $out"
 
 # ---- errors ----
 expect 1 "loss 'reg': on: targets, but the data has no float targets" -- "$LARCH" train "$CFG" --out "$TMP/e1" \

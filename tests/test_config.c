@@ -257,16 +257,36 @@ static void limits(void)
     larch_node_free(n);
     unlink(path);
 
-    /* 40,000 keys parse in linear time (before: 4 s of duplicate scans) */
+    /* 40,000 keys parse in linear time (before: 3.6 s of CPU in duplicate
+     * scans, 16 times the 10,000-key time). Under ASan (a slow malloc) only
+     * the growth is checked, elsewhere also the time. */
     enum { KEYS = 40000 };
-    char *text = malloc((size_t)KEYS * 24 + 64), *p = text;
-    for (int i = 0; i < KEYS; i++) p += sprintf(p, "key%d: %d\n", i, i);
-    t0 = cpu_seconds();
-    CHECK_OK(larch_cfg_parse(text, "big.yaml", &n));
-    double dt = cpu_seconds() - t0;
-    CHECK(dt < 1.0, "a mapping of %d keys took %.2f s of CPU", KEYS, dt);
-    CHECK(n && n->n == KEYS && !strcmp(larch_map_get(n, "key39999")->scalar, "39999"), "every key kept");
-    larch_node_free(n);
+    char *text = malloc((size_t)KEYS * 24 + 64), *p = text, *p10 = NULL;
+    for (int i = 0; i < KEYS; i++) {
+        if (i == KEYS / 4) p10 = p;
+        p += sprintf(p, "key%d: %d\n", i, i);
+    }
+    double t10 = 1e9, t40 = 1e9;
+    for (int rep = 0; rep < 3; rep++) {                        /* the best of a few runs */
+        char keep = *p10;
+        *p10 = '\0';
+        t0 = cpu_seconds();
+        CHECK_OK(larch_cfg_parse(text, "big.yaml", &n));
+        if (cpu_seconds() - t0 < t10) t10 = cpu_seconds() - t0;
+        *p10 = keep;
+        larch_node_free(n);
+        if (rep == 2) break;
+        t0 = cpu_seconds();
+        CHECK_OK(larch_cfg_parse(text, "big.yaml", &n));
+        if (cpu_seconds() - t0 < t40) t40 = cpu_seconds() - t0;
+        CHECK(n && n->n == KEYS && !strcmp(larch_map_get(n, "key39999")->scalar, "39999"), "every key kept");
+        larch_node_free(n);
+    }
+    printf("mapping of %d keys: %.3f s of CPU, of %d keys: %.3f s\n", KEYS / 4, t10, KEYS, t40);
+    CHECK(t40 < 10.0 * t10 + 0.02, "4 times the keys took %.1f times the time (%.3f s, %.3f s)", t40 / t10, t10, t40);
+#if !defined(__SANITIZE_ADDRESS__)
+    CHECK(t40 < 1.0, "a mapping of %d keys took %.2f s of CPU", KEYS, t40);
+#endif
     sprintf(p, "key17: again\n");                              /* a duplicate at the very end */
     CHECK_FAIL(larch_cfg_parse(text, "big.yaml", &n), LARCH_ERR_CONFIG, "big.yaml:40001: duplicate key 'key17' (first on line 18)");
     sprintf(p, "x: {a: 1, b: 2, a: 3}\n");                     /* and inside a small nested mapping */

@@ -167,7 +167,7 @@ static int bench_step(int argc, char **argv)
     larch_model *m = NULL;
     larch_optim *o = NULL;
     gemm_set *gs = NULL;
-    float *x = NULL, *sq = NULL;
+    float *x = NULL, *sq = NULL, *targets = NULL;
     int32_t *labels = NULL;
     int rc = 1;
     larch_status s = larch_run_load(config, sets, n_sets, &cfg);
@@ -202,6 +202,22 @@ static int bench_step(int argc, char **argv)
     for (int i = 0; i < batch; i++) labels[i] = (int32_t)larch_rng_below(&rng, (uint32_t)classes);
     step_ctx st = {m, o, {.n = batch, .x = x}, (float)larch_cfg_float(larch_map_get(cfg, "optim"), "lr") * 1e-3f};
     for (int k = 0; k < LARCH_MAX_TARGETS; k++) st.b.label[k] = labels;
+    size_t widest = 0;                                /* random float targets for losses with on: targets */
+    for (int k = 0; k < m->n_losses; k++) {
+        size_t dim = larch_shape_size(larch_model_node_shape(m, m->losses[k].node));
+        if (m->losses[k].on_targets && dim > widest) widest = dim;
+    }
+    if (widest) {
+        targets = larch_calloc((size_t)batch * widest * LARCH_MAX_TARGETS, sizeof *targets, "bench targets");
+        if (!targets) { larch_cli_error("bench"); goto done; }
+        for (size_t i = 0; i < (size_t)batch * widest * LARCH_MAX_TARGETS; i++) targets[i] = larch_rng_normal(&rng);
+        for (int k = 0; k < m->n_losses; k++) {
+            const larch_loss *l = &m->losses[k];
+            if (!l->on_targets) continue;
+            st.b.target[l->target] = targets + (size_t)batch * widest * (size_t)l->target;
+            st.b.target_dim[l->target] = (int)larch_shape_size(larch_model_node_shape(m, l->node));
+        }
+    }
 
     /* the model's GEMMs on buffers large enough for each */
     gs->n = larch_model_gemms(m, batch, 1, gs->g, MAX_GEMMS);
@@ -266,7 +282,7 @@ static int bench_step(int argc, char **argv)
     rc = 0;
 done:
     if (gs) { free(gs->a); free(gs->b); free(gs->c); }
-    free(gs); free(sq); free(x); free(labels);
+    free(gs); free(sq); free(x); free(labels); free(targets);
     larch_optim_free(o);
     larch_model_free(m);
     larch_node_free(cfg);

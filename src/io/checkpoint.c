@@ -288,7 +288,11 @@ static larch_status create_tmp(const char *dir, long step, char *tmp, size_t len
 }
 
 /* Rank 0, after the close: cuts the file to HDF5's end of allocation `eoa`
- * (the reservation may have been larger), then fsyncs it. */
+ * taken just before the close (the reservation may have been larger), then
+ * fsyncs it. The close writes only inside that allocation (it may give back
+ * aggregation blocks at its end), so the cut never removes a written byte;
+ * the checks of every later read (HDF5's own "truncated file" test) would
+ * say so if it did. */
 static larch_status finish_file(const char *tmp, haddr_t eoa)
 {
     struct stat st;
@@ -343,7 +347,10 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
     if (!s && c->rank == 0) s = create_tmp(dir, meta->step, tmp, sizeof tmp);
     s = larch_comm_check(c, s);
     if (!s) s = larch_comm_bcast(c, tmp, sizeof tmp, 0);
-    if (s) return s;
+    if (s) {
+        if (c->rank == 0 && tmp[0]) unlink(tmp);
+        return s;
+    }
     MPI_Comm comm = *(const MPI_Comm *)larch_comm_mpi(c);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (c->size > 1) {                 /* one rank writes faster through POSIX (docs/checkpoints.md) */
