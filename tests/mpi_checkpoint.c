@@ -10,6 +10,7 @@
 #include "dist/grad_sync.h"
 #include "larch/checkpoint.h"
 #include "larch/larch.h"
+#include "nn/model_internal.h"
 
 #include <stdlib.h>
 #include <unistd.h>

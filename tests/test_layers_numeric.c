@@ -13,6 +13,7 @@
 #include "check.h"
 #include "larch/larch.h"
 #include "nn/layers.h"
+#include "nn/model_internal.h"
 
 #include <limits.h>
 #include <stdlib.h>

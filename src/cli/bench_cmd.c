@@ -18,6 +18,7 @@
  */
 #include "cli/cli.h"
 #include "core/blas.h"
+#include "nn/model_internal.h"   /* the losses' targets (random float targets) */
 #include "larch/larch.h"
 #include "larch/optim.h"
 #include "larch/train.h"

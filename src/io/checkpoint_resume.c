@@ -15,6 +15,7 @@
  * schedule length, whose schedule then runs over the new length.
  */
 #include "larch/checkpoint.h"
+#include "larch/model_cfg.h"
 #include "larch/model.h"
 #include "larch/train.h"
 
@@ -186,14 +187,12 @@ static long first_changed_step(const larch_node *cfg, long from, long t_old, lon
 static void complete_model(larch_node *cfg)
 {
     static const char *const common[] = {"type", "name", "input", "inputs", NULL};
-    const larch_layer_ops *const *types;
-    int nt = larch_layer_types(&types);
     larch_node *layers = larch_run_layers(cfg);
     for (int i = 0; layers && layers->kind == LARCH_NODE_SEQ && i < layers->n; i++) {
         larch_node *L = layers->items[i];
         const larch_node *t = L->kind == LARCH_NODE_MAP ? larch_map_get(L, "type") : NULL;
-        for (int k = 0; t && t->kind == LARCH_NODE_SCALAR && k < nt; k++)
-            if (!strcmp(types[k]->type, t->scalar) && types[k]->keys) larch_cfg_check(L, "model", types[k]->keys, common);
+        const larch_cfg_layer *desc = t && t->kind == LARCH_NODE_SCALAR ? larch_cfg_layer_find(t->scalar) : NULL;
+        if (desc && desc->keys) larch_cfg_check(L, "model", desc->keys, common);
     }
     larch_node *loss = larch_map_get(cfg, "loss"), *reg = larch_map_get(cfg, "regularization");
     if (loss && loss->kind == LARCH_NODE_MAP) larch_cfg_check(loss, "loss", larch_loss_keys, NULL);
