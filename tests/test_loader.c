@@ -1,4 +1,4 @@
-/* test_loader.c - datasets and the sharded loader (DESIGN.md decision 4):
+/* test_loader.c - datasets and the sharded loader (docs/design.md, decision 4):
  * for 1, 2 and 4 simulated ranks the ranks' parts of every global batch
  * concatenate to the 1-rank batch bit for bit, with shuffling, random crops
  * and flips on, across epoch boundaries; an epoch visits every sample once;

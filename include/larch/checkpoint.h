@@ -1,4 +1,4 @@
-/* larch/checkpoint.h - logical HDF5 checkpoints (DESIGN.md decision 6).
+/* larch/checkpoint.h - logical HDF5 checkpoints (docs/design.md, decision 6).
  *
  * One HDF5 file per checkpoint, written collectively with parallel HDF5:
  * every rank writes its own part of each tensor (its ZeRO slice of sharded

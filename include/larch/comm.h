@@ -1,9 +1,9 @@
 /* larch/comm.h - the narrow communication interface of the distributed
  * driver. src/dist/comm.c is the only file that includes mpi.h; the engine
- * never calls it (DESIGN.md decision 3). One process without mpirun is a
+ * never calls it (docs/design.md, decision 3). One process without mpirun is a
  * world of size 1 (MPI singleton).
  *
- * Failure agreement (DESIGN.md decision 5): at known points every rank calls
+ * Failure agreement (docs/design.md, decision 5): at known points every rank calls
  * larch_comm_check with its local status. If any rank failed, every rank
  * returns the failure, with the message of the lowest failing rank prefixed
  * by "rank R: ", so no rank is left waiting in a later collective. A rank

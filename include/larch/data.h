@@ -2,7 +2,7 @@
  *
  * Datasets are held in memory. Image datasets keep their raw uint8 pixels
  * and are normalized while a batch is assembled; synthetic datasets are
- * float. The loader follows DESIGN.md decision 4: the global sample order of
+ * float. The loader follows docs/design.md, decision 4: the global sample order of
  * an epoch is one permutation drawn from (seed, LARCH_RNG_SHUFFLE, epoch);
  * rank r of `world` takes the contiguous part [r*b, (r+1)*b) of every global
  * batch (b = global_batch / world). Augmentation draws from

@@ -9,7 +9,7 @@
  * whole convolution over a batch chunk be one large GEMM (NHWC im2col).
  *
  * A model owns one flat float32 buffer of all parameters and one of all
- * gradients in the same layout (DESIGN.md decision 1). Every parameter tensor
+ * gradients in the same layout (docs/design.md, decision 1). Every parameter tensor
  * is a named view (offset, shape) into them; the tensors of a layer are
  * contiguous and layers are laid out in graph order, so backward completes
  * gradients from the end of the buffer towards its start. Non-trainable
@@ -117,7 +117,7 @@ typedef struct larch_gemm_shape { int m, n, k; int ta, tb; double count; } larch
 
 /* ==== Layer types ==== */
 
-/* The layer vtable (DESIGN.md decision 2). All functions but forward and
+/* The layer vtable (docs/design.md, decision 2). All functions but forward and
  * backward (and setup) are optional (NULL). Built-in types and custom ones
  * (defined by a program, see docs/api.md) are alike. An ops struct must
  * outlive every model that uses it (give it static storage). Its functions

@@ -4,7 +4,7 @@
  * the seed of the run, a purpose (what the numbers are for), two coordinates
  * chosen by the purpose (for example step and global sample index) and the
  * draw's position i in the stream. Nothing depends on the rank, so 1 rank and
- * N ranks draw identical numbers for the same sample (DESIGN.md decision 4).
+ * N ranks draw identical numbers for the same sample (docs/design.md, decision 4).
  * Philox4x32-10 is from Salmon et al., "Parallel random numbers: as easy as
  * 1, 2, 3" (SC'11).
  */

@@ -5,7 +5,7 @@
  * local sample i is drawn from the Philox stream
  *     (run seed, LARCH_RNG_DROPOUT + hash(layer name), step, sample0 + i)
  * i.e. keyed by the sample's global position in the global batch, never by
- * the rank (DESIGN.md decision 4): the same sample gets the same mask
+ * the rank (docs/design.md, decision 4): the same sample gets the same mask
  * however the batch is split across ranks. The mask (0 or the scale) is
  * saved for backward.
  */
