@@ -7,7 +7,7 @@
  * empty slices, so the layout must not be guessed from one rank's range.
  * (Tensors split between ranks: tests/cli_ckpt.sh, sharded 2 -> 4 ranks.) */
 #include "check.h"
-#include "dist/grad_sync.h"
+#include "parallel/grad_sync.h"
 #include "larch/checkpoint.h"
 #include "larch/larch.h"
 #include "nn/model_internal.h"
@@ -66,9 +66,9 @@ static void one_model(const larch_comm *comm, const char *dir, const char *layer
     CHECK_OK(larch_model_build(&m, in, l, NULL, NULL, 5));
     CHECK_OK(larch_model_build(&m2, in, l, NULL, NULL, 6));
     grad_sync *g = NULL;
-    CHECK_OK(grad_sync_create(&g, comm, m, 25.0, 1.0, 0, 1, 0));
+    CHECK_OK(larch_grad_sync_create(&g, comm, m, 25.0, 1.0, 0, 1, 0));
     size_t lo, hi;
-    grad_sync_shard_range(g, &lo, &hi);
+    larch_grad_sync_shard_range(g, &lo, &hi);
     larch_optim *o = NULL, *whole = NULL, *slice = NULL;
     CHECK_OK(larch_optim_create_shard(&o, m, opt, lo, hi));
     fill(o);
@@ -102,7 +102,7 @@ static void one_model(const larch_comm *comm, const char *dir, const char *layer
     larch_optim_free(slice);
     larch_optim_free(whole);
     larch_optim_free(o);
-    grad_sync_free(g);
+    larch_grad_sync_free(g);
     larch_model_free(m2);
     larch_model_free(m);
     larch_node_free(l);

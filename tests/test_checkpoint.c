@@ -307,7 +307,7 @@ int main(int argc, char **argv)
     /* ---- the file is what HDF5 needs, and the reservation covers it closely ---- */
     {
         long size = file_size(path);
-        double est = ckpt_estimate_bytes(a.m, a.o, strlen(meta.config) + strlen(meta.lineage));
+        double est = larch_ckpt_estimate_bytes(a.m, a.o, strlen(meta.config) + strlen(meta.lineage));
         long values = 0, tensors = a.m->n_params * (1 + a.o->n_state) + a.m->n_buffers;
         for (int i = 0; i < a.m->n_params; i++) values += (long)a.m->params[i].size * (1 + a.o->n_state);
         for (int i = 0; i < a.m->n_buffers; i++) values += (long)a.m->buffers[i].size;

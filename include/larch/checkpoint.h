@@ -150,19 +150,6 @@ LARCH_API larch_status larch_ckpt_prepare_dir(const char *dir, const char *linea
  * format-1 checkpoint (no run id) matches the lineage's unknown ("-") runs. */
 LARCH_API int larch_ckpt_on_lineage(const larch_ckpt_meta *meta, const char *lineage);
 
-/* Resume: compares what the checkpoint was written with (meta->config, the
- * resolved config, and meta->sched_total_steps) with the run's validated
- * config `cfg`: the global batch, seed, optimizer and its hyperparameters,
- * schedule, model, losses, regularization and the training data, and the
- * length of the schedule when the learning rate of the remaining steps
- * depends on it (total_steps and steps_per_epoch are the run's). Each
- * difference not listed in cfg's checkpoint.allow_changes makes it fail
- * with LARCH_ERR_CONFIG naming every differing key and both values; allowed
- * ones are printed to log (may be NULL). train.batch_size cannot be
- * allowed (the sampler position depends on it). */
-LARCH_API larch_status larch_ckpt_check_resume(const char *path, const larch_ckpt_meta *meta, const larch_node *cfg,
-                                               long total_steps, long steps_per_epoch, FILE *log);
-
 /* ---- transfer learning: initializing a (different) model by name ---- */
 
 #define LARCH_INIT_MAX_RULES 16

@@ -1,5 +1,5 @@
 /* larch/comm.h - the narrow communication interface of the distributed
- * driver. src/dist/comm.c is the only file that includes mpi.h; the engine
+ * driver. src/parallel/comm.c is the only file that includes mpi.h; the engine
  * never calls it (docs/design.md, decision 3). One process without mpirun is a
  * world of size 1 (MPI singleton).
  *

@@ -90,7 +90,7 @@ typedef struct larch_buffer {
 } larch_buffer;
 
 /* Collective hooks a pass may use (SyncBatchNorm). Pure math never calls
- * MPI: src/dist installs these; in one process they are NULL. */
+ * MPI: src/parallel installs these; in one process they are NULL. */
 typedef struct larch_comm_hooks {
     /* Sums buf[0..n) over all ranks of the data-parallel group, in place. */
     void (*allreduce_sum)(void *ctx, double *buf, int n);

@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include "larch/cfg.h"
+#include "larch/checkpoint.h"
 #include "larch/comm.h"
 #include "larch/model.h"
 #include "larch/model_cfg.h"
@@ -56,6 +57,19 @@ LARCH_API larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *
 LARCH_API larch_node *larch_run_layers(const larch_node *cfg);
 /* `model.init_from` when it names a file, else NULL. */
 LARCH_API const larch_node *larch_run_init_from(const larch_node *cfg);
+
+/* Resume: compares what the checkpoint was written with (meta->config, the
+ * resolved config, and meta->sched_total_steps) with the run's validated
+ * config `cfg`: the global batch, seed, optimizer and its hyperparameters,
+ * schedule, model, losses, regularization and the training data, and the
+ * length of the schedule when the learning rate of the remaining steps
+ * depends on it (total_steps and steps_per_epoch are the run's). Each
+ * difference not listed in cfg's checkpoint.allow_changes makes it fail
+ * with LARCH_ERR_CONFIG naming every differing key and both values; allowed
+ * ones are printed to log (may be NULL). train.batch_size cannot be
+ * allowed (the sampler position depends on it). */
+LARCH_API larch_status larch_ckpt_check_resume(const char *path, const larch_ckpt_meta *meta, const larch_node *cfg,
+                                               long total_steps, long steps_per_epoch, FILE *log);
 
 typedef struct larch_train_opts {
     const char *out_dir;     /* metrics.jsonl and config.yaml go here (created) */

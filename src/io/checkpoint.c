@@ -78,11 +78,11 @@ static larch_status write_tensor(const writer *w, const char *dpath, int ndim, c
      * the selected elements are touched. */
     hid_t ms = H5Screate_simple(ndim, dims, NULL);
     const float *base = (const float *)((uintptr_t)src - (uintptr_t)a * sizeof(float));
-    int rc = d < 0 ? -1 : ckpt_select_range(space, ndim, dims, a, b);
-    if (rc == 0) rc = ckpt_select_range(ms, ndim, dims, a, b);
+    int rc = d < 0 ? -1 : larch_ckpt_select_range(space, ndim, dims, a, b);
+    if (rc == 0) rc = larch_ckpt_select_range(ms, ndim, dims, a, b);
     if (rc == 0) rc = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, space, w->dxpl, base) < 0 ? -1 : 0;
     char why[256] = "";
-    if (rc) ckpt_h5_why(why, sizeof why);
+    if (rc) larch_ckpt_h5_why(why, sizeof why);
     H5Sclose(ms);
     if (d >= 0) H5Dclose(d);
     H5Pclose(dcpl);
@@ -108,8 +108,8 @@ static int put_tensor_steps(hid_t optim_group, const larch_model *m, const larch
             hid_t g = H5Lexists(top, layer, H5P_DEFAULT) > 0 ? H5Gopen2(top, layer, H5P_DEFAULT)
                                                              : H5Gcreate2(top, layer, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
             if (g < 0) { rc = -1; break; }
-            rc |= k ? ckpt_attr_put_double(g, p->tensor, o->tensor_mu_product[i])
-                    : ckpt_attr_put_long(g, p->tensor, o->tensor_t[i]);
+            rc |= k ? larch_ckpt_attr_put_double(g, p->tensor, o->tensor_mu_product[i])
+                    : larch_ckpt_attr_put_long(g, p->tensor, o->tensor_t[i]);
             H5Gclose(g);
         }
         H5Gclose(top);
@@ -123,29 +123,29 @@ static int put_tensor_steps(hid_t optim_group, const larch_model *m, const larch
 static int put_meta(hid_t file, hid_t optim_group, const larch_model *m, const larch_optim *o, const larch_ckpt_meta *meta)
 {
     int rc = 0;
-    rc |= ckpt_attr_put_long(file, "format_version", meta->format_version);
-    rc |= ckpt_attr_put_str(file, "larch_version", meta->larch_version);
-    rc |= ckpt_attr_put_long(file, "step", meta->step);
-    rc |= ckpt_attr_put_long(file, "epoch", meta->epoch);
-    rc |= ckpt_attr_put_long(file, "sampler_epoch", meta->sampler_epoch);
-    rc |= ckpt_attr_put_long(file, "sampler_step", meta->sampler_step);
-    rc |= ckpt_attr_put_long(file, "samples_seen", meta->samples_seen);
-    rc |= ckpt_attr_put_long(file, "rng_seed", (long)meta->rng_seed);
-    rc |= ckpt_attr_put_long(file, "world_size", meta->world_size);
-    rc |= ckpt_attr_put_long(file, "global_batch", meta->global_batch);
-    rc |= ckpt_attr_put_long(file, "sched_step", meta->sched_step);
-    rc |= ckpt_attr_put_long(file, "sched_total_steps", meta->sched_total_steps);
-    rc |= ckpt_attr_put_str(file, "config", meta->config ? meta->config : "");
-    rc |= ckpt_attr_put_long(file, "steps_per_epoch", meta->steps_per_epoch);
-    rc |= ckpt_attr_put_str(file, "run_id", meta->run_id);
-    rc |= ckpt_attr_put_str(file, "lineage", meta->lineage ? meta->lineage : "");
+    rc |= larch_ckpt_attr_put_long(file, "format_version", meta->format_version);
+    rc |= larch_ckpt_attr_put_str(file, "larch_version", meta->larch_version);
+    rc |= larch_ckpt_attr_put_long(file, "step", meta->step);
+    rc |= larch_ckpt_attr_put_long(file, "epoch", meta->epoch);
+    rc |= larch_ckpt_attr_put_long(file, "sampler_epoch", meta->sampler_epoch);
+    rc |= larch_ckpt_attr_put_long(file, "sampler_step", meta->sampler_step);
+    rc |= larch_ckpt_attr_put_long(file, "samples_seen", meta->samples_seen);
+    rc |= larch_ckpt_attr_put_long(file, "rng_seed", (long)meta->rng_seed);
+    rc |= larch_ckpt_attr_put_long(file, "world_size", meta->world_size);
+    rc |= larch_ckpt_attr_put_long(file, "global_batch", meta->global_batch);
+    rc |= larch_ckpt_attr_put_long(file, "sched_step", meta->sched_step);
+    rc |= larch_ckpt_attr_put_long(file, "sched_total_steps", meta->sched_total_steps);
+    rc |= larch_ckpt_attr_put_str(file, "config", meta->config ? meta->config : "");
+    rc |= larch_ckpt_attr_put_long(file, "steps_per_epoch", meta->steps_per_epoch);
+    rc |= larch_ckpt_attr_put_str(file, "run_id", meta->run_id);
+    rc |= larch_ckpt_attr_put_str(file, "lineage", meta->lineage ? meta->lineage : "");
     char sum[64];
-    ckpt_meta_checksum(meta, sum, sizeof sum);
-    rc |= ckpt_attr_put_str(file, "meta_checksum", sum);
+    larch_ckpt_meta_checksum(meta, sum, sizeof sum);
+    rc |= larch_ckpt_attr_put_str(file, "meta_checksum", sum);
     if (optim_group >= 0 && o) {
-        rc |= ckpt_attr_put_str(optim_group, "optimizer", meta->optimizer);
-        rc |= ckpt_attr_put_long(optim_group, "t", meta->optim_t);
-        rc |= ckpt_attr_put_str(optim_group, "state_layout", meta->state_layout);
+        rc |= larch_ckpt_attr_put_str(optim_group, "optimizer", meta->optimizer);
+        rc |= larch_ckpt_attr_put_long(optim_group, "t", meta->optim_t);
+        rc |= larch_ckpt_attr_put_str(optim_group, "state_layout", meta->state_layout);
         rc |= put_tensor_steps(optim_group, m, o);
     }
     return rc;
@@ -181,13 +181,13 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
         const larch_param *p = &m->params[i];
         size_t a = p->offset > lo ? p->offset : lo, z = p->offset + p->size < hi ? p->offset + p->size : hi;
         if (z < a) z = a;
-        ckpt_param_path(dpath, sizeof dpath, m, p);
-        int nd = ckpt_param_dims(p, dims);
+        larch_ckpt_param_path(dpath, sizeof dpath, m, p);
+        int nd = larch_ckpt_param_dims(p, dims);
         s = larch_comm_check(c, write_tensor(w, dpath, nd, dims, a - p->offset, z - p->offset, m->param + a));
     }
     for (int i = 0; !s && i < m->n_buffers; i++) {
         const larch_buffer *b = &m->buffers[i];
-        ckpt_buffer_path(dpath, sizeof dpath, m, b);
+        larch_ckpt_buffer_path(dpath, sizeof dpath, m, b);
         dims[0] = b->size;
         s = larch_comm_check(c, write_tensor(w, dpath, 1, dims, 0, c->rank == 0 ? b->size : 0, m->buffer + b->offset));
     }
@@ -203,8 +203,8 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
             /* state of flat value e is state[k][state_offset + e - first value of the optimizer's range] */
             size_t first = p->offset > o->lo ? p->offset : o->lo;
             const float *src = z > a ? o->state[k] + o->state_offset[i] + (a - first) : o->state[k];
-            ckpt_state_path(dpath, sizeof dpath, o->state_names[k], m, p);
-            int nd = ckpt_param_dims(p, dims);
+            larch_ckpt_state_path(dpath, sizeof dpath, o->state_names[k], m, p);
+            int nd = larch_ckpt_param_dims(p, dims);
             s = larch_comm_check(c, write_tensor(w, dpath, nd, dims, a - p->offset, z - p->offset, src));
         }
     }
@@ -235,13 +235,13 @@ static double tensor_bytes(int ndim, const hsize_t *dims)
     return chunks * (4.0 * per + H5_PER_CHUNK) + H5_PER_DATASET;
 }
 
-double ckpt_estimate_bytes(const larch_model *m, const larch_optim *o, size_t attr_bytes)
+double larch_ckpt_estimate_bytes(const larch_model *m, const larch_optim *o, size_t attr_bytes)
 {
     double bytes = H5_FIXED + H5_PER_ATTR_BYTE * (double)attr_bytes, layers = 0.0;
     hsize_t dims[CKPT_MAX_DIMS];
     for (int i = 0; i < m->n_params; i++) {
         const larch_param *p = &m->params[i];
-        double t = tensor_bytes(ckpt_param_dims(p, dims), dims);
+        double t = tensor_bytes(larch_ckpt_param_dims(p, dims), dims);
         bytes += t;
         if (o && larch_param_has_state(p)) bytes += (double)o->n_state * t;
         if (i == 0 || p->layer != m->params[i - 1].layer) layers += 1.0;
@@ -324,7 +324,7 @@ static void prune(const char *dir, int keep, const char *newest, long step)
 larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, const larch_model *m,
                              const larch_optim *o, const larch_ckpt_meta *meta, char *path_out, size_t path_len)
 {
-    ckpt_h5_quiet();
+    larch_ckpt_h5_quiet();
     char tmp[4200] = "", final[4200], why[256];
     snprintf(final, sizeof final, "%s/ckpt-%08ld.h5", dir, meta->step);
     /* the complete metadata, checked as a load will check it */
@@ -342,7 +342,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         full.optim_mu_product = 0.0;   /* format 2: per tensor (/optim/mu_product) */
         snprintf(full.state_layout, sizeof full.state_layout, "%s", sharded ? "sharded" : "replicated");
     }
-    if (!s) s = ckpt_check_meta(final, &full, LARCH_ERR_INVALID);
+    if (!s) s = larch_ckpt_check_meta(final, &full, LARCH_ERR_INVALID);
     if (!s && c->rank == 0) s = larch_mkdir_p(dir);
     if (!s && c->rank == 0) s = create_tmp(dir, meta->step, tmp, sizeof tmp);
     s = larch_comm_check(c, s);
@@ -361,7 +361,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     int err = errno;
     H5Pclose(fapl);
-    if (file < 0) ckpt_h5_why(why, sizeof why);
+    if (file < 0) larch_ckpt_h5_why(why, sizeof why);
     s = larch_comm_check(c, file < 0 ? larch_fail(LARCH_ERR_IO, "cannot create checkpoint %s: %s%s%s", tmp,
                                                   err ? strerror(err) : "", err && why[0] ? "; HDF5: " : "", why)
                                      : LARCH_OK);
@@ -371,7 +371,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         return s;
     }
     size_t attr_bytes = (meta->config ? strlen(meta->config) : 0) + (meta->lineage ? strlen(meta->lineage) : 0);
-    s = larch_comm_check(c, c->rank == 0 ? reserve_space(tmp, ckpt_estimate_bytes(m, o, attr_bytes)) : LARCH_OK);
+    s = larch_comm_check(c, c->rank == 0 ? reserve_space(tmp, larch_ckpt_estimate_bytes(m, o, attr_bytes)) : LARCH_OK);
     if (s) {
         H5Fclose(file);
         if (c->rank == 0) unlink(tmp);
@@ -382,7 +382,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
     if (c->size > 1) H5Pset_dxpl_mpio(w.dxpl, H5FD_MPIO_COLLECTIVE);
     hid_t og = o ? H5Gcreate2(file, "/optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
     larch_status local = (o && og < 0) || put_meta(file, og, m, o, &full)
-        ? larch_fail(LARCH_ERR_IO, "writing the metadata of %s: %s", tmp, ckpt_h5_why(why, sizeof why)) : LARCH_OK;
+        ? larch_fail(LARCH_ERR_IO, "writing the metadata of %s: %s", tmp, larch_ckpt_h5_why(why, sizeof why)) : LARCH_OK;
     if (og >= 0) H5Gclose(og);
     if (!local) local = larch_comm_fault(c, "save");      /* testing aid (LARCH_FAULT) */
     s = larch_comm_check(c, local);
@@ -394,7 +394,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         eoa = HADDR_UNDEF;
         H5Eclear2(H5E_DEFAULT);
     }
-    local = H5Fclose(file) < 0 ? larch_fail(LARCH_ERR_IO, "closing checkpoint %s: %s", tmp, ckpt_h5_why(why, sizeof why))
+    local = H5Fclose(file) < 0 ? larch_fail(LARCH_ERR_IO, "closing checkpoint %s: %s", tmp, larch_ckpt_h5_why(why, sizeof why))
                                : LARCH_OK;
     /* A close that failed (a full disk) leaves the file open in HDF5, which
      * would close it again, and crash, at MPI_Finalize: release it now. */
@@ -445,7 +445,7 @@ static larch_status read_tensor_steps(hid_t file, const char *path, const larch_
             if (g < 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open %s", path, gpath);
             long t = 0;
             double mu = 1.0;
-            larch_status s = k ? ckpt_attr_get_double(g, path, p->tensor, &mu) : ckpt_attr_get_long(g, path, p->tensor, &t);
+            larch_status s = k ? larch_ckpt_attr_get_double(g, path, p->tensor, &mu) : larch_ckpt_attr_get_long(g, path, p->tensor, &t);
             H5Gclose(g);
             if (s) return s;
             if (k == 0 && (t < 0 || t > meta->optim_t))
@@ -465,15 +465,15 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
     larch_status s = LARCH_OK;
     for (int i = 0; !s && i < m->n_params; i++) {
         const larch_param *p = &m->params[i];
-        ckpt_param_path(dpath, sizeof dpath, m, p);
-        int nd = ckpt_param_dims(p, dims);
-        s = ckpt_read_tensor(file, path, dpath, nd, dims, 0, p->size, m->param + p->offset);
+        larch_ckpt_param_path(dpath, sizeof dpath, m, p);
+        int nd = larch_ckpt_param_dims(p, dims);
+        s = larch_ckpt_read_tensor(file, path, dpath, nd, dims, 0, p->size, m->param + p->offset);
     }
     for (int i = 0; !s && i < m->n_buffers; i++) {
         const larch_buffer *b = &m->buffers[i];
-        ckpt_buffer_path(dpath, sizeof dpath, m, b);
+        larch_ckpt_buffer_path(dpath, sizeof dpath, m, b);
         dims[0] = b->size;
-        s = ckpt_read_tensor(file, path, dpath, 1, dims, 0, b->size, m->buffer + b->offset);
+        s = larch_ckpt_read_tensor(file, path, dpath, 1, dims, 0, b->size, m->buffer + b->offset);
     }
     if (s || !o) return s;
     if (strcmp(meta->optimizer, o->name) != 0)
@@ -485,9 +485,9 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
             if (o->state_offset[i] == (size_t)-1) continue;   /* frozen, or outside this rank's slice */
             size_t a = p->offset > o->lo ? p->offset : o->lo;
             size_t z = p->offset + p->size < o->hi ? p->offset + p->size : o->hi;
-            ckpt_state_path(dpath, sizeof dpath, o->state_names[k], m, p);
-            int nd = ckpt_param_dims(p, dims);
-            s = ckpt_read_tensor(file, path, dpath, nd, dims, a - p->offset, z - p->offset, o->state[k] + o->state_offset[i]);
+            larch_ckpt_state_path(dpath, sizeof dpath, o->state_names[k], m, p);
+            int nd = larch_ckpt_param_dims(p, dims);
+            s = larch_ckpt_read_tensor(file, path, dpath, nd, dims, a - p->offset, z - p->offset, o->state[k] + o->state_offset[i]);
         }
     }
     if (!s) s = read_tensor_steps(file, path, m, o, meta);
@@ -515,11 +515,11 @@ static herr_t find_extra(hid_t g, const char *name, const H5L_info_t *info, void
 larch_status larch_ckpt_load(const char *path, const larch_comm *c, larch_model *m, larch_optim *o,
                              larch_ckpt_meta *meta_out)
 {
-    ckpt_h5_quiet();
+    larch_ckpt_h5_quiet();
     larch_ckpt_meta meta;
     hid_t file = -1;
     /* every rank reads on its own (POSIX driver): no collective to leave hanging */
-    larch_status s = ckpt_open_meta(path, &file, &meta);
+    larch_status s = larch_ckpt_open_meta(path, &file, &meta);
     if (!s) s = read_all(file, path, m, o, &meta);
     if (!s) {
         extra_ctx x = {m, ""};

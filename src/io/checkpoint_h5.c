@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void ckpt_h5_quiet(void)
+void larch_ckpt_h5_quiet(void)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
@@ -25,7 +25,7 @@ static herr_t why_walk(unsigned n, const H5E_error2_t *e, void *data)
     return 0;
 }
 
-const char *ckpt_h5_why(char *buf, size_t len)
+const char *larch_ckpt_h5_why(char *buf, size_t len)
 {
     buf[0] = '\0';
     why_ctx w = {buf, len};
@@ -34,22 +34,22 @@ const char *ckpt_h5_why(char *buf, size_t len)
     return buf;
 }
 
-void ckpt_param_path(char *out, size_t len, const larch_model *m, const larch_param *p)
+void larch_ckpt_param_path(char *out, size_t len, const larch_model *m, const larch_param *p)
 {
     snprintf(out, len, "/params/%s/%s", m->layers[p->layer]->name, p->tensor);
 }
 
-void ckpt_buffer_path(char *out, size_t len, const larch_model *m, const larch_buffer *b)
+void larch_ckpt_buffer_path(char *out, size_t len, const larch_model *m, const larch_buffer *b)
 {
     snprintf(out, len, "/buffers/%s/%s", m->layers[b->layer]->name, b->tensor);
 }
 
-void ckpt_state_path(char *out, size_t len, const char *state, const larch_model *m, const larch_param *p)
+void larch_ckpt_state_path(char *out, size_t len, const char *state, const larch_model *m, const larch_param *p)
 {
     snprintf(out, len, "/optim/%s/%s/%s", state, m->layers[p->layer]->name, p->tensor);
 }
 
-int ckpt_param_dims(const larch_param *p, hsize_t *dims)
+int larch_ckpt_param_dims(const larch_param *p, hsize_t *dims)
 {
     for (int k = 0; k < p->ndim; k++) dims[k] = (hsize_t)p->shape[k];
     return p->ndim;
@@ -97,7 +97,7 @@ static int add_range(range_sel *s, int k, hsize_t *start, hsize_t a, hsize_t b)
     return 0;
 }
 
-int ckpt_select_range(hid_t space, int ndim, const hsize_t *dims, hsize_t a, hsize_t b)
+int larch_ckpt_select_range(hid_t space, int ndim, const hsize_t *dims, hsize_t a, hsize_t b)
 {
     if (a >= b) return H5Sselect_none(space) < 0 ? -1 : 0;
     range_sel s = {space, ndim, dims, 0};
@@ -117,18 +117,18 @@ static int put_attr(hid_t obj, const char *name, hid_t type, const void *v)
     return rc;
 }
 
-int ckpt_attr_put_long(hid_t obj, const char *name, long v)
+int larch_ckpt_attr_put_long(hid_t obj, const char *name, long v)
 {
     int64_t x = v;
     return put_attr(obj, name, H5T_NATIVE_INT64, &x);
 }
 
-int ckpt_attr_put_double(hid_t obj, const char *name, double v)
+int larch_ckpt_attr_put_double(hid_t obj, const char *name, double v)
 {
     return put_attr(obj, name, H5T_NATIVE_DOUBLE, &v);
 }
 
-int ckpt_attr_put_str(hid_t obj, const char *name, const char *v)
+int larch_ckpt_attr_put_str(hid_t obj, const char *name, const char *v)
 {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, strlen(v) + 1);
@@ -147,7 +147,7 @@ static larch_status open_attr(hid_t obj, const char *file, const char *name, hid
     if (*a < 0) {
         char why[256];
         return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot read attribute '%s': %s", file, name,
-                          ckpt_h5_why(why, sizeof why));
+                          larch_ckpt_h5_why(why, sizeof why));
     }
     return LARCH_OK;
 }
@@ -167,7 +167,7 @@ static larch_status get_number(hid_t obj, const char *file, const char *name, hi
     return LARCH_OK;
 }
 
-larch_status ckpt_attr_get_long(hid_t obj, const char *file, const char *name, long *v)
+larch_status larch_ckpt_attr_get_long(hid_t obj, const char *file, const char *name, long *v)
 {
     int64_t x = 0;
     larch_status s = get_number(obj, file, name, H5T_NATIVE_INT64, &x);
@@ -175,12 +175,12 @@ larch_status ckpt_attr_get_long(hid_t obj, const char *file, const char *name, l
     return s;
 }
 
-larch_status ckpt_attr_get_double(hid_t obj, const char *file, const char *name, double *v)
+larch_status larch_ckpt_attr_get_double(hid_t obj, const char *file, const char *name, double *v)
 {
     return get_number(obj, file, name, H5T_NATIVE_DOUBLE, v);
 }
 
-larch_status ckpt_attr_get_str(hid_t obj, const char *file, const char *name, char **v)
+larch_status larch_ckpt_attr_get_str(hid_t obj, const char *file, const char *name, char **v)
 {
     *v = NULL;
     hid_t a = -1;
@@ -235,7 +235,7 @@ static void fnv_long(fnv *f, const char *name, long v)
     fnv_field(f, name, num);
 }
 
-void ckpt_meta_checksum(const larch_ckpt_meta *m, char *out, size_t len)
+void larch_ckpt_meta_checksum(const larch_ckpt_meta *m, char *out, size_t len)
 {
     fnv f = {14695981039346656037ULL};
     char num[40];
@@ -273,7 +273,7 @@ static larch_status range(const char *path, const char *name, long v, long lo, l
     return larch_fail(st, "checkpoint %s: attribute '%s' is %ld, out of its range [%ld, %ld]", path, name, v, lo, hi);
 }
 
-larch_status ckpt_check_meta(const char *path, const larch_ckpt_meta *m, larch_status st)
+larch_status larch_ckpt_check_meta(const char *path, const larch_ckpt_meta *m, larch_status st)
 {
     larch_status s;
     if ((s = range(path, "step", m->step, 0, MAX_STEP, st)) || (s = range(path, "epoch", m->epoch, 0, m->step, st)) ||
@@ -320,7 +320,7 @@ larch_status ckpt_check_meta(const char *path, const larch_ckpt_meta *m, larch_s
 static larch_status get_fixed_str(hid_t obj, const char *path, const char *name, char *out, size_t len)
 {
     char *str = NULL;
-    larch_status s = ckpt_attr_get_str(obj, path, name, &str);
+    larch_status s = larch_ckpt_attr_get_str(obj, path, name, &str);
     if (s) return s;
     if (strlen(str) >= len) s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: attribute '%s' is longer than %zu bytes", path,
                                            name, len - 1);
@@ -329,11 +329,11 @@ static larch_status get_fixed_str(hid_t obj, const char *path, const char *name,
     return s;
 }
 
-larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta)
+larch_status larch_ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta)
 {
     memset(meta, 0, sizeof *meta);
     long v;
-    larch_status s = ckpt_attr_get_long(file, path, "format_version", &v);
+    larch_status s = larch_ckpt_attr_get_long(file, path, "format_version", &v);
     if (s) return s;
     if (v > LARCH_CKPT_FORMAT || v < 1)
         return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: format_version %ld is not one this larch reads (1 to %d%s)", path,
@@ -346,17 +346,17 @@ larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *me
         {"global_batch", &meta->global_batch}, {"sched_step", &meta->sched_step},
         {"sched_total_steps", &meta->sched_total_steps}};
     for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++)
-        if ((s = ckpt_attr_get_long(file, path, longs[i].name, longs[i].dst))) return s;
-    if ((s = ckpt_attr_get_long(file, path, "world_size", &v))) return s;
+        if ((s = larch_ckpt_attr_get_long(file, path, longs[i].name, longs[i].dst))) return s;
+    if ((s = larch_ckpt_attr_get_long(file, path, "world_size", &v))) return s;
     meta->world_size = v < -(1L << 30) ? -(1 << 30) : v > (1L << 30) ? (1 << 30) : (int)v;   /* range-checked below */
-    if ((s = ckpt_attr_get_long(file, path, "rng_seed", &v))) return s;
+    if ((s = larch_ckpt_attr_get_long(file, path, "rng_seed", &v))) return s;
     meta->rng_seed = (uint64_t)v;
-    if ((s = ckpt_attr_get_str(file, path, "config", &meta->config))) return s;
+    if ((s = larch_ckpt_attr_get_str(file, path, "config", &meta->config))) return s;
     char stored[64] = "";
     if (meta->format_version >= 2) {
-        if ((s = ckpt_attr_get_long(file, path, "steps_per_epoch", &meta->steps_per_epoch))) return s;
+        if ((s = larch_ckpt_attr_get_long(file, path, "steps_per_epoch", &meta->steps_per_epoch))) return s;
         if ((s = get_fixed_str(file, path, "run_id", meta->run_id, sizeof meta->run_id))) return s;
-        if ((s = ckpt_attr_get_str(file, path, "lineage", &meta->lineage))) return s;
+        if ((s = larch_ckpt_attr_get_str(file, path, "lineage", &meta->lineage))) return s;
         if ((s = get_fixed_str(file, path, "meta_checksum", stored, sizeof stored))) return s;
     }
     if (H5Lexists(file, "/optim", H5P_DEFAULT) > 0) {
@@ -364,17 +364,17 @@ larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *me
         if (g < 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open /optim", path);
         s = get_fixed_str(g, path, "optimizer", meta->optimizer, sizeof meta->optimizer);
         if (!s && !meta->optimizer[0]) s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: /optim attribute 'optimizer' is empty", path);
-        if (!s) s = ckpt_attr_get_long(g, path, "t", &meta->optim_t);
+        if (!s) s = larch_ckpt_attr_get_long(g, path, "t", &meta->optim_t);
         if (!s && meta->format_version < 2)   /* since 2 per tensor (checkpoint.c) */
-            s = ckpt_attr_get_double(g, path, "mu_product", &meta->optim_mu_product);
+            s = larch_ckpt_attr_get_double(g, path, "mu_product", &meta->optim_mu_product);
         if (!s && meta->format_version >= 2) s = get_fixed_str(g, path, "state_layout", meta->state_layout, sizeof meta->state_layout);
         H5Gclose(g);
         if (s) return s;
     }
-    if ((s = ckpt_check_meta(path, meta, LARCH_ERR_FORMAT))) return s;
+    if ((s = larch_ckpt_check_meta(path, meta, LARCH_ERR_FORMAT))) return s;
     if (meta->format_version >= 2) {
         char sum[64];
-        ckpt_meta_checksum(meta, sum, sizeof sum);
+        larch_ckpt_meta_checksum(meta, sum, sizeof sum);
         if (strcmp(sum, stored) != 0)
             return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: the metadata checksum does not match the attributes (stored "
                               "%s, computed %s): an attribute or the config text was changed or corrupted", path, stored, sum);
@@ -398,9 +398,9 @@ static int has_hdf5_signature(const char *path)
     return found;
 }
 
-larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta)
+larch_status larch_ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta)
 {
-    ckpt_h5_quiet();
+    larch_ckpt_h5_quiet();
     memset(meta, 0, sizeof *meta);
     *file = -1;
     struct stat st;
@@ -423,8 +423,8 @@ larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
         return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s is not a readable HDF5 file (truncated or corrupted?): %s",
-                          path, ckpt_h5_why(why, sizeof why));
-    larch_status s = ckpt_read_meta_h5(f, path, meta);
+                          path, larch_ckpt_h5_why(why, sizeof why));
+    larch_status s = larch_ckpt_read_meta_h5(f, path, meta);
     if (!s && H5Lexists(f, "/params", H5P_DEFAULT) <= 0)
         s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s has no /params group", path);
     if (s) {
@@ -446,7 +446,7 @@ void larch_ckpt_meta_free(larch_ckpt_meta *meta)
 
 /* ---- tensors ---- */
 
-void ckpt_fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims)
+void larch_ckpt_fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims)
 {
     size_t o = (size_t)snprintf(out, len, "(");
     for (int k = 0; k < ndim && o < len; k++)
@@ -454,14 +454,14 @@ void ckpt_fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims)
     if (o < len) snprintf(out + o, len - o, ")");
 }
 
-larch_status ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, int *ndim, hsize_t *dims)
+larch_status larch_ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, int *ndim, hsize_t *dims)
 {
     *ndim = 0;
     if (H5Lexists(file, dpath, H5P_DEFAULT) <= 0) return LARCH_OK;
     hid_t d = H5Dopen2(file, dpath, H5P_DEFAULT);
     if (d < 0) {
         char why[256];
-        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open tensor %s: %s", path, dpath, ckpt_h5_why(why, sizeof why));
+        return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot open tensor %s: %s", path, dpath, larch_ckpt_h5_why(why, sizeof why));
     }
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
     int nd = H5Sget_simple_extent_ndims(sp);
@@ -480,20 +480,20 @@ larch_status ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, 
     return s;
 }
 
-larch_status ckpt_read_tensor(hid_t file, const char *path, const char *dpath, int ndim, const hsize_t *dims,
+larch_status larch_ckpt_read_tensor(hid_t file, const char *path, const char *dpath, int ndim, const hsize_t *dims,
                               hsize_t a, hsize_t b, float *dst)
 {
     int fnd;
     hsize_t fdims[CKPT_MAX_DIMS];
-    larch_status s = ckpt_tensor_shape(file, path, dpath, &fnd, fdims);
+    larch_status s = larch_ckpt_tensor_shape(file, path, dpath, &fnd, fdims);
     if (s) return s;
     if (fnd == 0) return larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s is missing", path, dpath);
     int same = fnd == ndim;
     for (int k = 0; same && k < ndim; k++) same = fdims[k] == dims[k];
     if (!same) {
         char want[128], have[128];
-        ckpt_fmt_shape(want, sizeof want, ndim, dims);
-        ckpt_fmt_shape(have, sizeof have, fnd, fdims);
+        larch_ckpt_fmt_shape(want, sizeof want, ndim, dims);
+        larch_ckpt_fmt_shape(have, sizeof have, fnd, fdims);
         return larch_fail(LARCH_ERR_SHAPE, "checkpoint %s: tensor %s has shape %s, the model needs %s", path, dpath, have, want);
     }
     hid_t d = H5Dopen2(file, dpath, H5P_DEFAULT);
@@ -501,11 +501,11 @@ larch_status ckpt_read_tensor(hid_t file, const char *path, const char *dpath, i
     /* same-shape selections (HDF5's fast path); element a lands in dst[0] */
     hid_t ms = H5Screate_simple(ndim, dims, NULL);
     float *base = (float *)((uintptr_t)dst - (uintptr_t)a * sizeof(float));
-    int rc = ckpt_select_range(fs, ndim, dims, a, b);
-    if (rc == 0) rc = ckpt_select_range(ms, ndim, dims, a, b);
+    int rc = larch_ckpt_select_range(fs, ndim, dims, a, b);
+    if (rc == 0) rc = larch_ckpt_select_range(ms, ndim, dims, a, b);
     if (rc == 0) rc = H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, base) < 0 ? -1 : 0;
     char why[256] = "";
-    if (rc) ckpt_h5_why(why, sizeof why);
+    if (rc) larch_ckpt_h5_why(why, sizeof why);
     H5Sclose(ms);
     H5Sclose(fs);
     H5Dclose(d);

@@ -91,7 +91,7 @@ static larch_status init_tensor(init_ctx *c, hid_t file, const char *group, cons
     snprintf(dpath, sizeof dpath, "/%s/%s", group, src);
     int fnd;
     hsize_t fdims[CKPT_MAX_DIMS];
-    larch_status s = strchr(src, '/') ? ckpt_tensor_shape(file, c->path, dpath, &fnd, fdims) : LARCH_OK;
+    larch_status s = strchr(src, '/') ? larch_ckpt_tensor_shape(file, c->path, dpath, &fnd, fdims) : LARCH_OK;
     if (s) return s;
     if (!strchr(src, '/') || fnd == 0) {
         c->rep->fresh++;
@@ -101,8 +101,8 @@ static larch_status init_tensor(init_ctx *c, hid_t file, const char *group, cons
     int same = fnd == ndim;
     for (int k = 0; same && k < ndim; k++) same = fdims[k] == dims[k];
     if (!same) {
-        ckpt_fmt_shape(have, sizeof have, fnd, fdims);
-        ckpt_fmt_shape(want, sizeof want, ndim, dims);
+        larch_ckpt_fmt_shape(have, sizeof have, fnd, fdims);
+        larch_ckpt_fmt_shape(want, sizeof want, ndim, dims);
         if (!c->map->skip_mismatch)
             return larch_fail(LARCH_ERR_SHAPE, "model.init_from %s: tensor %s has shape %s but the model's %s has shape %s "
                               "(exclude it, or set model.init_from.skip_mismatch: true)", c->path, dpath, have, name, want);
@@ -112,7 +112,7 @@ static larch_status init_tensor(init_ctx *c, hid_t file, const char *group, cons
     }
     size_t n = 1;
     for (int k = 0; k < ndim; k++) n *= dims[k];
-    if ((s = ckpt_read_tensor(file, c->path, dpath, ndim, dims, 0, n, dst))) return s;
+    if ((s = larch_ckpt_read_tensor(file, c->path, dpath, ndim, dims, 0, n, dst))) return s;
     c->rep->loaded++;
     c->rep->loaded_values += n;
     fprintf(c->text, "loaded   %s <- %s\n", name, dpath);
@@ -151,11 +151,11 @@ larch_status larch_ckpt_init_from(const char *path, larch_model *m, const larch_
     larch_ckpt_meta meta;
     hid_t file = -1;
     hsize_t dims[CKPT_MAX_DIMS];
-    larch_status s = ckpt_open_meta(path, &file, &meta);
+    larch_status s = larch_ckpt_open_meta(path, &file, &meta);
     if (s) larch_fail_context(s, "model.init_from");
     for (int i = 0; !s && i < m->n_params; i++) {
         const larch_param *p = &m->params[i];
-        int nd = ckpt_param_dims(p, dims);
+        int nd = larch_ckpt_param_dims(p, dims);
         s = init_tensor(&c, file, "params", p->name, nd, dims, m->param + p->offset);
     }
     for (int i = 0; !s && map->buffers && i < m->n_buffers; i++) {

@@ -68,7 +68,7 @@ int larch_ckpt_list(const char *dir, char ***paths)
 larch_status larch_ckpt_read_meta(const char *path, larch_ckpt_meta *meta)
 {
     hid_t f;
-    larch_status s = ckpt_open_meta(path, &f, meta);
+    larch_status s = larch_ckpt_open_meta(path, &f, meta);
     if (!s) H5Fclose(f);
     return s;
 }
@@ -121,13 +121,13 @@ static herr_t visit(hid_t root, const char *name, const H5L_info_t *info, void *
     snprintf(dpath, sizeof dpath, "/%s", name);
     int nd;
     hsize_t dims[CKPT_MAX_DIMS];
-    larch_status s = ckpt_tensor_shape(w->file, w->path, dpath, &nd, dims);
+    larch_status s = larch_ckpt_tensor_shape(w->file, w->path, dpath, &nd, dims);
     if (s) { w->status = s; return 1; }
     size_t n = 1;
     for (int k = 0; k < nd; k++) n *= (size_t)dims[k];
     float *buf = malloc((n ? n : 1) * sizeof *buf);
     if (!buf) { w->status = larch_fail(LARCH_ERR_NOMEM, "out of memory reading %s", dpath); return 1; }
-    s = ckpt_read_tensor(w->file, w->path, dpath, nd, dims, 0, n, buf);
+    s = larch_ckpt_read_tensor(w->file, w->path, dpath, nd, dims, 0, n, buf);
     double sq = 0.0;
     int finite = 1;
     for (size_t i = 0; !s && i < n; i++) {
@@ -158,7 +158,7 @@ static larch_status walk(const char *path, FILE *out, int verify, larch_ckpt_met
 {
     memset(w, 0, sizeof *w);
     hid_t f;
-    larch_status s = ckpt_open_meta(path, &f, meta);
+    larch_status s = larch_ckpt_open_meta(path, &f, meta);
     if (s) return s;
     char why[256];
     if (out && !verify) {
@@ -185,7 +185,7 @@ static larch_status walk(const char *path, FILE *out, int verify, larch_ckpt_met
         w->status = LARCH_OK;
         if (H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, visit, w) < 0 && !w->status)
             w->status = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: cannot list its objects: %s", path,
-                                   ckpt_h5_why(why, sizeof why));
+                                   larch_ckpt_h5_why(why, sizeof why));
         s = w->status;
     }
     H5Fclose(f);

@@ -11,38 +11,38 @@
 #define CKPT_MAX_DIMS 8
 
 /* Silences HDF5's own error printing (larch reports errors as values). */
-void ckpt_h5_quiet(void);
+void larch_ckpt_h5_quiet(void);
 /* The innermost message of HDF5's current error stack ("" when none). */
-const char *ckpt_h5_why(char *buf, size_t len);
+const char *larch_ckpt_h5_why(char *buf, size_t len);
 
 /* "/params/<layer>/<tensor>" etc. */
-void ckpt_param_path(char *out, size_t len, const larch_model *m, const larch_param *p);
-void ckpt_buffer_path(char *out, size_t len, const larch_model *m, const larch_buffer *b);
-void ckpt_state_path(char *out, size_t len, const char *state, const larch_model *m, const larch_param *p);
+void larch_ckpt_param_path(char *out, size_t len, const larch_model *m, const larch_param *p);
+void larch_ckpt_buffer_path(char *out, size_t len, const larch_model *m, const larch_buffer *b);
+void larch_ckpt_state_path(char *out, size_t len, const char *state, const larch_model *m, const larch_param *p);
 
 /* Selects the row-major elements [a, b) of a dataspace of shape dims (a
  * union of at most 2 * ndim blocks); nothing when a >= b. */
-int ckpt_select_range(hid_t space, int ndim, const hsize_t *dims, hsize_t a, hsize_t b);
+int larch_ckpt_select_range(hid_t space, int ndim, const hsize_t *dims, hsize_t a, hsize_t b);
 
 /* Attributes of an object: scalar integers, reals and strings. Readers
  * return LARCH_ERR_FORMAT naming the attribute and the file. */
-int ckpt_attr_put_long(hid_t obj, const char *name, long v);
-int ckpt_attr_put_double(hid_t obj, const char *name, double v);
-int ckpt_attr_put_str(hid_t obj, const char *name, const char *v);
-larch_status ckpt_attr_get_long(hid_t obj, const char *file, const char *name, long *v);
-larch_status ckpt_attr_get_double(hid_t obj, const char *file, const char *name, double *v);
+int larch_ckpt_attr_put_long(hid_t obj, const char *name, long v);
+int larch_ckpt_attr_put_double(hid_t obj, const char *name, double v);
+int larch_ckpt_attr_put_str(hid_t obj, const char *name, const char *v);
+larch_status larch_ckpt_attr_get_long(hid_t obj, const char *file, const char *name, long *v);
+larch_status larch_ckpt_attr_get_double(hid_t obj, const char *file, const char *name, double *v);
 /* *v is malloc'ed. */
-larch_status ckpt_attr_get_str(hid_t obj, const char *file, const char *name, char **v);
+larch_status larch_ckpt_attr_get_str(hid_t obj, const char *file, const char *name, char **v);
 
 /* Opens a checkpoint read-only (one process, POSIX driver) and reads its
  * metadata; checks the format version and that /params exists. On failure
  * *file is -1, meta is freed, and the message names the file. */
-larch_status ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta);
+larch_status larch_ckpt_open_meta(const char *path, hid_t *file, larch_ckpt_meta *meta);
 
 /* Reads the root and /optim attributes into meta; checks format_version,
- * the ranges and cross-checks of ckpt_check_meta and (format 2) the
+ * the ranges and cross-checks of larch_ckpt_check_meta and (format 2) the
  * metadata checksum. */
-larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta);
+larch_status larch_ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *meta);
 
 /* The ranges and cross-checks every checkpoint's metadata must pass (the
  * attributes named in messages): non-negative positions, samples_seen =
@@ -50,30 +50,30 @@ larch_status ckpt_read_meta_h5(hid_t file, const char *path, larch_ckpt_meta *me
  * sampler_epoch, the sampler position against step (format 2: with
  * steps_per_epoch), and with optimizer state (meta->optimizer set) t = step.
  * Fails with `status` (LARCH_ERR_FORMAT on read, LARCH_ERR_INVALID on save). */
-larch_status ckpt_check_meta(const char *path, const larch_ckpt_meta *meta, larch_status status);
+larch_status larch_ckpt_check_meta(const char *path, const larch_ckpt_meta *meta, larch_status status);
 
 /* "fnv1a64:<16 hex digits>": the FNV-1a 64-bit hash of a canonical text of
  * every field of meta that a file of its format_version stores (the config
  * text, the lineage and the /optim attributes when meta->optimizer is set),
  * stored as attribute meta_checksum since format 2. Any single changed byte
  * changes it. */
-void ckpt_meta_checksum(const larch_ckpt_meta *meta, char *out, size_t len);
+void larch_ckpt_meta_checksum(const larch_ckpt_meta *meta, char *out, size_t len);
 
 /* Bytes a checkpoint of m and o (may be NULL) takes, HDF5's metadata
  * included, with `attr_bytes` of attribute text (config, lineage). */
-double ckpt_estimate_bytes(const larch_model *m, const larch_optim *o, size_t attr_bytes);
+double larch_ckpt_estimate_bytes(const larch_model *m, const larch_optim *o, size_t attr_bytes);
 
 /* Opens dataset `dpath`, checks it is float32 of shape dims[0..ndim), and
  * reads its row-major elements [a, b) into dst. Errors name the tensor. */
-larch_status ckpt_read_tensor(hid_t file, const char *path, const char *dpath, int ndim, const hsize_t *dims,
+larch_status larch_ckpt_read_tensor(hid_t file, const char *path, const char *dpath, int ndim, const hsize_t *dims,
                               hsize_t a, hsize_t b, float *dst);
 /* The stored shape of a float32 dataset (ndim 0 when absent or not float32). */
-larch_status ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, int *ndim, hsize_t *dims);
+larch_status larch_ckpt_tensor_shape(hid_t file, const char *path, const char *dpath, int *ndim, hsize_t *dims);
 
 /* "(32, 3, 3, 1)" */
-void ckpt_fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims);
+void larch_ckpt_fmt_shape(char *out, size_t len, int ndim, const hsize_t *dims);
 
 /* A model parameter's logical shape as hsize_t. */
-int ckpt_param_dims(const larch_param *p, hsize_t *dims);
+int larch_ckpt_param_dims(const larch_param *p, hsize_t *dims);
 
 #endif

@@ -1,7 +1,7 @@
 /* builders.c - the typed builders of the built-in layer types (larch/model.h)
  * and the option checks their setup() functions share. Each builder is
  * larch_model_add_layer with the type's ops; the YAML front end
- * (src/io/model_cfg.c) reaches the same setup() through the same call. */
+ * (src/train/model_cfg.c) reaches the same setup() through the same call. */
 #include "nn/layers.h"
 
 

@@ -4,7 +4,7 @@
  * larch_<type>_ops and registers it in registry.c. setup() reads the type's
  * options struct of larch/model.h (NULL: its _DEFAULTS), checks every value
  * and copies what forward/backward need into priv; layers never see the
- * config tree (the YAML front end, src/io/model_cfg.c, fills the same
+ * config tree (the YAML front end, src/train/model_cfg.c, fills the same
  * structs). Conventions:
  *   - activations are (n, h, w, c), channels last;
  *   - backward writes dx[i] when need_dx[i] (accumulating when dx_acc[i])

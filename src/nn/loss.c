@@ -14,7 +14,7 @@
  * layer "loss_weights" (one tensor log_var), so they are synchronized,
  * stepped and checkpointed like any parameter.
  * Penalty: coef * sum |w|^q over weights (or all parameters). The YAML
- * front end (src/io/model_cfg.c) fills the same larch_loss_opts and
+ * front end (src/train/model_cfg.c) fills the same larch_loss_opts and
  * larch_penalty_opts and calls the same builders.
  */
 #include "nn/layers.h"

@@ -16,7 +16,7 @@
 #include "larch/checkpoint.h"
 #include "core/blas.h"
 #include "core/fs.h"
-#include "dist/grad_sync.h"
+#include "parallel/grad_sync.h"
 
 #include <errno.h>
 #include <math.h>
@@ -276,7 +276,7 @@ static larch_status setup(run_t *r)
     if ((s = init_from(r))) return s;
     const larch_node *dist = larch_map_get(r->cfg, "dist");
     int shard = larch_cfg_bool(dist, "shard_optimizer");
-    if ((s = grad_sync_create(&r->sync, r->comm, r->model, larch_cfg_float(dist, "bucket_mb"),
+    if ((s = larch_grad_sync_create(&r->sync, r->comm, r->model, larch_cfg_float(dist, "bucket_mb"),
                               larch_cfg_float(dist, "first_bucket_mb"), larch_cfg_bool(dist, "overlap"), shard,
                               !strcmp(larch_cfg_str(dist, "compress"), "fp16") ? 1
                               : !strcmp(larch_cfg_str(dist, "compress"), "bf16") ? 2 : 0)))
@@ -284,10 +284,10 @@ static larch_status setup(run_t *r)
     r->hooks = (larch_comm_hooks){hook_allreduce, r};
     /* parameter groups (frozen tensors) decide which gradients the plan computes */
     size_t slice_lo, slice_hi;
-    grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
+    larch_grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
     if ((s = larch_optim_create_shard(&r->optim, r->model, larch_map_get(r->cfg, "optim"), slice_lo, slice_hi)))
         return s;
-    grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
+    larch_grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
@@ -322,7 +322,7 @@ static void teardown(run_t *r)
 {
     larch_loader_free(r->loader);
     larch_loader_free(r->eval_loader);
-    grad_sync_free(r->sync);
+    larch_grad_sync_free(r->sync);
     larch_optim_free(r->optim);
     larch_model_free(r->model);
     larch_dataset_free(&r->train);
@@ -616,7 +616,7 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, r->stats);
         local[1] += mb.n;
         for (int k = 0; k < nl; k++) local[3 + k] += r->stats[k].loss_sum;
-        if (a == r->accumulate - 1) grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
+        if (a == r->accumulate - 1) larch_grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
         larch_model_backward(m, &p);
     }
     /* A rank that failed in the step (gradient sums, a hook, the gather)
@@ -624,13 +624,13 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
      * the step with the loss sums, the stop requests and how many ranks
      * failed, so every rank learns of a failure there, before the next
      * collective, with the failing rank's message. */
-    larch_status s = grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
+    larch_status s = larch_grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
     if (!s) s = r->hook_status;                             /* SyncBatchNorm's sums */
     double penalty = larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
     larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step));
-    larch_status gs = grad_sync_gather(r->sync);            /* sharded: everyone's updated slice to all */
+    larch_status gs = larch_grad_sync_gather(r->sync);            /* sharded: everyone's updated slice to all */
     if (!s) s = gs;
     if (!s) s = r->hook_status;                             /* the clipping norm's sum */
     local[2] = stop_signal ? 1.0 : 0.0;
@@ -653,10 +653,10 @@ static const char *sync_summary(const run_t *r, char *buf, size_t len)
     if (r->comm->size == 1) snprintf(buf, len, "no gradient sync (1 rank)");
     else if (larch_cfg_bool(dist, "shard_optimizer"))
         snprintf(buf, len, "gradient sync: one reduce-scatter of %zu bytes per step (sharded: frozen tensors included)",
-                 grad_sync_bytes(r->sync));
+                 larch_grad_sync_bytes(r->sync));
     else
-        snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", grad_sync_buckets(r->sync),
-                 grad_sync_bytes(r->sync), larch_cfg_bool(dist, "overlap") ? "overlapped" : "blocking");
+        snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", larch_grad_sync_buckets(r->sync),
+                 larch_grad_sync_bytes(r->sync), larch_cfg_bool(dist, "overlap") ? "overlapped" : "blocking");
     return buf;
 }
 
@@ -674,7 +674,7 @@ static larch_status thaw(run_t *r, long epoch)
     larch_model *m = r->model;
     int n = larch_optim_thaw(m, epoch);
     if (n == 0) return LARCH_OK;
-    grad_sync_plan(r->sync);                     /* the thawed tensors join the buckets */
+    larch_grad_sync_plan(r->sync);                     /* the thawed tensors join the buckets */
     if (r->log) {
         char sync[160];
         fprintf(r->log, "epoch %ld: unfroze %d tensor(s):", epoch, n);
@@ -734,13 +734,13 @@ static larch_status loop(run_t *r, larch_train_result *res)
             if (r->metrics) {
                 char num[32];
                 long n_sync = 0, early = 0;
-                double wait = grad_sync_take_wait(r->sync, &n_sync, &early);
+                double wait = larch_grad_sync_take_wait(r->sync, &n_sync, &early);
                 fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
                         "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"sync_bytes\": %zu, \"sync_buckets\": %d, "
                         "\"sync_overlapped\": %.3g, \"time\": %.3f",
                         done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps,
-                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, grad_sync_bytes(r->sync),
-                        r->comm->size > 1 ? grad_sync_buckets(r->sync) : 0,
+                        n_sync ? 1e3 * wait / (double)n_sync : 0.0, larch_grad_sync_bytes(r->sync),
+                        r->comm->size > 1 ? larch_grad_sync_buckets(r->sync) : 0,
                         n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
                 fprintf(r->metrics, "}\n");

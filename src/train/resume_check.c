@@ -1,5 +1,5 @@
-/* checkpoint_resume.c - what a resume may change (larch_ckpt_check_resume,
- * include/larch/checkpoint.h; docs/checkpoints.md "What a resume compares").
+/* resume_check.c - what a resume may change (larch_ckpt_check_resume,
+ * include/larch/train.h; docs/checkpoints.md "What a resume compares").
  *
  * The checkpoint holds the resolved config it was written with. It is parsed
  * with larch's own loader, its defaults filled in as for a run, and compared

@@ -1,17 +1,17 @@
 /* grad_sync.h - gradient averaging across ranks in buckets that overlap
- * backward (internal to src/dist).
+ * backward (internal to src/parallel).
  *
  * The trainable ranges of the flat gradient buffer are cut into buckets from
  * its end (the last layers' gradients are ready first): the first bucket
  * holds about first_mb MiB, the others about bucket_mb (whole tensors, as
  * PyTorch DDP). Frozen tensors (lr_mult 0) are in no bucket: their
  * gradients are neither computed nor read, so they are not summed, and a
- * frozen tensor between trainable ones ends a bucket. grad_sync_plan
+ * frozen tensor between trainable ones ends a bucket. larch_grad_sync_plan
  * rebuilds the buckets when the frozen set changes (a thaw).
  * During the last backward of a step the model reports each layer's
  * finished gradients; a bucket whose gradients are all final starts a
  * non-blocking allreduce at once, and every report lets MPI progress the
- * ones in flight. grad_sync_finish starts what is left and waits.
+ * ones in flight. larch_grad_sync_finish starts what is left and waits.
  * All ranks run the same graph, so buckets start in the same order on every
  * rank, as MPI requires. `compress` 1 (fp16) or 2 (bf16) sends each bucket
  * as 16-bit floats, summed in float and rounded to 16 bits at each step of
@@ -27,35 +27,35 @@
 
 typedef struct grad_sync grad_sync;
 
-larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
+larch_status larch_grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
                               double first_mb, int overlap, int shard, int compress);
-void grad_sync_free(grad_sync *g);
+void larch_grad_sync_free(grad_sync *g);
 /* Arms the hook for the backward that follows (the last micro-batch). */
-void grad_sync_begin(grad_sync *g);
+void larch_grad_sync_begin(grad_sync *g);
 /* Starts the buckets not started yet and waits for all; the gradient buffer
  * then holds the sums over ranks. */
-larch_status grad_sync_finish(grad_sync *g);
+larch_status larch_grad_sync_finish(grad_sync *g);
 /* Rebuilds the buckets from the parameters' current lr_mult (call between
  * steps, on every rank alike: after the optimizer assigns its groups, and
  * after a thaw). Allocates nothing and cannot fail. */
-void grad_sync_plan(grad_sync *g);
+void larch_grad_sync_plan(grad_sync *g);
 /* Buckets per step (sharded: 1, the reduce-scatter), and the bytes each rank
  * hands to the gradient sums per step (2 per value when compressed; 0 on
  * one rank, where nothing is sent). */
-int grad_sync_buckets(const grad_sync *g);
-size_t grad_sync_bytes(const grad_sync *g);
+int larch_grad_sync_buckets(const grad_sync *g);
+size_t larch_grad_sync_bytes(const grad_sync *g);
 
 /* Optimizer-state sharding (ZeRO stage 1, `shard` at create): the flat
- * buffer is cut into one equal slice per rank; grad_sync_finish then
+ * buffer is cut into one equal slice per rank; larch_grad_sync_finish then
  * reduce-scatters, so each rank holds the summed gradients of its slice
- * only, its optimizer steps that slice, and grad_sync_gather sends every
+ * only, its optimizer steps that slice, and larch_grad_sync_gather sends every
  * rank's updated parameters to all. */
-void grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi);
-larch_status grad_sync_gather(grad_sync *g);
-/* Seconds spent waiting in grad_sync_finish since the last call (the
+void larch_grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi);
+larch_status larch_grad_sync_gather(grad_sync *g);
+/* Seconds spent waiting in larch_grad_sync_finish since the last call (the
  * communication not hidden behind backward), the steps it covers, and how
  * many buckets started during backward in those steps (the others started
- * in grad_sync_finish); steps and early may be NULL. */
-double grad_sync_take_wait(grad_sync *g, long *steps, long *early);
+ * in larch_grad_sync_finish); steps and early may be NULL. */
+double larch_grad_sync_take_wait(grad_sync *g, long *steps, long *early);
 
 #endif

@@ -1,5 +1,5 @@
 /* grad_sync.c - bucketed, overlapped gradient allreduce; see grad_sync.h. */
-#include "dist/grad_sync.h"
+#include "parallel/grad_sync.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "core/half.h"
 
@@ -89,21 +89,21 @@ static larch_status plan_shards(grad_sync *g)
     return g->recv ? LARCH_OK : LARCH_ERR_NOMEM;
 }
 
-void grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi)
+void larch_grad_sync_shard_range(const grad_sync *g, size_t *lo, size_t *hi)
 {
     if (!g->shard) { *lo = 0; *hi = g->m->n_floats; return; }
     *lo = (size_t)g->displs[g->comm->rank];
     *hi = *lo + (size_t)g->counts[g->comm->rank];
 }
 
-larch_status grad_sync_gather(grad_sync *g)
+larch_status larch_grad_sync_gather(grad_sync *g)
 {
     if (!g->shard) return LARCH_OK;
     larch_status s = larch_comm_allgatherv_f32(g->comm, g->m->param, g->counts, g->displs);
     return s ? s : larch_comm_fault(g->comm, "gather");
 }
 
-void grad_sync_plan(grad_sync *g)
+void larch_grad_sync_plan(grad_sync *g)
 {
     const larch_model *m = g->m;
     g->n = 0;
@@ -134,7 +134,7 @@ void grad_sync_plan(grad_sync *g)
     for (int i = 0; i < g->n; i++) g->floats += g->b[i].hi - g->b[i].lo;
 }
 
-larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
+larch_status larch_grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
                               double first_mb, int overlap, int shard, int compress)
 {
     if (shard && compress && comm->size > 1)
@@ -154,13 +154,13 @@ larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_mod
     g->overlap = overlap && comm->size > 1 && !g->shard;
     if (g->shard) {
         larch_status s = plan_shards(g);
-        if (s) { grad_sync_free(g); return s; }
+        if (s) { larch_grad_sync_free(g); return s; }
     }
     g->b = larch_calloc((size_t)m->n_params + 1, sizeof *g->b, "gradient buckets");
-    if (!g->b) { grad_sync_free(g); return LARCH_ERR_NOMEM; }
+    if (!g->b) { larch_grad_sync_free(g); return LARCH_ERR_NOMEM; }
     g->bucket_mb = bucket_mb;
     g->first_mb = first_mb;
-    grad_sync_plan(g);
+    larch_grad_sync_plan(g);
     if (g->overlap) {
         m->grads_ready = on_grads_ready;
         m->grads_ready_ctx = g;
@@ -169,7 +169,7 @@ larch_status grad_sync_create(grad_sync **out, const larch_comm *comm, larch_mod
     return LARCH_OK;
 }
 
-void grad_sync_free(grad_sync *g)
+void larch_grad_sync_free(grad_sync *g)
 {
     if (!g) return;
     if (g->m && g->m->grads_ready_ctx == g) { g->m->grads_ready = NULL; g->m->grads_ready_ctx = NULL; }
@@ -181,7 +181,7 @@ void grad_sync_free(grad_sync *g)
     free(g);
 }
 
-void grad_sync_begin(grad_sync *g)
+void larch_grad_sync_begin(grad_sync *g)
 {
     for (int i = 0; i < g->n; i++) { g->b[i].ready = 0; g->b[i].started = 0; }
     g->next = 0;
@@ -189,7 +189,7 @@ void grad_sync_begin(grad_sync *g)
     g->armed = g->overlap;
 }
 
-larch_status grad_sync_finish(grad_sync *g)
+larch_status larch_grad_sync_finish(grad_sync *g)
 {
     g->armed = 0;
     /* A failure here is returned after this rank has entered every
@@ -223,15 +223,15 @@ larch_status grad_sync_finish(grad_sync *g)
     return s ? s : w;
 }
 
-int grad_sync_buckets(const grad_sync *g) { return g->shard ? 1 : g->n; }
+int larch_grad_sync_buckets(const grad_sync *g) { return g->shard ? 1 : g->n; }
 
-size_t grad_sync_bytes(const grad_sync *g)
+size_t larch_grad_sync_bytes(const grad_sync *g)
 {
     if (g->comm->size == 1) return 0;
     return g->floats * (g->compress ? sizeof(uint16_t) : sizeof(float));
 }
 
-double grad_sync_take_wait(grad_sync *g, long *steps, long *early)
+double larch_grad_sync_take_wait(grad_sync *g, long *steps, long *early)
 {
     double w = g->wait_s;
     if (steps) *steps = g->steps;
