@@ -134,15 +134,21 @@ LONG=(--set train.epochs=100000 --set train.log_every=50 --set checkpoint.resume
 timeout 300 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/p" "${LONG[@]}" > "$TMP/p.log" 2>&1 &
 job=$!
 for _ in $(seq 300); do [ -f "$TMP/p/metrics.jsonl" ] && [ "$(wc -l < "$TMP/p/metrics.jsonl")" -ge 3 ] && break; sleep 0.1; done
-rank1=""
+rank1="" ranks=()
 for pid in $(pgrep -f -- "--out $TMP/p "); do
+  grep -qz '^OMPI_COMM_WORLD_RANK=' "/proc/$pid/environ" 2>/dev/null && ranks+=("$pid")
   grep -qz '^OMPI_COMM_WORLD_RANK=1$' "/proc/$pid/environ" 2>/dev/null && rank1=$pid
 done
 if [ -z "$rank1" ]; then fail "preemption: rank 1 not found"; kill $job; fi
-# the directories are locked while the run lives: a second run fails at its start
+# The directories are locked while the run lives: a second run fails at its
+# start. The run's ranks are stopped meanwhile (they stay alive, so the lock
+# is held): two busy ranks on two cores can starve the second program's MPI
+# start-up for minutes.
+kill -STOP "${ranks[@]}" 2>/dev/null
 expect 1 "the output directory $TMP/p is in use by another larch run (pid " -- "$LARCH" train "$CFG" --out "$TMP/p" --set train.max_steps=1
 expect 1 "checkpoint.dir $TMP/p/checkpoints is in use by another larch run" -- "$LARCH" train "$CFG" --out "$TMP/p_other" \
   --set checkpoint.dir="$TMP/p/checkpoints" --set train.max_steps=1
+kill -CONT "${ranks[@]}" 2>/dev/null
 kill -TERM "$rank1" 2>/dev/null
 wait $job; st=$?
 [ "$st" -eq 75 ] && pass "SIGTERM to rank 1: exit status 75" || fail "SIGTERM: exit $st: $(tail -5 "$TMP/p.log")"
