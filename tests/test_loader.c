@@ -27,8 +27,9 @@ static void make_u8(larch_dataset *ds, int n, larch_shape s)
         ds->labels[i] = i % 3;
         for (size_t j = 0; j < dim; j++) ds->u8[(size_t)i * dim + j] = (uint8_t)((i * 7 + (int)j) % 256);
     }
-    ds->mean = 0.5f;
-    ds->std = 0.25f;
+    ds->n_norm = 1;
+    ds->mean[0] = 0.5f;
+    ds->std[0] = 0.25f;
 }
 
 static void sharding(const larch_dataset *ds, int G, int prefetch_one, int prefetch_many)
@@ -231,7 +232,7 @@ int main(void)
         const larch_batch *b = larch_loader_next(l, NULL, NULL);
         CHECK(b->n == (s < 5 ? 20 : 3), "batch %d has %d samples", s, b->n);
         for (int j = 0; j < b->n; j++) {
-            float v = b->x[(size_t)j * dim] * ds.std + ds.mean;      /* undo the normalization */
+            float v = b->x[(size_t)j * dim] * ds.std[0] + ds.mean[0];      /* undo the normalization */
             int px = (int)(v * 255.0f + 0.5f);
             seen[first_pixel_to_id[px & 255]]++;
         }
@@ -340,8 +341,8 @@ int main(void)
         double s = 0, s2 = 0, N = (double)a.n * 784;
         for (size_t i = 0; i < (size_t)a.n * 784; i++) { double v = a.u8[i] / 255.0; s += v; s2 += v * v; }
         double mean = s / N, sd = sqrt(s2 / N - mean * mean);
-        CHECK(fabs(mean - a.mean) < 5e-4 && fabs(sd - a.std) < 5e-4, "pixel mean %.4f std %.4f vs constants %.4f %.4f",
-              mean, sd, a.mean, a.std);
+        CHECK(fabs(mean - a.mean[0]) < 5e-4 && fabs(sd - a.std[0]) < 5e-4, "pixel mean %.4f std %.4f vs constants %.4f %.4f",
+              mean, sd, a.mean[0], a.std[0]);
         larch_dataset_free(&a);
         larch_dataset_free(&c);
     } else {

@@ -40,6 +40,7 @@ LARCH_API void larch_idx_free(larch_idx *idx);
 LARCH_API larch_status larch_idx_write(const char *path, const larch_idx *idx, int gz);
 
 /* ---- datasets ---- */
+#define LARCH_NORM_MAX 64    /* channels with their own mean and std */
 typedef struct larch_dataset {
     char name[32];
     char source[4200];       /* the file the samples came from ("" if generated) */
@@ -52,11 +53,19 @@ typedef struct larch_dataset {
     int n_derived;           /* further label sets 1..n_derived             */
     int32_t *derived[LARCH_MAX_TARGETS - 1];   /* (n) each                  */
     int derived_classes[LARCH_MAX_TARGETS - 1];
+    char derived_name[LARCH_MAX_TARGETS - 1][LARCH_NAME_MAX];  /* HDF5 labels_<name>: name ("" otherwise) */
     int n_targets;           /* float regression targets per sample (0: none) */
     float *targets;          /* (n, n_targets), or NULL                     */
-    float mean, std;         /* normalization: x' = (x/255 - mean) / std for u8,
-                                (x - mean) / std for f32                    */
+    /* Normalization per channel c: x' = (x/255 - mean[c]) / std[c] for u8,
+     * (x - mean[c]) / std[c] for f32. n_norm is 1 (one pair for every
+     * channel) or shape.c (at most LARCH_NORM_MAX). */
+    int n_norm;
+    float mean[LARCH_NORM_MAX], std[LARCH_NORM_MAX];
 } larch_dataset;
+
+/* Sets the normalization: n == 1 (every channel) or n == ds->shape.c
+ * values, each std > 0 and finite. Errors name the dataset and the value. */
+LARCH_API larch_status larch_dataset_set_norm(larch_dataset *ds, const float *mean, const float *std, int n);
 
 /* Fashion-MNIST from `dir` (train-images-idx3-ubyte.gz etc.; Debian's
  * dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist). Checks
@@ -99,6 +108,35 @@ LARCH_API larch_status larch_dataset_derive_labels(larch_dataset *ds, const int 
 /* Classes of label set t (0: ds->n_classes). */
 LARCH_API int larch_dataset_classes(const larch_dataset *ds, int t);
 LARCH_API void larch_dataset_free(larch_dataset *ds);
+
+/* ---- HDF5 datasets (the layout: docs/datasets.md) ---- */
+/* Reads a split into memory. `spec` is "file.h5" (the split is the group
+ * /<split>) or "file.h5:/group" (that group; `split` only names the set).
+ * The split holds `images` (uint8, (N, H, W[, C])) or `features` (float,
+ * (N, D), (N, H, W) or (N, H, W, C)), integer `labels` (N), optional
+ * `labels_<name>` sets (loaded as derived label sets 1.. in name order)
+ * and float `targets` (N[, K]); attributes `classes` (names; their number
+ * is the class count, else max(label) + 1) and `mean`/`std` (1 or C
+ * values). Errors name the file, the group and the dataset: a missing
+ * split, a wrong type or rank, a count mismatch, a label out of range, an
+ * unreadable or truncated file. */
+LARCH_API larch_status larch_dataset_h5_read(const char *spec, const char *split, larch_dataset *out);
+/* A split's per-sample shape, sample count and classes (the `classes`
+ * attribute's length, else max(label) + 1) without reading the samples. */
+LARCH_API larch_status larch_dataset_h5_probe(const char *spec, const char *split, larch_shape *shape, int *n,
+                                              int *classes);
+/* Writes ds as group /<group> of `path` (created when missing; the group
+ * must not exist yet). class_names: ds->n_classes strings, or NULL. The
+ * derived label sets are written as labels_<derived_name>. */
+LARCH_API larch_status larch_dataset_h5_write(const char *path, const char *group, const larch_dataset *ds,
+                                              const char *const *class_names);
+/* The `classes` attribute of a split: *n strings (0 and NULL when absent),
+ * freed with larch_dataset_h5_free_names. */
+LARCH_API larch_status larch_dataset_h5_class_names(const char *spec, const char *split, char ***names, int *n);
+LARCH_API void larch_dataset_h5_free_names(char **names, int n);
+/* The splits of a file: "/" when its root holds one, else the names of its
+ * top-level groups (at most cap). */
+LARCH_API larch_status larch_dataset_h5_splits(const char *path, char (*names)[LARCH_NAME_MAX], int cap, int *n);
 
 /* ---- the loader ---- */
 typedef struct larch_loader_opts {

@@ -46,6 +46,8 @@ static void usage(FILE *f)
             "        validate a config and print it resolved, with every default\n"
             "  bench step CONFIG [--batch N] [--threads T] [--set key=value ...]\n"
             "        time one training step against OpenBLAS sgemm on the model's GEMM shapes\n"
+            "  data convert FORMAT SOURCE OUT.h5 | data info FILE\n"
+            "        convert a dataset (idx, cifar, npy, folder) to larch's HDF5 layout, or describe one\n"
             "  schedule CONFIG [--set key=value ...] [--every N] [--png FILE]\n"
             "        print (or plot) the learning rate of every step without training\n"
             "\n"
@@ -84,6 +86,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "config")) return larch_cmd_config(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return larch_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "schedule")) return larch_cmd_schedule(argc - 1, argv + 1);
+    if (!strcmp(cmd, "data")) return larch_cmd_data(argc - 1, argv + 1);
     fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -35,8 +35,10 @@ struct larch_loader {
     larch_loader_opts o;
     int local, steps;              /* max local batch, global batches per epoch */
     size_t dim;                    /* floats per sample                          */
-    float lut[256];                /* u8 pixel -> normalized value               */
-    float pad_value;               /* what a padded (black) pixel becomes        */
+    int nc;                        /* normalization channels: 1 or shape.c       */
+    float *lut;                    /* (nc, 256): u8 pixel of channel c -> normalized value */
+    float mean[LARCH_NORM_MAX], inv_std[LARCH_NORM_MAX];   /* f32: (x - mean) * inv_std */
+    float pad[LARCH_NORM_MAX];     /* what a padded (black) pixel becomes, per channel */
     int32_t *perm;                 /* order of perm_epoch (owned by the assembler) */
     int perm_epoch;
     int epoch, step;               /* the batch the next call returns            */
@@ -74,12 +76,19 @@ static void put_sample(const larch_loader *l, int idx, int epoch, float *restric
     const int H = ds->shape.h, W = ds->shape.w, C = ds->shape.c;
     const uint8_t *u = ds->u8 ? ds->u8 + (size_t)idx * l->dim : NULL;
     const float *f = ds->f32 ? ds->f32 + (size_t)idx * l->dim : NULL;
-    const float inv_std = 1.0f / ds->std, mean = ds->mean;
     if (!l->o.flip && !l->o.crop_pad) {
-        if (u) for (size_t j = 0; j < l->dim; j++) dst[j] = l->lut[u[j]];
-        else for (size_t j = 0; j < l->dim; j++) dst[j] = (f[j] - mean) * inv_std;
+        if (l->nc == 1) {
+            const float mean = l->mean[0], inv_std = l->inv_std[0];
+            if (u) for (size_t j = 0; j < l->dim; j++) dst[j] = l->lut[u[j]];
+            else for (size_t j = 0; j < l->dim; j++) dst[j] = (f[j] - mean) * inv_std;
+            return;
+        }
+        for (size_t p = 0; p < l->dim; p += (size_t)C)                 // per pixel, per channel
+            for (int c = 0; c < C; c++)
+                dst[p + c] = u ? l->lut[c * 256 + u[p + c]] : (f[p + c] - l->mean[c]) * l->inv_std[c];
         return;
     }
+    const int cs = l->nc == 1 ? 0 : 1;                                  // channel stride of the tables
     larch_rng r;
     larch_rng_init(&r, l->o.seed, LARCH_RNG_AUGMENT, (uint32_t)epoch, (uint32_t)idx);
     int p = l->o.crop_pad;
@@ -92,12 +101,12 @@ static void put_sample(const larch_loader *l, int idx, int epoch, float *restric
             int sx = (flip ? W - 1 - x : x) + ox;
             float *d = dst + ((size_t)y * W + x) * C;
             if (sy < 0 || sy >= H || sx < 0 || sx >= W) {             // zero padding (a black pixel)
-                for (int c = 0; c < C; c++) d[c] = l->pad_value;
+                for (int c = 0; c < C; c++) d[c] = l->pad[c * cs];
                 continue;
             }
             size_t s = ((size_t)sy * W + sx) * C;
-            if (u) for (int c = 0; c < C; c++) d[c] = l->lut[u[s + c]];
-            else for (int c = 0; c < C; c++) d[c] = (f[s + c] - mean) * inv_std;
+            if (u) for (int c = 0; c < C; c++) d[c] = l->lut[c * cs * 256 + u[s + c]];
+            else for (int c = 0; c < C; c++) d[c] = (f[s + c] - l->mean[c * cs]) * l->inv_std[c * cs];
         }
     }
 }
@@ -163,6 +172,9 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
         return larch_fail(LARCH_ERR_INVALID, "batch size %d is not divisible by the %d ranks (every rank takes an equal part)",
                           o->global_batch, o->world);
     if (ds->n < 1) return larch_fail(LARCH_ERR_INVALID, "loader: dataset %s is empty", ds->name);
+    if (ds->n_norm > 1 && (ds->n_norm != ds->shape.c || ds->n_norm > LARCH_NORM_MAX))
+        return larch_fail(LARCH_ERR_SHAPE, "loader: dataset %s has %d normalization values for %d channels", ds->name,
+                          ds->n_norm, ds->shape.c);
     if (o->drop_last && ds->n < o->global_batch)
         return larch_fail(LARCH_ERR_INVALID, "batch size %d is larger than the %d samples of %s", o->global_batch, ds->n, ds->name);
     larch_loader *l = calloc(1, sizeof *l);
@@ -172,11 +184,18 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
     l->local = o->global_batch / o->world;
     l->steps = o->drop_last ? ds->n / o->global_batch : (ds->n + o->global_batch - 1) / o->global_batch;
     l->dim = larch_shape_size(ds->shape);
-    for (int v = 0; v < 256; v++) l->lut[v] = ((float)v / 255.0f - ds->mean) / ds->std;   // (x / 255 - mean) / std
-    l->pad_value = ds->u8 ? l->lut[0] : (0.0f - ds->mean) / ds->std;
+    l->nc = ds->n_norm > 1 ? ds->n_norm : 1;
+    l->lut = malloc((size_t)l->nc * 256 * sizeof *l->lut);
+    for (int c = 0; c < l->nc && l->lut; c++) {
+        float mean = ds->n_norm ? ds->mean[c] : 0.0f, std = ds->n_norm ? ds->std[c] : 1.0f;
+        for (int v = 0; v < 256; v++) l->lut[c * 256 + v] = ((float)v / 255.0f - mean) / std;   // (x / 255 - mean) / std
+        l->mean[c] = mean;
+        l->inv_std[c] = 1.0f / std;
+        l->pad[c] = ds->u8 ? l->lut[c * 256] : (0.0f - mean) / std;
+    }
     l->perm = malloc((size_t)ds->n * sizeof *l->perm);
     l->perm_epoch = -1;
-    int ok = l->perm != NULL;
+    int ok = l->perm != NULL && l->lut != NULL;
     for (int i = 0; i < 2 && ok; i++) {
         l->buf[i].x = larch_aligned_alloc((size_t)l->local * l->dim * sizeof(float), "batch");
         l->buf[i].b.x = l->buf[i].x;
@@ -227,6 +246,7 @@ void larch_loader_free(larch_loader *l)
         for (int t = 0; t < LARCH_MAX_TARGETS; t++) free(l->buf[i].labels[t]);
     }
     free(l->perm);
+    free(l->lut);
     free(l);
 }
 

@@ -89,8 +89,9 @@ larch_status larch_dataset_fmnist(const char *dir, int train, larch_dataset *out
     out->shape = (larch_shape){im.dims[1], im.dims[2], 1};
     out->n_classes = 10;
     out->u8 = im.data;                                  /* take the pixels */
-    out->mean = FMNIST_MEAN;
-    out->std = FMNIST_STD;
+    out->n_norm = 1;
+    out->mean[0] = FMNIST_MEAN;
+    out->std[0] = FMNIST_STD;
     larch_idx_free(&lb);
     return LARCH_OK;
 fail:
@@ -151,8 +152,9 @@ larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *o
     out->n = o->n;
     out->shape = o->shape;
     out->n_classes = o->classes;
-    out->mean = 0.0f;
-    out->std = 1.0f;
+    out->n_norm = 1;
+    out->mean[0] = 0.0f;
+    out->std[0] = 1.0f;
     return LARCH_OK;
 }
 
@@ -199,6 +201,23 @@ larch_status larch_dataset_derive_labels(larch_dataset *ds, const int *map, int 
     for (int i = 0; i < ds->n; i++) d[i] = map[ds->labels[i]];
     ds->derived[ds->n_derived] = d;
     ds->derived_classes[ds->n_derived++] = classes;
+    return LARCH_OK;
+}
+
+larch_status larch_dataset_set_norm(larch_dataset *ds, const float *mean, const float *std, int n)
+{
+    if (n != 1 && n != ds->shape.c)
+        return larch_fail(LARCH_ERR_SHAPE, "%s: %d normalization values for %d channels (give 1 or %d)", ds->name, n,
+                          ds->shape.c, ds->shape.c);
+    if (n > LARCH_NORM_MAX)
+        return larch_fail(LARCH_ERR_SHAPE, "%s: per-channel normalization of %d channels (at most %d)", ds->name, n,
+                          LARCH_NORM_MAX);
+    for (int c = 0; c < n; c++)
+        if (!isfinite(mean[c]) || !isfinite(std[c]) || !(std[c] > 0.0f))
+            return larch_fail(LARCH_ERR_INVALID, "%s: channel %d has mean %g and std %g (std must be positive and both finite)",
+                              ds->name, c, mean[c], std[c]);
+    for (int c = 0; c < n; c++) { ds->mean[c] = mean[c]; ds->std[c] = std[c]; }
+    ds->n_norm = n;
     return LARCH_OK;
 }
 

@@ -45,8 +45,16 @@ static const larch_key synthetic_keys[] = {
     {0}};
 
 static const larch_key data_keys[] = {
-    {"name", LARCH_T_ENUM, "fashion-mnist", 0, 0, "fashion-mnist|synthetic", NULL, "dataset"},
+    {"name", LARCH_T_ENUM, "fashion-mnist", 0, 0, "fashion-mnist|synthetic|hdf5", NULL,
+     "dataset: Fashion-MNIST's IDX files, generated clusters, or an HDF5 dataset file (docs/datasets.md)"},
     {"dir", LARCH_T_STRING, "/usr/share/datasets/fashion-mnist", 0, 0, NULL, NULL, "dataset directory"},
+    {"path", LARCH_T_STRING, "", 0, 0, NULL, NULL, "hdf5: the file with groups /train and /test (larch data convert)"},
+    {"train", LARCH_T_STRING, "", 0, 0, NULL, NULL,
+     "hdf5: the training split as its own file (its root holds the split) or file.h5:/group; overrides path"},
+    {"test", LARCH_T_STRING, "", 0, 0, NULL, NULL, "hdf5: the test split, as data.train"},
+    {"mean", LARCH_T_FLOATS, "[]", -1e30, 1e30, NULL, NULL,
+     "normalization: x' = (x/255 - mean[c]) / std[c] (1 or C values; [] = the dataset's own)"},
+    {"std", LARCH_T_FLOATS, "[]", 1e-30, 1e30, NULL, NULL, "normalization: see data.mean (as many values)"},
     {"prefetch", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "assemble the next batch on a background thread"},
     {"augment", LARCH_T_MAP, "{}", 0, 0, NULL, augment_keys, "training augmentation"},
     {"synthetic", LARCH_T_MAP, "{}", 0, 0, NULL, synthetic_keys, "synthetic dataset settings"},
@@ -171,7 +179,9 @@ static larch_status check_run(const larch_node *root)
     long range[3];
     int n = larch_cfg_ints(d, "classes", range, 2);
     int classes = strcmp(larch_cfg_str(d, "name"), "synthetic") == 0
-                ? (int)larch_cfg_int(larch_map_get(d, "synthetic"), "classes") : 10;   /* Fashion-MNIST */
+                ? (int)larch_cfg_int(larch_map_get(d, "synthetic"), "classes")
+                : strcmp(larch_cfg_str(d, "name"), "hdf5") == 0 ? 1 << 30     /* checked with the data */
+                : 10;                                                         /* Fashion-MNIST */
     if (n != 0 && (n != 2 || range[0] > range[1] || range[1] >= classes))
         return larch_fail(LARCH_ERR_CONFIG, "%s: data.classes: expected [lo, hi] with 0 <= lo <= hi < %d (the data's classes)",
                           place(d, "classes", where, sizeof where), classes);
@@ -261,9 +271,37 @@ larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
     return s;
 }
 
+/* The HDF5 file and group of a split: data.train / data.test ("file.h5" is
+ * a file whose root holds the split, "file.h5:/group" a group), else
+ * data.path with the group /train or /test. */
+static larch_status h5_spec(const larch_node *d, int train, char *spec, size_t len, const char **split)
+{
+    const char *own = larch_cfg_str(d, train ? "train" : "test"), *path = larch_cfg_str(d, "path");
+    *split = train ? "train" : "test";
+    if (own[0]) {
+        snprintf(spec, len, "%s%s", own, strstr(own, ".h5:") || strstr(own, ".hdf5:") ? "" : ":/");
+        return LARCH_OK;
+    }
+    if (!path[0])
+        return larch_fail(LARCH_ERR_CONFIG, "data.name is hdf5 but neither data.path nor data.%s names a file "
+                          "(larch data convert writes one)", train ? "train" : "test");
+    snprintf(spec, len, "%s", path);
+    return LARCH_OK;
+}
+
 larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *classes)
 {
     const larch_node *d = larch_map_get(cfg, "data");
+    if (strcmp(larch_cfg_str(d, "name"), "hdf5") == 0) {
+        char spec[4400];
+        const char *split;
+        int n;
+        larch_status s = h5_spec(d, 1, spec, sizeof spec, &split);
+        if (!s) s = larch_dataset_h5_probe(spec, split, shape, &n, classes);
+        long range[2];
+        if (!s && larch_cfg_ints(d, "classes", range, 2) == 2) *classes = (int)(range[1] - range[0] + 1);
+        return s;
+    }
     if (strcmp(larch_cfg_str(d, "name"), "synthetic") == 0) {
         const larch_node *s = larch_map_get(d, "synthetic");
         long v[3];
@@ -331,6 +369,47 @@ static larch_status check_input_shape(const larch_node *cfg, const larch_dataset
                       larch_cfg_str(larch_map_get(cfg, "data"), "name"));
 }
 
+/* The test split of an HDF5 dataset is scored with the training split's
+ * classes and label sets: it may not have more of either. */
+static larch_status match_splits(larch_dataset *train, larch_dataset *test)
+{
+    for (int i = 0; i < test->n; i++)
+        if (test->labels[i] >= train->n_classes)
+            return larch_fail(LARCH_ERR_FORMAT, "%s: label %d of sample %d is not a class of the training split %s (0..%d)",
+                              test->source, test->labels[i], i, train->source, train->n_classes - 1);
+    if (test->n_derived != train->n_derived || (test->n_targets != train->n_targets))
+        return larch_fail(LARCH_ERR_FORMAT, "%s has %d further label sets and %d targets, the training split %s has %d and %d",
+                          test->source, test->n_derived, test->n_targets, train->source, train->n_derived, train->n_targets);
+    for (int t = 0; t < test->n_derived; t++) {
+        if (strcmp(test->derived_name[t], train->derived_name[t]) != 0)
+            return larch_fail(LARCH_ERR_FORMAT, "%s: label set %d is labels_%s, in the training split labels_%s", test->source,
+                              t + 1, test->derived_name[t], train->derived_name[t]);
+        if (test->derived_classes[t] > train->derived_classes[t])
+            return larch_fail(LARCH_ERR_FORMAT, "%s: labels_%s has classes the training split does not", test->source,
+                              test->derived_name[t]);
+        test->derived_classes[t] = train->derived_classes[t];
+    }
+    test->n_classes = train->n_classes;
+    return LARCH_OK;
+}
+
+/* data.mean and data.std, when set, replace the dataset's own normalization. */
+static larch_status config_norm(const larch_node *d, larch_dataset *ds)
+{
+    double m[LARCH_NORM_MAX + 1], sd[LARCH_NORM_MAX + 1];
+    int nm = larch_cfg_floats(d, "mean", m, LARCH_NORM_MAX + 1), ns = larch_cfg_floats(d, "std", sd, LARCH_NORM_MAX + 1);
+    char where[300];
+    if (nm != ns)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: data.mean has %d values and data.std %d (give both, as many)",
+                          place(d, "mean", where, sizeof where), nm, ns);
+    if (!nm) return LARCH_OK;
+    float mf[LARCH_NORM_MAX], sf[LARCH_NORM_MAX];
+    for (int c = 0; c < nm && c < LARCH_NORM_MAX; c++) { mf[c] = (float)m[c]; sf[c] = (float)sd[c]; }
+    larch_status s = nm > LARCH_NORM_MAX ? larch_fail(LARCH_ERR_CONFIG, "more than %d values", LARCH_NORM_MAX)
+                                         : larch_dataset_set_norm(ds, mf, sf, nm);
+    return s ? larch_fail_context(s, "%s: data.mean/data.std", place(d, "mean", where, sizeof where)) : LARCH_OK;
+}
+
 larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, larch_dataset *test)
 {
     const larch_node *d = larch_map_get(cfg, "data");
@@ -349,10 +428,18 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
         o.n = (int)larch_cfg_int(sy, "n_test");
         o.split = 1;
         s = larch_dataset_synthetic(&o, test);
+    } else if (strcmp(larch_cfg_str(d, "name"), "hdf5") == 0) {
+        char spec[4400];
+        const char *split;
+        if (!(s = h5_spec(d, 1, spec, sizeof spec, &split))) s = larch_dataset_h5_read(spec, split, train);
+        if (!s && !(s = h5_spec(d, 0, spec, sizeof spec, &split))) s = larch_dataset_h5_read(spec, split, test);
+        if (!s) s = match_splits(train, test);
     } else {
         const char *dir = larch_cfg_str(d, "dir");
         if (!(s = larch_dataset_fmnist(dir, 1, train))) s = larch_dataset_fmnist(dir, 0, test);
     }
+    if (!s) s = config_norm(d, train);
+    if (!s) s = config_norm(d, test);
     if (!s) s = check_input_shape(cfg, train);
     if (!s) s = check_input_shape(cfg, test);
     if (!s) s = shape_split(d, train, 1);
@@ -374,6 +461,14 @@ larch_status larch_run_steps(const larch_node *cfg, long *steps_per_epoch, long 
         larch_dataset_free(&test);
     } else if (strcmp(larch_cfg_str(d, "name"), "synthetic") == 0) {
         n = (int)larch_cfg_int(larch_map_get(d, "synthetic"), "n_train");
+    } else if (strcmp(larch_cfg_str(d, "name"), "hdf5") == 0) {
+        char spec[4400];
+        const char *split;
+        larch_shape shape;
+        int classes;
+        larch_status s = h5_spec(d, 1, spec, sizeof spec, &split);
+        if (!s) s = larch_dataset_h5_probe(spec, split, &shape, &n, &classes);
+        if (s) return s;
     } else {
         larch_status s = larch_dataset_fmnist_count(larch_cfg_str(d, "dir"), 1, &n);
         if (s) return s;
