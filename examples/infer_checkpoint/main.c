@@ -132,7 +132,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = 0, temp = argc < 2;
-    char dir[512] = "", path[4300] = "", found[4300] = "", why[512] = "";
+    char dir[512] = "", path[4300] = "", found[4300] = "", why[8800] = "";
     larch_model *a = NULL, *b = NULL, *c = NULL;
     float *x = malloc(sizeof(float) * (TRAIN_N + INFER_N) * SIDE * SIDE);
     int32_t *y = malloc(sizeof(int32_t) * (TRAIN_N + INFER_N));
@@ -140,6 +140,8 @@ int main(int argc, char **argv)
 
     /* the checkpoint directory: the argument, or a fresh one made by rank 0 */
     larch_status s = x && y && before ? LARCH_OK : larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    if (!s && !temp && strlen(argv[1]) >= sizeof dir)
+        s = larch_fail(LARCH_ERR_INVALID, "checkpoint directory name longer than %zu bytes: %s", sizeof dir - 1, argv[1]);
     if (!s && !temp) snprintf(dir, sizeof dir, "%s", argv[1]);
     if (!s && temp && comm.rank == 0) {
         const char *tmp = getenv("TMPDIR");
