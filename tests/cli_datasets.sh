@@ -82,7 +82,8 @@ LC_ALL=C awk 'BEGIN { for (i = 0; i < 128; i++) printf "%c", i == 5 ? 7 : i % 4 
 "$LARCH" data convert npy "$TMP/np" "$TMP/syn7.h5" > /dev/null 2>&1 || fail "convert with a label 7 in the test split"
 expect 1 "label 7 of sample 5 is not a class of the training split" -- "$LARCH" train "$CFG" --out "$TMP/o" --set data.name=hdf5 --set data.path="$TMP/syn7.h5"
 expect 2 "unknown format 'tiff'" -- "$LARCH" data convert tiff "$TMP/np" "$TMP/t.h5"
-expect 1 "$TMP/syn.h5 exists" -- "$LARCH" data convert npy "$TMP/np" "$TMP/syn.h5"
+expect 1 "$TMP/syn.h5 exists (--force replaces it)" -- "$LARCH" data convert npy "$TMP/np" "$TMP/syn.h5"
+expect 0 "wrote $TMP/syn7.h5" -- "$LARCH" data convert npy "$TMP/np" "$TMP/syn7.h5" --force
 expect 1 "x_train.npy" -- "$LARCH" data convert npy "$TMP/nowhere" "$TMP/t.h5"
 [ ! -e "$TMP/t.h5" ] && ! ls "$TMP"/t.h5.tmp* > /dev/null 2>&1 && pass "a failed conversion leaves no output file" || fail "a failed conversion left a file"
 expect 1 "is not an HDF5 file" -- "$LARCH" data info "$TMP/x.bin"

@@ -15,7 +15,7 @@
 static void data_usage(FILE *f)
 {
     fprintf(f,
-            "usage: larch data convert FORMAT SOURCE OUT.h5 [--size N]\n"
+            "usage: larch data convert FORMAT SOURCE OUT.h5 [--size N] [--force]\n"
             "       larch data info FILE.h5\n"
             "\n"
             "convert writes the HDF5 dataset layout of docs/datasets.md (groups /train and /test,\n"
@@ -25,6 +25,7 @@ static void data_usage(FILE *f)
             "  npy     a directory with x_train.npy, y_train.npy, x_test.npy, y_test.npy\n"
             "  folder  a directory with train/ and test/, each with one sub-folder of PNG/JPEG images per class;\n"
             "          --size N (default 32): shorter side resized to N, then the centre N x N crop\n"
+            "--force replaces an existing OUT.h5 (only once the new file is complete).\n"
             "A classes.txt in SOURCE (one name per line) names the classes of idx and npy.\n"
             "info prints each split's shape, classes, counts per class and normalization.\n");
 }
@@ -60,8 +61,10 @@ static int cmd_convert(int argc, char **argv)
     const char *pos[3];
     int n_pos = 0;
     larch_convert_opts o = {32};
+    int force = 0;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--force")) force = 1;
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 1 || v > 4096) { fprintf(stderr, "larch data convert: --size %s is not in [1, 4096]\n", argv[i]); return 2; }
@@ -81,8 +84,8 @@ static int cmd_convert(int argc, char **argv)
         fprintf(stderr, "larch data convert: unknown format '%s' (idx, cifar, npy, folder)\n", fmt);
         return 2;
     }
-    if (access(out, F_OK) == 0) {
-        fprintf(stderr, "larch data convert: %s exists; remove it or choose another name\n", out);
+    if (!force && access(out, F_OK) == 0) {
+        fprintf(stderr, "larch data convert: %s exists (--force replaces it)\n", out);
         return 1;
     }
     larch_converted c;
