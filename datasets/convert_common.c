@@ -2,6 +2,7 @@
 #include "convert.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,4 +41,34 @@ larch_status larch_convert_read_names(const char *path, int n_max, char ***names
     *names = out;
     *n = k;
     return LARCH_OK;
+}
+
+void larch_stats_init(larch_stats *st, int channels)
+{
+    memset(st, 0, sizeof *st);
+    st->channels = channels;
+    st->nc = channels <= LARCH_NORM_MAX ? channels : 1;
+}
+
+void larch_stats_add(larch_stats *st, const uint8_t *u8, const float *f32, size_t n_values)
+{
+    const int C = st->channels, nc = st->nc;
+    for (size_t i = 0; i < n_values; i++) {
+        double v = u8 ? u8[i] / 255.0 : f32[i];
+        int c = nc == 1 ? 0 : (int)(i % (size_t)C);
+        st->s[c] += v;
+        st->q[c] += v * v;
+    }
+    st->count += (double)n_values / nc;
+}
+
+void larch_stats_finish(const larch_stats *st, float *mean, float *std, int *n)
+{
+    for (int c = 0; c < st->nc; c++) {
+        double m = st->count > 0 ? st->s[c] / st->count : 0.0, var = st->count > 0 ? st->q[c] / st->count - m * m : 0.0;
+        double sd = var > 1e-12 ? sqrt(var) : 1.0;                 /* a constant channel keeps its scale */
+        mean[c] = (float)(round(m * 1e4) / 1e4);
+        std[c] = (float)(sd >= 1e-4 ? round(sd * 1e4) / 1e4 : sd);
+    }
+    *n = st->nc;
 }

@@ -61,6 +61,13 @@ typedef struct larch_dataset {
      * channel) or shape.c (at most LARCH_NORM_MAX). */
     int n_norm;
     float mean[LARCH_NORM_MAX], std[LARCH_NORM_MAX];
+    /* Out of core (ooc != 0): u8 and f32 are NULL; the samples stay in the
+     * file and the loader reads each batch's with pread(2) from ooc_fd at
+     * ooc_offset + row * sample bytes (ooc_u8: uint8 pixels, else float32),
+     * where row is rows[i] (a subset) or i. Labels and targets are in memory. */
+    int ooc, ooc_fd, ooc_u8;
+    int64_t ooc_offset;
+    int32_t *rows;
 } larch_dataset;
 
 /* Sets the normalization: n == 1 (every channel) or n == ds->shape.c
@@ -121,6 +128,12 @@ LARCH_API void larch_dataset_free(larch_dataset *ds);
  * split, a wrong type or rank, a count mismatch, a label out of range, an
  * unreadable or truncated file. */
 LARCH_API larch_status larch_dataset_h5_read(const char *spec, const char *split, larch_dataset *out);
+/* The same, out of core when in_memory is 0: the labels, targets and
+ * attributes are read, the samples stay in the file (ds->ooc). Needs the
+ * samples stored contiguous (not chunked or compressed) as little-endian
+ * uint8 or float32, which `larch data convert` writes; otherwise the error
+ * says how to rewrite the file (h5repack -l images:CONTI). */
+LARCH_API larch_status larch_dataset_h5_open(const char *spec, const char *split, int in_memory, larch_dataset *out);
 /* A split's per-sample shape, sample count and classes (the `classes`
  * attribute's length, else max(label) + 1) without reading the samples. */
 LARCH_API larch_status larch_dataset_h5_probe(const char *spec, const char *split, larch_shape *shape, int *n,
@@ -134,6 +147,18 @@ LARCH_API larch_status larch_dataset_h5_write(const char *path, const char *grou
  * freed with larch_dataset_h5_free_names. */
 LARCH_API larch_status larch_dataset_h5_class_names(const char *spec, const char *split, char ***names, int *n);
 LARCH_API void larch_dataset_h5_free_names(char **names, int n);
+/* Writing a split larger than memory: begin creates group /<group> of
+ * `path` with n samples of `shape` (uint8 images when u8, else float
+ * features) stored contiguous, append writes the next `count` samples and
+ * their labels, end adds the normalization (n_norm values, may be 0) and
+ * class names (may be NULL), checks that all n were written and closes
+ * (it also frees w after an error). */
+typedef struct larch_h5_writer larch_h5_writer;
+LARCH_API larch_status larch_dataset_h5_begin(larch_h5_writer **w, const char *path, const char *group, int n,
+                                              larch_shape shape, int u8);
+LARCH_API larch_status larch_dataset_h5_append(larch_h5_writer *w, const void *samples, const int32_t *labels, int count);
+LARCH_API larch_status larch_dataset_h5_end(larch_h5_writer *w, const float *mean, const float *std, int n_norm,
+                                            const char *const *classes, int n_classes);
 /* The splits of a file: "/" when its root holds one, else the names of its
  * top-level groups (at most cap). */
 LARCH_API larch_status larch_dataset_h5_splits(const char *path, char (*names)[LARCH_NAME_MAX], int cap, int *n);
@@ -169,6 +194,11 @@ LARCH_API void larch_loader_seek(larch_loader *l, int epoch, int step);
  * targets, target[0] (target_dim[0] = ds->n_targets floats per sample), all
  * in the order of x. */
 LARCH_API const larch_batch *larch_loader_next(larch_loader *l, int *epoch_out, int *step_out);
+/* Out of core: LARCH_ERR_IO with a message naming the file and the sample
+ * when a read failed (a batch it concerns holds zeros there); the error
+ * stays. Call after larch_loader_next; a data-parallel caller feeds it into
+ * the step's agreement so that every rank stops together. */
+LARCH_API larch_status larch_loader_status(const larch_loader *l);
 
 #ifdef __cplusplus
 }

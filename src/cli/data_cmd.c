@@ -2,9 +2,12 @@
  * info FILE` (docs/datasets.md). The converters live in datasets/. */
 #include "cli/cli.h"
 #include "datasets/convert.h"
+#include "larch/comm.h"
 #include "larch/data.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,8 @@ static void data_usage(FILE *f)
     fprintf(f,
             "usage: larch data convert FORMAT SOURCE OUT.h5 [--size N] [--force]\n"
             "       larch data info FILE.h5\n"
+            "       larch data synth OUT.h5 --train N --test N --shape H,W,C --classes K [--noise A] [--seed S] [--force]\n"
+            "       larch data bench FILE.h5[:/group] [--batch N] [--steps N] [--in-memory true|false] [--augment] [--cold]\n"
             "\n"
             "convert writes the HDF5 dataset layout of docs/datasets.md (groups /train and /test,\n"
             "per-channel mean and std of the training split). FORMAT and SOURCE:\n"
@@ -27,33 +32,19 @@ static void data_usage(FILE *f)
             "          --size N (default 32): shorter side resized to N, then the centre N x N crop\n"
             "--force replaces an existing OUT.h5 (only once the new file is complete).\n"
             "A classes.txt in SOURCE (one name per line) names the classes of idx and npy.\n"
-            "info prints each split's shape, classes, counts per class and normalization.\n");
+            "info prints each split's shape, classes, counts per class and normalization.\n"
+            "synth writes a learnable synthetic image set of any size in chunks (larger than memory if asked).\n"
+            "bench times the loader alone (shuffled batches, prefetch thread) and prints one JSON line;\n"
+            "--cold first drops the file from the page cache (posix_fadvise), so out-of-core reads hit the disk.\n");
 }
 
-/* Per-channel mean and standard deviation of a split (x/255 units for
- * pixels), one pair for all channels when there are more than LARCH_NORM_MAX.
- * They are rounded to 4 decimals, as the published statistics are
- * (torchvision's (0.2860, 0.3530) for Fashion-MNIST): a file then states
- * the same constants as the papers and recipes that use the dataset. */
+/* The training split's per-channel statistics (convert.h). */
 static void channel_stats(const larch_dataset *ds, float *mean, float *std, int *n_out)
 {
-    int C = ds->shape.c, nc = C <= LARCH_NORM_MAX ? C : 1;
-    double s[LARCH_NORM_MAX] = {0}, q[LARCH_NORM_MAX] = {0};
-    size_t total = (size_t)ds->n * larch_shape_size(ds->shape);
-    for (size_t i = 0; i < total; i++) {
-        double v = ds->u8 ? ds->u8[i] / 255.0 : ds->f32[i];
-        int c = nc == 1 ? 0 : (int)(i % (size_t)C);
-        s[c] += v;
-        q[c] += v * v;
-    }
-    double per = (double)total / nc;
-    for (int c = 0; c < nc; c++) {
-        double m = s[c] / per, var = q[c] / per - m * m;
-        double sd = var > 1e-12 ? sqrt(var) : 1.0;                 /* a constant channel keeps its scale */
-        mean[c] = (float)(round(m * 1e4) / 1e4);
-        std[c] = (float)(sd >= 1e-4 ? round(sd * 1e4) / 1e4 : sd);
-    }
-    *n_out = nc;
+    larch_stats st;
+    larch_stats_init(&st, ds->shape.c);
+    larch_stats_add(&st, ds->u8, ds->f32, (size_t)ds->n * larch_shape_size(ds->shape));
+    larch_stats_finish(&st, mean, std, n_out);
 }
 
 static int cmd_convert(int argc, char **argv)
@@ -163,6 +154,119 @@ static int cmd_info(int argc, char **argv)
     return rc;
 }
 
+static int parse_int(const char *flag, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "larch data: %s %s is not an integer in [%ld, %ld]\n", flag, v, lo, hi);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+static int cmd_synth(int argc, char **argv)
+{
+    larch_synth_h5_opts o = {0, 0, 0, 48, {0, 0, 0}, 42};
+    const char *out = NULL;
+    int force = 0;
+    long v;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *nx = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--force")) { force = 1; continue; }
+        if (nx && !strcmp(a, "--train")) { if (parse_int(a, nx, 1, INT32_MAX, &v)) return 2; o.n_train = (int)v; i++; continue; }
+        if (nx && !strcmp(a, "--test")) { if (parse_int(a, nx, 1, INT32_MAX, &v)) return 2; o.n_test = (int)v; i++; continue; }
+        if (nx && !strcmp(a, "--classes")) { if (parse_int(a, nx, 2, 65536, &v)) return 2; o.classes = (int)v; i++; continue; }
+        if (nx && !strcmp(a, "--noise")) { if (parse_int(a, nx, 0, 255, &v)) return 2; o.noise = (int)v; i++; continue; }
+        if (nx && !strcmp(a, "--seed")) { if (parse_int(a, nx, 0, INT32_MAX, &v)) return 2; o.seed = (uint64_t)v; i++; continue; }
+        if (nx && !strcmp(a, "--shape")) {
+            if (sscanf(nx, "%d,%d,%d", &o.shape.h, &o.shape.w, &o.shape.c) != 3 || o.shape.h < 1 || o.shape.w < 1 ||
+                o.shape.c < 1 || (double)o.shape.h * o.shape.w * o.shape.c > 1 << 26) {
+                fprintf(stderr, "larch data synth: --shape %s: expected H,W,C (positive)\n", nx);
+                return 2;
+            }
+            i++;
+            continue;
+        }
+        if (a[0] == '-' || out) { fprintf(stderr, "larch data synth: unexpected argument '%s'\n", a); data_usage(stderr); return 2; }
+        out = a;
+    }
+    if (!out || !o.n_train || !o.n_test || !o.classes || !o.shape.c) { data_usage(stderr); return 2; }
+    if (!force && access(out, F_OK) == 0) {
+        fprintf(stderr, "larch data synth: %s exists (--force replaces it)\n", out);
+        return 1;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp%ld", out, (long)getpid());
+    float mean[LARCH_NORM_MAX], std[LARCH_NORM_MAX];
+    int nc = 0;
+    larch_status s = larch_synth_h5(tmp, &o, mean, std, &nc);
+    if (!s && rename(tmp, out) != 0) s = larch_fail(LARCH_ERR_IO, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
+    if (s) { unlink(tmp); larch_cli_error("data synth"); return 1; }
+    double gb = ((double)o.n_train + o.n_test) * larch_shape_size(o.shape) / 1e9;
+    printf("wrote %s: train %d, test %d samples of (%d, %d, %d) uint8 (%.2f GB), %d classes\n", out, o.n_train, o.n_test,
+           o.shape.h, o.shape.w, o.shape.c, gb, o.classes);
+    return 0;
+}
+
+static double peak_rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb / 1024.0;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    const char *spec = NULL;
+    long batch = 256, steps = 200;
+    int in_memory = 0, augment = 0, cold = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *nx = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--augment")) { augment = 1; continue; }
+        if (!strcmp(a, "--cold")) { cold = 1; continue; }
+        if (nx && !strcmp(a, "--batch")) { if (parse_int(a, nx, 1, 1 << 20, &batch)) return 2; i++; continue; }
+        if (nx && !strcmp(a, "--steps")) { if (parse_int(a, nx, 1, 1L << 30, &steps)) return 2; i++; continue; }
+        if (nx && !strcmp(a, "--in-memory")) {
+            if (strcmp(nx, "true") && strcmp(nx, "false")) { fprintf(stderr, "larch data bench: --in-memory true|false\n"); return 2; }
+            in_memory = !strcmp(nx, "true");
+            i++;
+            continue;
+        }
+        if (a[0] == '-' || spec) { fprintf(stderr, "larch data bench: unexpected argument '%s'\n", a); data_usage(stderr); return 2; }
+        spec = a;
+    }
+    if (!spec) { data_usage(stderr); return 2; }
+    larch_dataset ds;
+    double t0 = larch_comm_wtime();
+    if (larch_dataset_h5_open(spec, strchr(spec, ':') ? NULL : "train", in_memory, &ds)) { larch_cli_error("data bench"); return 1; }
+    double t_load = larch_comm_wtime() - t0;
+    if (cold && ds.ooc) posix_fadvise(ds.ooc_fd, 0, 0, POSIX_FADV_DONTNEED);
+    larch_loader_opts lo = {(int)batch, 0, 1, 1, 1, 42, augment, augment ? 4 : 0, 1};
+    larch_loader *l = NULL;
+    if (larch_loader_create(&l, &ds, &lo)) { larch_cli_error("data bench"); larch_dataset_free(&ds); return 1; }
+    larch_loader_next(l, NULL, NULL);                            /* the first batch starts the thread */
+    t0 = larch_comm_wtime();
+    for (long k = 0; k < steps; k++) larch_loader_next(l, NULL, NULL);
+    double dt = larch_comm_wtime() - t0;
+    larch_status s = larch_loader_status(l);
+    size_t bytes = larch_shape_size(ds.shape) * (ds.u8 || (ds.ooc && ds.ooc_u8) ? 1 : sizeof(float));
+    if (!s)
+        printf("{\"bench\": \"data\", \"file\": \"%s\", \"in_memory\": %s, \"cold\": %s, \"augment\": %s, \"batch\": %ld, "
+               "\"steps\": %ld, \"samples_per_s\": %.1f, \"mb_per_s\": %.1f, \"load_s\": %.3f, \"peak_rss_mb\": %.1f}\n",
+               spec, in_memory ? "true" : "false", cold ? "true" : "false", augment ? "true" : "false", batch, steps,
+               steps * batch / dt, steps * batch * (double)bytes / dt / 1e6, t_load, peak_rss_mb());
+    else larch_cli_error("data bench");
+    larch_loader_free(l);
+    larch_dataset_free(&ds);
+    return s ? 1 : 0;
+}
+
 int larch_cmd_data(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -171,6 +275,8 @@ int larch_cmd_data(int argc, char **argv)
     }
     if (!strcmp(argv[1], "convert")) return cmd_convert(argc, argv);
     if (!strcmp(argv[1], "info")) return cmd_info(argc, argv);
+    if (!strcmp(argv[1], "synth")) return cmd_synth(argc, argv);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
     fprintf(stderr, "larch data: unknown subcommand '%s'\n", argv[1]);
     data_usage(stderr);
     return 2;

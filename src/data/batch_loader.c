@@ -18,15 +18,20 @@
 #include "larch/data.h"
 #include "larch/rng.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct buf_t {
     larch_batch b;
     float *x;
     int32_t *labels[LARCH_MAX_TARGETS];   /* label set 0 and the derived sets */
     float *targets;                       /* float regression targets, or NULL */
+    void *raw;                            /* out of core: the batch's samples as read */
     int epoch, step;
 } buf_t;
 
@@ -51,6 +56,10 @@ struct larch_loader {
     pthread_cond_t cv;
     int stop, busy, has_req, req_epoch, req_step, req_buf;
     int ready, ready_buf;
+    /* out of core */
+    size_t sample_bytes;
+    larch_status io_status;        /* the first read error (sticky)              */
+    char io_msg[4600];
 };
 
 /* The order of `epoch`: identity or a Fisher-Yates shuffle. */
@@ -69,13 +78,43 @@ static void make_perm(larch_loader *l, int epoch)
     l->perm_epoch = epoch;
 }
 
-/* One sample, normalized and augmented, into dst (h, w, c). */
-static void put_sample(const larch_loader *l, int idx, int epoch, float *restrict dst)
+/* Out of core: reads the samples idx[0..n) of the file into raw, then
+ * advises the kernel to read ahead the rows of `next` (n_next of them, the
+ * batch after this one). A failure is kept in l->io_status. */
+static void read_samples(larch_loader *l, const int32_t *idx, int n, void *raw, const int32_t *next, int n_next)
+{
+    const larch_dataset *ds = l->ds;
+    const size_t sb = l->sample_bytes;
+    for (int j = 0; j < n; j++) {
+        int64_t row = ds->rows ? ds->rows[idx[j]] : idx[j];
+        char *dst = (char *)raw + (size_t)j * sb;
+        off_t at = (off_t)(ds->ooc_offset + row * (int64_t)sb);
+        size_t got = 0;
+        while (got < sb) {
+            ssize_t r = pread(ds->ooc_fd, dst + got, sb - got, at + (off_t)got);
+            if (r > 0) { got += (size_t)r; continue; }
+            if (r < 0 && errno == EINTR) continue;
+            if (!l->io_status) {
+                l->io_status = LARCH_ERR_IO;
+                snprintf(l->io_msg, sizeof l->io_msg, "%s: reading sample %lld: %s", ds->source, (long long)row,
+                         r < 0 ? strerror(errno) : "the file ended (truncated while training?)");
+            }
+            memset(dst, 0, sb);
+            break;
+        }
+    }
+    for (int j = 0; j < n_next; j++) {
+        int64_t row = ds->rows ? ds->rows[next[j]] : next[j];
+        posix_fadvise(ds->ooc_fd, (off_t)(ds->ooc_offset + row * (int64_t)sb), (off_t)sb, POSIX_FADV_WILLNEED);
+    }
+}
+
+/* One sample (its pixels u or features f), normalized and augmented, into
+ * dst (h, w, c); idx keys its augmentation. */
+static void put_sample(const larch_loader *l, int idx, const uint8_t *u, const float *f, int epoch, float *restrict dst)
 {
     const larch_dataset *ds = l->ds;
     const int H = ds->shape.h, W = ds->shape.w, C = ds->shape.c;
-    const uint8_t *u = ds->u8 ? ds->u8 + (size_t)idx * l->dim : NULL;
-    const float *f = ds->f32 ? ds->f32 + (size_t)idx * l->dim : NULL;
     if (!l->o.flip && !l->o.crop_pad) {
         if (l->nc == 1) {
             const float mean = l->mean[0], inv_std = l->inv_std[0];
@@ -124,9 +163,20 @@ static void assemble(larch_loader *l, int epoch, int step, buf_t *b)
         lo = l->o.rank * base + (l->o.rank < extra ? l->o.rank : extra);
         cnt = base + (l->o.rank < extra);
     }
+    const larch_dataset *ds = l->ds;
+    if (ds->ooc) {                                                  /* this rank's samples from the file */
+        int nstart = start + G, nm = n - nstart < G ? n - nstart : G, nlo = lo, ncnt = cnt;
+        if (nm < G) { nlo = 0; ncnt = 0; }                          /* no read-ahead into an incomplete batch */
+        if (nstart >= n) ncnt = 0;
+        read_samples(l, l->perm + start + lo, cnt, b->raw, ncnt ? l->perm + nstart + nlo : NULL, ncnt);
+    }
     for (int j = 0; j < cnt; j++) {
         int idx = l->perm[start + lo + j];
-        put_sample(l, idx, epoch, b->x + (size_t)j * l->dim);
+        const uint8_t *u = ds->u8 ? ds->u8 + (size_t)idx * l->dim
+                         : ds->ooc && ds->ooc_u8 ? (const uint8_t *)b->raw + (size_t)j * l->dim : NULL;
+        const float *f = ds->f32 ? ds->f32 + (size_t)idx * l->dim
+                       : ds->ooc && !ds->ooc_u8 ? (const float *)b->raw + (size_t)j * l->dim : NULL;
+        put_sample(l, idx, u, f, epoch, b->x + (size_t)j * l->dim);
         b->labels[0][j] = l->ds->labels[idx];
         for (int t = 0; t < l->ds->n_derived; t++) b->labels[t + 1][j] = l->ds->derived[t][idx];
         if (b->targets)
@@ -191,7 +241,7 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
         for (int v = 0; v < 256; v++) l->lut[c * 256 + v] = ((float)v / 255.0f - mean) / std;   // (x / 255 - mean) / std
         l->mean[c] = mean;
         l->inv_std[c] = 1.0f / std;
-        l->pad[c] = ds->u8 ? l->lut[c * 256] : (0.0f - mean) / std;
+        l->pad[c] = ds->u8 || (ds->ooc && ds->ooc_u8) ? l->lut[c * 256] : (0.0f - mean) / std;
     }
     l->perm = malloc((size_t)ds->n * sizeof *l->perm);
     l->perm_epoch = -1;
@@ -200,6 +250,10 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
         l->buf[i].x = larch_aligned_alloc((size_t)l->local * l->dim * sizeof(float), "batch");
         l->buf[i].b.x = l->buf[i].x;
         ok = l->buf[i].x != NULL;
+        if (ok && ds->ooc) {
+            l->sample_bytes = l->dim * (ds->ooc_u8 ? 1 : sizeof(float));
+            ok = (l->buf[i].raw = malloc((size_t)l->local * l->sample_bytes + 1)) != NULL;
+        }
         for (int t = 0; t <= ds->n_derived && ok; t++) {
             l->buf[i].labels[t] = calloc((size_t)l->local, sizeof(int32_t));
             l->buf[i].b.label[t] = l->buf[i].labels[t];
@@ -243,6 +297,7 @@ void larch_loader_free(larch_loader *l)
     for (int i = 0; i < 2; i++) {
         free(l->buf[i].x);
         free(l->buf[i].targets);
+        free(l->buf[i].raw);
         for (int t = 0; t < LARCH_MAX_TARGETS; t++) free(l->buf[i].labels[t]);
     }
     free(l->perm);
@@ -294,4 +349,10 @@ const larch_batch *larch_loader_next(larch_loader *l, int *epoch_out, int *step_
     if (epoch_out) *epoch_out = e;
     if (step_out) *step_out = s;
     return &b->b;
+}
+
+larch_status larch_loader_status(const larch_loader *l)
+{
+    if (!l->io_status) return LARCH_OK;
+    return larch_fail(l->io_status, "%s", l->io_msg);
 }

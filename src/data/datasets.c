@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define FMNIST_MEAN 0.2860f
 #define FMNIST_STD 0.3530f
@@ -165,10 +166,16 @@ larch_status larch_dataset_subset(larch_dataset *ds, int lo, int hi, int per_cla
     size_t dim = larch_shape_size(ds->shape);
     int *taken = calloc((size_t)(hi - lo + 1), sizeof *taken), k = 0;
     if (!taken) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    if (ds->ooc && !ds->rows) {                          /* out of core: keep the file rows of what stays */
+        ds->rows = malloc((size_t)(ds->n ? ds->n : 1) * sizeof *ds->rows);
+        if (!ds->rows) { free(taken); return larch_fail(LARCH_ERR_NOMEM, "out of memory"); }
+        for (int i = 0; i < ds->n; i++) ds->rows[i] = i;
+    }
     for (int i = 0; i < ds->n; i++) {                   /* compact in place, in index order */
         int c = ds->labels[i];
         if (c < lo || c > hi || (per_class > 0 && taken[c - lo] >= per_class)) continue;
         taken[c - lo]++;
+        if (ds->rows) ds->rows[k] = ds->rows[i];
         if (ds->u8) memmove(ds->u8 + (size_t)k * dim, ds->u8 + (size_t)i * dim, dim);
         if (ds->f32) memmove(ds->f32 + (size_t)k * dim, ds->f32 + (size_t)i * dim, dim * sizeof(float));
         for (int t = 0; t < ds->n_derived; t++) ds->derived[t][k] = ds->derived[t][i];
@@ -230,6 +237,8 @@ void larch_dataset_free(larch_dataset *ds)
 {
     if (!ds) return;
     for (int t = 0; t < ds->n_derived; t++) free(ds->derived[t]);
+    if (ds->ooc) close(ds->ooc_fd);
+    free(ds->rows);
     free(ds->u8);
     free(ds->f32);
     free(ds->labels);

@@ -15,8 +15,12 @@
 #include "io/ckpt_internal.h"
 #include "larch/data.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -173,7 +177,46 @@ static herr_t collect_label_sets(hid_t g, const char *name, const H5L_info_t *in
     return 0;
 }
 
+/* Out of core: where the samples of dataset `xname` start in the file, and
+ * checks that they can be read there with pread (contiguous, allocated,
+ * the whole extent inside the file). */
+static larch_status ooc_attach(hid_t g, const char *xname, const char *file, size_t sample_bytes, larch_dataset *out,
+                               const h5_place *p)
+{
+    hid_t d = H5Dopen2(g, xname, H5P_DEFAULT);
+    if (d < 0) return h5_err(p, xname, "cannot open the dataset", NULL);
+    hid_t dcpl = H5Dget_create_plist(d), t = H5Dget_type(d);
+    H5D_layout_t layout = H5Pget_layout(dcpl);
+    int u8 = H5Tequal(t, H5T_STD_U8LE) > 0, f32 = H5Tequal(t, H5T_IEEE_F32LE) > 0;
+    haddr_t off = H5Dget_offset(d);
+    H5Tclose(t);
+    H5Pclose(dcpl);
+    H5Dclose(d);
+    char hint[200];
+    snprintf(hint, sizeof hint, "reading out of core needs it contiguous and little-endian uint8 or float32 "
+             "(rewrite with: h5repack -l %s:CONTI IN OUT, or set data.in_memory: true)", xname);
+    if (layout != H5D_CONTIGUOUS || (!u8 && !f32) || off == HADDR_UNDEF)
+        return h5_err(p, xname, layout != H5D_CONTIGUOUS ? "is chunked or compressed" : "has another storage", hint);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return larch_fail(LARCH_ERR_IO, "dataset file %s: %s", file, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < (uint64_t)off + (uint64_t)out->n * sample_bytes) {
+        close(fd);
+        return larch_fail(LARCH_ERR_FORMAT, "%s:%s/%s: the file ends before the samples do (truncated?)", file, p->group, xname);
+    }
+    out->ooc = 1;
+    out->ooc_fd = fd;
+    out->ooc_u8 = u8;
+    out->ooc_offset = (int64_t)off;
+    return LARCH_OK;
+}
+
 larch_status larch_dataset_h5_read(const char *spec, const char *split, larch_dataset *out)
+{
+    return larch_dataset_h5_open(spec, split, 1, out);
+}
+
+larch_status larch_dataset_h5_open(const char *spec, const char *split, int in_memory, larch_dataset *out)
 {
     memset(out, 0, sizeof *out);
     char file[3700], group[512];
@@ -235,7 +278,9 @@ larch_status larch_dataset_h5_read(const char *spec, const char *split, larch_da
     snprintf(out->name, sizeof out->name, "%.31s", split ? split : (strrchr(group, '/') ? strrchr(group, '/') + 1 : group));
     if (!out->name[0]) snprintf(out->name, sizeof out->name, "hdf5");
     snprintf(out->source, sizeof out->source, "%.3600s:%.500s", file, group);
-    if (images) {
+    if (!in_memory) {
+        if ((s = ooc_attach(g, xname, file, dim * (images ? 1 : sizeof(float)), out, &p))) goto done;
+    } else if (images) {
         out->u8 = malloc(n ? (size_t)n * dim : 1);
         if (!out->u8) { s = larch_fail(LARCH_ERR_NOMEM, "out of memory for %d images of %s", n, file); goto done; }
         if ((s = h5_read_all(g, xname, H5T_NATIVE_UINT8, out->u8, &p))) goto done;
@@ -509,5 +554,122 @@ larch_status larch_dataset_h5_probe(const char *spec, const char *split, larch_s
     }
     if (g >= 0) H5Gclose(g);
     H5Fclose(f);
+    return s;
+}
+
+/* ---- streaming writer: datasets larger than memory ---- */
+
+struct larch_h5_writer {
+    hid_t f, g, x, y;
+    h5_place p;
+    char path[3700], tmp[3800];
+    int n, written, u8;
+    size_t sample;                 /* values per sample */
+};
+
+larch_status larch_dataset_h5_begin(larch_h5_writer **out, const char *path, const char *group, int n, larch_shape shape,
+                                    int u8)
+{
+    *out = NULL;
+    larch_ckpt_h5_quiet();
+    larch_h5_writer *w = calloc(1, sizeof *w);
+    if (!w) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    snprintf(w->path, sizeof w->path, "%s", path);
+    w->p.file = w->path;
+    snprintf(w->p.group, sizeof w->p.group, "/%s", group);
+    w->n = n;
+    w->u8 = u8;
+    w->sample = larch_shape_size(shape);
+    w->g = w->x = w->y = -1;
+    FILE *probe = fopen(path, "rb");
+    if (probe) { fclose(probe); w->f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT); }
+    else w->f = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->f < 0) { free(w); return larch_fail(LARCH_ERR_IO, "%s: cannot create or open the file for writing", path); }
+    larch_status s = LARCH_OK;
+    if (H5Lexists(w->f, w->p.group, H5P_DEFAULT) > 0)
+        s = larch_fail(LARCH_ERR_IO, "%s already holds a group %s (write to a new file)", path, w->p.group);
+    else if ((w->g = H5Gcreate2(w->f, w->p.group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
+        s = h5_err(&w->p, "", "cannot create the group", NULL);
+    if (!s) {
+        hsize_t dims[4] = {(hsize_t)n, (hsize_t)shape.h, (hsize_t)shape.w, (hsize_t)shape.c};
+        hid_t sp = H5Screate_simple(4, dims, NULL), sl = H5Screate_simple(1, dims, NULL);
+        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);      /* contiguous storage placed now: out-of-core reads */
+        w->x = H5Dcreate2(w->g, u8 ? "images" : "features", u8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl,
+                          H5P_DEFAULT);
+        w->y = H5Dcreate2(w->g, "labels", H5T_STD_I32LE, sl, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        H5Pclose(dcpl);
+        H5Sclose(sp);
+        H5Sclose(sl);
+        if (w->x < 0 || w->y < 0) s = h5_err(&w->p, "", "cannot create the datasets", NULL);
+    }
+    if (s) {
+        if (w->x >= 0) H5Dclose(w->x);
+        if (w->y >= 0) H5Dclose(w->y);
+        if (w->g >= 0) H5Gclose(w->g);
+        H5Fclose(w->f);
+        free(w);
+        return s;
+    }
+    *out = w;
+    return LARCH_OK;
+}
+
+static larch_status write_rows(hid_t d, hid_t mem_type, int rank, hsize_t start, hsize_t count, size_t per,
+                               const void *buf, const h5_place *p, const char *name)
+{
+    hid_t fs = H5Dget_space(d);
+    hsize_t off[4] = {start, 0, 0, 0}, cnt[4] = {count, 0, 0, 0};
+    hsize_t dims[4];
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    for (int k = 1; k < rank; k++) cnt[k] = dims[k];
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
+    hsize_t m = count * per;
+    hid_t ms = H5Screate_simple(1, &m, NULL);
+    herr_t rc = H5Dwrite(d, mem_type, ms, fs, H5P_DEFAULT, buf);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    return rc < 0 ? h5_err(p, name, "cannot write (disk full?)", NULL) : LARCH_OK;
+}
+
+larch_status larch_dataset_h5_append(larch_h5_writer *w, const void *samples, const int32_t *labels, int count)
+{
+    if (count < 0 || w->written + count > w->n)
+        return larch_fail(LARCH_ERR_INVALID, "%s:%s: %d more samples after %d of %d", w->path, w->p.group, count, w->written, w->n);
+    larch_status s = write_rows(w->x, w->u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, 4, (hsize_t)w->written, (hsize_t)count,
+                                w->sample, samples, &w->p, w->u8 ? "images" : "features");
+    if (!s) s = write_rows(w->y, H5T_NATIVE_INT32, 1, (hsize_t)w->written, (hsize_t)count, 1, labels, &w->p, "labels");
+    if (!s) w->written += count;
+    return s;
+}
+
+larch_status larch_dataset_h5_end(larch_h5_writer *w, const float *mean, const float *std, int n_norm,
+                                  const char *const *classes, int n_classes)
+{
+    if (!w) return LARCH_OK;
+    larch_status s = LARCH_OK;
+    if (mean && std && n_norm > 0) {
+        s = write_float_attr(w->g, "mean", mean, n_norm, &w->p);
+        if (!s) s = write_float_attr(w->g, "std", std, n_norm, &w->p);
+    }
+    if (!s && classes && n_classes > 0) {
+        hsize_t n = (hsize_t)n_classes;
+        hid_t st = H5Tcopy(H5T_C_S1);
+        H5Tset_size(st, H5T_VARIABLE);
+        H5Tset_cset(st, H5T_CSET_UTF8);
+        hid_t sp = H5Screate_simple(1, &n, NULL);
+        hid_t a = H5Acreate2(w->g, "classes", st, sp, H5P_DEFAULT, H5P_DEFAULT);
+        if (a < 0 || H5Awrite(a, st, classes) < 0) s = h5_err(&w->p, "@classes", "cannot write the attribute", NULL);
+        if (a >= 0) H5Aclose(a);
+        H5Sclose(sp);
+        H5Tclose(st);
+    }
+    if (!s && w->written != w->n)
+        s = larch_fail(LARCH_ERR_INVALID, "%s:%s: %d of %d samples written", w->path, w->p.group, w->written, w->n);
+    H5Dclose(w->x);
+    H5Dclose(w->y);
+    H5Gclose(w->g);
+    if (H5Fclose(w->f) < 0 && !s) s = h5_err(&w->p, "", "cannot close the file (disk full?)", NULL);
+    free(w);
     return s;
 }

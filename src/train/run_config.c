@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 static const larch_key train_keys[] = {
@@ -55,6 +56,9 @@ static const larch_key data_keys[] = {
     {"mean", LARCH_T_FLOATS, "[]", -1e30, 1e30, NULL, NULL,
      "normalization: x' = (x/255 - mean[c]) / std[c] (1 or C values; [] = the dataset's own)"},
     {"std", LARCH_T_FLOATS, "[]", 1e-30, 1e30, NULL, NULL, "normalization: see data.mean (as many values)"},
+    {"in_memory", LARCH_T_ENUM, "auto", 0, 0, "auto|true|false", NULL,
+     "hdf5: hold the samples in memory, or read each batch's from the file (false); auto: in memory when the "
+     "file takes at most a quarter of the available memory per rank of this node"},
     {"prefetch", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "assemble the next batch on a background thread"},
     {"augment", LARCH_T_MAP, "{}", 0, 0, NULL, augment_keys, "training augmentation"},
     {"synthetic", LARCH_T_MAP, "{}", 0, 0, NULL, synthetic_keys, "synthetic dataset settings"},
@@ -369,6 +373,36 @@ static larch_status check_input_shape(const larch_node *cfg, const larch_dataset
                       larch_cfg_str(larch_map_get(cfg, "data"), "name"));
 }
 
+/* data.in_memory: true, false, or auto: in memory when the split's file
+ * takes at most a quarter of MemAvailable divided by the ranks on this
+ * node (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE, MPICH's MPI_LOCALNRANKS,
+ * Slurm's SLURM_NTASKS_PER_NODE; 1 without them). The choice changes where
+ * the bytes come from, never which: batches are identical either way. */
+static int h5_in_memory(const larch_node *d, const char *spec)
+{
+    const char *mode = larch_cfg_str(d, "in_memory");
+    if (strcmp(mode, "auto") != 0) return strcmp(mode, "true") == 0;
+    char file[4400];
+    snprintf(file, sizeof file, "%s", spec);
+    char *colon = strstr(file, ".h5:");
+    if (!colon) colon = strstr(file, ".hdf5:");
+    if (colon) *strchr(colon, ':') = '\0';
+    struct stat st;
+    if (stat(file, &st) != 0) return 1;                     /* the read reports the error */
+    long long avail_kb = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &avail_kb) == 1) break;
+    if (f) fclose(f);
+    if (avail_kb <= 0) return 1;
+    const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"};
+    long ranks = 1;
+    for (int i = 0; i < 3 && ranks == 1; i++)
+        if (getenv(vars[i]) && atol(getenv(vars[i])) > 1) ranks = atol(getenv(vars[i]));
+    return (double)st.st_size <= 0.25 * (double)avail_kb * 1024.0 / (double)ranks;
+}
+
 /* The test split of an HDF5 dataset is scored with the training split's
  * classes and label sets: it may not have more of either. */
 static larch_status match_splits(larch_dataset *train, larch_dataset *test)
@@ -431,8 +465,10 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
     } else if (strcmp(larch_cfg_str(d, "name"), "hdf5") == 0) {
         char spec[4400];
         const char *split;
-        if (!(s = h5_spec(d, 1, spec, sizeof spec, &split))) s = larch_dataset_h5_read(spec, split, train);
-        if (!s && !(s = h5_spec(d, 0, spec, sizeof spec, &split))) s = larch_dataset_h5_read(spec, split, test);
+        if (!(s = h5_spec(d, 1, spec, sizeof spec, &split)))
+            s = larch_dataset_h5_open(spec, split, h5_in_memory(d, spec), train);
+        if (!s && !(s = h5_spec(d, 0, spec, sizeof spec, &split)))
+            s = larch_dataset_h5_open(spec, split, h5_in_memory(d, spec), test);
         if (!s) s = match_splits(train, test);
     } else {
         const char *dir = larch_cfg_str(d, "dir");

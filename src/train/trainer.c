@@ -553,6 +553,7 @@ static larch_status evaluate(run_t *r, double *vals)
             sums[3 * k + 2] += (double)st[k].count;
         }
     }
+    if (!bs) bs = larch_loader_status(r->eval_loader);
     /* the sums and, in the same collective, whether a rank failed above */
     larch_status st = larch_comm_agree_sum(r->comm, "evaluation", bs, sums, 3 * nl);
     if (st) return st;
@@ -626,6 +627,7 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
      * collective, with the failing rank's message. */
     larch_status s = larch_grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
     if (!s) s = r->hook_status;                             /* SyncBatchNorm's sums */
+    if (!s) s = larch_loader_status(r->loader);             /* out of core: a failed read */
     double penalty = larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
