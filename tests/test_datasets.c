@@ -284,7 +284,7 @@ static void test_h5(void)
           r.mean[1] == 0.25f && r.std[2] == 2.0f, "h5 round trip");
     /* the loader normalizes each channel with its own pair */
     larch_loader *l = NULL;
-    larch_loader_opts lo = {4, 0, 1, 0, 1, 1, 0, 0, 0};
+    larch_loader_opts lo = {.global_batch = 4, .world = 1, .drop_last = 1, .seed = 1};
     CHECK_OK(larch_loader_create(&l, &r, &lo));
     if (l) {
         const larch_batch *b = larch_loader_next(l, NULL, NULL);
@@ -396,6 +396,84 @@ static void test_h5(void)
     larch_dataset_free(&ds);
 }
 
+/* Random resized crop: the identity crop reproduces the plain batch, crops
+ * of a horizontal ramp stay ramps (rows equal, columns monotone, values
+ * within the image's), a flat image stays flat, and bad settings fail. */
+static void test_resized_crop(void)
+{
+    larch_dataset ds = {0};
+    snprintf(ds.name, sizeof ds.name, "ramp");
+    ds.n = 8;
+    ds.shape = (larch_shape){6, 10, 1};
+    ds.n_classes = 2;
+    ds.u8 = malloc(8 * 60);
+    ds.labels = calloc(8, sizeof(int32_t));
+    for (int i = 0; i < 8; i++)
+        for (int y = 0; y < 6; y++)
+            for (int x = 0; x < 10; x++) ds.u8[i * 60 + y * 10 + x] = (uint8_t)(i < 7 ? 20 * x + i : 77);
+    float m = 0.5f, sd = 0.25f;
+    larch_dataset_set_norm(&ds, &m, &sd, 1);
+    larch_loader_opts plain = {.global_batch = 8, .world = 1, .drop_last = 1, .seed = 3};
+    larch_loader_opts rc = plain;
+    rc.resized_crop = 1;
+    rc.scale_lo = rc.scale_hi = 1.0f;
+    rc.ratio_lo = rc.ratio_hi = 10.0f / 6.0f;
+    larch_loader *a = NULL, *b = NULL;
+    CHECK_OK(larch_loader_create(&a, &ds, &plain));
+    CHECK_OK(larch_loader_create(&b, &ds, &rc));
+    if (a && b) {
+        const larch_batch *x = larch_loader_next(a, NULL, NULL), *y = larch_loader_next(b, NULL, NULL);
+        float worst = 0;
+        for (int j = 0; j < 8 * 60; j++) worst = fmaxf(worst, fabsf(x->x[j] - y->x[j]));
+        CHECK(worst < 1e-5f, "resized crop of the whole image = no augmentation (worst %g)", worst);
+    }
+    larch_loader_free(a);
+    larch_loader_free(b);
+    rc.scale_lo = 0.2f;
+    rc.scale_hi = 0.6f;
+    rc.ratio_lo = 0.5f;
+    rc.ratio_hi = 2.0f;
+    rc.flip = 1;
+    CHECK_OK(larch_loader_create(&b, &ds, &rc));
+    if (b) {
+        int rows_equal = 1, monotone = 1, inside = 1, flat = 1, varied = 0;
+        float first[7];
+        for (int e = 0; e < 3; e++) {
+            const larch_batch *y = larch_loader_next(b, NULL, NULL);
+            for (int j = 0; j < 8; j++) {
+                const float *img = y->x + j * 60;
+                int lbl_flat = 1;
+                for (int k = 0; k < 60; k++) lbl_flat &= fabsf(img[k] - img[0]) < 1e-6f;
+                if (j == 7) {                      /* no shuffle: sample 7 is the flat one */
+                    flat &= lbl_flat && fabsf(img[0] - ((77 / 255.0f - m) / sd)) < 1e-5f;
+                    continue;
+                }
+                int sgn = 0;
+                for (int yy = 0; yy < 6; yy++)
+                    for (int xx = 0; xx < 10; xx++) {
+                        float v = img[yy * 10 + xx], raw = (v * sd + m) * 255.0f;
+                        inside &= raw > -0.01f && raw < 187.01f;
+                        rows_equal &= fabsf(v - img[xx]) < 1e-5f;
+                        if (xx) {
+                            float d = v - img[yy * 10 + xx - 1];
+                            if (d > 1e-6f) { monotone &= sgn >= 0; sgn = 1; }
+                            if (d < -1e-6f) { monotone &= sgn <= 0; sgn = -1; }
+                        }
+                    }
+                if (e == 0 && j < 7) first[j] = img[0];
+                if (e == 1 && j < 7 && fabsf(first[j] - img[0]) > 1e-6f) varied = 1;
+            }
+        }
+        CHECK(rows_equal && monotone && inside && flat, "crops of a ramp stay ramps (rows %d, monotone %d, inside %d, flat %d)",
+              rows_equal, monotone, inside, flat);
+        CHECK(varied, "crops differ between epochs");
+        larch_loader_free(b);
+    }
+    rc.crop_pad = 2;
+    CHECK_FAIL(larch_loader_create(&b, &ds, &rc), LARCH_ERR_INVALID, "without crop_pad");
+    larch_dataset_free(&ds);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/larch-test-datasets-XXXXXX");
@@ -405,6 +483,7 @@ int main(void)
     test_npy();
     test_folder();
     test_h5();
+    test_resized_crop();
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     return check_result("test_datasets");
 }

@@ -173,6 +173,13 @@ typedef struct larch_loader_opts {
     int flip;                /* random horizontal flip (p = 0.5)             */
     int crop_pad;            /* random crop after zero padding by this many pixels */
     int prefetch;            /* assemble the next batch on a background thread */
+    /* Random resized crop (Inception style, as torchvision's
+     * RandomResizedCrop): a crop of area fraction in [scale_lo, scale_hi]
+     * of the image and aspect ratio (w/h) log-uniform in [ratio_lo,
+     * ratio_hi] (10 tries, then the centre crop of the clamped ratio),
+     * resized bilinearly back to (h, w); before the flip, instead of crop_pad. */
+    int resized_crop;
+    float scale_lo, scale_hi, ratio_lo, ratio_hi;
 } larch_loader_opts;
 
 typedef struct larch_loader larch_loader;

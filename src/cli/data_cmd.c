@@ -247,7 +247,8 @@ static int cmd_bench(int argc, char **argv)
     if (larch_dataset_h5_open(spec, strchr(spec, ':') ? NULL : "train", in_memory, &ds)) { larch_cli_error("data bench"); return 1; }
     double t_load = larch_comm_wtime() - t0;
     if (cold && ds.ooc) posix_fadvise(ds.ooc_fd, 0, 0, POSIX_FADV_DONTNEED);
-    larch_loader_opts lo = {(int)batch, 0, 1, 1, 1, 42, augment, augment ? 4 : 0, 1};
+    larch_loader_opts lo = {.global_batch = (int)batch, .world = 1, .shuffle = 1, .drop_last = 1, .seed = 42,
+                            .flip = augment, .crop_pad = augment ? 4 : 0, .prefetch = 1};
     larch_loader *l = NULL;
     if (larch_loader_create(&l, &ds, &lo)) { larch_cli_error("data bench"); larch_dataset_free(&ds); return 1; }
     larch_loader_next(l, NULL, NULL);                            /* the first batch starts the thread */

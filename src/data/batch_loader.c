@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,13 +110,70 @@ static void read_samples(larch_loader *l, const int32_t *idx, int n, void *raw, 
     }
 }
 
+/* A random resized crop of the sample (u or f), flipped with p = 0.5 when
+ * o.flip, normalized into dst (h, w, c); draws from r. */
+static void resized_crop(const larch_loader *l, larch_rng *r, const uint8_t *u, const float *f, float *restrict dst)
+{
+    const larch_dataset *ds = l->ds;
+    const int H = ds->shape.h, W = ds->shape.w, C = ds->shape.c, cs = l->nc == 1 ? 0 : 1;
+    const double area = (double)H * W, lr0 = log(l->o.ratio_lo), lr1 = log(l->o.ratio_hi);
+    double ch = H, cw = W, y0 = 0, x0 = 0;
+    int found = 0;
+    for (int t = 0; t < 10 && !found; t++) {               // torchvision's ten tries
+        double a = area * (l->o.scale_lo + (l->o.scale_hi - l->o.scale_lo) * larch_rng_uniform(r));
+        double ar = exp(lr0 + (lr1 - lr0) * larch_rng_uniform(r));
+        double w = round(sqrt(a * ar)), h = round(sqrt(a / ar));
+        if (w >= 1 && h >= 1 && w <= W && h <= H) {
+            y0 = floor(larch_rng_uniform(r) * (H - h + 1));
+            x0 = floor(larch_rng_uniform(r) * (W - w + 1));
+            ch = h;
+            cw = w;
+            found = 1;
+        }
+    }
+    if (!found) {                                           // the centre crop of the clamped ratio
+        double ar = (double)W / H;
+        if (ar < l->o.ratio_lo) { cw = W; ch = round(W / l->o.ratio_lo); }
+        else if (ar > l->o.ratio_hi) { ch = H; cw = round(H * l->o.ratio_hi); }
+        if (ch > H) ch = H;
+        if (cw > W) cw = W;
+        y0 = floor((H - ch) / 2);
+        x0 = floor((W - cw) / 2);
+    }
+    int flip = l->o.flip ? (int)(larch_rng_u32(r) & 1u) : 0;
+    for (int y = 0; y < H; y++) {
+        double sy = y0 + (y + 0.5) * ch / H - 0.5;         // centre-aligned source row
+        if (sy < y0) sy = y0;
+        if (sy > y0 + ch - 1) sy = y0 + ch - 1;
+        int iy = (int)sy, iy1 = iy + 1 < y0 + ch ? iy + 1 : iy;
+        float fy = (float)(sy - iy);
+        for (int x = 0; x < W; x++) {
+            int xo = flip ? W - 1 - x : x;
+            double sx = x0 + (xo + 0.5) * cw / W - 0.5;
+            if (sx < x0) sx = x0;
+            if (sx > x0 + cw - 1) sx = x0 + cw - 1;
+            int ix = (int)sx, ix1 = ix + 1 < x0 + cw ? ix + 1 : ix;
+            float fx = (float)(sx - ix);
+            size_t a00 = ((size_t)iy * W + ix) * C, a01 = ((size_t)iy * W + ix1) * C;
+            size_t a10 = ((size_t)iy1 * W + ix) * C, a11 = ((size_t)iy1 * W + ix1) * C;
+            float *d = dst + ((size_t)y * W + x) * C;
+            for (int c = 0; c < C; c++) {
+                float v00 = u ? u[a00 + c] : f[a00 + c], v01 = u ? u[a01 + c] : f[a01 + c];
+                float v10 = u ? u[a10 + c] : f[a10 + c], v11 = u ? u[a11 + c] : f[a11 + c];
+                float v = (1 - fy) * ((1 - fx) * v00 + fx * v01) + fy * ((1 - fx) * v10 + fx * v11);
+                d[c] = ((u ? v / 255.0f : v) - l->mean[c * cs]) * l->inv_std[c * cs];
+            }
+        }
+    }
+}
+
 /* One sample (its pixels u or features f), normalized and augmented, into
  * dst (h, w, c); idx keys its augmentation. */
 static void put_sample(const larch_loader *l, int idx, const uint8_t *u, const float *f, int epoch, float *restrict dst)
 {
     const larch_dataset *ds = l->ds;
     const int H = ds->shape.h, W = ds->shape.w, C = ds->shape.c;
-    if (!l->o.flip && !l->o.crop_pad) {
+    if (!l->o.flip && !l->o.crop_pad && !l->o.resized_crop) {
         if (l->nc == 1) {
             const float mean = l->mean[0], inv_std = l->inv_std[0];
             if (u) for (size_t j = 0; j < l->dim; j++) dst[j] = l->lut[u[j]];
@@ -130,6 +188,7 @@ static void put_sample(const larch_loader *l, int idx, const uint8_t *u, const f
     const int cs = l->nc == 1 ? 0 : 1;                                  // channel stride of the tables
     larch_rng r;
     larch_rng_init(&r, l->o.seed, LARCH_RNG_AUGMENT, (uint32_t)epoch, (uint32_t)idx);
+    if (l->o.resized_crop) { resized_crop(l, &r, u, f, dst); return; }
     int p = l->o.crop_pad;
     int oy = p ? (int)larch_rng_below(&r, 2u * p + 1) - p : 0;      // crop offset in [-p, p]
     int ox = p ? (int)larch_rng_below(&r, 2u * p + 1) - p : 0;
@@ -222,6 +281,10 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
         return larch_fail(LARCH_ERR_INVALID, "batch size %d is not divisible by the %d ranks (every rank takes an equal part)",
                           o->global_batch, o->world);
     if (ds->n < 1) return larch_fail(LARCH_ERR_INVALID, "loader: dataset %s is empty", ds->name);
+    if (o->resized_crop && (o->crop_pad || !(o->scale_lo > 0) || o->scale_lo > o->scale_hi || o->scale_hi > 1 ||
+                            !(o->ratio_lo > 0) || o->ratio_lo > o->ratio_hi))
+        return larch_fail(LARCH_ERR_INVALID, "random resized crop: scale [%g, %g] must lie in (0, 1] and ratio [%g, %g] be "
+                          "positive, both ascending, without crop_pad", o->scale_lo, o->scale_hi, o->ratio_lo, o->ratio_hi);
     if (ds->n_norm > 1 && (ds->n_norm != ds->shape.c || ds->n_norm > LARCH_NORM_MAX))
         return larch_fail(LARCH_ERR_SHAPE, "loader: dataset %s has %d normalization values for %d channels", ds->name,
                           ds->n_norm, ds->shape.c);

@@ -31,6 +31,10 @@ static const larch_key train_keys[] = {
 static const larch_key augment_keys[] = {
     {"flip", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "random horizontal flip"},
     {"crop_pad", LARCH_T_INT, "0", 0, 64, NULL, NULL, "random crop after zero padding by this many pixels"},
+    {"resized_crop", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
+     "random resized crop (torchvision's RandomResizedCrop), resized back to the input size; not with crop_pad"},
+    {"scale", LARCH_T_FLOATS, "[0.08, 1.0]", 1e-6, 1, NULL, NULL, "resized_crop: the crop's area fraction [lo, hi]"},
+    {"ratio", LARCH_T_FLOATS, "[0.75, 1.3333333]", 1e-3, 1e3, NULL, NULL, "resized_crop: aspect ratio w/h [lo, hi], log-uniform"},
     {0}};
 
 static const larch_key synthetic_keys[] = {

@@ -294,12 +294,20 @@ static larch_status setup(run_t *r)
 
     const larch_node *aug = larch_map_get(larch_map_get(r->cfg, "data"), "augment");
     int prefetch = larch_cfg_bool(larch_map_get(r->cfg, "data"), "prefetch");
-    larch_loader_opts lo = {r->batch, r->comm->rank, r->comm->size, 1, 1, r->seed,
-                            larch_cfg_bool(aug, "flip"), (int)larch_cfg_int(aug, "crop_pad"), prefetch};
+    larch_loader_opts lo = {.global_batch = r->batch, .rank = r->comm->rank, .world = r->comm->size, .shuffle = 1,
+                            .drop_last = 1, .seed = r->seed, .flip = larch_cfg_bool(aug, "flip"),
+                            .crop_pad = (int)larch_cfg_int(aug, "crop_pad"), .prefetch = prefetch};
+    double sc[2] = {0.08, 1.0}, ra[2] = {0.75, 4.0 / 3.0};
+    if (larch_cfg_bool(aug, "resized_crop") &&
+        (larch_cfg_floats(aug, "scale", sc, 2) != 2 || larch_cfg_floats(aug, "ratio", ra, 2) != 2))
+        return larch_fail(LARCH_ERR_CONFIG, "data.augment.scale and data.augment.ratio: expected [lo, hi]");
+    lo.resized_crop = larch_cfg_bool(aug, "resized_crop");
+    lo.scale_lo = (float)sc[0], lo.scale_hi = (float)sc[1], lo.ratio_lo = (float)ra[0], lo.ratio_hi = (float)ra[1];
     if (r->train.n < r->batch)
         return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: %d is larger than the %d training samples", r->batch, r->train.n);
     if ((s = larch_loader_create(&r->loader, &r->train, &lo))) return s;
-    larch_loader_opts eo = {r->eval_batch, r->comm->rank, r->comm->size, 0, 0, r->seed, 0, 0, prefetch};
+    larch_loader_opts eo = {.global_batch = r->eval_batch, .rank = r->comm->rank, .world = r->comm->size,
+                            .seed = r->seed, .prefetch = prefetch};
     if ((s = larch_loader_create(&r->eval_loader, &r->test, &eo))) return s;
     r->steps_per_epoch = larch_loader_steps(r->loader);
     r->total_steps = (long)r->epochs * r->steps_per_epoch;
