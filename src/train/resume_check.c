@@ -18,6 +18,7 @@
 #include "larch/model_cfg.h"
 #include "larch/model.h"
 #include "larch/train.h"
+#include "larch/optim_cfg.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -166,7 +167,10 @@ static long first_changed_step(const larch_node *cfg, long from, long t_old, lon
     larch_sched a, b;
     const larch_node *sched = larch_map_get(cfg, "sched");
     double lr = larch_cfg_float(larch_map_get(cfg, "optim"), "lr");
-    if (larch_sched_init(&a, sched, lr, t_old, spe) || larch_sched_init(&b, sched, lr, t_new, spe)) return from;
+    larch_sched_opts so;
+    if (larch_sched_opts_from_cfg(sched, &so) || larch_sched_init(&a, &so, lr, t_old, spe) ||
+        larch_sched_init(&b, &so, lr, t_new, spe))
+        return from;
     long end = t_old < t_new ? t_old : t_new, span = end - from;
     long stride = span > 1000000 ? span / 1000000 : 1;         /* at most a million probes */
     for (long t = from; t < end; t += stride) {

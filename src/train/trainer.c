@@ -13,6 +13,7 @@
 #include "larch/data.h"
 #include "larch/rng.h"
 #include "larch/optim.h"
+#include "larch/optim_cfg.h"
 #include "larch/checkpoint.h"
 #include "core/blas.h"
 #include "core/fs.h"
@@ -285,8 +286,11 @@ static larch_status setup(run_t *r)
     /* parameter groups (frozen tensors) decide which gradients the plan computes */
     size_t slice_lo, slice_hi;
     larch_grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
-    if ((s = larch_optim_create_shard(&r->optim, r->model, larch_map_get(r->cfg, "optim"), slice_lo, slice_hi)))
-        return s;
+    larch_optim_opts oo;
+    if ((s = larch_optim_opts_from_cfg(larch_map_get(r->cfg, "optim"), &oo))) return s;
+    s = larch_optim_create_shard(&r->optim, r->model, &oo, slice_lo, slice_hi);
+    larch_optim_opts_release(&oo);
+    if (s) return s;
     larch_grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
@@ -305,8 +309,9 @@ static larch_status setup(run_t *r)
     r->total_steps = (long)r->epochs * r->steps_per_epoch;
     if (r->max_steps > 0 && r->max_steps < r->total_steps) r->total_steps = r->max_steps;
     const larch_node *optim = larch_map_get(r->cfg, "optim");
-    if ((s = larch_sched_init(&r->sched, larch_map_get(r->cfg, "sched"), larch_cfg_float(optim, "lr"),
-                              r->total_steps, r->steps_per_epoch)))
+    larch_sched_opts so;
+    if ((s = larch_sched_opts_from_cfg(larch_map_get(r->cfg, "sched"), &so)) ||
+        (s = larch_sched_init(&r->sched, &so, larch_cfg_float(optim, "lr"), r->total_steps, r->steps_per_epoch)))
         return s;
     return LARCH_OK;
 }
