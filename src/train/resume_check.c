@@ -113,7 +113,7 @@ static int skipped(const char *key)
 static void diff(diffs *d, const char *key, const larch_node *a, const larch_node *b)
 {
     char va[100], vb[100], sub[300];
-    if (skipped(key)) return;
+    if (skipped(key) || (!a && !b)) return;      /* absent from both: a section larch_fit's record lacks */
     if (!a || !b || a->kind != b->kind) {
         flow(a, va, sizeof va);
         flow(b, vb, sizeof vb);
@@ -215,7 +215,12 @@ static larch_node *old_config(const larch_ckpt_meta *meta, int *complete)
     *complete = 0;
     if (!meta->config || !meta->config[0] || larch_cfg_parse(meta->config, "<checkpoint config>", &old)) return NULL;
     if (old->kind != LARCH_NODE_MAP) { larch_node_free(old); return NULL; }
-    /* written by this larch: already complete; by another version: its missing keys get today's defaults */
+    /* written by larch_fit from a C program's spec (no model: the program builds it): complete, every value
+     * written; by this larch from a config: complete; by another version: its missing keys get today's defaults */
+    if (!larch_map_get(old, "model")) {
+        *complete = 1;
+        return old;
+    }
     *complete = larch_optim_defaults(larch_map_get(old, "optim")) == LARCH_OK &&
                 larch_cfg_check(old, "", larch_run_keys, NULL) == LARCH_OK;
     complete_model(old);
