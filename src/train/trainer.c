@@ -430,8 +430,10 @@ static larch_status find_and_load(run_t *r, const char *want, char *path, size_t
         if (rank0) {
             larch_ckpt_meta head;
             local = larch_ckpt_read_meta(path, &head);
-            if (!local) local = larch_ckpt_check_resume(path, &head, r->cfg, r->total_steps, r->steps_per_epoch, r->log);
-            if (!local) larch_ckpt_meta_free(&head);
+            if (!local) {
+                local = larch_ckpt_check_resume(path, &head, r->cfg, r->total_steps, r->steps_per_epoch, r->log);
+                larch_ckpt_meta_free(&head);         /* refused or not */
+            }
         }
         s = larch_comm_check(r->comm, local);
         if (!s) s = larch_ckpt_load(path, r->comm, r->model, r->optim, meta);
