@@ -301,6 +301,8 @@ static void validation(void)
     s.warmup_steps = 0;
     s.n_moms = 2;
     sched_invalid(s, "moms", "sched.moms: expected 3 values");
+    s.kind = LARCH_SCHED_COSINE;                 /* moms: only onecycle reads them */
+    CHECK_OK(larch_sched_validate(&s, NULL));
     s = (larch_sched_opts)LARCH_SCHED_DEFAULTS;
     s.warmup = LARCH_WARMUP_EXPONENTIAL;
     s.warmup_epochs = 1;

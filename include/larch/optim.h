@@ -200,7 +200,7 @@ LARCH_API const char *larch_sched_kind_name(larch_sched_kind kind);
 LARCH_API int larch_sched_kind_of(const char *name);
 /* Checks every field's range and the rules across fields (milestones
  * ascending, at most LARCH_SCHED_MAX_MILESTONES; no warmup with onecycle;
- * exponential warmup from warmup_start > 0; n_moms 0 or 3). Fails with
+ * exponential warmup from warmup_start > 0; onecycle: n_moms 0 or 3). Fails with
  * LARCH_ERR_INVALID naming the field ("sched.milestones: must be ascending
  * (1 comes after 3)"); `field` (may be NULL) receives its name. */
 LARCH_API larch_status larch_sched_validate(const larch_sched_opts *o, const char **field);

@@ -101,6 +101,7 @@ larch_status larch_sched_validate(const larch_sched_opts *o, const char **field)
         larch_fail(LARCH_ERR_INVALID, "sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)");
         return bad(field, "warmup_start");
     }
+    if (o->kind != LARCH_SCHED_ONECYCLE) return LARCH_OK;        /* moms: read by onecycle only */
     if (o->n_moms != 0 && o->n_moms != 3) {
         larch_fail(LARCH_ERR_INVALID, "sched.moms: expected 3 values [start, peak, end], or off");
         return bad(field, "moms");
