@@ -197,7 +197,9 @@ LARCH_API larch_status larch_fit(const larch_fit_spec *spec, const larch_comm *c
                                  const larch_train_opts *opts, larch_train_result *res);
 
 /* The config front end: a validated config's settings, optimizer and
- * schedule as a spec (model and datasets left NULL, spec->config = cfg).
+ * schedule as a spec (model and datasets left NULL, spec->config = cfg;
+ * checkpoint.allow_changes is read from cfg by the resume check and left
+ * empty in the spec).
  * spec->optim.groups is allocated and points into cfg: release with
  * larch_fit_spec_release. */
 LARCH_API larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec);
