@@ -5,7 +5,7 @@
  * config implies: the datasets (class subsets and derived label sets), the
  * layer list, the input shape, the step counts. */
 #include "larch/train.h"
-#include "larch/optim.h"
+#include "larch/optim_cfg.h"
 #include "larch/data.h"
 #include "io/cfg_internal.h"
 
