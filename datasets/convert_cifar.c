@@ -5,7 +5,7 @@
  * 2 label bytes (coarse, fine) first. The pixels are planar: 1024 red,
  * 1024 green, 1024 blue, each 32 rows of 32; larch stores (32, 32, 3)
  * channels-last. */
-#include "convert.h"
+#include "datasets/convert.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* convert_common.c - what every converter shares (convert.h). */
-#include "convert.h"
+#include "datasets/convert.h"
 
 #include <errno.h>
 #include <math.h>

@@ -9,7 +9,7 @@
  * reduction factor, as PIL's antialiased bilinear resize does) and
  * centre-cropped to size x size. Files are taken in sorted name order;
  * other extensions are skipped. */
-#include "convert.h"
+#include "datasets/convert.h"
 
 #include <dirent.h>
 #include <errno.h>

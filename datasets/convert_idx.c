@@ -1,7 +1,7 @@
 /* convert_idx.c - MNIST-layout IDX files (MNIST, Fashion-MNIST, KMNIST) to
  * the HDF5 dataset format. Class names come from SOURCE/classes.txt (one
  * per line) when it exists. */
-#include "convert.h"
+#include "datasets/convert.h"
 
 #include <stdio.h>
 

@@ -6,7 +6,7 @@
  * integer labels (N). The .npy header is a short Python dict literal
  * ({'descr': '<f4', 'fortran_order': False, 'shape': (N, ...), }): no
  * Debian library reads it, so it is parsed here, strictly. */
-#include "convert.h"
+#include "datasets/convert.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -7,7 +7,7 @@
  * stream (seed, LARCH_RNG_SYNTH, s, i), its label (uniform over the
  * classes) and then one noise byte per value: x = clamp(P_c + u, 0, 255)
  * with u uniform in [-noise, noise]. */
-#include "convert.h"
+#include "datasets/convert.h"
 #include "larch/rng.h"
 
 #include <stdio.h>

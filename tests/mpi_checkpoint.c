@@ -57,11 +57,10 @@ static int count_wrong(const larch_optim *o, size_t *first)
 
 static void one_model(const larch_comm *comm, const char *dir, const char *layers, larch_shape in, const char *what)
 {
-    larch_node *l = NULL, *opt = NULL;
+    larch_node *l = NULL;
     CHECK_OK(larch_cfg_parse(layers, "<layers>", &l));
-    CHECK_OK(larch_cfg_parse("{name: adam, lr: 0.01}", "<optim>", &opt));
-    CHECK_OK(larch_optim_defaults(opt));
-    CHECK_OK(larch_cfg_check(opt, "optim", larch_optim_keys, NULL));
+    larch_optim_opts adam = larch_optim_defaults_for(LARCH_OPT_ADAM), *opt = &adam;
+    adam.lr = 0.01;
     larch_model *m = NULL, *m2 = NULL;
     CHECK_OK(larch_model_build(&m, in, l, NULL, NULL, 5));
     CHECK_OK(larch_model_build(&m2, in, l, NULL, NULL, 6));
@@ -106,7 +105,6 @@ static void one_model(const larch_comm *comm, const char *dir, const char *layer
     larch_model_free(m2);
     larch_model_free(m);
     larch_node_free(l);
-    larch_node_free(opt);
 }
 
 int main(int argc, char **argv)

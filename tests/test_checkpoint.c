@@ -51,7 +51,7 @@ static larch_status make_net(net *n, const char *dir, int units, const char *ext
     memset(n, 0, sizeof *n);
     larch_status s = larch_run_load(path, sets, 1, &n->cfg);
     if (!s) s = larch_model_build(&n->m, (larch_shape){6, 6, 2}, larch_map_get(n->cfg, "model"), NULL, NULL, 7);
-    if (!s) s = larch_optim_create(&n->o, n->m, larch_map_get(n->cfg, "optim"));
+    if (!s) s = larch_optim_create_cfg(&n->o, n->m, larch_map_get(n->cfg, "optim"));
     return s;
 }
 

@@ -163,7 +163,7 @@ static void run_case(const char *yaml, double bias_lr_mult, double tol)
     CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 5));
     CHECK_OK(larch_optim_defaults(ocfg));
     CHECK_OK(larch_cfg_check(ocfg, "optim", larch_optim_keys, NULL));
-    CHECK_OK(larch_optim_create(&o, m, ocfg));
+    CHECK_OK(larch_optim_create_cfg(&o, m, ocfg));
     if (!o) return;
     hyper h = read_hyper(ocfg);
     size_t n = m->n_floats;
@@ -245,7 +245,7 @@ static void config_error(const char *yaml, const char *needle)
     if (!s) {
         larch_node *layers = parse("[{type: dense, name: fc, units: 3}]");
         CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 5));
-        s = larch_optim_create(&o, m, c);
+        s = larch_optim_create_cfg(&o, m, c);
         larch_node_free(layers);
     }
     CHECK(s == LARCH_ERR_CONFIG, "%s: expected a config error, got %s", yaml, larch_status_name(s));
@@ -264,7 +264,7 @@ static void two_layers(const char *optim_yaml, larch_model **m, larch_optim **o)
     CHECK_OK(larch_model_build(m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 5));
     CHECK_OK(larch_optim_defaults(oc));
     CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
-    if (*m) CHECK_OK(larch_optim_create(o, *m, oc));
+    if (*m) CHECK_OK(larch_optim_create_cfg(o, *m, oc));
     if (*m) CHECK_OK(larch_model_plan(*m, 4));
     larch_node_free(layers);
     larch_node_free(oc);
@@ -294,7 +294,7 @@ static void larc_apex(double lr, double eta)
     CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 5));
     CHECK_OK(larch_optim_defaults(oc));
     CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
-    if (m) CHECK_OK(larch_optim_create(&o, m, oc));
+    if (m) CHECK_OK(larch_optim_create_cfg(&o, m, oc));
     if (o) {
         const double mom = 0.9;
         double w[64], w0[64], b[64] = {0}, g[64];
@@ -410,7 +410,10 @@ static void sharded_counts(void)
     if (m && ms && full && sh[0]) {
         larch_optim_free(sh[0]);
         const size_t cut[4] = {0, 7, ms->params[2].offset, ms->n_floats};   /* 7: inside fc1.weight */
-        for (int k = 0; k < 3; k++) CHECK_OK(larch_optim_create_shard(&sh[k], ms, oc, cut[k], cut[k + 1]));
+        larch_optim_opts oo;
+        CHECK_OK(larch_optim_opts_from_cfg(oc, &oo));
+        for (int k = 0; k < 3; k++) CHECK_OK(larch_optim_create_shard(&sh[k], ms, &oo, cut[k], cut[k + 1]));
+        larch_optim_opts_release(&oo);
         for (long t = 0; t < 25; t++) {
             if (t == 20) {
                 CHECK(larch_optim_thaw(m, 1) == 2 && larch_optim_thaw(ms, 1) == 2, "fc1 thaws in both");

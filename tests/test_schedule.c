@@ -20,7 +20,9 @@ static larch_sched make(const char *yaml, double base, long total, long per_epoc
     larch_node *c = parse(yaml);
     larch_sched s;
     CHECK_OK(larch_cfg_check(c, "sched", larch_sched_keys, NULL));
-    CHECK_OK(larch_sched_init(&s, c, base, total, per_epoch));
+    larch_sched_opts so;
+    CHECK_OK(larch_sched_opts_from_cfg(c, &so));
+    CHECK_OK(larch_sched_init(&s, &so, base, total, per_epoch));
     larch_node_free(c);
     return s;
 }
@@ -37,7 +39,9 @@ static void sched_error(const char *yaml, long total, const char *needle)
     larch_sched s;
     larch_clear_error();
     larch_status st = larch_cfg_check(c, "sched", larch_sched_keys, NULL);
-    if (!st) st = larch_sched_init(&s, c, 0.1, total, 10);
+    larch_sched_opts so;
+    if (!st) st = larch_sched_opts_from_cfg(c, &so);
+    if (!st) st = larch_sched_init(&s, &so, 0.1, total, 10);
     CHECK(st == LARCH_ERR_CONFIG && strstr(larch_errmsg(), needle), "%s: got %s '%s', want '%s'", yaml,
           larch_status_name(st), larch_errmsg(), needle);
     larch_node_free(c);
@@ -54,7 +58,7 @@ static void note_has(const char *sched_yaml, const char *optim_yaml, const char 
     CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 1));
     CHECK_OK(larch_optim_defaults(oc));
     CHECK_OK(larch_cfg_check(oc, "optim", larch_optim_keys, NULL));
-    if (m) CHECK_OK(larch_optim_create(&o, m, oc));
+    if (m) CHECK_OK(larch_optim_create_cfg(&o, m, oc));
     larch_sched s = make(sched_yaml, 0.1, 100, 10);
     if (o) {
         int n = larch_sched_momentum_note(&s, o, note, sizeof note);

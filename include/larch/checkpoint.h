@@ -38,6 +38,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include "larch/cfg.h"
 #include "larch/comm.h"
 #include "larch/model.h"
 #include "larch/optim.h"

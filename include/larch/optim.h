@@ -11,7 +11,6 @@
 #ifndef LARCH_OPTIM_H
 #define LARCH_OPTIM_H
 
-#include "larch/cfg.h"
 #include "larch/model.h"
 
 #ifdef __cplusplus
@@ -70,24 +69,88 @@ static inline int larch_param_has_state(const larch_param *p) { return p->lr_mul
  * are computed. */
 LARCH_API int larch_optim_thaw(larch_model *m, long epoch);
 
-/* The `optim` config section's schema, and that of one of its `groups`. */
-LARCH_API extern const larch_key larch_optim_keys[];
-LARCH_API extern const larch_key larch_optim_group_keys[];
-/* Fills the defaults of the optimizer named in the `optim` map that differ
- * between optimizers (lr, momentum, eps, weight_decay: the papers' values);
- * call before larch_cfg_check. `optim` may be NULL or not a map (no-op). */
-LARCH_API larch_status larch_optim_defaults(larch_node *optim);
-/* Adds a warning (to `w`) for each key of the validated `optim` map that is
- * set to a non-default value but not read by the chosen optimizer. */
-LARCH_API larch_status larch_optim_ignored(const larch_node *optim, larch_warnings *w);
-/* `cfg` is the validated `optim` map. Sets every parameter's lr_mult,
- * wd_mult and adapt from the roles and `optim.groups`, then allocates state. */
-LARCH_API larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_node *cfg);
+/* ---- typed options ----
+ * A C program fills a larch_optim_opts (start from
+ * larch_optim_defaults_for(kind): the papers' defaults) and passes it to
+ * larch_optim_create; the YAML `optim` section is parsed into the same struct
+ * (larch/optim_cfg.h). Every field's range is that of the config key of the
+ * same name (`larch config --help`). */
+
+/* Roles a parameter group takes (bit set; LARCH_ROLES_ALL = every role). */
+#define LARCH_ROLE_BIT(role) (1u << (role))
+#define LARCH_ROLES_ALL (LARCH_ROLE_BIT(LARCH_ROLE_WEIGHT) | LARCH_ROLE_BIT(LARCH_ROLE_BIAS) | LARCH_ROLE_BIT(LARCH_ROLE_NORM))
+
+/* LARS/LAMB trust ratio of a group's tensors. */
+typedef enum { LARCH_ADAPT_ROLE, LARCH_ADAPT_YES, LARCH_ADAPT_NO } larch_adapt;
+
+/* One parameter group (optim.groups[i]): the tensors whose name
+ * "<layer>.<tensor>" matches the glob `match` and whose role is in `roles`.
+ * Groups apply in order; a later group overrides an earlier one. A group that
+ * matches no parameter is an error at larch_optim_create. */
+typedef struct larch_param_group {
+    const char *match;          /* glob (fnmatch); NULL = "*". Read during create only */
+    unsigned roles;             /* LARCH_ROLE_BIT(...) set; LARCH_ROLES_ALL        */
+    double lr_mult;             /* [0, 1e6]: learning-rate multiplier (0 = frozen)  */
+    double wd_mult;             /* [-1, 1e6]: weight-decay multiplier (-1 = by role) */
+    larch_adapt adapt;          /* trust ratio: by role (weights only), yes or no  */
+    int freeze;                 /* no update, no state, no gradient where avoidable */
+    int unfreeze_after_epochs;  /* [0, 1e6]: with freeze, thaw at this epoch (0 = never) */
+} larch_param_group;
+
+#define LARCH_PARAM_GROUP_DEFAULTS {"*", LARCH_ROLES_ALL, 1.0, -1.0, LARCH_ADAPT_ROLE, 0, 0}
+
+typedef struct larch_optim_opts {
+    larch_optim_kind kind;
+    double lr;                  /* [0, 1e4] base rate (the schedule's base_lr)    */
+    double momentum;            /* [0, 0.999999] sgd, lars                         */
+    double dampening;           /* [0, 1] sgd                                      */
+    int nesterov;               /* sgd: needs momentum > 0 and dampening 0         */
+    double weight_decay;        /* [0, 10]                                         */
+    int decoupled;              /* adam family: w -= lr*wd*w (lamb: always)        */
+    double beta1;               /* [0, 0.999999]                                   */
+    double beta2, beta3;        /* [0, 0.999999999] (beta3: adamod)                */
+    double eps;                 /* [0, 1]                                          */
+    int amsgrad;                /* adam, adamw                                     */
+    int bias_correction;        /* lamb                                            */
+    double momentum_decay;      /* [0, 1] nadam psi                                */
+    double rho_threshold;       /* [0, 1e6] radam                                  */
+    double trust_coef;          /* [0, 1e4] lars eta                               */
+    int lars_clip;              /* lars: 0 = scale (the paper), 1 = clip (apex LARC) */
+    double trust_min, trust_max;/* [0, 1e30] lars, lamb clamp (trust_max 0 = none) */
+    int decay_bias_norm;        /* weight decay on biases and normalization too    */
+    int adapt_bias_norm;        /* lars, lamb: trust ratio on them too             */
+    double clip_norm;           /* [0, 1e30] global gradient norm clip (0 = off)   */
+    double clip_value;          /* [0, 1e30] per-value clip (0 = off)              */
+    const larch_param_group *groups;   /* n_groups of them (read during create only) */
+    int n_groups;
+} larch_optim_opts;
+
+/* The defaults of optimizer `kind`: the papers' values, as the config
+ * front end fills them (lr: sgd 0.1, lars 1, nadam 2e-3, others 1e-3;
+ * weight_decay 0.01 and decoupled for adamw; decoupled for adamod;
+ * weight_decay 0.01 and eps 1e-6 for lamb; no groups). */
+LARCH_API larch_optim_opts larch_optim_defaults_for(larch_optim_kind kind);
+/* The optimizer's name ("sgd", "lamb", ...), or NULL for an unknown kind;
+ * and the kind of a name (-1 when unknown). */
+LARCH_API const char *larch_optim_kind_name(larch_optim_kind kind);
+LARCH_API int larch_optim_kind_of(const char *name);
+/* Checks every field's range and the rules across fields (nesterov needs
+ * momentum > 0 and dampening 0; trust_max >= trust_min; a group's
+ * unfreeze_after_epochs needs freeze and lr_mult > 0). Fails with
+ * LARCH_ERR_INVALID and a message naming the field ("optim.beta2 = 1 is out
+ * of range [0, 0.999999999]"); when `field` is not NULL it receives the
+ * field's name ("beta2", "groups") or NULL when the options are valid. */
+LARCH_API larch_status larch_optim_validate(const larch_optim_opts *o, const char **field);
+
+/* Validates `opts`, sets every parameter's lr_mult, wd_mult and adapt from
+ * the roles and the groups, then allocates state. The optimizer keeps no
+ * pointer into `opts`. */
+LARCH_API larch_status larch_optim_create(larch_optim **out, larch_model *m, const larch_optim_opts *opts);
 /* The same for the values [lo, hi) of the flat buffer only (optimizer-state
  * sharding, ZeRO stage 1): state is allocated and updates run there; a
  * tensor may be split between ranks. With sum_hooks set, the per-tensor
  * norms of LARS/LAMB and the clipping norm are summed over the ranks. */
-LARCH_API larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const larch_node *cfg,
+LARCH_API larch_status larch_optim_create_shard(larch_optim **out, larch_model *m, const larch_optim_opts *opts,
                                                 size_t lo, size_t hi);
 LARCH_API void larch_optim_free(larch_optim *o);
 /* Sets the momentum (SGD, LARS) or beta1 (the Adam family) of later steps:
@@ -98,28 +161,66 @@ LARCH_API void larch_optim_set_momentum(larch_optim *o, float momentum);
 LARCH_API void larch_optim_step(larch_optim *o, float lr);
 
 /* ---- schedules ---- */
+typedef enum {
+    LARCH_SCHED_CONSTANT, LARCH_SCHED_STEP, LARCH_SCHED_MULTISTEP, LARCH_SCHED_EXPONENTIAL,
+    LARCH_SCHED_COSINE, LARCH_SCHED_SGDR, LARCH_SCHED_POLY, LARCH_SCHED_ONECYCLE
+} larch_sched_kind;
+typedef enum { LARCH_WARMUP_LINEAR, LARCH_WARMUP_EXPONENTIAL } larch_warmup_kind;
+
+#define LARCH_SCHED_MAX_MILESTONES 16
+
+/* The `sched` section as a struct (ranges as the config keys of the same
+ * name). The formulas are in src/optim/schedule.c and docs/optimizers.md. */
+typedef struct larch_sched_opts {
+    larch_sched_kind kind;
+    larch_warmup_kind warmup;   /* warmup shape                                   */
+    double warmup_epochs;       /* [0, 1e6]                                       */
+    long warmup_steps;          /* [0, 2^40]; > 0 overrides warmup_epochs         */
+    double warmup_start;        /* [0, 1] factor before the first step (exponential: > 0) */
+    double step_epochs;         /* [1e-6, 1e6] step: decay every this many epochs */
+    double milestones[LARCH_SCHED_MAX_MILESTONES];   /* multistep: ascending epochs in [0, 1e6] */
+    int n_milestones;
+    double gamma;               /* [0, 1]                                         */
+    double min_lr;              /* [0, 1e4] cosine, sgdr, poly                    */
+    double power;               /* [0, 100] poly                                  */
+    double restart_epochs;      /* [1e-6, 1e6] sgdr T_0                           */
+    double restart_mult;        /* [1, 100] sgdr T_mult                           */
+    double pct_start;           /* [0, 1] onecycle                                */
+    double div;                 /* [1, 1e9] onecycle                              */
+    double div_final;           /* [1, 1e12] onecycle                             */
+    double moms[3];             /* onecycle momentum/beta1 at start, peak, end in [0, 0.999999] */
+    int n_moms;                 /* 3 = cycle moms, 0 = leave the optimizer's own  */
+} larch_sched_opts;
+
+#define LARCH_SCHED_DEFAULTS {LARCH_SCHED_CONSTANT, LARCH_WARMUP_LINEAR, 0.0, 0, 0.0, 30.0, {0}, 0, 0.1, 0.0, 2.0, \
+                              10.0, 1.0, 0.25, 25.0, 1e5, {0.95, 0.85, 0.95}, 3}
+
+/* The schedule's name ("cosine", ...) or NULL; the kind of a name (-1). */
+LARCH_API const char *larch_sched_kind_name(larch_sched_kind kind);
+LARCH_API int larch_sched_kind_of(const char *name);
+/* Checks every field's range and the rules across fields (milestones
+ * ascending, at most LARCH_SCHED_MAX_MILESTONES; no warmup with onecycle;
+ * exponential warmup from warmup_start > 0; onecycle: n_moms 0 or 3). Fails with
+ * LARCH_ERR_INVALID naming the field ("sched.milestones: must be ascending
+ * (1 comes after 3)"); `field` (may be NULL) receives its name. */
+LARCH_API larch_status larch_sched_validate(const larch_sched_opts *o, const char **field);
+
 typedef struct larch_sched {
-    int kind;                /* constant, step, multistep, exponential, cosine, sgdr, poly, onecycle */
-    int warmup_kind;         /* linear or exponential                      */
+    int kind;                /* larch_sched_kind                           */
+    int warmup_kind;         /* larch_warmup_kind                          */
     double base_lr, min_lr, gamma, power, warmup_start;
     long warmup_steps, total_steps, steps_per_epoch;
     double step_epochs, restart_epochs, restart_mult;
-    double milestones[16];
+    double milestones[LARCH_SCHED_MAX_MILESTONES];
     int n_milestones;
     double pct_start, div, div_final;   /* one-cycle                       */
-    double moms[3];                     /* one-cycle momentum (0 = none)    */
+    double moms[3];                     /* one-cycle momentum (moms[0] < 0 = none) */
 } larch_sched;
 
-LARCH_API extern const larch_key larch_sched_keys[];
-/* Checks of a validated `sched` map that need no step counts (milestones
- * ascending, at most 16; no warmup with onecycle; exponential warmup from a
- * factor > 0), so that `larch config` rejects what training would. */
-LARCH_API larch_status larch_sched_check(const larch_node *cfg);
-/* Adds a warning for each key of the validated `sched` map that is set to a
- * non-default value but not read by the chosen schedule. */
-LARCH_API larch_status larch_sched_ignored(const larch_node *cfg, larch_warnings *w);
-/* `cfg` is the validated `sched` map (larch_sched_check passes). */
-LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
+/* Validates `opts` and sets up the schedule of a run of total_steps
+ * optimizer steps, steps_per_epoch of them an epoch, from base_lr (usually
+ * the optimizer's lr). Keeps no pointer into `opts`. */
+LARCH_API larch_status larch_sched_init(larch_sched *s, const larch_sched_opts *opts, double base_lr,
                                         long total_steps, long steps_per_epoch);
 /* Learning rate of optimizer step `step` (0-based). */
 LARCH_API double larch_sched_lr(const larch_sched *s, long step);

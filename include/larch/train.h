@@ -1,15 +1,19 @@
-/* larch/train.h - experiment configs and the training driver.
+/* larch/train.h - the training driver and experiment configs.
  *
- * A run is described by one validated config tree (larch_run_load). The
- * driver (larch_train) runs data-parallel over a larch_comm of any size:
- * every rank builds the same model, rank 0's parameters are broadcast, each
- * rank processes its contiguous part of every global batch, gradients are
- * summed across ranks, and every rank applies the same update. Only rank 0
- * prints progress and writes DIR/metrics.jsonl and DIR/config.yaml.
+ * larch_fit trains a model a C program built (larch/model.h) on datasets
+ * (larch/data.h) with typed optimizer and schedule options (larch/optim.h),
+ * data-parallel over a larch_comm of any size: rank 0's parameters are
+ * broadcast, each rank processes its contiguous part of every global batch,
+ * gradients are summed across ranks, and every rank applies the same update.
+ * Only rank 0 prints progress and writes DIR/metrics.jsonl and
+ * DIR/config.yaml. larch_train is the config front end (the `larch train`
+ * program): a validated config tree (larch_run_load) becomes a model,
+ * datasets and a larch_fit_spec, and runs through the same larch_fit.
  */
 #ifndef LARCH_TRAIN_H
 #define LARCH_TRAIN_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include "larch/cfg.h"
 #include "larch/checkpoint.h"
@@ -17,6 +21,7 @@
 #include "larch/model.h"
 #include "larch/model_cfg.h"
 #include "larch/data.h"
+#include "larch/optim.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -99,6 +104,112 @@ typedef struct larch_train_result {
     char checkpoint[4200];   /* the last checkpoint written ("" = none)        */
 } larch_train_result;
 
+/* ---- training from C ---- */
+
+/* The training loop (the config's `train` section). */
+typedef struct larch_fit_train {
+    int batch_size;          /* [1, 2^24] global batch: divisible by ranks x accumulate     */
+    int epochs;              /* [1, 1e6]                                                    */
+    long max_steps;          /* [0, 2^40] stop after this many steps (0 = no limit)         */
+    uint64_t seed;           /* [0, 2^32-1] sampler, augmentation and dropout               */
+    long log_every;          /* [1, 2^40] steps between metrics.jsonl training records      */
+    long eval_every;         /* [0, 2^40] steps between evaluations (0 = each epoch)        */
+    int eval_batch;          /* [1, 2^24] global evaluation batch                           */
+    int threads;             /* [0, 1024] OpenBLAS threads per rank (0 = OPENBLAS_NUM_THREADS,
+                                else the node's cores / ranks on the node)                  */
+    int accumulate;          /* [1, 4096] micro-batches per optimizer step                  */
+    int stop_on_nan;         /* fail when the loss is not finite                            */
+    double progress_seconds; /* [0, 3600] at most one progress line per this many seconds   */
+} larch_fit_train;
+
+/* The training loader (the config's data.augment and data.prefetch). */
+typedef struct larch_fit_data {
+    int flip;                /* random horizontal flip                                       */
+    int crop_pad;            /* [0, 64] random crop after zero padding by this many pixels   */
+    int prefetch;            /* assemble the next batch on a background thread               */
+    int resized_crop;        /* random resized crop (docs/datasets.md); not with crop_pad    */
+    float scale[2];          /* its area fraction [lo, hi] within (0, 1] ({0.08, 1})         */
+    float ratio[2];          /* its aspect ratio w/h [lo, hi] ({0.75, 4/3})                  */
+} larch_fit_data;
+
+/* Saving and resuming (the config's `checkpoint` section, docs/checkpoints.md). */
+typedef struct larch_fit_checkpoint {
+    const char *dir;         /* NULL or "": <out_dir>/checkpoints                           */
+    long every_steps;        /* [0, 2^40] save every this many steps (0 = at the end and on a stop signal) */
+    int keep;                /* [0, 1e6] newest checkpoints kept (0 = all)                   */
+    int at_end;              /* save when training ends                                      */
+    const char *resume;      /* NULL or "": start fresh; "auto": the newest in dir; or a file */
+    const char *const *allow_changes;  /* keys a resume may change ("optim.lr", "train.epochs") */
+    int n_allow_changes;
+} larch_fit_checkpoint;
+
+typedef enum { LARCH_COMPRESS_NONE, LARCH_COMPRESS_FP16, LARCH_COMPRESS_BF16 } larch_compress;
+
+/* Gradient communication (the config's `dist` section, docs/distributed.md). */
+typedef struct larch_fit_dist {
+    double bucket_mb;        /* [0.001, 65536] gradient bucket size, MiB                     */
+    double first_bucket_mb;  /* [0.001, 65536] the first bucket (the last layers), MiB       */
+    int overlap;             /* start each bucket's allreduce during backward                */
+    larch_compress compress; /* 16-bit gradients on the wire                                 */
+    int shard_optimizer;     /* ZeRO stage 1: optimizer state of this rank's slice only      */
+    double timeout_s;        /* [0, 1e7] watchdog on collectives (0 = off)                   */
+} larch_fit_dist;
+
+typedef struct larch_fit_spec {
+    /* Built by the caller, finalized, the same layers on every rank (rank 0's
+     * parameters and buffers are broadcast at the start). larch_fit plans it,
+     * sets its parameters' lr_mult/wd_mult from the optimizer's groups and
+     * trains it in place; the caller frees it after larch_fit returns. */
+    larch_model *model;
+    /* Read only during larch_fit; every rank holds the whole sets. Each
+     * loss must score a label set (or the float targets) the data has. */
+    const larch_dataset *train_set, *test_set;
+    larch_optim_opts optim;          /* its lr is the schedule's base rate */
+    larch_sched_opts sched;
+    larch_fit_train train;
+    larch_fit_data data;
+    larch_fit_checkpoint checkpoint;
+    larch_fit_dist dist;
+    /* The validated config the spec came from (larch_train), or NULL. It is
+     * what DIR/config.yaml and each checkpoint record, what the ranks compare
+     * (a hash) and what a resume compares (larch_ckpt_check_resume). With
+     * NULL, larch_fit records a config generated from the spec: the
+     * sections train, optim, sched, dist and checkpoint with every value
+     * (not the model or the data, which the program builds itself); a resume
+     * then compares those sections, the global batch and seed, and the
+     * checkpoint's tensors (names and shapes) and optimizer state. */
+    const larch_node *config;
+} larch_fit_spec;
+
+/* Every setting at the config's default (the values `larch config --help`
+ * lists: batch 256, 1 epoch, seed 42, sgd, constant schedule, checkpoints
+ * at the end, ...); model and datasets NULL. */
+LARCH_API larch_fit_spec larch_fit_defaults(void);
+
+/* Checks every setting's range and the optimizer and schedule options;
+ * LARCH_ERR_INVALID names the field ("train.batch_size = 0 is out of range
+ * [1, 16777216]"). larch_fit calls it first. */
+LARCH_API larch_status larch_fit_validate(const larch_fit_spec *spec);
+
+/* Collective over comm: every rank calls it with the same spec. Trains,
+ * evaluates (at eval_every and at the end), writes checkpoints, and
+ * resumes; stop signals as for larch_train (opts->handle_signals). A
+ * failure on any rank ends every rank with that rank's message. opts->
+ * eval_only evaluates the model (from opts->checkpoint when set) and stops. */
+LARCH_API larch_status larch_fit(const larch_fit_spec *spec, const larch_comm *comm,
+                                 const larch_train_opts *opts, larch_train_result *res);
+
+/* The config front end: a validated config's settings, optimizer and
+ * schedule as a spec (model and datasets left NULL, spec->config = cfg;
+ * checkpoint.allow_changes is read from cfg by the resume check and left
+ * empty in the spec).
+ * spec->optim.groups is allocated and points into cfg: release with
+ * larch_fit_spec_release. */
+LARCH_API larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec);
+LARCH_API void larch_fit_spec_release(larch_fit_spec *spec);
+
+/* Builds the config's datasets and model (and rank 0 loads model.init_from),
+ * then runs larch_fit with larch_fit_spec_from_cfg's spec. */
 LARCH_API larch_status larch_train(larch_node *cfg, const larch_comm *comm,
                                    const larch_train_opts *opts, larch_train_result *res);
 

@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "larch/checkpoint.h"
 #include "larch/train.h"
+#include "larch/optim_cfg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,7 +64,7 @@ static larch_status bench_one(const char *config, const char *dir, int repeat, c
     if (!s) s = larch_run_input(cfg, &shape, &classes);
     if (!s) s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                   larch_map_get(cfg, "regularization"), 1);
-    if (!s) s = larch_optim_create(&o, m, larch_map_get(cfg, "optim"));
+    if (!s) s = larch_optim_create_cfg(&o, m, larch_map_get(cfg, "optim"));
     s = larch_comm_check(comm, s);
     double best_w = 1e30, best_r = 1e30, size = 0.0;
     char path[4200] = "";

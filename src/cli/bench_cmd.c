@@ -186,7 +186,7 @@ static int bench_step(int argc, char **argv)
     if ((s = larch_run_input(cfg, &shape, &classes)) ||
         (s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                larch_map_get(cfg, "regularization"), 1)) ||
-        (s = larch_optim_create(&o, m, larch_map_get(cfg, "optim"))) ||
+        (s = larch_optim_create_cfg(&o, m, larch_map_get(cfg, "optim"))) ||
         (s = larch_model_plan(m, batch))) {
         larch_cli_error(config);
         goto done;

@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "larch/larch.h"
 #include "larch/train.h"
+#include "larch/optim_cfg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -68,8 +69,9 @@ int larch_cmd_schedule(int argc, char **argv)
     long per_epoch = 0, total = 0;
     larch_sched sc;
     if (!s) s = larch_run_steps(cfg, &per_epoch, &total);
-    if (!s) s = larch_sched_init(&sc, larch_map_get(cfg, "sched"), larch_cfg_float(larch_map_get(cfg, "optim"), "lr"),
-                                 total, per_epoch);
+    larch_sched_opts so;
+    if (!s) s = larch_sched_opts_from_cfg(larch_map_get(cfg, "sched"), &so);
+    if (!s) s = larch_sched_init(&sc, &so, larch_cfg_float(larch_map_get(cfg, "optim"), "lr"), total, per_epoch);
     if (s) { larch_cli_error(config); larch_node_free(cfg); return 1; }
     larch_cli_warnings(cfg);
     if (png) {                                   /* an unwritable path is ours to name, not gnuplot's */

@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "larch/larch.h"
 #include "larch/train.h"
+#include "larch/optim_cfg.h"
 
 #include <libgen.h>
 #include <math.h>
@@ -215,7 +216,7 @@ int larch_cmd_config(int argc, char **argv)
     if (!s) s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                   larch_map_get(cfg, "regularization"), 0);
     larch_optim *o = NULL;                       /* parameter groups must match the model */
-    if (!s) s = larch_optim_create(&o, m, larch_map_get(cfg, "optim"));
+    if (!s) s = larch_optim_create_cfg(&o, m, larch_map_get(cfg, "optim"));
     larch_optim_free(o);
     larch_model_free(m);
     if (s) { larch_cli_error(NULL); larch_node_free(cfg); return 1; }

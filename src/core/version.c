@@ -1,3 +1,3 @@
 /* version.c - the library version. */
-#include "larch/larch.h"
+#include "larch/version.h"
 const char *larch_version(void) { return LARCH_VERSION_STRING; }

@@ -27,163 +27,119 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { SCHED_CONSTANT, SCHED_STEP, SCHED_MULTISTEP, SCHED_EXPONENTIAL, SCHED_COSINE, SCHED_SGDR,
-       SCHED_POLY, SCHED_ONECYCLE };
+enum { SCHED_CONSTANT = LARCH_SCHED_CONSTANT, SCHED_STEP = LARCH_SCHED_STEP, SCHED_MULTISTEP = LARCH_SCHED_MULTISTEP,
+       SCHED_EXPONENTIAL = LARCH_SCHED_EXPONENTIAL, SCHED_COSINE = LARCH_SCHED_COSINE, SCHED_SGDR = LARCH_SCHED_SGDR,
+       SCHED_POLY = LARCH_SCHED_POLY, SCHED_ONECYCLE = LARCH_SCHED_ONECYCLE };
 static const char *const sched_names[] = {"constant", "step", "multistep", "exponential", "cosine", "sgdr",
                                           "poly", "onecycle"};
+#define N_SCHEDS ((int)(sizeof sched_names / sizeof *sched_names))
 
-const larch_key larch_sched_keys[] = {
-    {"name", LARCH_T_ENUM, "constant", 0, 0, "constant|step|multistep|exponential|cosine|sgdr|poly|onecycle", NULL,
-     "schedule"},
-    {"warmup", LARCH_T_ENUM, "linear", 0, 0, "linear|exponential", NULL, "warmup shape"},
-    {"warmup_epochs", LARCH_T_FLOAT, "0", 0, 1e6, NULL, NULL, "warmup length in epochs"},
-    {"warmup_steps", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "warmup length in steps (overrides warmup_epochs)"},
-    {"warmup_start", LARCH_T_FLOAT, "0", 0, 1, NULL, NULL,
-     "warmup factor before the first step (exponential: must be > 0, e.g. 0.01)"},
-    {"step_epochs", LARCH_T_FLOAT, "30", 1e-6, 1e6, NULL, NULL, "step: decay every this many epochs"},
-    {"milestones", LARCH_T_FLOATS, "[]", 0, 1e6, NULL, NULL, "multistep: epochs at which to decay (ascending)"},
-    {"gamma", LARCH_T_FLOAT, "0.1", 0, 1, NULL, NULL, "step, multistep: decay factor; exponential: per epoch"},
-    {"min_lr", LARCH_T_FLOAT, "0", 0, 1e4, NULL, NULL, "cosine, sgdr, poly: final learning rate"},
-    {"power", LARCH_T_FLOAT, "2", 0, 100, NULL, NULL, "poly: exponent (2 as in the LARS paper; 1 = linear)"},
-    {"restart_epochs", LARCH_T_FLOAT, "10", 1e-6, 1e6, NULL, NULL, "sgdr: length of the first period (T_0)"},
-    {"restart_mult", LARCH_T_FLOAT, "1", 1, 100, NULL, NULL, "sgdr: growth of each period (T_mult)"},
-    {"pct_start", LARCH_T_FLOAT, "0.25", 0, 1, NULL, NULL, "onecycle: fraction of the run rising to the peak"},
-    {"div", LARCH_T_FLOAT, "25", 1, 1e9, NULL, NULL, "onecycle: the start rate is base / div"},
-    {"div_final", LARCH_T_FLOAT, "1e5", 1, 1e12, NULL, NULL, "onecycle: the final rate is base / div_final"},
-    {"moms", LARCH_T_FLOATS, "[0.95, 0.85, 0.95]", 0, 0.999999, "off", NULL,
-     "onecycle: momentum (or beta1) at start, peak and end, replacing optim.momentum/beta1; "
-     "off (or []) = not cycled, the optimizer's own"},
-    {0}};
-
-#define S(k) (1u << (k))
-/* Which schedules read a key (set to a non-default value for another
- * schedule, it is reported as ignored by larch_sched_ignored). */
-static const struct { const char *key; unsigned mask; } sched_use[] = {
-    {"step_epochs", S(SCHED_STEP)},
-    {"milestones", S(SCHED_MULTISTEP)},
-    {"gamma", S(SCHED_STEP) | S(SCHED_MULTISTEP) | S(SCHED_EXPONENTIAL)},
-    {"min_lr", S(SCHED_COSINE) | S(SCHED_SGDR) | S(SCHED_POLY)},
-    {"power", S(SCHED_POLY)},
-    {"restart_epochs", S(SCHED_SGDR)}, {"restart_mult", S(SCHED_SGDR)},
-    {"pct_start", S(SCHED_ONECYCLE)}, {"div", S(SCHED_ONECYCLE)}, {"div_final", S(SCHED_ONECYCLE)},
-    {"moms", S(SCHED_ONECYCLE)},
-    {NULL, 0}};
-
-static int sched_kind(const larch_node *cfg)
+const char *larch_sched_kind_name(larch_sched_kind kind)
 {
-    const char *name = larch_cfg_str(cfg, "name");
-    for (int k = 0; k < (int)(sizeof sched_names / sizeof *sched_names); k++)
+    return (int)kind >= 0 && (int)kind < N_SCHEDS ? sched_names[kind] : NULL;
+}
+
+int larch_sched_kind_of(const char *name)
+{
+    for (int k = 0; name && k < N_SCHEDS; k++)
         if (strcmp(name, sched_names[k]) == 0) return k;
-    return SCHED_CONSTANT;
+    return -1;
 }
 
-static const char *place(const larch_node *cfg, const char *key, char *buf, size_t len)
+static larch_status bad(const char **field, const char *name)
 {
-    for (int i = 0; i < cfg->n; i++)
-        if (strcmp(cfg->keys[i], key) == 0) return larch_key_where(cfg, i, buf, len);
-    return larch_node_where(cfg, buf, len);
+    if (field) *field = name;
+    return LARCH_ERR_INVALID;
 }
 
-larch_status larch_sched_check(const larch_node *cfg)
+larch_status larch_sched_validate(const larch_sched_opts *o, const char **field)
 {
-    char where[300];
-    double ms[17];
-    int n = larch_cfg_floats(cfg, "milestones", ms, 16);
-    if (n < 0) return larch_fail(LARCH_ERR_CONFIG, "%s: sched.milestones: at most 16 milestones",
-                                 place(cfg, "milestones", where, sizeof where));
-    for (int i = 1; i < n; i++)
-        if (ms[i] < ms[i - 1])
-            return larch_fail(LARCH_ERR_CONFIG, "%s: sched.milestones: must be ascending (%g comes after %g)",
-                              place(cfg, "milestones", where, sizeof where), ms[i], ms[i - 1]);
-    int warm = larch_cfg_float(cfg, "warmup_epochs") > 0.0 || larch_cfg_int(cfg, "warmup_steps") > 0;
-    const char *wkey = larch_cfg_int(cfg, "warmup_steps") > 0 ? "warmup_steps" : "warmup_epochs";
-    if (warm && sched_kind(cfg) == SCHED_ONECYCLE)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: sched.%s: onecycle has its own warm phase (sched.pct_start); "
-                          "set the warmup to 0", place(cfg, wkey, where, sizeof where), wkey);
-    if (warm && strcmp(larch_cfg_str(cfg, "warmup"), "exponential") == 0 && larch_cfg_float(cfg, "warmup_start") <= 0.0)
-        return larch_fail(LARCH_ERR_CONFIG, "%s: sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)",
-                          place(cfg, "warmup_start", where, sizeof where));
-    return LARCH_OK;
-}
-
-larch_status larch_sched_ignored(const larch_node *cfg, larch_warnings *w)
-{
-    char where[300];
-    int kind = sched_kind(cfg);
-    long warm_steps = larch_cfg_int(cfg, "warmup_steps");
-    int warm = larch_cfg_float(cfg, "warmup_epochs") > 0.0 || warm_steps > 0;
-    for (int i = 0; i < cfg->n; i++) {
-        const char *key = cfg->keys[i], *why = NULL;
-        char buf[160];
-        if (larch_cfg_is_default(larch_sched_keys, key, cfg->items[i])) continue;
-        for (int u = 0; sched_use[u].key; u++)
-            if (strcmp(sched_use[u].key, key) == 0 && !(sched_use[u].mask & S(kind))) {
-                char users[96] = "";
-                for (int k = 0; k < (int)(sizeof sched_names / sizeof *sched_names); k++)
-                    if (sched_use[u].mask & S(k)) {
-                        if (users[0]) strcat(users, ", ");
-                        strcat(users, sched_names[k]);
-                    }
-                snprintf(buf, sizeof buf, "it applies to %s only, and sched.name is '%s'", users, sched_names[kind]);
-                why = buf;
-            }
-        if (!why && (!strcmp(key, "warmup") || !strcmp(key, "warmup_start")) && !warm)
-            why = "there is no warmup (sched.warmup_epochs and sched.warmup_steps are 0)";
-        if (!why && !strcmp(key, "warmup_epochs") && warm_steps > 0) why = "sched.warmup_steps overrides it";
-        if (why) {
-            larch_status s = larch_warn(w, "%s: sched.%s is ignored: %s", place(cfg, key, where, sizeof where), key, why);
-            if (s) return s;
-        }
+    if (field) *field = NULL;
+    if (!larch_sched_kind_name(o->kind)) {
+        larch_fail(LARCH_ERR_INVALID, "sched.name: unknown schedule kind %d (valid: 0 constant .. %d onecycle)",
+                   (int)o->kind, N_SCHEDS - 1);
+        return bad(field, "name");
     }
+    if (o->warmup != LARCH_WARMUP_LINEAR && o->warmup != LARCH_WARMUP_EXPONENTIAL) {
+        larch_fail(LARCH_ERR_INVALID, "sched.warmup: %d is not a larch_warmup_kind", (int)o->warmup);
+        return bad(field, "warmup");
+    }
+    const struct { const char *name; double v, lo, hi; } ranges[] = {
+        {"warmup_epochs", o->warmup_epochs, 0, 1e6}, {"warmup_steps", (double)o->warmup_steps, 0, (double)(1L << 40)},
+        {"warmup_start", o->warmup_start, 0, 1}, {"step_epochs", o->step_epochs, 1e-6, 1e6},
+        {"gamma", o->gamma, 0, 1}, {"min_lr", o->min_lr, 0, 1e4}, {"power", o->power, 0, 100},
+        {"restart_epochs", o->restart_epochs, 1e-6, 1e6}, {"restart_mult", o->restart_mult, 1, 100},
+        {"pct_start", o->pct_start, 0, 1}, {"div", o->div, 1, 1e9}, {"div_final", o->div_final, 1, 1e12}};
+    for (size_t i = 0; i < sizeof ranges / sizeof *ranges; i++)
+        if (!(ranges[i].v >= ranges[i].lo && ranges[i].v <= ranges[i].hi)) {     /* NaN fails too */
+            larch_fail(LARCH_ERR_INVALID, "sched.%s = %g is out of range [%g, %g]", ranges[i].name, ranges[i].v,
+                       ranges[i].lo, ranges[i].hi);
+            return bad(field, ranges[i].name);
+        }
+    if (o->n_milestones < 0 || o->n_milestones > LARCH_SCHED_MAX_MILESTONES) {
+        larch_fail(LARCH_ERR_INVALID, "sched.milestones: at most %d milestones", LARCH_SCHED_MAX_MILESTONES);
+        return bad(field, "milestones");
+    }
+    for (int i = 0; i < o->n_milestones; i++)
+        if (!(o->milestones[i] >= 0.0 && o->milestones[i] <= 1e6)) {
+            larch_fail(LARCH_ERR_INVALID, "sched.milestones[%d] = %g is out of range [0, 1e+06]", i, o->milestones[i]);
+            return bad(field, "milestones");
+        }
+    for (int i = 1; i < o->n_milestones; i++)
+        if (o->milestones[i] < o->milestones[i - 1]) {
+            larch_fail(LARCH_ERR_INVALID, "sched.milestones: must be ascending (%g comes after %g)", o->milestones[i],
+                       o->milestones[i - 1]);
+            return bad(field, "milestones");
+        }
+    int warm = o->warmup_epochs > 0.0 || o->warmup_steps > 0;
+    const char *wkey = o->warmup_steps > 0 ? "warmup_steps" : "warmup_epochs";
+    if (warm && o->kind == LARCH_SCHED_ONECYCLE) {
+        larch_fail(LARCH_ERR_INVALID, "sched.%s: onecycle has its own warm phase (sched.pct_start); set the warmup to 0", wkey);
+        return bad(field, wkey);
+    }
+    if (warm && o->warmup == LARCH_WARMUP_EXPONENTIAL && o->warmup_start <= 0.0) {
+        larch_fail(LARCH_ERR_INVALID, "sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)");
+        return bad(field, "warmup_start");
+    }
+    if (o->kind != LARCH_SCHED_ONECYCLE) return LARCH_OK;        /* moms: read by onecycle only */
+    if (o->n_moms != 0 && o->n_moms != 3) {
+        larch_fail(LARCH_ERR_INVALID, "sched.moms: expected 3 values [start, peak, end], or off");
+        return bad(field, "moms");
+    }
+    for (int i = 0; i < o->n_moms; i++)
+        if (!(o->moms[i] >= 0.0 && o->moms[i] <= 0.999999)) {
+            larch_fail(LARCH_ERR_INVALID, "sched.moms[%d] = %g is out of range [0, 0.999999]", i, o->moms[i]);
+            return bad(field, "moms");
+        }
     return LARCH_OK;
 }
 
-larch_status larch_sched_init(larch_sched *s, const larch_node *cfg, double base_lr,
+larch_status larch_sched_init(larch_sched *s, const larch_sched_opts *o, double base_lr,
                               long total_steps, long steps_per_epoch)
 {
     memset(s, 0, sizeof *s);
-    larch_status st = larch_sched_check(cfg);
+    larch_status st = larch_sched_validate(o, NULL);
     if (st) return st;
-    const char *name = larch_cfg_str(cfg, "name");
-    for (int k = 0; k < (int)(sizeof sched_names / sizeof *sched_names); k++)
-        if (strcmp(name, sched_names[k]) == 0) s->kind = k;
-    s->warmup_kind = strcmp(larch_cfg_str(cfg, "warmup"), "exponential") == 0;
+    s->kind = o->kind;
+    s->warmup_kind = o->warmup == LARCH_WARMUP_EXPONENTIAL;
     s->base_lr = base_lr;
-    s->min_lr = larch_cfg_float(cfg, "min_lr");
-    s->gamma = larch_cfg_float(cfg, "gamma");
-    s->power = larch_cfg_float(cfg, "power");
-    s->step_epochs = larch_cfg_float(cfg, "step_epochs");
-    s->restart_epochs = larch_cfg_float(cfg, "restart_epochs");
-    s->restart_mult = larch_cfg_float(cfg, "restart_mult");
-    s->pct_start = larch_cfg_float(cfg, "pct_start");
-    s->div = larch_cfg_float(cfg, "div");
-    s->div_final = larch_cfg_float(cfg, "div_final");
-    s->warmup_start = larch_cfg_float(cfg, "warmup_start");
+    s->min_lr = o->min_lr;
+    s->gamma = o->gamma;
+    s->power = o->power;
+    s->step_epochs = o->step_epochs;
+    s->restart_epochs = o->restart_epochs;
+    s->restart_mult = o->restart_mult;
+    s->pct_start = o->pct_start;
+    s->div = o->div;
+    s->div_final = o->div_final;
+    s->warmup_start = o->warmup_start;
     s->total_steps = total_steps > 0 ? total_steps : 1;
     s->steps_per_epoch = steps_per_epoch > 0 ? steps_per_epoch : 1;
-    long ws = larch_cfg_int(cfg, "warmup_steps");
-    s->warmup_steps = ws > 0 ? ws : lround(larch_cfg_float(cfg, "warmup_epochs") * (double)s->steps_per_epoch);
-    s->n_milestones = larch_cfg_floats(cfg, "milestones", s->milestones, 16);
-    if (s->n_milestones < 0) return larch_fail(LARCH_ERR_CONFIG, "sched.milestones: at most 16 milestones");
-    if (s->kind == SCHED_ONECYCLE) {
-        double moms[4];
-        const larch_node *mn = larch_map_get(cfg, "moms");
-        int nm = mn && mn->kind == LARCH_NODE_SCALAR ? 0 : larch_cfg_floats(cfg, "moms", moms, 4);   /* off: 0 */
-        if (nm != 0 && nm != 3) {
-            char where[300];
-            return larch_fail(LARCH_ERR_CONFIG, "%s: sched.moms: expected 3 values [start, peak, end], or off",
-                              larch_node_where(mn, where, sizeof where));
-        }
-        if (nm == 3) memcpy(s->moms, moms, sizeof s->moms);
-        else s->moms[0] = -1.0;
-        if (s->warmup_steps > 0)
-            return larch_fail(LARCH_ERR_CONFIG, "sched.warmup_epochs: onecycle has its own warm phase (sched.pct_start); "
-                              "set the warmup to 0");
-    } else {
-        s->moms[0] = -1.0;
-    }
-    if (s->warmup_kind == 1 && s->warmup_steps > 0 && s->warmup_start <= 0.0)
-        return larch_fail(LARCH_ERR_CONFIG, "sched.warmup_start: exponential warmup needs a start factor > 0 (e.g. 0.01)");
+    s->warmup_steps = o->warmup_steps > 0 ? o->warmup_steps : lround(o->warmup_epochs * (double)s->steps_per_epoch);
+    s->n_milestones = o->n_milestones;
+    memcpy(s->milestones, o->milestones, sizeof s->milestones);
+    if (s->kind == SCHED_ONECYCLE && o->n_moms == 3) memcpy(s->moms, o->moms, sizeof s->moms);
+    else s->moms[0] = -1.0;
     return LARCH_OK;
 }
 

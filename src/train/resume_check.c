@@ -18,6 +18,7 @@
 #include "larch/model_cfg.h"
 #include "larch/model.h"
 #include "larch/train.h"
+#include "larch/optim_cfg.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,7 +113,7 @@ static int skipped(const char *key)
 static void diff(diffs *d, const char *key, const larch_node *a, const larch_node *b)
 {
     char va[100], vb[100], sub[300];
-    if (skipped(key)) return;
+    if (skipped(key) || (!a && !b)) return;      /* absent from both: a section larch_fit's record lacks */
     if (!a || !b || a->kind != b->kind) {
         flow(a, va, sizeof va);
         flow(b, vb, sizeof vb);
@@ -166,7 +167,10 @@ static long first_changed_step(const larch_node *cfg, long from, long t_old, lon
     larch_sched a, b;
     const larch_node *sched = larch_map_get(cfg, "sched");
     double lr = larch_cfg_float(larch_map_get(cfg, "optim"), "lr");
-    if (larch_sched_init(&a, sched, lr, t_old, spe) || larch_sched_init(&b, sched, lr, t_new, spe)) return from;
+    larch_sched_opts so;
+    if (larch_sched_opts_from_cfg(sched, &so) || larch_sched_init(&a, &so, lr, t_old, spe) ||
+        larch_sched_init(&b, &so, lr, t_new, spe))
+        return from;
     long end = t_old < t_new ? t_old : t_new, span = end - from;
     long stride = span > 1000000 ? span / 1000000 : 1;         /* at most a million probes */
     for (long t = from; t < end; t += stride) {
@@ -211,7 +215,12 @@ static larch_node *old_config(const larch_ckpt_meta *meta, int *complete)
     *complete = 0;
     if (!meta->config || !meta->config[0] || larch_cfg_parse(meta->config, "<checkpoint config>", &old)) return NULL;
     if (old->kind != LARCH_NODE_MAP) { larch_node_free(old); return NULL; }
-    /* written by this larch: already complete; by another version: its missing keys get today's defaults */
+    /* written by larch_fit from a C program's spec (no model: the program builds it): complete, every value
+     * written; by this larch from a config: complete; by another version: its missing keys get today's defaults */
+    if (!larch_map_get(old, "model")) {
+        *complete = 1;
+        return old;
+    }
     *complete = larch_optim_defaults(larch_map_get(old, "optim")) == LARCH_OK &&
                 larch_cfg_check(old, "", larch_run_keys, NULL) == LARCH_OK;
     complete_model(old);

@@ -5,7 +5,7 @@
  * config implies: the datasets (class subsets and derived label sets), the
  * layer list, the input shape, the step counts. */
 #include "larch/train.h"
-#include "larch/optim.h"
+#include "larch/optim_cfg.h"
 #include "larch/data.h"
 #include "io/cfg_internal.h"
 
@@ -34,7 +34,7 @@ static const larch_key augment_keys[] = {
     {"resized_crop", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
      "random resized crop (torchvision's RandomResizedCrop), resized back to the input size; not with crop_pad"},
     {"scale", LARCH_T_FLOATS, "[0.08, 1.0]", 1e-6, 1, NULL, NULL, "resized_crop: the crop's area fraction [lo, hi]"},
-    {"ratio", LARCH_T_FLOATS, "[0.75, 1.3333333]", 1e-3, 1e3, NULL, NULL, "resized_crop: aspect ratio w/h [lo, hi], log-uniform"},
+    {"ratio", LARCH_T_FLOATS, "[0.75, 1.3333333333]", 1e-3, 1e3, NULL, NULL, "resized_crop: aspect ratio w/h [lo, hi], log-uniform"},
     {0}};
 
 static const larch_key synthetic_keys[] = {

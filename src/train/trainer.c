@@ -1,4 +1,7 @@
-/* trainer.c - the data-parallel training driver (see include/larch/train.h).
+/* trainer.c - the data-parallel training driver, larch_fit (see
+ * include/larch/train.h). It reads only the typed spec; the config tree
+ * (the spec's, or one generated from the spec) is recorded and compared,
+ * never read for settings.
  *
  * Setup (datasets, model, optimizer, loaders, output files) may fail on any
  * rank; every rank then agrees through larch_comm_check before the first
@@ -9,6 +12,7 @@
  * planned arena, and metrics are written only at log points.
  */
 #include "larch/train.h"
+#include "train/fit_internal.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "larch/data.h"
 #include "larch/rng.h"
@@ -29,7 +33,10 @@
 
 typedef struct run {
     const larch_comm *comm;
-    larch_node *cfg;
+    const larch_fit_spec *spec;
+    const larch_node *cfg;               /* recorded and compared: the spec's, or own_cfg */
+    larch_node *own_cfg;                 /* generated from the spec (a C program's run) */
+    const char *init_text;               /* what model.init_from did (rank 0), or NULL */
     const larch_train_opts *opts;
     FILE *log;                           /* rank 0's progress, or NULL */
     /* settings */
@@ -38,7 +45,7 @@ typedef struct run {
     uint64_t seed;
     double progress_s;
     /* state */
-    larch_dataset train, test;
+    const larch_dataset *train, *test;
     larch_model *model;
     larch_optim *optim;
     larch_sched sched;
@@ -57,14 +64,13 @@ typedef struct run {
     long eval_step;                      /* eval: the step of the evaluated checkpoint */
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
-    larch_init_report init_report;       /* model.init_from (rank 0)   */
 } run_t;
 
 /* ---- setup ---- */
 
 static int choose_threads(const run_t *r)
 {
-    long t = larch_cfg_int(larch_map_get(r->cfg, "train"), "threads");
+    long t = r->spec->train.threads;
     if (t > 0) return (int)t;
     const char *env = getenv("OPENBLAS_NUM_THREADS");
     if (env && atoi(env) > 0) return atoi(env);
@@ -104,21 +110,21 @@ static larch_status check_heads(const run_t *r)
         const larch_loss *l = &m->losses[i];
         size_t outs = larch_shape_size(larch_model_node_shape(m, l->node));
         if (l->on_targets) {
-            if (r->train.n_targets == 0)
+            if (r->train->n_targets == 0)
                 return larch_fail(LARCH_ERR_CONFIG, "loss '%s': on: targets, but the data has no float targets (set "
                                   "data.synthetic.regression: K with data.name: synthetic)", l->name);
             if (l->target != 0)
                 return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has one set of float targets (target 0)",
                                   l->name, l->target);
-            if (outs != (size_t)r->train.n_targets)
+            if (outs != (size_t)r->train->n_targets)
                 return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d float "
-                                  "targets per sample", l->name, m->layers[l->node - 1]->name, outs, r->train.n_targets);
+                                  "targets per sample", l->name, m->layers[l->node - 1]->name, outs, r->train->n_targets);
             continue;
         }
-        int classes = larch_dataset_classes(&r->train, l->target);
-        if (l->target > r->train.n_derived)
+        int classes = larch_dataset_classes(r->train, l->target);
+        if (l->target > r->train->n_derived)
             return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has label sets 0..%d (set 0 is the dataset's "
-                              "labels, 1.. come from data.derived_labels)", l->name, l->target, r->train.n_derived);
+                              "labels, 1.. come from data.derived_labels)", l->name, l->target, r->train->n_derived);
         if (outs != (size_t)classes)
             return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but label set %d has %d classes",
                               l->name, m->layers[l->node - 1]->name, outs, l->target, classes);
@@ -126,49 +132,24 @@ static larch_status check_heads(const run_t *r)
     return LARCH_OK;
 }
 
-/* model.init_from: rank 0 loads the selected tensors (the parameters are
- * broadcast from rank 0 after setup) and reports what it did. */
-static larch_status init_from(run_t *r)
-{
-    const larch_node *init = larch_run_init_from(r->cfg);
-    if (!init || r->comm->rank != 0) return LARCH_OK;
-    larch_init_map map;
-    larch_status s = larch_init_map_from_cfg(init, &map);
-    const char *file = larch_cfg_str(init, "file");
-    if (!s) s = larch_ckpt_init_from(file, r->model, &map, &r->init_report);
-    if (s || !r->log) return s;
-    const larch_init_report *rep = &r->init_report;
-    fprintf(r->log, "init_from %s: loaded %d tensor(s) (%zu values), skipped %d on a shape mismatch, %d freshly initialized; "
-            "%d checkpoint parameter(s) unused\n", file, rep->loaded, rep->loaded_values, rep->skipped, rep->fresh, rep->unused);
-    int shown = 0;
-    for (const char *line = rep->text; line && *line;) {     /* everything but the loaded tensors */
-        const char *end = strchr(line, '\n');
-        int n = end ? (int)(end - line) : (int)strlen(line);
-        if (strncmp(line, "loaded", 6) != 0 && shown++ < 40) fprintf(r->log, "  %.*s\n", n, line);
-        line += n + (end != NULL);
-    }
-    fflush(r->log);
-    return LARCH_OK;
-}
-
 static larch_status read_settings(run_t *r)
 {
-    const larch_node *t = larch_map_get(r->cfg, "train");
-    r->batch = (int)larch_cfg_int(t, "batch_size");
-    r->epochs = (int)larch_cfg_int(t, "epochs");
-    r->max_steps = larch_cfg_int(t, "max_steps");
-    r->seed = (uint64_t)larch_cfg_int(t, "seed");
-    r->log_every = larch_cfg_int(t, "log_every");
-    r->eval_every = larch_cfg_int(t, "eval_every");
-    r->eval_batch = (int)larch_cfg_int(t, "eval_batch");
-    r->accumulate = (int)larch_cfg_int(t, "accumulate");
-    r->stop_on_nan = larch_cfg_bool(t, "stop_on_nan");
-    r->progress_s = larch_cfg_float(t, "progress_seconds");
-    const larch_node *ck = larch_map_get(r->cfg, "checkpoint");
-    r->ckpt_every = larch_cfg_int(ck, "every_steps");
-    r->ckpt_keep = (int)larch_cfg_int(ck, "keep");
-    r->ckpt_at_end = larch_cfg_bool(ck, "at_end");
-    const char *dir = larch_cfg_str(ck, "dir");
+    const larch_fit_train *t = &r->spec->train;
+    r->batch = t->batch_size;
+    r->epochs = t->epochs;
+    r->max_steps = t->max_steps;
+    r->seed = t->seed;
+    r->log_every = t->log_every;
+    r->eval_every = t->eval_every;
+    r->eval_batch = t->eval_batch;
+    r->accumulate = t->accumulate;
+    r->stop_on_nan = t->stop_on_nan;
+    r->progress_s = t->progress_seconds;
+    const larch_fit_checkpoint *ck = &r->spec->checkpoint;
+    r->ckpt_every = ck->every_steps;
+    r->ckpt_keep = ck->keep;
+    r->ckpt_at_end = ck->at_end;
+    const char *dir = ck->dir ? ck->dir : "";
     if (dir[0]) snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s", dir);
     else if (r->opts->out_dir) snprintf(r->ckpt_dir, sizeof r->ckpt_dir, "%s/checkpoints", r->opts->out_dir);
     r->last_saved = -1;
@@ -195,10 +176,10 @@ static larch_status open_outputs(run_t *r, int append)
     snprintf(path, sizeof path, "%s/metrics.jsonl", r->opts->out_dir);
     r->metrics = fopen(path, append ? "a" : "w");
     if (!r->metrics) return larch_fail(LARCH_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    if (r->init_report.text && !append) {                  /* what model.init_from did, tensor by tensor */
+    if (r->init_text && !append) {                  /* what model.init_from did, tensor by tensor */
         snprintf(path, sizeof path, "%s/init_from.txt", r->opts->out_dir);
         FILE *f = fopen(path, "w");
-        int bad = !f || fputs(r->init_report.text, f) < 0;
+        int bad = !f || fputs(r->init_text, f) < 0;
         if (f && fclose(f) != 0) bad = 1;
         if (bad)
             return larch_fail(LARCH_ERR_IO, "cannot write %s: %s", path, strerror(errno));
@@ -268,53 +249,38 @@ static larch_status setup(run_t *r)
     if (s) return s;
     if ((s = lock_dirs(r))) return s;
     larch_blas_set_threads(choose_threads(r));
-    if ((s = larch_run_datasets(r->cfg, &r->train, &r->test))) return s;
-    if ((s = larch_model_build(&r->model, r->train.shape, larch_run_layers(r->cfg),
-                               larch_map_get(r->cfg, "loss"), larch_map_get(r->cfg, "regularization"), r->seed)))
-        return s;
     if ((s = check_heads(r))) return s;
-    if ((s = init_from(r))) return s;
-    const larch_node *dist = larch_map_get(r->cfg, "dist");
-    int shard = larch_cfg_bool(dist, "shard_optimizer");
-    if ((s = larch_grad_sync_create(&r->sync, r->comm, r->model, larch_cfg_float(dist, "bucket_mb"),
-                              larch_cfg_float(dist, "first_bucket_mb"), larch_cfg_bool(dist, "overlap"), shard,
-                              !strcmp(larch_cfg_str(dist, "compress"), "fp16") ? 1
-                              : !strcmp(larch_cfg_str(dist, "compress"), "bf16") ? 2 : 0)))
+    const larch_fit_dist *dist = &r->spec->dist;
+    int shard = dist->shard_optimizer;
+    if ((s = larch_grad_sync_create(&r->sync, r->comm, r->model, dist->bucket_mb, dist->first_bucket_mb, dist->overlap,
+                                    shard, (int)dist->compress)))
         return s;
     r->hooks = (larch_comm_hooks){hook_allreduce, r};
     /* parameter groups (frozen tensors) decide which gradients the plan computes */
     size_t slice_lo, slice_hi;
     larch_grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
-    if ((s = larch_optim_create_shard(&r->optim, r->model, larch_map_get(r->cfg, "optim"), slice_lo, slice_hi)))
-        return s;
+    if ((s = larch_optim_create_shard(&r->optim, r->model, &r->spec->optim, slice_lo, slice_hi))) return s;
     larch_grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
 
-    const larch_node *aug = larch_map_get(larch_map_get(r->cfg, "data"), "augment");
-    int prefetch = larch_cfg_bool(larch_map_get(r->cfg, "data"), "prefetch");
+    const larch_fit_data *d = &r->spec->data;
+    int prefetch = d->prefetch;
     larch_loader_opts lo = {.global_batch = r->batch, .rank = r->comm->rank, .world = r->comm->size, .shuffle = 1,
-                            .drop_last = 1, .seed = r->seed, .flip = larch_cfg_bool(aug, "flip"),
-                            .crop_pad = (int)larch_cfg_int(aug, "crop_pad"), .prefetch = prefetch};
-    double sc[2] = {0.08, 1.0}, ra[2] = {0.75, 4.0 / 3.0};
-    if (larch_cfg_bool(aug, "resized_crop") &&
-        (larch_cfg_floats(aug, "scale", sc, 2) != 2 || larch_cfg_floats(aug, "ratio", ra, 2) != 2))
-        return larch_fail(LARCH_ERR_CONFIG, "data.augment.scale and data.augment.ratio: expected [lo, hi]");
-    lo.resized_crop = larch_cfg_bool(aug, "resized_crop");
-    lo.scale_lo = (float)sc[0], lo.scale_hi = (float)sc[1], lo.ratio_lo = (float)ra[0], lo.ratio_hi = (float)ra[1];
-    if (r->train.n < r->batch)
-        return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: %d is larger than the %d training samples", r->batch, r->train.n);
-    if ((s = larch_loader_create(&r->loader, &r->train, &lo))) return s;
+                            .drop_last = 1, .seed = r->seed, .flip = d->flip, .crop_pad = d->crop_pad,
+                            .prefetch = prefetch, .resized_crop = d->resized_crop, .scale_lo = d->scale[0],
+                            .scale_hi = d->scale[1], .ratio_lo = d->ratio[0], .ratio_hi = d->ratio[1]};
+    if (r->train->n < r->batch)
+        return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: %d is larger than the %d training samples", r->batch, r->train->n);
+    if ((s = larch_loader_create(&r->loader, r->train, &lo))) return s;
     larch_loader_opts eo = {.global_batch = r->eval_batch, .rank = r->comm->rank, .world = r->comm->size,
                             .seed = r->seed, .prefetch = prefetch};
-    if ((s = larch_loader_create(&r->eval_loader, &r->test, &eo))) return s;
+    if ((s = larch_loader_create(&r->eval_loader, r->test, &eo))) return s;
     r->steps_per_epoch = larch_loader_steps(r->loader);
     r->total_steps = (long)r->epochs * r->steps_per_epoch;
     if (r->max_steps > 0 && r->max_steps < r->total_steps) r->total_steps = r->max_steps;
-    const larch_node *optim = larch_map_get(r->cfg, "optim");
-    if ((s = larch_sched_init(&r->sched, larch_map_get(r->cfg, "sched"), larch_cfg_float(optim, "lr"),
-                              r->total_steps, r->steps_per_epoch)))
+    if ((s = larch_sched_init(&r->sched, &r->spec->sched, r->spec->optim.lr, r->total_steps, r->steps_per_epoch)))
         return s;
     return LARCH_OK;
 }
@@ -332,10 +298,7 @@ static void teardown(run_t *r)
     larch_loader_free(r->eval_loader);
     larch_grad_sync_free(r->sync);
     larch_optim_free(r->optim);
-    larch_model_free(r->model);
-    larch_dataset_free(&r->train);
-    larch_dataset_free(&r->test);
-    larch_init_report_free(&r->init_report);
+    larch_node_free(r->own_cfg);
     if (r->metrics) fclose(r->metrics);
     free(r->lineage);
     larch_dir_unlock(&r->lock_ckpt);
@@ -471,8 +434,10 @@ static larch_status find_and_load(run_t *r, const char *want, char *path, size_t
         if (rank0) {
             larch_ckpt_meta head;
             local = larch_ckpt_read_meta(path, &head);
-            if (!local) local = larch_ckpt_check_resume(path, &head, r->cfg, r->total_steps, r->steps_per_epoch, r->log);
-            if (!local) larch_ckpt_meta_free(&head);
+            if (!local) {
+                local = larch_ckpt_check_resume(path, &head, r->cfg, r->total_steps, r->steps_per_epoch, r->log);
+                larch_ckpt_meta_free(&head);         /* refused or not */
+            }
         }
         s = larch_comm_check(r->comm, local);
         if (!s) s = larch_ckpt_load(path, r->comm, r->model, r->optim, meta);
@@ -505,7 +470,7 @@ static larch_status find_and_load(run_t *r, const char *want, char *path, size_t
  * (rank 0: stale temporaries removed, other lineages moved aside). */
 static larch_status resume(run_t *r, larch_train_result *res)
 {
-    const char *want = larch_cfg_str(larch_map_get(r->cfg, "checkpoint"), "resume");
+    const char *want = r->spec->checkpoint.resume ? r->spec->checkpoint.resume : "";
     char path[4200] = "";
     larch_ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
@@ -659,14 +624,14 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
  * after setup or a thaw). */
 static const char *sync_summary(const run_t *r, char *buf, size_t len)
 {
-    const larch_node *dist = larch_map_get(r->cfg, "dist");
+    const larch_fit_dist *dist = &r->spec->dist;
     if (r->comm->size == 1) snprintf(buf, len, "no gradient sync (1 rank)");
-    else if (larch_cfg_bool(dist, "shard_optimizer"))
+    else if (dist->shard_optimizer)
         snprintf(buf, len, "gradient sync: one reduce-scatter of %zu bytes per step (sharded: frozen tensors included)",
                  larch_grad_sync_bytes(r->sync));
     else
         snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", larch_grad_sync_buckets(r->sync),
-                 larch_grad_sync_bytes(r->sync), larch_cfg_bool(dist, "overlap") ? "overlapped" : "blocking");
+                 larch_grad_sync_bytes(r->sync), dist->overlap ? "overlapped" : "blocking");
     return buf;
 }
 
@@ -788,20 +753,33 @@ static larch_status loop(run_t *r, larch_train_result *res)
     return LARCH_OK;
 }
 
-larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_train_opts *opts,
-                         larch_train_result *res)
+larch_status larch_fit(const larch_fit_spec *spec, const larch_comm *comm, const larch_train_opts *opts,
+                       larch_train_result *res)
+{
+    return larch_fit_run(spec, comm, opts, res, NULL);
+}
+
+larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, const larch_train_opts *opts,
+                           larch_train_result *res, const char *init_text)
 {
     run_t r;
     memset(&r, 0, sizeof r);
     memset(res, 0, sizeof *res);
     r.comm = comm;
-    r.cfg = cfg;
+    r.spec = spec;
     r.opts = opts;
+    r.model = spec->model;
+    r.train = spec->train_set;
+    r.test = spec->test_set;
+    r.init_text = init_text;
     r.log = comm->rank == 0 ? opts->log : NULL;
     r.lock_out = r.lock_ckpt = -1;
     larch_comm_set_step(comm, 0);
     /* the watchdog (dist.timeout_s) covers setup's agreements too */
-    larch_status s = larch_comm_watchdog(comm, larch_cfg_float(larch_map_get(cfg, "dist"), "timeout_s"));
+    larch_status s = larch_fit_validate(spec);
+    if (!s) s = larch_comm_watchdog(comm, spec->dist.timeout_s);
+    if (!s && spec->config) r.cfg = spec->config;
+    else if (!s && !(s = larch_fit_spec_to_cfg(spec, &r.own_cfg))) r.cfg = r.own_cfg;
     s = larch_comm_check(comm, s ? s : setup(&r));
     if (!s) s = larch_comm_check(comm, check_same_config(&r));
     if (!s) s = larch_comm_bcast(comm, r.model->param, r.model->n_floats * sizeof(float), 0);
@@ -823,7 +801,7 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
         char sync[160];
         fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %s\n", r.optim->name,
                 (double)r.optim->n_state * (double)r.optim->n_state_floats * sizeof(float) / 1048576.0,
-                comm->size > 1 && larch_cfg_bool(larch_map_get(cfg, "dist"), "shard_optimizer") ? " (sharded)" : "",
+                comm->size > 1 && spec->dist.shard_optimizer ? " (sharded)" : "",
                 sync_summary(&r, sync, sizeof sync));
         char note[300];   /* what a one-cycle schedule does to the momentum, once */
         if (!opts->eval_only && larch_sched_momentum_note(&r.sched, r.optim, note, sizeof note)) fprintf(r.log, "%s\n", note);

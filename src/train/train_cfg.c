@@ -1,0 +1,125 @@
+/* train_cfg.c - the config front end of the trainer: larch_train (what
+ * `larch train` runs) turns a validated config into the datasets, the model
+ * (with model.init_from) and a larch_fit_spec, and runs larch_fit, the
+ * trainer a C program calls (trainer.c). */
+#include "train/fit_internal.h"
+#include "larch/checkpoint.h"
+#include "larch/model_cfg.h"
+#include "larch/optim_cfg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec)
+{
+    *spec = larch_fit_defaults();
+    const larch_node *t = larch_map_get(cfg, "train");
+    spec->train.batch_size = (int)larch_cfg_int(t, "batch_size");
+    spec->train.epochs = (int)larch_cfg_int(t, "epochs");
+    spec->train.max_steps = larch_cfg_int(t, "max_steps");
+    spec->train.seed = (uint64_t)larch_cfg_int(t, "seed");
+    spec->train.log_every = larch_cfg_int(t, "log_every");
+    spec->train.eval_every = larch_cfg_int(t, "eval_every");
+    spec->train.eval_batch = (int)larch_cfg_int(t, "eval_batch");
+    spec->train.threads = (int)larch_cfg_int(t, "threads");
+    spec->train.accumulate = (int)larch_cfg_int(t, "accumulate");
+    spec->train.stop_on_nan = larch_cfg_bool(t, "stop_on_nan");
+    spec->train.progress_seconds = larch_cfg_float(t, "progress_seconds");
+    const larch_node *d = larch_map_get(cfg, "data"), *aug = larch_map_get(d, "augment");
+    spec->data.flip = larch_cfg_bool(aug, "flip");
+    spec->data.crop_pad = (int)larch_cfg_int(aug, "crop_pad");
+    spec->data.resized_crop = larch_cfg_bool(aug, "resized_crop");
+    double sc[2], ra[2];
+    if (larch_cfg_floats(aug, "scale", sc, 2) != 2 || larch_cfg_floats(aug, "ratio", ra, 2) != 2)
+        return larch_fail(LARCH_ERR_CONFIG, "data.augment.scale and data.augment.ratio: expected [lo, hi]");
+    spec->data.scale[0] = (float)sc[0], spec->data.scale[1] = (float)sc[1];
+    spec->data.ratio[0] = (float)ra[0], spec->data.ratio[1] = (float)ra[1];
+    spec->data.prefetch = larch_cfg_bool(d, "prefetch");
+    const larch_node *ck = larch_map_get(cfg, "checkpoint");
+    spec->checkpoint.dir = larch_cfg_str(ck, "dir");
+    spec->checkpoint.every_steps = larch_cfg_int(ck, "every_steps");
+    spec->checkpoint.keep = (int)larch_cfg_int(ck, "keep");
+    spec->checkpoint.at_end = larch_cfg_bool(ck, "at_end");
+    spec->checkpoint.resume = larch_cfg_str(ck, "resume");
+    /* allow_changes stays in the config tree, where the resume check reads it */
+    const larch_node *dist = larch_map_get(cfg, "dist");
+    const char *compress = larch_cfg_str(dist, "compress");
+    spec->dist.bucket_mb = larch_cfg_float(dist, "bucket_mb");
+    spec->dist.first_bucket_mb = larch_cfg_float(dist, "first_bucket_mb");
+    spec->dist.overlap = larch_cfg_bool(dist, "overlap");
+    spec->dist.compress = !strcmp(compress, "fp16") ? LARCH_COMPRESS_FP16
+                        : !strcmp(compress, "bf16") ? LARCH_COMPRESS_BF16 : LARCH_COMPRESS_NONE;
+    spec->dist.shard_optimizer = larch_cfg_bool(dist, "shard_optimizer");
+    spec->dist.timeout_s = larch_cfg_float(dist, "timeout_s");
+    spec->config = cfg;
+    larch_status s = larch_sched_opts_from_cfg(larch_map_get(cfg, "sched"), &spec->sched);
+    if (!s) s = larch_optim_opts_from_cfg(larch_map_get(cfg, "optim"), &spec->optim);
+    return s;
+}
+
+void larch_fit_spec_release(larch_fit_spec *spec)
+{
+    if (spec) larch_optim_opts_release(&spec->optim);
+}
+
+/* model.init_from: rank 0 loads the selected tensors (larch_fit broadcasts
+ * rank 0's parameters) and reports what it did. */
+static larch_status init_from(const larch_node *cfg, const larch_comm *comm, larch_model *m, FILE *log,
+                              larch_init_report *rep)
+{
+    const larch_node *init = larch_run_init_from(cfg);
+    if (!init || comm->rank != 0) return LARCH_OK;
+    larch_init_map map;
+    larch_status s = larch_init_map_from_cfg(init, &map);
+    const char *file = larch_cfg_str(init, "file");
+    if (!s) s = larch_ckpt_init_from(file, m, &map, rep);
+    if (s || !log) return s;
+    fprintf(log, "init_from %s: loaded %d tensor(s) (%zu values), skipped %d on a shape mismatch, %d freshly initialized; "
+            "%d checkpoint parameter(s) unused\n", file, rep->loaded, rep->loaded_values, rep->skipped, rep->fresh, rep->unused);
+    int shown = 0;
+    for (const char *line = rep->text; line && *line;) {     /* everything but the loaded tensors */
+        const char *end = strchr(line, '\n');
+        int n = end ? (int)(end - line) : (int)strlen(line);
+        if (strncmp(line, "loaded", 6) != 0 && shown++ < 40) fprintf(log, "  %.*s\n", n, line);
+        line += n + (end != NULL);
+    }
+    fflush(log);
+    return LARCH_OK;
+}
+
+larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_train_opts *opts,
+                         larch_train_result *res)
+{
+    memset(res, 0, sizeof *res);
+    larch_fit_spec spec;
+    larch_dataset train, test;
+    larch_init_report rep;
+    larch_model *m = NULL;
+    memset(&train, 0, sizeof train);
+    memset(&test, 0, sizeof test);
+    memset(&rep, 0, sizeof rep);
+    larch_comm_set_step(comm, 0);
+    larch_status s = larch_fit_spec_from_cfg(cfg, &spec);
+    /* the watchdog (dist.timeout_s) covers the agreement on loading too */
+    if (!s) s = larch_comm_watchdog(comm, spec.dist.timeout_s);
+    if (!s) s = larch_run_datasets(cfg, &train, &test);
+    if (!s) s = larch_model_build(&m, train.shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
+                                  larch_map_get(cfg, "regularization"), spec.train.seed);
+    if (!s) s = init_from(cfg, comm, m, comm->rank == 0 ? opts->log : NULL, &rep);
+    s = larch_comm_check(comm, s);
+    if (!s) {
+        spec.model = m;
+        spec.train_set = &train;
+        spec.test_set = &test;
+        s = larch_fit_run(&spec, comm, opts, res, rep.text);
+    } else {
+        larch_comm_watchdog(comm, 0.0);
+    }
+    larch_fit_spec_release(&spec);
+    larch_model_free(m);
+    larch_dataset_free(&train);
+    larch_dataset_free(&test);
+    larch_init_report_free(&rep);
+    return s;
+}
