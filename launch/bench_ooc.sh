@@ -33,12 +33,12 @@ drop; "$LARCH" data bench "$F" --in-memory false --batch 256 --steps 400 --augme
 train() {   # MODE RUN
   local mode=$1 out=runs/ooc/train_$1_$2
   [ "$mode" = false ] && drop
-  rm -rf "$out"
-  mpirun -n "$NP" --oversubscribe /usr/bin/time -f "peak_rss_kb %M" "$LARCH" train launch/configs/synth_ooc_cnn.yaml \
+  rm -rf "$out" "$out.rss"
+  mpirun -n "$NP" --oversubscribe /usr/bin/time -a -o "$out.rss" -f "peak_rss_kb %M" "$LARCH" train launch/configs/synth_ooc_cnn.yaml \
     --out "$out" --set data.path="$F" --set data.in_memory=$mode --set train.threads=1 > "$out.log" 2>&1
   local sps rss
   sps=$(awk -F'"samples_per_s": ' '/"samples_per_s"/ { split($2, a, ","); n++; if (n > 2) { s += a[1]; k++ } } END { printf "%.1f", s / k }' "$out/metrics.jsonl")
-  rss=$(awk '/^peak_rss_kb/ { printf "%s%.0f", (n++ ? ", " : ""), $2 / 1024 }' "$out.log")
+  rss=$(awk '/^peak_rss_kb/ { printf "%s%.0f", (n++ ? ", " : ""), $2 / 1024 }' "$out.rss")
   echo "{\"train\": \"synth_ooc_cnn\", \"in_memory\": $mode, \"run\": $2, \"samples_per_s\": $sps, \"peak_rss_mb_per_rank\": [$rss]}"
 }
 for run in 1 2; do train true $run; train false $run; done
