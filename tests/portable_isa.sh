@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# portable_isa.sh NATIVE COMPILER_ID COMPILER_VERSION FILE... - a portable
+# portable_isa.sh NATIVE SANITIZE COMPILER_ID COMPILER_VERSION FILE... - a portable
 # build (LARCH_NATIVE=OFF) runs on any x86-64 CPU: outside the run-time
 # clones of src/core/dispatch.h, the disassembly of FILE (the larch program,
 # the library) has no instruction beyond baseline x86-64 (SSE2), and the
@@ -14,11 +14,13 @@
 # (tzcnt is not on the list: GCC writes `rep bsf`, which objdump prints as
 # tzcnt and which runs as bsf on CPUs without BMI1.)
 #
+# With SANITIZE on (LARCH_SANITIZE: the instrumented loops are not
+# vectorized) the register-width checks are left out; the others stay.
 # Exits 77 (skipped) in a native build, off x86-64, or with a compiler that
 # makes no clones (src/core/dispatch.h: GCC 12 or newer).
 set -u
-NATIVE=$1 CC_ID=$2 CC_VERSION=$3
-shift 3
+NATIVE=$1 SANITIZE=$2 CC_ID=$3 CC_VERSION=$4
+shift 4
 FILES=("$@")
 
 case "$NATIVE" in ON|on|1|TRUE|true|YES|yes)
@@ -87,7 +89,9 @@ for k in "${KERNELS[@]}"; do
 done
 [ $missing = 0 ] && echo "ok: ${#KERNELS[@]} kernels have default, x86-64-v3 and x86-64-v4 clones and a resolver"
 
-# 3. the clones really use the wider instructions
+# 3. the clones really use the wider instructions (optimized builds)
+case "$SANITIZE" in ON|on|1|TRUE|true|YES|yes)
+  echo "sanitizer build: vector widths not checked"; WIDE=() ;; esac
 for k in "${WIDE[@]}"; do
   awk -F'\t' -v f="$k.arch_x86_64_v3" '$1 == f && $3 ~ /%ymm/ { found = 1 } END { exit !found }' "$tmp/insn" ||
     bad "$k.arch_x86_64_v3 uses no ymm register"
@@ -96,11 +100,11 @@ for k in "${WIDE[@]}"; do
   awk -F'\t' -v f="$k.default" '$1 == f && $3 ~ /%xmm/ { found = 1 } END { exit !found }' "$tmp/insn" ||
     bad "$k.default uses no SSE register"
 done
-awk -F'\t' '$1 == "larch_f32_to_f16.arch_x86_64_v3" && $2 == "vcvtps2ph" { found = 1 } END { exit !found }' "$tmp/insn" ||
+[ ${#WIDE[@]} = 0 ] || awk -F'\t' '$1 == "larch_f32_to_f16.arch_x86_64_v3" && $2 == "vcvtps2ph" { found = 1 } END { exit !found }' "$tmp/insn" ||
   bad "larch_f32_to_f16.arch_x86_64_v3 has no F16C vcvtps2ph"
-awk -F'\t' '$1 == "larch_f16_to_f32.arch_x86_64_v3" && $2 == "vcvtph2ps" { found = 1 } END { exit !found }' "$tmp/insn" ||
+[ ${#WIDE[@]} = 0 ] || awk -F'\t' '$1 == "larch_f16_to_f32.arch_x86_64_v3" && $2 == "vcvtph2ps" { found = 1 } END { exit !found }' "$tmp/insn" ||
   bad "larch_f16_to_f32.arch_x86_64_v3 has no F16C vcvtph2ps"
 awk -F'\t' '$1 == "larch_f32_to_f16.default" && $2 ~ /^v/ { found = 1 } END { exit found }' "$tmp/insn" ||
   bad "larch_f32_to_f16.default uses VEX instructions"
-[ $fail = 0 ] && echo "ok: ${#WIDE[@]} AVX2 clones use ymm, their AVX-512 clones zmm; the fp16 clones use F16C"
+[ $fail = 0 ] && [ ${#WIDE[@]} -gt 0 ] && echo "ok: ${#WIDE[@]} AVX2 clones use ymm, their AVX-512 clones zmm; the fp16 clones use F16C"
 exit $fail
