@@ -12,15 +12,17 @@
 #
 # Usage: bash launch/bench_portable.sh [--portable DIR] [--native DIR]
 #          [--reps N] [--batch N] [--threads T] [--rounds R] [--coretypes "auto Haswell"]
+#        bash launch/bench_portable.sh --summary FILE   # the summary of saved run lines
 #   DIR without a built larch is configured and built there (Release);
 #   defaults: build-portable, build-native, 5 repetitions, batch 256,
 #   1 thread (keep the measurement away from other work on the machine),
 #   7 rounds per run (larch takes the best). "auto" in --coretypes means
-#   OPENBLAS_CORETYPE unset.
+#   OPENBLAS_CORETYPE unset. --summary reads the run lines (the script's
+#   own output, e.g. of an interrupted run) and prints only the summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORTABLE=build-portable NATIVE=build-native REPS=5 BATCH=256 THREADS=1 ROUNDS=7 CORETYPES="auto Haswell"
-MODELS="fmnist_mlp fmnist_cnn"
+MODELS="fmnist_mlp fmnist_cnn" SUMMARY=
 while [ $# -gt 0 ]; do
   case "$1" in
     --portable) PORTABLE=$2; shift 2 ;;
@@ -30,7 +32,8 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --coretypes) CORETYPES=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --summary) SUMMARY=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench_portable.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -51,9 +54,6 @@ build() {   # build DIR ON|OFF: configure and build larch there unless it is bui
     echo "bench_portable.sh: $dir is built with LARCH_NATIVE=$got, expected $native" >&2; exit 1
   fi
 }
-build "$PORTABLE" OFF
-build "$NATIVE" ON
-
 out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
 run() {   # run BUILD_NAME DIR MODEL CORETYPE REP: one JSON line
@@ -75,7 +75,17 @@ run() {   # run BUILD_NAME DIR MODEL CORETYPE REP: one JSON line
     "$name" "$model" "$core" "$blas" "$BATCH" "$THREADS" "$rep" "$sps" | tee -a "$out"
 }
 
-for rep in $(seq 1 "$REPS"); do
+if [ -n "$SUMMARY" ]; then
+  grep '"build":' "$SUMMARY" >"$out" || { echo "bench_portable.sh: no run lines in $SUMMARY" >&2; exit 1; }
+  CORETYPES=$(sed -n 's/.*"coretype":"\([^"]*\)".*/\1/p' "$out" | awk '!seen[$0]++' | paste -sd' ')
+  BATCH=$(sed -n 's/.*"batch":\([0-9]*\).*/\1/p' "$out" | head -1)
+  THREADS=$(sed -n 's/.*"threads":\([0-9]*\).*/\1/p' "$out" | head -1)
+  ROUNDS="?"
+else
+  build "$PORTABLE" OFF
+  build "$NATIVE" ON
+fi
+for rep in $( [ -n "$SUMMARY" ] || seq 1 "$REPS"); do
   for core in $CORETYPES; do
     for model in $MODELS; do
       if [ $((rep % 2)) = 1 ]; then            # A/B, then B/A: neither build always runs first
@@ -88,19 +98,25 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.4f", v[(NR + 1) / 2]; else printf "%.4f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
-echo "# portable / native, median over $REPS repetitions (batch $BATCH, $THREADS thread(s), best of $ROUNDS rounds each)"
+# "REP NATIVE PORTABLE" for each repetition that has both builds of MODEL and CORE
+pairs() {
+  grep "\"model\":\"$1\",\"coretype\":\"$2\"" "$out" |
+    sed -n 's/.*"build":"\([a-z]*\)".*"rep":\([0-9]*\),"samples_per_s":\([0-9.]*\).*/\2 \1 \3/p' |
+    awk '{ v[$1, $2] = $3; r[$1] = 1 } END { for (k in r) if ((k, "native") in v && (k, "portable") in v) print k, v[k, "native"], v[k, "portable"] }' |
+    sort -n
+}
+echo "# portable / native, median over the repetitions (batch $BATCH, $THREADS thread(s), best of $ROUNDS rounds each)"
 for core in $CORETYPES; do
   for model in $MODELS; do
-    sel() { grep "\"build\":\"$1\",\"model\":\"$model\",\"coretype\":\"$core\"" "$out"; }
-    nat=$(sel native | field samples_per_s | median)
-    por=$(sel portable | field samples_per_s | median)
-    blas=$(sel native | field blas | sort -u | paste -sd/)
-    paired=$(paste <(sel native | field samples_per_s) <(sel portable | field samples_per_s) |
-             awk '{ printf "%.6f\n", $2 / $1 }' | median)
-    lo_hi=$(paste <(sel native | field samples_per_s) <(sel portable | field samples_per_s) |
-            awk '{ r = $2 / $1; if (NR == 1 || r < lo) lo = r; if (NR == 1 || r > hi) hi = r } END { printf "%.4f,%.4f", lo, hi }')
+    pairs "$model" "$core" >"$err"
+    n=$(wc -l <"$err")
+    [ "$n" -gt 0 ] || continue
+    nat=$(awk '{ print $2 }' "$err" | median)
+    por=$(awk '{ print $3 }' "$err" | median)
+    paired=$(awk '{ printf "%.6f\n", $3 / $2 }' "$err" | median)
+    lo_hi=$(awk '{ r = $3 / $2; if (NR == 1 || r < lo) lo = r; if (NR == 1 || r > hi) hi = r } END { printf "%.4f,%.4f", lo, hi }' "$err")
+    blas=$(grep "\"model\":\"$model\",\"coretype\":\"$core\"" "$out" | sed -n 's/.*"blas":"\([^"]*\)".*/\1/p' | sort -u | paste -sd/)
     printf '{"summary":"portable/native","model":"%s","coretype":"%s","blas":"%s","native_samples_per_s":%s,"portable_samples_per_s":%s,"ratio_of_medians":%.4f,"ratio_paired_median":%s,"ratio_paired_range":[%s],"reps":%d}\n' \
-      "$model" "$core" "$blas" "$nat" "$por" "$(awk -v a="$por" -v b="$nat" 'BEGIN { print a / b }')" "$paired" "$lo_hi" "$REPS"
+      "$model" "$core" "$blas" "$nat" "$por" "$(awk -v a="$por" -v b="$nat" 'BEGIN { print a / b }')" "$paired" "$lo_hi" "$n"
   done
 done
