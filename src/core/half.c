@@ -4,10 +4,11 @@
  * 8-bit exponent and range, 8-bit significand) by rounding float's upper
  * half to nearest even. */
 #include "core/half.h"
+#include "core/dispatch.h"
 
 #include <string.h>
 
-void larch_f32_to_f16(const float *x, uint16_t *y, size_t n)
+LARCH_HOT void larch_f32_to_f16(const float *x, uint16_t *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         _Float16 h = (_Float16)x[i];
@@ -15,7 +16,7 @@ void larch_f32_to_f16(const float *x, uint16_t *y, size_t n)
     }
 }
 
-void larch_f16_to_f32(const uint16_t *x, float *y, size_t n)
+LARCH_HOT void larch_f16_to_f32(const uint16_t *x, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         _Float16 h;
@@ -24,7 +25,7 @@ void larch_f16_to_f32(const uint16_t *x, float *y, size_t n)
     }
 }
 
-void larch_f32_to_bf16(const float *x, uint16_t *y, size_t n)
+LARCH_HOT void larch_f32_to_bf16(const float *x, uint16_t *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t u;
@@ -35,7 +36,7 @@ void larch_f32_to_bf16(const float *x, uint16_t *y, size_t n)
     }
 }
 
-void larch_bf16_to_f32(const uint16_t *x, float *y, size_t n)
+LARCH_HOT void larch_bf16_to_f32(const uint16_t *x, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)x[i] << 16;

@@ -8,6 +8,7 @@
  * diverged activation reaches the loss and train.stop_on_nan.
  */
 #include "nn/layers.h"
+#include "core/dispatch.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -47,21 +48,21 @@ static size_t count(const larch_layer *L, int n) { return (size_t)n * larch_shap
         else for (size_t i = 0; i < len; i++) dx[i] = dy[i] * (expr);      \
     } while (0)
 
-static void relu_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void relu_forward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict x = L->x[0];
     float *restrict y = L->y;
     for (size_t i = 0; i < len; i++) y[i] = x[i] <= 0.0f ? 0.0f : x[i];     // max(x, 0); NaN stays NaN
 }
-static void relu_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void relu_backward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict y = L->y;
     STORE_DX(y[i] > 0.0f ? 1.0f : 0.0f);                                     // 1 where x > 0
 }
 
-static void leaky_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void leaky_forward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     float a = ((leaky_t *)L->priv)->slope;
@@ -69,7 +70,7 @@ static void leaky_forward(larch_layer *L, const larch_pass *p)
     float *restrict y = L->y;
     for (size_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : a * x[i];  // x or a x
 }
-static void leaky_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void leaky_backward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     float a = ((leaky_t *)L->priv)->slope;
@@ -77,14 +78,14 @@ static void leaky_backward(larch_layer *L, const larch_pass *p)
     STORE_DX(x[i] > 0.0f ? 1.0f : a);
 }
 
-static void gelu_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gelu_forward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict x = L->x[0];
     float *restrict y = L->y;
     for (size_t i = 0; i < len; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));  // x Phi(x)
 }
-static void gelu_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gelu_backward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict x = L->x[0];
@@ -93,28 +94,28 @@ static void gelu_backward(larch_layer *L, const larch_pass *p)
     STORE_DX(0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2)) + x[i] * c * expf(-0.5f * x[i] * x[i]));
 }
 
-static void tanh_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void tanh_forward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict x = L->x[0];
     float *restrict y = L->y;
     for (size_t i = 0; i < len; i++) y[i] = tanhf(x[i]);
 }
-static void tanh_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void tanh_backward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict y = L->y;
     STORE_DX(1.0f - y[i] * y[i]);                                            // 1 - tanh^2
 }
 
-static void sigmoid_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void sigmoid_forward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict x = L->x[0];
     float *restrict y = L->y;
     for (size_t i = 0; i < len; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));    // 1 / (1 + e^-x)
 }
-static void sigmoid_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void sigmoid_backward(larch_layer *L, const larch_pass *p)
 {
     size_t len = count(L, p->n);
     const float *restrict y = L->y;

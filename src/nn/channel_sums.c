@@ -4,10 +4,11 @@
  * with the block's accumulators on the stack, so one pass reads every row's
  * block contiguously and nothing is allocated. */
 #include "nn/layers.h"
+#include "core/dispatch.h"
 
 #define BLOCK 256
 
-void larch_channel_sums(const float *a, const float *b, size_t rows, int C, float *sum_a, float *sum_ab, int acc)
+LARCH_HOT void larch_channel_sums(const float *a, const float *b, size_t rows, int C, float *sum_a, float *sum_ab, int acc)
 {
     const int with_b = b && sum_ab;
     for (int c0 = 0; c0 < C; c0 += BLOCK) {

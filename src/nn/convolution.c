@@ -19,6 +19,7 @@
  */
 #include "nn/layers.h"
 #include "core/blas.h"
+#include "core/dispatch.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -95,7 +96,7 @@ static void conv_init(larch_layer *L, uint64_t seed)
 }
 
 /* cols (nb*oh*ow, K) from x (nb, h, w, cin): one contiguous cin run per tap. */
-static void im2col(const conv_t *d, larch_shape in, const float *restrict x, int nb, float *restrict cols)
+static LARCH_HOT void im2col(const conv_t *d, larch_shape in, const float *restrict x, int nb, float *restrict cols)
 {
     const size_t cin = (size_t)in.c, run = cin * sizeof(float);
     for (int b = 0; b < nb; b++) {
@@ -123,7 +124,7 @@ static void im2col(const conv_t *d, larch_shape in, const float *restrict x, int
 }
 
 /* dx (nb, h, w, cin) += col2im(dcols); dx must be initialized. */
-static void col2im(const conv_t *d, larch_shape in, const float *restrict dcols, int nb, float *restrict dx)
+static LARCH_HOT void col2im(const conv_t *d, larch_shape in, const float *restrict dcols, int nb, float *restrict dx)
 {
     const size_t cin = (size_t)in.c;
     for (int b = 0; b < nb; b++) {

@@ -10,6 +10,7 @@
  * saved for backward.
  */
 #include "nn/layers.h"
+#include "core/dispatch.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,7 @@ static larch_status dropout_setup(larch_layer *L, const void *opts)
 
 static size_t dropout_saved(const larch_layer *L, int n) { return (size_t)n * larch_shape_size(L->out_shape); }
 
-static void dropout_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void dropout_forward(larch_layer *L, const larch_pass *p)
 {
     const dropout_t *d = L->priv;
     size_t per = larch_shape_size(L->out_shape), len = (size_t)p->n * per;
@@ -56,7 +57,7 @@ static void dropout_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static void dropout_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void dropout_backward(larch_layer *L, const larch_pass *p)
 {
     if (!L->need_dx[0]) return;
     const dropout_t *d = L->priv;

@@ -19,6 +19,7 @@
  */
 #include "nn/layers.h"
 #include "nn/loss.h"
+#include "core/dispatch.h"
 
 #include <assert.h>
 #include <math.h>
@@ -92,7 +93,7 @@ larch_status larch_model_add_penalty(larch_model *m, const larch_penalty_opts *o
 /* ---- scoring ---- */
 
 /* Softmax cross-entropy over (n, C) logits z; writes dz when g != NULL. */
-static void softmax_ce(const float *z, const int32_t *y, int n, int C, float eps, float scale,
+static LARCH_HOT void softmax_ce(const float *z, const int32_t *y, int n, int C, float eps, float scale,
                        float *dz, int acc, larch_loss_stats *st)
 {
     for (int i = 0; i < n; i++) {
@@ -118,7 +119,7 @@ static void softmax_ce(const float *z, const int32_t *y, int n, int C, float eps
 }
 
 /* Mean squared error over (n, D) outputs against targets t, or one-hot labels. */
-static void mse(const float *z, const float *t, const int32_t *y, int n, int D, float scale,
+static LARCH_HOT void mse(const float *z, const float *t, const int32_t *y, int n, int D, float scale,
                 float *dz, int acc, larch_loss_stats *st)
 {
     for (int i = 0; i < n; i++) {

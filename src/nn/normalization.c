@@ -17,6 +17,7 @@
  * over h, w). Their training and evaluation modes are the same.
  */
 #include "nn/layers.h"
+#include "core/dispatch.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -116,7 +117,7 @@ static size_t norm_saved(const larch_layer *L, int n)
 }
 
 /* y = scale * xhat + shift (or y = xhat), per channel. */
-static void affine_out(const larch_layer *L, const float *xhat, float *y, size_t rows, int C)
+static LARCH_HOT void affine_out(const larch_layer *L, const float *xhat, float *y, size_t rows, int C)
 {
     const norm_t *q = L->priv;
     if (!q->affine) { memcpy(y, xhat, rows * C * sizeof(float)); return; }
@@ -136,7 +137,7 @@ static void affine_grads(larch_layer *L, const larch_pass *p, const float *xhat,
 
 /* ---- batchnorm ---- */
 
-static void bn_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void bn_forward(larch_layer *L, const larch_pass *p)
 {
     norm_t *q = L->priv;
     const int C = L->in_shape[0].c;
@@ -177,7 +178,7 @@ static void bn_forward(larch_layer *L, const larch_pass *p)
     affine_out(L, xhat, L->y, rows, C);
 }
 
-static void bn_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void bn_backward(larch_layer *L, const larch_pass *p)
 {
     norm_t *q = L->priv;
     const int C = L->in_shape[0].c;
@@ -218,7 +219,7 @@ static void bn_backward(larch_layer *L, const larch_pass *p)
 
 /* ---- group statistics (layernorm, groupnorm, instancenorm) ---- */
 
-static void gn_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gn_forward(larch_layer *L, const larch_pass *p)
 {
     const norm_t *q = L->priv;
     const int C = L->in_shape[0].c, G = q->groups, cg = C / G;
@@ -243,7 +244,7 @@ static void gn_forward(larch_layer *L, const larch_pass *p)
     affine_out(L, xhat, L->y, (size_t)p->n * HW, C);
 }
 
-static void gn_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gn_backward(larch_layer *L, const larch_pass *p)
 {
     const norm_t *q = L->priv;
     const int C = L->in_shape[0].c, G = q->groups, cg = C / G;

@@ -15,6 +15,7 @@
  * global_avgpool: (n, h, w, c) -> (n, 1, 1, c), the mean over h and w.
  */
 #include "nn/layers.h"
+#include "core/dispatch.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -52,7 +53,7 @@ static larch_status pool_setup(larch_layer *L, const void *opts)
 
 static size_t maxpool_saved(const larch_layer *L, int n) { return (size_t)n * larch_shape_size(L->out_shape); }
 
-static void maxpool_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void maxpool_forward(larch_layer *L, const larch_pass *p)
 {
     const pool_t *q = L->priv;
     larch_shape in = L->in_shape[0];
@@ -88,7 +89,7 @@ static void maxpool_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static void maxpool_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void maxpool_backward(larch_layer *L, const larch_pass *p)
 {
     if (!L->need_dx[0]) return;
     size_t in_per = larch_shape_size(L->in_shape[0]), out_per = larch_shape_size(L->out_shape);
@@ -100,7 +101,7 @@ static void maxpool_backward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static void avgpool_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void avgpool_forward(larch_layer *L, const larch_pass *p)
 {
     const pool_t *q = L->priv;
     larch_shape in = L->in_shape[0];
@@ -129,7 +130,7 @@ static void avgpool_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static void avgpool_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void avgpool_backward(larch_layer *L, const larch_pass *p)
 {
     if (!L->need_dx[0]) return;
     const pool_t *q = L->priv;
@@ -164,7 +165,7 @@ static larch_status gap_setup(larch_layer *L, const void *opts)
     return LARCH_OK;
 }
 
-static void gap_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gap_forward(larch_layer *L, const larch_pass *p)
 {
     larch_shape in = L->in_shape[0];
     const int C = in.c;
@@ -180,7 +181,7 @@ static void gap_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static void gap_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gap_backward(larch_layer *L, const larch_pass *p)
 {
     if (!L->need_dx[0]) return;
     larch_shape in = L->in_shape[0];

@@ -4,6 +4,7 @@
  *            connections); every input's gradient is dy.
  */
 #include "nn/layers.h"
+#include "core/dispatch.h"
 
 #include <string.h>
 
@@ -19,7 +20,7 @@ static void flatten_forward(larch_layer *L, const larch_pass *p)
 }
 
 /* dx (+)= g over len floats. */
-static void pass_grad(float *restrict dx, const float *restrict g, size_t len, int acc)
+static LARCH_HOT void pass_grad(float *restrict dx, const float *restrict g, size_t len, int acc)
 {
     if (acc) for (size_t i = 0; i < len; i++) dx[i] += g[i];
     else memcpy(dx, g, len * sizeof(float));
@@ -43,7 +44,7 @@ static larch_status add_setup(larch_layer *L, const void *opts)
     return LARCH_OK;
 }
 
-static void add_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void add_forward(larch_layer *L, const larch_pass *p)
 {
     size_t len = (size_t)p->n * larch_shape_size(L->out_shape);
     float *restrict y = L->y;

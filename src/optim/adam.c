@@ -17,10 +17,11 @@
  *           s = beta3 s + (1 - beta3) eta;  w -= min(eta, s) m
  */
 #include "optim/optim_internal.h"
+#include "core/dispatch.h"
 
 #include <math.h>
 
-void larch_adam_update(const optim_step_ctx *c, const optim_tensor *v)
+LARCH_HOT void larch_adam_update(const optim_step_ctx *c, const optim_tensor *v)
 {
     const larch_optim *o = c->o;
     float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1], *restrict s3 = v->s[2];

@@ -12,12 +12,13 @@
  * ranks by optimizer-state sharding are summed over the ranks in between.
  */
 #include "optim/optim_internal.h"
+#include "core/dispatch.h"
 
 #include <math.h>
 
 /* Pass 1: moments, and ||w||^2, ||u||^2 of this part in 8 independent lanes
  * (a single double accumulator would serialize the loop on its add latency). */
-void larch_lamb_norms(const optim_step_ctx *c, const optim_tensor *v)
+LARCH_HOT void larch_lamb_norms(const optim_step_ctx *c, const optim_tensor *v)
 {
     const larch_optim *o = c->o;
     float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1];
@@ -50,7 +51,7 @@ void larch_lamb_norms(const optim_step_ctx *c, const optim_tensor *v)
 }
 
 /* Pass 2: the update, with u recomputed from the moments. */
-void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
+LARCH_HOT void larch_lamb_update(const optim_step_ctx *c, const optim_tensor *v)
 {
     const larch_optim *o = c->o;
     float *restrict w = v->w, *restrict m = v->s[0], *restrict s2 = v->s[1];

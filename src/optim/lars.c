@@ -14,6 +14,7 @@
  * SGD with lr outside it.
  */
 #include "optim/optim_internal.h"
+#include "core/dispatch.h"
 
 #include <math.h>
 
@@ -33,7 +34,7 @@ void larch_lars_norms(const optim_step_ctx *c, const optim_tensor *v)
     v->norms[1] += larch_sumsq(v->g, v->n);
 }
 
-void larch_lars_update(const optim_step_ctx *c, const optim_tensor *v)
+LARCH_HOT void larch_lars_update(const optim_step_ctx *c, const optim_tensor *v)
 {
     const larch_optim *o = c->o;
     float *restrict w = v->w, *restrict b = v->s[0];

@@ -6,6 +6,7 @@
  */
 #include "optim/optim_internal.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
+#include "core/dispatch.h"
 
 #include <fnmatch.h>
 #include <math.h>
@@ -298,7 +299,7 @@ static void clip_gradients(larch_optim *o)
     }
 }
 
-double larch_sumsq(const float *x, size_t n)
+LARCH_HOT double larch_sumsq(const float *x, size_t n)
 {
     double acc[8] = {0}, s = 0.0;                      /* independent lanes vectorize without reassociation */
     size_t i = 0;

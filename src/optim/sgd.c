@@ -8,8 +8,9 @@
  *   w = w - lr * d
  */
 #include "optim/optim_internal.h"
+#include "core/dispatch.h"
 
-void larch_sgd_update(const optim_step_ctx *c, const optim_tensor *v)
+LARCH_HOT void larch_sgd_update(const optim_step_ctx *c, const optim_tensor *v)
 {
     const larch_optim *o = c->o;
     float *restrict w = v->w, *restrict b = v->s[0];
