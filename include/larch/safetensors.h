@@ -53,7 +53,9 @@ typedef struct larch_st_file {
  * name the file and what is wrong: a file shorter than its header, a header
  * that is not JSON (json-c's message), a tensor entry without dtype, shape
  * or data_offsets, an unsupported dtype, offsets that do not match the
- * shape, data past the end of the file (truncated). */
+ * shape, data past the end of the file (truncated). Tensors named
+ * "num_batches_tracked" or "*.num_batches_tracked" (PyTorch's int64
+ * batch-norm counters) are skipped, whatever their dtype. */
 LARCH_API larch_status larch_st_read(const char *path, larch_st_file *out);
 LARCH_API void larch_st_free(larch_st_file *f);
 /* Writes n tensors (their dtype field is ignored: every one is written as

@@ -172,7 +172,7 @@ larch_status larch_st_read(const char *path, larch_st_file *out)
     if (!s) s = parse_json(path, text, (size_t)hlen, &root);
     int n = 0;
     if (!s) {
-        json_object_object_foreach(root, key, val) { (void)val; if (strcmp(key, "__metadata__") != 0) n++; }
+        json_object_object_foreach(root, key, val) { (void)val; if (strcmp(key, "__metadata__") != 0) n++; }   /* at most */
         out->t = calloc(n ? (size_t)n : 1, sizeof *out->t);
         sp = calloc(n ? (size_t)n : 1, sizeof *sp);
         if (!out->t || !sp) s = larch_fail(LARCH_ERR_NOMEM, "%s: %d tensors", path, n);
@@ -186,6 +186,8 @@ larch_status larch_st_read(const char *path, larch_st_file *out)
                 }
                 continue;
             }
+            const char *last = strrchr(key, '.');
+            if (!strcmp(last ? last + 1 : key, "num_batches_tracked")) continue;   /* PyTorch's int64 counter: skipped */
             larch_st_tensor *t = &out->t[out->n];
             t->name = strdup(key);
             if (!t->name) { s = larch_fail(LARCH_ERR_NOMEM, "%s: names", path); break; }
@@ -194,6 +196,7 @@ larch_status larch_st_read(const char *path, larch_st_file *out)
             if ((s = parse_entry(path, key, val, data_len, t, &sp[out->n - 1]))) break;
         }
     }
+    n = out->n;
     if (!s && n) {                                  /* read the data in file order */
         qsort(sp, (size_t)n, sizeof *sp, by_begin);
         larch_st_tensor *sorted = calloc((size_t)n, sizeof *sorted);

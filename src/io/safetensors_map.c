@@ -310,12 +310,6 @@ larch_status larch_st_to_model(const larch_st_file *f, const char *file_name, co
     for (int i = 0; i < f->n && !s; i++) {
         const larch_st_tensor *st = &f->t[i];
         char lname[NAME_LEN], fs[128], ms[128];
-        const char *nbt = strrchr(st->name, '.');
-        if (!strcmp(nbt ? nbt + 1 : st->name, "num_batches_tracked")) {
-            if (log) fprintf(log, "  ignored  %s (PyTorch's batch counter)\n", st->name);
-            dropped++;
-            continue;
-        }
         int line = 0;
         if (map) {
             int r = apply(map, st->name, 1, lname, sizeof lname, &line);
@@ -368,7 +362,7 @@ larch_status larch_st_to_model(const larch_st_file *f, const char *file_name, co
     if (!s && missing)
         s = larch_fail(LARCH_ERR_FORMAT, "%s: the model's '%s' has no tensor in the file (%d model tensor(s) missing)%s",
                        file_name, t[first].name, missing, map ? "" : " (give the name rules with --map)");
-    if (!s && log) fprintf(log, "%d tensor(s) loaded, %d ignored\n", n, dropped);
+    if (!s && log) fprintf(log, "%d tensor(s) loaded, %d dropped by rules\n", n, dropped);
     free(from);
     free(t);
     return s;
