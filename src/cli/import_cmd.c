@@ -168,6 +168,7 @@ int larch_cmd_export(int argc, char **argv)
     larch_init_map im;
     memset(&im, 0, sizeof im);
     im.buffers = 1;
+    im.skip_mismatch = 1;                    /* counted, and reported below as one error */
     larch_init_report rep = {0};
     larch_status s = build_model(&a, &cfg, &m);
     if (!s && a.map) s = larch_st_map_read(a.map, &map);
