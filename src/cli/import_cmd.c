@@ -174,7 +174,7 @@ int larch_cmd_export(int argc, char **argv)
     if (!s && a.map) s = larch_st_map_read(a.map, &map);
     if (!s) s = larch_ckpt_init_from(a.in, m, &im, &rep);
     if (!s && (rep.fresh || rep.skipped || rep.unused))
-        s = larch_fail(LARCH_ERR_FORMAT, "%s is not a checkpoint of %s's model: %d of its tensors are missing or differ, "
+        s = larch_fail(LARCH_ERR_FORMAT, "%s is not a checkpoint of %s's model: %d of the model's tensors are missing from it or differ, "
                        "%d checkpoint tensors unused (larch ckpt info %s)", a.in, a.config, rep.fresh + rep.skipped,
                        rep.unused, a.in);
     if (!s) s = larch_st_from_model(m, map, &f);
