@@ -178,7 +178,8 @@ int larch_cmd_predict(int argc, char **argv)
     if (!s && comm.rank == 0) {
         long correct = 0;
         int per = (int)larch_shape_size(out_shape);
-        for (int i = 0; ds.labels && i < n && per > 1; i++) {
+        int logits = node == larch_model_n_layers(m) && per > 1;   /* the last layer: scored against the labels */
+        for (int i = 0; ds.labels && logits && i < n; i++) {
             const float *row = y + (size_t)i * per;
             int best = 0;
             for (int j = 1; j < per; j++) if (row[j] > row[best]) best = j;
@@ -186,7 +187,7 @@ int larch_cmd_predict(int argc, char **argv)
         }
         printf("predict: %d sample(s) of %s through %s on %d rank(s) -> %s: outputs (%d, %d, %d) per sample",
                n, data, layer ? layer : "the last layer", comm.size, out, out_shape.h, out_shape.w, out_shape.c);
-        if (ds.labels && per > 1 && n > 0) printf(", argmax accuracy %.4f", (double)correct / n);
+        if (ds.labels && logits && n > 0) printf(", argmax accuracy %.4f", (double)correct / n);
         printf("\n");
     } else if (s && comm.rank == 0) {
         larch_cli_error("predict");
