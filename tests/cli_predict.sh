@@ -2,8 +2,9 @@
 # cli_predict.sh LARCH SRC - `larch predict`:
 # - a small residual CNN trained for a few steps on an HDF5 file written here
 #   (uint8 8x8x3 images from .npy files, `larch data convert npy`);
-# - predict on 1 and 2 ranks (and with another --batch) writes identical
-#   /outputs (N, classes) float32 and the file's /labels;
+# - predict on 1 and 2 ranks with the same --batch writes identical /outputs
+#   (N, classes) float32 (another --batch: equal to 1e-5) and the file's
+#   /labels;
 # - the argmax accuracy of the outputs equals `larch eval`'s test accuracy,
 #   and is recomputed here from the written file;
 # - --layer gives that layer's output shape; errors: data of another shape,
@@ -52,16 +53,26 @@ CK=$(ck "$TMP/run" 10)
 
 out1=$("$LARCH" predict "$TMP/cfg.yaml" --checkpoint "$CK" --data "$TMP/d.h5" --out "$TMP/p1.h5" 2>&1) \
   && pass "predict, 1 rank: $out1" || fail "predict, 1 rank: $out1"
+# 1 and 2 ranks with the same --batch run the same GEMM shapes: identical bits
+"$LARCH" predict "$TMP/cfg.yaml" --checkpoint "$CK" --data "$TMP/d.h5" --out "$TMP/p1b.h5" --batch 4 > /dev/null 2>&1 || fail "predict --batch 4"
 out2=$(timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" predict "$TMP/cfg.yaml" --checkpoint "$CK" --data "$TMP/d.h5:/test" \
-  --out "$TMP/p2.h5" 2>&1) && pass "predict, 2 ranks: $out2" || fail "predict, 2 ranks: $out2"
+  --out "$TMP/p2.h5" --batch 4 2>&1) && pass "predict, 2 ranks: $out2" || fail "predict, 2 ranks: $out2"
 "$LARCH" predict "$TMP/cfg.yaml" --checkpoint "$CK" --data "$TMP/d.h5" --out "$TMP/p3.h5" --batch 7 > /dev/null 2>&1 || fail "predict --batch 7"
 dump() { h5dump -d "$2" -b LE -o "$1.$(basename "$2").bin" "$1" > /dev/null 2>&1 && cat "$1.$(basename "$2").bin"; }
 h5dump -H -d /outputs "$TMP/p1.h5" | grep -q 'H5T_IEEE_F32LE' && h5dump -H -d /outputs "$TMP/p1.h5" | grep -q '( 40, 4 )' \
   && pass "/outputs is float32 (40, 4)" || fail "/outputs type or shape: $(h5dump -H -d /outputs "$TMP/p1.h5" 2>&1 | head -8)"
 n1=$(dump "$TMP/p1.h5" /outputs | wc -c)
-[ "$n1" -eq 640 ] && cmp -s <(dump "$TMP/p1.h5" /outputs) <(dump "$TMP/p2.h5" /outputs) \
-  && pass "1 rank and 2 ranks: identical outputs ($n1 bytes)" || fail "1 vs 2 ranks: outputs differ ($n1 bytes)"
+[ "$n1" -eq 640 ] && cmp -s <(dump "$TMP/p1b.h5" /outputs) <(dump "$TMP/p2.h5" /outputs) \
+  && pass "1 rank and 2 ranks (--batch 4): identical outputs ($n1 bytes)" || fail "1 vs 2 ranks: outputs differ ($n1 bytes)"
 # another batch size changes the GEMM shapes, hence the rounding: equal to 1e-5
+close() {
+  paste <(dump "$1" /outputs | LC_ALL=C od -An -v -tf4 -w4) <(dump "$2" /outputs | LC_ALL=C od -An -v -tf4 -w4) |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; m = $1 < 0 ? -$1 : $1; r = d / (m > 1 ? m : 1); if (r > w) w = r; n++ } END { printf "%d %.3g", n, w + 0 }'
+}
+worst=$(close "$TMP/p1.h5" "$TMP/p2.h5")
+[ "${worst% *}" -eq 160 ] && awk -v w="${worst#* }" 'BEGIN { exit !(w <= 1e-5) }' \
+  && pass "2 ranks --batch 4 vs 1 rank --batch 16: the same outputs to 1e-5 (worst relative difference ${worst#* })" \
+  || fail "2 ranks --batch 4 vs 1 rank: outputs differ: $worst"
 worst=$(paste <(dump "$TMP/p1.h5" /outputs | LC_ALL=C od -An -v -tf4 -w4) <(dump "$TMP/p3.h5" /outputs | LC_ALL=C od -An -v -tf4 -w4) |
   awk '{ d = $1 - $2; if (d < 0) d = -d; m = $1 < 0 ? -$1 : $1; r = d / (m > 1 ? m : 1); if (r > w) w = r; n++ } END { printf "%d %.3g", n, w + 0 }')
 [ "${worst% *}" -eq 160 ] && awk -v w="${worst#* }" 'BEGIN { exit !(w <= 1e-5) }' \
