@@ -6,7 +6,7 @@ PKGS=(build-essential cmake pkg-config
       libopenmpi-dev openmpi-bin
       libopenblas-dev liblapacke-dev
       libhdf5-openmpi-dev hdf5-tools
-      libyaml-dev zlib1g-dev libpng-dev libjpeg-dev
+      libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libjson-c-dev
       dataset-fashion-mnist gnuplot-nox)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -29,7 +29,7 @@ declare -A PUBLIC=(
   [optim.h]=optim
   [comm.h]=parallel
   [data.h]=data
-  [cfg.h]=io [checkpoint.h]=io
+  [cfg.h]=io [checkpoint.h]=io [safetensors.h]=io
   [model_cfg.h]=train [optim_cfg.h]=train [train.h]=train
   [larch.h]=umbrella
 )

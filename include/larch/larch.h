@@ -13,5 +13,6 @@
 #include "larch/optim_cfg.h"
 #include "larch/comm.h"
 #include "larch/checkpoint.h"
+#include "larch/safetensors.h"
 #include "larch/train.h"
 #endif

@@ -48,6 +48,11 @@ static void usage(FILE *f)
             "        time one training step against OpenBLAS sgemm on the model's GEMM shapes\n"
             "  data convert FORMAT SOURCE OUT.h5 | data info FILE\n"
             "        convert a dataset (idx, cifar, npy, folder) to larch's HDF5 layout, or describe one\n"
+            "  predict CONFIG --checkpoint FILE --data FILE.h5[:/group] --out OUT.h5 [--layer NAME] [--batch N]\n"
+            "        eval-mode outputs (logits or a layer's) of every sample, in file order\n"
+            "  import FILE.safetensors --config CFG [--map RULES] --out CKPT.h5\n"
+            "  export CKPT.h5 --config CFG --format safetensors --out FILE [--map RULES]\n"
+            "        PyTorch weights (safetensors) to a larch checkpoint and back (docs/backbones.md)\n"
             "  schedule CONFIG [--set key=value ...] [--every N] [--png FILE]\n"
             "        print (or plot) the learning rate of every step without training\n"
             "\n"
@@ -87,6 +92,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bench")) return larch_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "schedule")) return larch_cmd_schedule(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) return larch_cmd_data(argc - 1, argv + 1);
+    if (!strcmp(cmd, "predict")) return larch_cmd_predict(argc - 1, argv + 1);
+    if (!strcmp(cmd, "import")) return larch_cmd_import(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export")) return larch_cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
