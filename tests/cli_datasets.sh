@@ -21,7 +21,11 @@ FM=/usr/share/datasets/fashion-mnist
 losses() { grep '"samples_per_s"' "$1/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/'; }
 
 # ---- Fashion-MNIST: IDX and HDF5 train identically ----
-if [ -e "$FM/train-images-idx3-ubyte.gz" ]; then
+# (70,000 images: the optimized build runs this; under the sanitizers the
+# same converter and loader code runs on the small files below)
+if [ "${LARCH_TEST_SANITIZED:-OFF}" = ON ]; then
+  pass "Fashion-MNIST checks: run in the optimized build only"
+elif [ -e "$FM/train-images-idx3-ubyte.gz" ]; then
   out=$("$LARCH" data convert idx "$FM" "$TMP/fm.h5" 2>&1) && grep -q "train 60000, test 10000 samples of (28, 28, 1) uint8, 10 classes; mean 0.2860, std 0.3530" <<<"$out" \
     && pass "convert idx: $out" || fail "convert idx: $out"
   out=$("$LARCH" data info "$TMP/fm.h5" 2>&1)
