@@ -26,7 +26,7 @@ if [ ! -e "$F" ] || [ "$("$LARCH" data info "$F" | awk '/^train:/ {print $2}')" 
 fi
 bytes=$(stat -c %s "$F")
 drop() { dd if="$F" iflag=nocache count=0 status=none; }   # evict the file from the page cache
-echo "{\"file\": \"$F\", \"bytes\": $bytes, \"train_samples\": $N, \"ranks\": $NP, \"mem_available_kb\": $(awk '/MemAvailable/ {print $2}' /proc/meminfo)}"
+echo "{\"file\": \"$F\", \"openblas_coretype\": \"${OPENBLAS_CORETYPE:-unset (larch picks)}\", \"bytes\": $bytes, \"train_samples\": $N, \"ranks\": $NP, \"mem_available_kb\": $(awk '/MemAvailable/ {print $2}' /proc/meminfo)}"
 "$LARCH" data bench "$F" --in-memory true --batch 256 --steps 400 --augment
 drop; "$LARCH" data bench "$F" --in-memory false --batch 256 --steps 400 --augment --cold
 "$LARCH" data bench "$F" --in-memory false --batch 256 --steps 400 --augment
