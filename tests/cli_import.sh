@@ -108,7 +108,9 @@ printf 'fc.bias -\nbn{1}.weight bn{1}.scale\nbn{1}.bias bn{1}.shift\nbn{1}.runni
 expect 1 "the model's 'fc.bias' has no tensor in the file (1 model tensor(s) missing)" -- "$LARCH" import "$TMP/a.st" "${X[@]}" --map "$TMP/drop.map" --out "$TMP/o.h5"
 printf '# rules\nconv{1}.weight conv{2}.weight\n' > "$TMP/bad.map"
 expect 1 "$TMP/bad.map:2: placeholder {1} is on one side only" -- "$LARCH" import "$TMP/a.st" "${X[@]}" --map "$TMP/bad.map" --out "$TMP/o.h5"
-expect 1 "is not a checkpoint of $TMP/cfg.yaml's model" -- "$LARCH" export "$RC" "${X[@]}" --format safetensors --out "$TMP/o.st"
+if [ -n "${RC:-}" ]; then   # the resnet18 checkpoint of the optimized build's section above
+  expect 1 "is not a checkpoint of $TMP/cfg.yaml's model" -- "$LARCH" export "$RC" "${X[@]}" --format safetensors --out "$TMP/o.st"
+fi
 expect 1 "$TMP/none.st: cannot open it" -- "$LARCH" import "$TMP/none.st" "${X[@]}" --out "$TMP/o.h5"
 expect 2 "--format onnx: the only format is safetensors" -- "$LARCH" export "$CK" "${X[@]}" --format onnx --out "$TMP/o.st"
 expect 2 "usage: larch import" -- "$LARCH" import "$TMP/a.st" --out "$TMP/o.h5"
