@@ -121,36 +121,54 @@ done
 REFIT=$JSONL.tmp
 fi
 
-# fit and compare: per link, T = a x1 + c x2 with x1 = 2(p-1), x2 = 2(p-1)/p n,
-# minimizing sum ((a x1 + c x2 - T) / T)^2
+# fit and compare: T = a x1 + c x2 with x1 = 2(p-1), x2 = 2(p-1)/p n (the ring
+# model, alpha = a, beta = 1/c), minimizing sum ((a x1 + c x2 - T) / T)^2 (the
+# sizes span five decades: plain residuals would fit the largest size only);
+# alpha is kept >= 0. One fit per link over every node count (the parameters
+# a user would plug into the model) and one per link and node count.
 mkdir -p "$OUT"; JSONL=$OUT/netem_allreduce.jsonl
 awk -F'[,:{}]' -v md="$OUT/netem_allreduce.md" '
 function val(key,   i) { for (i = 1; i < NF; i++) if ($i == "\"" key "\"") return $(i + 1) + 0; return "" }
+function acc(k, x1, x2) { s11[k] += x1 * x1; s12[k] += x1 * x2; s22[k] += x2 * x2; s1y[k] += x1; s2y[k] += x2; npt[k]++ }
+function fit(k,   det) {
+  det = s11[k] * s22[k] - s12[k] * s12[k]
+  fa[k] = det > 0 ? (s1y[k] * s22[k] - s2y[k] * s12[k]) / det : -1
+  fc[k] = det > 0 ? (s11[k] * s2y[k] - s12[k] * s1y[k]) / det : 0
+  if (fa[k] < 0 || fc[k] <= 0) { fa[k] = 0; fc[k] = s2y[k] / s22[k] } }
+function lname(g) { return g > 0 ? g " Gbit/s" : "not shaped" }
+function median(arr, m,   i, j, t) {
+  for (i = 2; i <= m; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
+  return m % 2 ? arr[(m + 1) / 2] : (arr[m / 2] + arr[m / 2 + 1]) / 2 }
 { g = val("link_gbit"); p = val("ranks"); nb = val("bytes"); t = val("mpi_us") * 1e-6; tl = val("larch_us") * 1e-6
-  k = ++cnt; L[k] = $0; G[k] = g; P[k] = p; B[k] = nb; T[k] = t; TL[k] = tl; A0[k] = val("alpha_nominal_us") * 1e-6
+  k = ++cnt; L[k] = $0; G[k] = g; P[k] = p; B[k] = nb; T[k] = t; TL[k] = tl; an[g] = val("alpha_nominal_us") * 1e-6
   x1 = 2 * (p - 1) / t; x2 = 2 * (p - 1) / p * nb / t
-  s11[g] += x1 * x1; s12[g] += x1 * x2; s22[g] += x2 * x2; s1y[g] += x1; s2y[g] += x2
-  if (!(g in seen)) { seen[g] = 1; order[++ng] = g } }
+  acc(g, x1, x2); acc(g SUBSEP p, x1, x2)
+  if (!(g in seen)) { seen[g] = 1; order[++ng] = g }
+  if (!((g, p) in seen)) { seen[g, p] = 1; porder[g] = porder[g] " " p } }
 END {
-  printf "| link (shaped) | nominal alpha us | nominal beta GB/s | fitted alpha us | fitted beta GB/s | fitted beta / nominal |\n|---|---|---|---|---|---|\n" > md
-  for (j = 1; j <= ng; j++) { g = order[j]
-    det = s11[g] * s22[g] - s12[g] * s12[g]
-    fa[g] = (s1y[g] * s22[g] - s2y[g] * s12[g]) / det; fc[g] = (s11[g] * s2y[g] - s12[g] * s1y[g]) / det }
-  for (k = 1; k <= cnt; k++) { g = G[k]
-    if (!(g in an)) { an[g] = A0[k] }
-  }
+  printf("| link (shaped) | nodes | points | nominal alpha us | nominal beta GB/s | fitted alpha us | fitted beta GB/s | fitted beta / nominal |\n|---|---|---|---|---|---|---|---|\n") > md
   for (j = 1; j <= ng; j++) { g = order[j]; bn = g > 0 ? g * 1e9 / 8 : 0
-    printf("| %s | %g | %s | %.1f | %.3f | %s |\n", (g > 0) ? g " Gbit/s" : "not shaped", an[g] * 1e6,
-      (bn > 0) ? sprintf("%.3f", bn / 1e9) : "-", fa[g] * 1e6, 1 / fc[g] / 1e9, (bn > 0) ? sprintf("%.2f", 1 / fc[g] / bn) : "-") > md }
-  printf "\n| link | nodes | bytes | measured ms | model (nominal) ms | rel. error | model (fitted) ms | rel. error | larch buckets ms |\n|---|---|---|---|---|---|---|---|---|\n" > md
+    fit(g); np = split(substr(porder[g], 2), ps, " ")
+    for (i = 0; i <= np; i++) { k = i ? g SUBSEP ps[i] : g; if (i) fit(k)
+      printf("| %s | %s | %d | %g | %s | %.1f | %.4f | %s |\n", lname(g), i ? ps[i] : "all", npt[k], an[g] * 1e6,
+        (bn > 0) ? sprintf("%.3f", bn / 1e9) : "-", fa[k] * 1e6, 1 / fc[k] / 1e9, (bn > 0) ? sprintf("%.2f", 1 / fc[k] / bn) : "-") > md } }
+  printf("\n| link | nodes | bytes | measured ms | model (nominal) ms | rel. error | model (fitted, all nodes) ms | rel. error | larch buckets ms |\n|---|---|---|---|---|---|---|---|---|\n") > md
   for (k = 1; k <= cnt; k++) { g = G[k]; p = P[k]; nb = B[k]
     x1 = 2 * (p - 1); x2 = 2 * (p - 1) / p * nb
     tn = (g > 0) ? an[g] * x1 + x2 / (g * 1e9 / 8) : -1; tf = fa[g] * x1 + fc[g] * x2
-    printf("| %s | %d | %d | %.3f | %s | %s | %.3f | %+.2f | %.3f |\n", (g > 0) ? g " Gbit/s" : "not shaped", p, nb, T[k] * 1e3,
+    if (tn > 0) { en[g, p, ++mn[g, p]] = (tn - T[k]) / T[k]; if (en[g, p, mn[g, p]] < 0) en[g, p, mn[g, p]] *= -1 }
+    ef[g, p, ++mf[g, p]] = (tf - T[k]) / T[k]; if (ef[g, p, mf[g, p]] < 0) ef[g, p, mf[g, p]] *= -1
+    printf("| %s | %d | %d | %.3f | %s | %s | %.3f | %+.2f | %.3f |\n", lname(g), p, nb, T[k] * 1e3,
       (tn > 0) ? sprintf("%.3f", tn * 1e3) : "-", (tn > 0) ? sprintf("%+.2f", (tn - T[k]) / T[k]) : "-", tf * 1e3, (tf - T[k]) / T[k], TL[k] * 1e3) > md
     line = L[k]; sub(/}$/, "", line)
     printf "%s,\"model_nominal_us\":%s,\"model_fitted_us\":%.2f,\"fitted_alpha_us\":%.3f,\"fitted_beta_gbs\":%.4f}\n", line,
       (tn > 0) ? sprintf("%.2f", tn * 1e6) : "null", tf * 1e6, fa[g] * 1e6, 1 / fc[g] / 1e9 }
+  printf("\n| link | nodes | median abs. rel. error, nominal model | median abs. rel. error, fitted model |\n|---|---|---|---|\n") > md
+  for (j = 1; j <= ng; j++) { g = order[j]; np = split(substr(porder[g], 2), ps, " ")
+    for (i = 1; i <= np; i++) { p = ps[i]; delete a1; delete a2
+      for (q = 1; q <= mn[g, p]; q++) a1[q] = en[g, p, q]
+      for (q = 1; q <= mf[g, p]; q++) a2[q] = ef[g, p, q]
+      printf("| %s | %d | %s | %.2f |\n", lname(g), p, mn[g, p] ? sprintf("%.2f", median(a1, mn[g, p])) : "-", median(a2, mf[g, p])) > md } }
 }' "$REFIT" > "$JSONL.fit"
 mv "$JSONL.fit" "$JSONL"
 [ "$REFIT" = "$JSONL.tmp" ] && rm -f "$JSONL.tmp"
