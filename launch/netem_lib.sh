@@ -77,7 +77,7 @@ netem_up() {
 }
 
 netem_shape() {
-  local gbit=$1 delay=$2 k dev ns
+  local gbit=$1 delay=$2 k dev ns side
   for k in $(seq 1 "$NETEM_NODES"); do
     for side in node sw; do
       if [ $side = node ]; then ns="${NETEM_PREFIX}$k"; dev=lx0; else ns="${NETEM_PREFIX}sw"; dev=p$k; fi
