@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* a small u8 image dataset: sample i has pixels (i * 7 + j) % 256, label i % 3 */
 static void make_u8(larch_dataset *ds, int n, larch_shape s)
@@ -211,6 +212,39 @@ static void split_shapes(void)
     CHECK(system(cmd) == 0, "cleanup");
 }
 
+/* With prefetch, the caller assembles a batch the worker has not started
+ * (a caller that comes back at once) and takes the worker's otherwise (a
+ * caller that trains a while): both give the batches of a loader without
+ * the thread, bit for bit, through seeks and epoch boundaries. */
+static void prefetch_take_over(const larch_dataset *ds)
+{
+    size_t dim = larch_shape_size(ds->shape);
+    larch_loader_opts o = {.global_batch = 8, .world = 1, .shuffle = 1, .drop_last = 1, .seed = 31, .flip = 1,
+                           .crop_pad = 1};
+    larch_loader *ref = NULL, *pf = NULL;
+    CHECK_OK(larch_loader_create(&ref, ds, &o));
+    o.prefetch = 1;
+    CHECK_OK(larch_loader_create(&pf, ds, &o));
+    if (!ref || !pf) { larch_loader_free(ref); larch_loader_free(pf); return; }
+    int steps = larch_loader_steps(ref), bad = 0;
+    for (int s = 0; s < steps * 3; s++) {
+        if (s == steps + 2) { larch_loader_seek(ref, 0, 3); larch_loader_seek(pf, 0, 3); }   /* a resume */
+        if (s % 3 == 2) {                                    /* a slow step: the worker finishes first */
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL);
+        }
+        int e0, s0, e1, s1;
+        const larch_batch *a = larch_loader_next(ref, &e0, &s0);
+        const larch_batch *b = larch_loader_next(pf, &e1, &s1);
+        if (e0 != e1 || s0 != s1 || a->n != b->n || memcmp(a->x, b->x, (size_t)a->n * dim * sizeof(float)) != 0 ||
+            memcmp(a->label[0], b->label[0], (size_t)a->n * sizeof(int32_t)) != 0)
+            bad++;
+    }
+    CHECK(bad == 0, "prefetch: %d of %d batches differ from the loader without the thread", bad, steps * 3);
+    larch_loader_free(ref);
+    larch_loader_free(pf);
+}
+
 int main(void)
 {
     split_shapes();
@@ -218,6 +252,7 @@ int main(void)
     make_u8(&ds, 103, (larch_shape){6, 5, 2});
     sharding(&ds, 16, 0, 1);
     sharding(&ds, 16, 1, 0);
+    prefetch_take_over(&ds);
     size_t dim = larch_shape_size(ds.shape);
 
     /* an epoch without drop_last visits every sample once; the last batch is split */

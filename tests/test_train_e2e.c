@@ -68,6 +68,10 @@ int main(int argc, char **argv)
     CHECK(r1.steps == 3 * (2048 / 64), "steps %ld", r1.steps);
     CHECK(r1.final_loss < 0.15, "final training loss %.4f is not below 0.15", r1.final_loss);
     CHECK(r1.test_accuracy > 0.95, "test accuracy %.4f is not above 0.95", r1.test_accuracy);
+    /* samples_per_s is the step window's: the three evaluations are outside it */
+    double wall_rate = (double)r1.steps * 64.0 / r1.wall_seconds;
+    CHECK(r1.samples_per_s > wall_rate, "step-window %.1f samples/s is not above the loop's wall %.1f samples/s",
+          r1.samples_per_s, wall_rate);
 
     snprintf(path, sizeof path, "%s/metrics.jsonl", out);
     char *metrics = slurp(path);
@@ -76,6 +80,8 @@ int main(int argc, char **argv)
         CHECK(strstr(metrics, "\"step\": 8, \"epoch\": 0.25") != NULL, "first training record:\n%s", metrics);
         CHECK(strstr(metrics, "\"samples_per_s\"") && strstr(metrics, "\"lr\"") && strstr(metrics, "\"loss\""), "training fields");
         CHECK(strstr(metrics, "\"split\": \"test\"") && strstr(metrics, "\"accuracy\""), "evaluation fields");
+        CHECK(strstr(metrics, "\"wall_samples_per_s\"") && strstr(metrics, "\"loader_wait_ms\"") &&
+              strstr(metrics, "\"eval_s\"") && strstr(metrics, "\"eval_samples_per_s\""), "throughput fields:\n%s", metrics);
         int evals = 0;
         for (const char *p = metrics; (p = strstr(p, "\"split\"")); p++) evals++;
         CHECK(evals == 3, "one evaluation per epoch: %d", evals);

@@ -120,8 +120,10 @@ static int train_or_eval(int argc, char **argv, int eval)
     if (!s && comm.rank == 0 && eval)
         printf("eval: %s: test loss %.4f%s\n", ckpt, res.test_loss, acc);
     else if (!s && comm.rank == 0)
-        printf("done: %ld steps in %.1f s (%.0f samples/s); test loss %.4f%s; outputs in %s%s%s\n",
-               res.steps, res.wall_seconds, res.samples_per_s, res.test_loss, acc, out,
+        printf("done: %ld steps in %.1f s (%.0f samples/s in the steps, %.0f wall); test loss %.4f%s; outputs in %s%s%s\n",
+               res.steps, res.wall_seconds, res.samples_per_s,
+               res.wall_seconds > 0 ? (double)(res.steps - res.resumed_from) * larch_cfg_int(larch_map_get(cfg, "train"), "batch_size") / res.wall_seconds : 0.0,
+               res.test_loss, acc, out,
                res.checkpoint[0] ? "; checkpoint " : "", res.checkpoint);
     fflush(stdout);
     larch_node_free(cfg);

@@ -12,7 +12,11 @@
  *
  * With prefetch, one worker thread assembles the next batch into the back
  * buffer while the caller trains on the front one (double buffering under
- * a mutex and a condition variable). Buffers are allocated once at create;
+ * a mutex and a condition variable). When the caller asks for a batch the
+ * worker has not started yet (on a loaded machine the worker may wait long
+ * for a core beside the BLAS threads), the caller assembles it itself
+ * instead of waiting; the batch is the same either way. Buffers are
+ * allocated once at create;
  * assembling a batch allocates nothing.
  */
 #include "larch/data.h"
@@ -393,6 +397,21 @@ const larch_batch *larch_loader_next(larch_loader *l, int *epoch_out, int *step_
         pthread_mutex_lock(&l->mu);
         for (;;) {
             if (l->ready && l->buf[l->ready_buf].epoch == e && l->buf[l->ready_buf].step == s) break;
+            if (!l->busy && l->has_req && l->req_epoch == e && l->req_step == s) {
+                /* the worker has not started this batch (on a busy machine it
+                 * may wait long for a core): assemble it here rather than wait */
+                int bi = l->req_buf;
+                l->has_req = 0;
+                l->ready = 0;
+                l->busy = 1;                                        /* the assembler's state is ours */
+                pthread_mutex_unlock(&l->mu);
+                assemble(l, e, s, &l->buf[bi]);
+                pthread_mutex_lock(&l->mu);
+                l->busy = 0;
+                l->ready = 1;
+                l->ready_buf = bi;
+                break;
+            }
             if (!l->busy && !l->has_req) {                          /* nothing on its way: ask for it */
                 l->ready = 0;
                 l->has_req = 1; l->req_epoch = e; l->req_step = s; l->req_buf = 1 - l->front;

@@ -62,6 +62,12 @@ typedef struct run {
     char run_id[24];                     /* this run's id, the same on every rank */
     char *lineage;                       /* the checkpoints' lineage including this run */
     long eval_step;                      /* eval: the step of the evaluated checkpoint */
+    /* where the loop's time goes (seconds since the loop started, this rank) */
+    double t_steps;                      /* fetching batches + the steps (the step window) */
+    double t_wait;                       /* of which: waiting for the loader */
+    double t_eval, t_ckpt, t_log;        /* evaluation, checkpoints, metrics/progress output */
+    long eval_samples;                   /* samples scored by evaluations (global) */
+    double last_eval_s;                  /* the last evaluation's seconds */
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
 } run_t;
@@ -387,6 +393,7 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
     free(meta.config);
     if (s) return larch_fail_context(s, "saving the checkpoint of step %ld", done);
     r->last_saved = done;
+    r->t_ckpt += larch_comm_wtime() - t0;
     if (r->log) {
         fprintf(r->log, "checkpoint step %ld -> %s (%.2f s)\n", done, res->checkpoint, larch_comm_wtime() - t0);
         fflush(r->log);
@@ -509,6 +516,7 @@ static larch_status evaluate(run_t *r, double *vals)
     larch_model *m = r->model;
     int nl = m->n_losses;
     double sums[3 * LARCH_MAX_TARGETS * 2] = {0};
+    double t0 = larch_comm_wtime();
     larch_status bs = average_buffers(r);
     if (!bs) bs = larch_comm_fault(r->comm, "eval");
     larch_loader_seek(r->eval_loader, 0, 0);
@@ -536,6 +544,9 @@ static larch_status evaluate(run_t *r, double *vals)
         vals[3 * k + 1] = sums[3 * k + 1] / n;
         vals[3 * k + 2] = sums[3 * k + 2];
     }
+    r->last_eval_s = larch_comm_wtime() - t0;
+    r->t_eval += r->last_eval_s;
+    r->eval_samples += (long)sums[2];
     return LARCH_OK;
 }
 
@@ -552,10 +563,12 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
         int has_acc = !m->losses[k].on_targets;
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
-                    "\"loss\": %s, \"accuracy\": %s, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g}\n",
+                    "\"loss\": %s, \"accuracy\": %s, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g, "
+                    "\"eval_s\": %.4f, \"eval_samples_per_s\": %.1f}\n",
                     step, epoch, m->losses[k].name, json_num(vals[3 * k], num, sizeof num),
                     json_num(has_acc ? vals[3 * k + 1] : NAN, acc, sizeof acc), vals[3 * k + 2],
-                    larch_model_task_weight(m, k), param_norm(m));
+                    larch_model_task_weight(m, k), param_norm(m), r->last_eval_s,
+                    r->last_eval_s > 0 ? vals[3 * k + 2] / r->last_eval_s : 0.0);
         if (r->log) {
             fprintf(r->log, "eval  step %ld  epoch %.2f  task %s  test loss %.4f  ", step, epoch, m->losses[k].name, vals[3 * k]);
             if (has_acc) fprintf(r->log, "test accuracy %.4f  ", vals[3 * k + 1]);
@@ -679,7 +692,8 @@ static void write_tasks(const run_t *r)
 
 static larch_status loop(run_t *r, larch_train_result *res)
 {
-    double t_start = larch_comm_wtime(), t_log = t_start, t_print = t_start - 1e9;
+    double t_start = larch_comm_wtime(), t_print = t_start - 1e9;
+    double win_steps = 0.0, win_wait = 0.0;           /* the log window's step time and loader wait */
     long log_step = r->start_step;
     double vals[3 * LARCH_MAX_TARGETS * 2];
     larch_status s = LARCH_OK;
@@ -696,24 +710,34 @@ static larch_status loop(run_t *r, larch_train_result *res)
     for (long step = first; step < r->total_steps; step++) {
         int epoch, istep;
         if (step > first && step % r->steps_per_epoch == 0 && (s = thaw(r, step / r->steps_per_epoch))) return s;
+        /* the step window: from asking the loader for the batch to the end
+         * of the update (evaluation, checkpoints and output are outside) */
+        double t0 = larch_comm_wtime();
         const larch_batch *b = larch_loader_next(r->loader, &epoch, &istep);
+        double t1 = larch_comm_wtime();
         double loss;
         if ((s = train_step(r, b, step, &loss))) return s;
         long done = step + 1;
         res->steps = done;
         res->final_loss = loss;
         double now = larch_comm_wtime();
+        win_steps += now - t0;
+        win_wait += t1 - t0;
+        r->t_steps += now - t0;
+        r->t_wait += t1 - t0;
         double lr = larch_sched_lr(&r->sched, step);
         if (done % r->log_every == 0 || done == r->total_steps) {
-            double sps = (double)(done - log_step) * r->batch / (now - t_log);
+            double sps = win_steps > 0 ? (double)(done - log_step) * r->batch / win_steps : 0.0;
             if (r->metrics) {
                 char num[32];
                 long n_sync = 0, early = 0;
                 double wait = larch_grad_sync_take_wait(r->sync, &n_sync, &early);
                 fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.6g, "
-                        "\"samples_per_s\": %.1f, \"sync_wait_ms\": %.3f, \"sync_bytes\": %zu, \"sync_buckets\": %d, "
+                        "\"samples_per_s\": %.1f, \"wall_samples_per_s\": %.1f, \"loader_wait_ms\": %.3f, "
+                        "\"sync_wait_ms\": %.3f, \"sync_bytes\": %zu, \"sync_buckets\": %d, "
                         "\"sync_overlapped\": %.3g, \"time\": %.3f",
                         done, (double)done / r->steps_per_epoch, json_num(loss, num, sizeof num), lr, sps,
+                        (double)(done - first) * r->batch / (now - t_start), 1e3 * win_wait / (double)(done - log_step),
                         n_sync ? 1e3 * wait / (double)n_sync : 0.0, larch_grad_sync_bytes(r->sync),
                         r->comm->size > 1 ? larch_grad_sync_buckets(r->sync) : 0,
                         n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
@@ -722,7 +746,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
                 fflush(r->metrics);
             }
             log_step = done;
-            t_log = now;
+            win_steps = win_wait = 0.0;
         }
         if (r->log && (now - t_print >= r->progress_s || done == r->total_steps)) {
             char eta[32];
@@ -732,8 +756,9 @@ static larch_status loop(run_t *r, larch_train_result *res)
                     done, r->total_steps, (double)done / r->steps_per_epoch, loss, lr,
                     rate * r->batch, eta);
             fflush(r->log);
-            t_print = now;
+            t_print = larch_comm_wtime();
         }
+        r->t_log += larch_comm_wtime() - now;
         int epoch_end = istep == r->steps_per_epoch - 1;
         if ((r->eval_every > 0 ? done % r->eval_every == 0 : epoch_end) || done == r->total_steps) {
             if ((s = evaluate(r, vals))) return s;
@@ -749,7 +774,17 @@ static larch_status loop(run_t *r, larch_train_result *res)
             if ((s = save_checkpoint(r, done, res))) return s;
     }
     res->wall_seconds = larch_comm_wtime() - t_start;
-    res->samples_per_s = res->wall_seconds > 0 ? (double)(res->steps - first) * (double)r->batch / res->wall_seconds : 0.0;
+    res->samples_per_s = r->t_steps > 0 ? (double)(res->steps - first) * (double)r->batch / r->t_steps : 0.0;
+    if (r->log) {                                    /* where the loop's time went (rank 0) */
+        double n = (double)(res->steps - first) * (double)r->batch;
+        fprintf(r->log, "time: %.2f s in %ld steps (%.0f samples/s; loader wait %.3f ms/step), %.2f s evaluating "
+                "(%ld samples, %.0f samples/s), %.2f s in checkpoints, %.3f s writing metrics and progress; "
+                "%.2f s wall (%.0f samples/s)\n", r->t_steps, res->steps - first, res->samples_per_s,
+                1e3 * r->t_wait / (double)(res->steps - first), r->t_eval, r->eval_samples,
+                r->t_eval > 0 ? (double)r->eval_samples / r->t_eval : 0.0, r->t_ckpt, r->t_log, res->wall_seconds,
+                res->wall_seconds > 0 ? n / res->wall_seconds : 0.0);
+        fflush(r->log);
+    }
     return LARCH_OK;
 }
 

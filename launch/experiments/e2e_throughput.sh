@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Training throughput against the step benchmark, in one run
+# (docs/perf_e2e.md): for each config and each layout (1 rank x 2 threads,
+# 2 ranks x 1 thread), interleaved ROUNDS times,
+#   bench   `larch bench step` on the per-rank batch (2 ranks: both ranks
+#           benchmark at once under mpiexec, their samples/s summed; no
+#           gradient sum, so an upper bound for the 2-rank step);
+#   train   `larch train --set train.max_steps=STEPS` (real data, the
+#           prefetching loader, the gradient sums, logging, the evaluation
+#           of the test set at the end): the step-window samples/s (what
+#           metrics.jsonl's samples_per_s means) and the wall samples/s of
+#           the loop (evaluation and output included), the loader wait per
+#           step, and the evaluation's samples/s.
+# Prints one JSON line per measurement and a markdown table of the best
+# round of each (train / bench ratios).
+# Usage: bash launch/experiments/e2e_throughput.sh [--steps N] [--rounds R] [--out DIR]
+# Environment: BUILD (build), CONFIGS ("fmnist_cnn fmnist_mlp").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STEPS=120 ROUNDS=2 OUT=/tmp/larch_e2e_throughput
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) STEPS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "e2e_throughput.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+BUILD=${BUILD:-build}
+CONFIGS=${CONFIGS:-"fmnist_cnn fmnist_mlp"}
+[ "${LARCH_KEEP_CORETYPE:-0}" = 1 ] || unset OPENBLAS_CORETYPE
+[ -x "$BUILD/larch" ] || { echo "e2e_throughput.sh: $BUILD/larch not built" >&2; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mkdir -p "$OUT"
+JSONL="$OUT/results.jsonl"
+: > "$JSONL"
+field() { sed -n "s/.*\"$2\": *\([0-9.e+-]*\).*/\1/p" <<<"$1" | head -1; }
+
+for ((r = 1; r <= ROUNDS; r++)); do
+  for C in $CONFIGS; do
+    CFG=launch/configs/$C.yaml
+    BATCH=$("$BUILD/larch" config "$CFG" 2> /dev/null | sed -n 's/^  batch_size: //p' | head -1)
+    for L in 1x2 2x1; do
+      RANKS=${L%x*} THR=${L#*x}
+      # the benchmark of one step on the per-rank batch
+      out=$(mpiexec --oversubscribe -n "$RANKS" "$BUILD/larch" bench step "$CFG" --batch $((BATCH / RANKS)) \
+              --threads "$THR" --rounds 5 2> /dev/null | grep '"bench"')
+      bench=$(awk -F'"samples_per_s":' '{ split($2, a, ","); s += a[1] } END { printf "%.1f", s }' <<<"$out")
+      blas=$(sed -n 's/.*"blas":"\([^"]*\)".*/\1/p' <<<"$out" | head -1)
+      # real training: STEPS steps, then the evaluation of the test set
+      dir="$OUT/${C}_${L}_r$r"
+      rm -rf "$dir"
+      log=$(mpiexec --oversubscribe -n "$RANKS" "$BUILD/larch" train "$CFG" --out "$dir" --set train.max_steps="$STEPS" \
+              --set train.threads="$THR" --set train.log_every=20 --set checkpoint.at_end=false 2>&1) \
+        || { echo "e2e_throughput.sh: training failed: $log" >&2; exit 1; }
+      t=$(grep '^time: ' <<<"$log")
+      step_sps=$(sed -n 's/.* steps (\([0-9.]*\) samples\/s; loader wait \([0-9.]*\) ms\/step).*/\1/p' <<<"$t")
+      wait_ms=$(sed -n 's/.*loader wait \([0-9.]*\) ms\/step.*/\1/p' <<<"$t")
+      wall_sps=$(sed -n 's/.* s wall (\([0-9.]*\) samples\/s).*/\1/p' <<<"$t")
+      ev=$(grep '"split": "test"' "$dir/metrics.jsonl" | tail -1)
+      printf '{"config":"%s","layout":"%s","round":%d,"blas":"%s","bench_samples_per_s":%s,"train_step_samples_per_s":%s,"train_wall_samples_per_s":%s,"loader_wait_ms":%s,"eval_samples_per_s":%s,"ratio_step":%.3f,"ratio_wall":%.3f}\n' \
+        "$C" "$L" "$r" "$blas" "$bench" "$step_sps" "$wall_sps" "$wait_ms" "$(field "$ev" eval_samples_per_s)" \
+        "$(echo "$step_sps / $bench" | bc -l)" "$(echo "$wall_sps / $bench" | bc -l)" | tee -a "$JSONL"
+    done
+  done
+done
+
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); $STEPS steps per training run, best of $ROUNDS round(s)"
+echo
+echo "| config | ranks x threads | bench step samples/s | train samples/s (steps) | train / bench | train samples/s (wall) | wall / bench | loader wait ms/step | eval samples/s |"
+echo "|---|---|---|---|---|---|---|---|---|"
+awk -F'[:,]' '{ for (i = 1; i < NF; i++) { k = $i; gsub(/[{}" ]/, "", k); v = $(i + 1); gsub(/[{}"]/, "", v); f[k] = v }
+       key = f["config"] " | " f["layout"]
+       if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+       if (f["bench_samples_per_s"] + 0 > b[key]) b[key] = f["bench_samples_per_s"] + 0
+       if (f["train_step_samples_per_s"] + 0 > s[key]) s[key] = f["train_step_samples_per_s"] + 0
+       if (f["train_wall_samples_per_s"] + 0 > w[key]) w[key] = f["train_wall_samples_per_s"] + 0
+       if (!(key in lw) || f["loader_wait_ms"] + 0 < lw[key]) lw[key] = f["loader_wait_ms"] + 0
+       if (f["eval_samples_per_s"] + 0 > e[key]) e[key] = f["eval_samples_per_s"] + 0 }
+     END { for (i = 1; i <= n; i++) { k = order[i]
+             printf "| %s | %.0f | %.0f | %.3f | %.0f | %.3f | %.3f | %.0f |\n", k, b[order[i]], s[order[i]],
+                    s[order[i]] / b[order[i]], w[order[i]], w[order[i]] / b[order[i]], lw[order[i]], e[order[i]] } }' "$JSONL"
