@@ -34,8 +34,8 @@ typedef struct {
     int n, train, state;       /* state: 1 ready, -1 no implementation */
     prim_t fwd, bwd_d, bwd_w;
     prim_t r_wf, r_wb, r_dw;   /* user W -> fwd / bwd-data layout, diff W -> user (p NULL: same layout) */
-    dnnl_memory_t m_x, m_y, m_dy, m_dx, m_w, m_wf, m_wb, m_dwp, m_dw, m_b, m_db;
-    float *wf, *wb, *dwp, *tmp_w, *tmp_b;   /* owned buffers (NULL when not needed) */
+    dnnl_memory_t m_x, m_y, m_dy, m_dx, m_w, m_wf, m_wb, m_dwp, m_dw, m_b;
+    float *wf, *wb, *dwp, *tmp_w;           /* owned buffers (NULL when not needed) */
     size_t w_floats, sp_bytes, dx_floats;
     const char *impl;
 } entry_t;
@@ -65,9 +65,9 @@ static void entry_free(entry_t *e)
 {
     prim_free(&e->fwd); prim_free(&e->bwd_d); prim_free(&e->bwd_w);
     prim_free(&e->r_wf); prim_free(&e->r_wb); prim_free(&e->r_dw);
-    dnnl_memory_t *ms[] = {&e->m_x, &e->m_y, &e->m_dy, &e->m_dx, &e->m_w, &e->m_wf, &e->m_wb, &e->m_dwp, &e->m_dw, &e->m_b, &e->m_db};
+    dnnl_memory_t *ms[] = {&e->m_x, &e->m_y, &e->m_dy, &e->m_dx, &e->m_w, &e->m_wf, &e->m_wb, &e->m_dwp, &e->m_dw, &e->m_b};
     for (size_t i = 0; i < sizeof ms / sizeof *ms; i++) mem_free(ms[i]);
-    free(e->wf); free(e->wb); free(e->dwp); free(e->tmp_w); free(e->tmp_b);
+    free(e->wf); free(e->wb); free(e->dwp); free(e->tmp_w);
     memset(e, 0, sizeof *e);
 }
 
@@ -181,13 +181,13 @@ static int entry_build(const larch_onednn_geom *g, entry_t *e, int n, int train)
             if (!(e->wb = floats_for(wb, NULL)) || reorder_make(&e->r_wb, &wuser, wb, attr)) { dnnl_primitive_desc_destroy(pd); goto out; }
         }
         if (prim_make(&e->bwd_d, pd)) goto out;
-        /* backward weights (+ bias) */
-        if (!ok(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src, &wany, g->bias ? &bias : NULL,
+        /* backward weights; the bias gradient is the caller's (larch sums it in double, oneDNN in float) */
+        if (!ok(dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &src, &wany, NULL,
                                                             &dst, strides, pad, pad)) ||
             !ok(dnnl_primitive_desc_create(&pd, &cd, attr, g_engine, fpd)))
             goto out;
         const dnnl_memory_desc_t *dwp = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
-        if (mem_make(&e->m_dwp, dwp) || mem_make(&e->m_dw, &wuser) || (g->bias && mem_make(&e->m_db, &bias))) {
+        if (mem_make(&e->m_dwp, dwp) || mem_make(&e->m_dw, &wuser)) {
             dnnl_primitive_desc_destroy(pd);
             goto out;
         }
@@ -196,7 +196,6 @@ static int entry_build(const larch_onednn_geom *g, entry_t *e, int n, int train)
         }
         if (prim_make(&e->bwd_w, pd)) goto out;
         if (!(e->tmp_w = aligned_alloc(64, (e->w_floats * sizeof(float) + 63) / 64 * 64))) goto out;
-        if (g->bias && !(e->tmp_b = malloc((size_t)g->cout * sizeof(float)))) goto out;
         e->dx_floats = (size_t)n * g->h * g->w * g->cin;
     }
     size_t sp = 0;
@@ -307,7 +306,7 @@ static void add_to(float *restrict dst, const float *restrict src, size_t count)
 }
 
 int larch_onednn_conv_backward(larch_onednn_conv *c, int n, const float *x, const float *dy, const float *W,
-                               float *dx, int dx_acc, float *dW, float *db, int acc_grad, float *scratch)
+                               float *dx, int dx_acc, float *dW, int acc_grad, float *scratch)
 {
     entry_t *e = find(c, n);
     if (!e || e->state <= 0 || !e->train) return -1;
@@ -316,22 +315,14 @@ int larch_onednn_conv_backward(larch_onednn_conv *c, int n, const float *x, cons
         if (set(e->m_x, x)) return -1;
         float *wdst = acc_grad ? e->tmp_w : dW;                      /* user-layout destination */
         if (e->r_dw.p ? set(e->m_dwp, e->dwp) : set(e->m_dwp, wdst)) return -1;
-        dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, e->m_x}, {DNNL_ARG_DIFF_DST, e->m_dy}, {DNNL_ARG_DIFF_WEIGHTS, e->m_dwp}};
-        int na = 3;
-        float *bdst = NULL;
-        if (c->g.bias) {
-            bdst = acc_grad || !db ? e->tmp_b : db;
-            if (set(e->m_db, bdst)) return -1;
-            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, e->m_db};
-        }
-        if (exec(&e->bwd_w, na, a, scratch)) return -1;
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, e->m_x}, {DNNL_ARG_DIFF_DST, e->m_dy}, {DNNL_ARG_DIFF_WEIGHTS, e->m_dwp}};
+        if (exec(&e->bwd_w, 3, a, scratch)) return -1;
         if (e->r_dw.p) {
             if (set(e->m_dw, wdst)) return -1;
             dnnl_exec_arg_t r[3] = {{DNNL_ARG_FROM, e->m_dwp}, {DNNL_ARG_TO, e->m_dw}};
             if (exec(&e->r_dw, 2, r, scratch)) return -1;
         }
         if (acc_grad) add_to(dW, e->tmp_w, e->w_floats);
-        if (db && acc_grad) add_to(db, e->tmp_b, (size_t)c->g.cout);
     }
     if (dx) {
         float *tmp = scratch + e->sp_bytes / sizeof(float);         /* after the scratchpad */

@@ -38,11 +38,11 @@ int larch_onednn_conv_forward(larch_onednn_conv *c, int n, const float *x, const
                               float *y, float *scratch);
 
 /* Backward of a prepared training n: when dx != NULL, dx = (or += with
- * dx_acc) d/dx; when dW != NULL, dW and db (db may be NULL) = (or += with
- * acc_grad) the parameter gradients. Returns 0, or -1 when a primitive
- * failed. */
+ * dx_acc) d/dx; when dW != NULL, dW = (or += with acc_grad) the weight
+ * gradient. The bias gradient is the caller's (summed in double). Returns
+ * 0, or -1 when a primitive failed. */
 int larch_onednn_conv_backward(larch_onednn_conv *c, int n, const float *x, const float *dy, const float *W,
-                               float *dx, int dx_acc, float *dW, float *db, int acc_grad, float *scratch);
+                               float *dx, int dx_acc, float *dW, int acc_grad, float *scratch);
 
 /* The implementation oneDNN picked for n's forward ("brg_conv_fwd:avx512_core",
  * "gemm:jit", ...), or "" when n is not prepared. */

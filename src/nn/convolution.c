@@ -331,15 +331,14 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
     const float *W = larch_layer_param(L, 0);
     float *dW = larch_layer_grad(L, 0);
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
+    if (L->need_dw && d->bias)                                          // db = sum over the n*oh*ow rows of dy
+        larch_channel_sums(L->dy, NULL, (size_t)p->n * ohw, d->cout, larch_layer_grad(L, 1), NULL, p->acc_grad);
 #ifdef LARCH_HAVE_DNNL
     if (p->n > 0 && use_onednn(L, p->n) &&
         !larch_onednn_conv_backward(d->dnn, p->n, L->x[0], L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
-                                    L->need_dw ? dW : NULL, L->need_dw && d->bias ? larch_layer_grad(L, 1) : NULL,
-                                    p->acc_grad, L->scratch))
+                                    L->need_dw ? dW : NULL, p->acc_grad, L->scratch))
         return;
 #endif
-    if (L->need_dw && d->bias)                                          // db = sum over the n*oh*ow rows of dy
-        larch_channel_sums(L->dy, NULL, (size_t)p->n * ohw, d->cout, larch_layer_grad(L, 1), NULL, p->acc_grad);
     if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, cout * d->K * sizeof(float));
     const int chunk = chunk_of(d);
     for (int b0 = 0; b0 < p->n; b0 += chunk) {
