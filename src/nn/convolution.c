@@ -177,8 +177,9 @@ static size_t gemm_scratch(const conv_t *d, int n)
     return (size_t)c * d->oh * d->ow * d->K;
 }
 
+#ifdef LARCH_HAVE_DNNL
 /* Under auto: the shapes where oneDNN was measured faster than im2col +
- * OpenBLAS (docs/performance.md). */
+ * OpenBLAS (docs/performance.md): every conv layer timed so far. */
 static int onednn_wins(const conv_t *d, larch_shape in)
 {
     (void)d; (void)in;
@@ -191,6 +192,7 @@ static int onednn_wanted(const larch_layer *L)
     larch_conv_backend b = larch_get_conv_backend();
     return b == LARCH_CONV_ONEDNN || (b == LARCH_CONV_AUTO && onednn_wins(d, L->in_shape[0]));
 }
+#endif
 
 /* Whether a pass of n runs oneDNN: wanted, the primitives exist (made here
  * at the first pass of n) and fit the planned scratch. */
