@@ -13,12 +13,11 @@
 
 static larch_shape S(int h, int w, int c) { return (larch_shape){h, w, c}; }
 
-static void grads(void)
+static void conv_grads(larch_conv_backend b)
 {
-    gradcheck_opts tr = {.n = 3, .train = 1}, ev = {.n = 3, .train = 0};
-    gradcheck_opts ev_stats = {.n = 4, .train = 0, .eval_after_train = 1};
-    gradcheck("dense", "[{type: dense, units: 5}]", S(1, 1, 7), &tr);
-    gradcheck("dense no bias", "[{type: dense, units: 4, bias: false}]", S(2, 3, 2), &tr);
+    gradcheck_opts tr = {.n = 3, .train = 1};
+    CHECK_OK(larch_set_conv_backend(b));
+    printf("conv gradient checks on the %s backend\n", larch_conv_backend_name(b));
     gradcheck("conv 3x3 pad 1", "[{type: conv2d, filters: 4, kernel: 3, padding: 1}]", S(5, 6, 3), &tr);
     gradcheck("conv 3x3 stride 2", "[{type: conv2d, filters: 3, kernel: 3, stride: 2, bias: false}]", S(7, 6, 2), &tr);
     gradcheck("conv 2x2 stride 2 pad 1", "[{type: conv2d, filters: 2, kernel: 2, stride: 2, padding: 1}]", S(5, 5, 3), &tr);
@@ -35,6 +34,18 @@ static void grads(void)
               S(4, 4, 2), &five);
     larch_conv_test_chunk(0);
     gradcheck("conv -> dense", "[{type: conv2d, filters: 3, kernel: 3}, {type: dense, units: 4}]", S(5, 5, 2), &tr);
+}
+
+static void grads(void)
+{
+    gradcheck_opts tr = {.n = 3, .train = 1}, ev = {.n = 3, .train = 0};
+    gradcheck_opts ev_stats = {.n = 4, .train = 0, .eval_after_train = 1};
+    gradcheck("dense", "[{type: dense, units: 5}]", S(1, 1, 7), &tr);
+    gradcheck("dense no bias", "[{type: dense, units: 4, bias: false}]", S(2, 3, 2), &tr);
+    /* every convolution check on each backend (tests/test_conv_backends.c compares them directly) */
+    conv_grads(LARCH_CONV_OPENBLAS);
+    if (larch_conv_onednn_built()) conv_grads(LARCH_CONV_ONEDNN);
+    CHECK_OK(larch_set_conv_backend(LARCH_CONV_AUTO));
     gradcheck("maxpool 2", "[{type: maxpool, size: 2}]", S(4, 6, 3), &(gradcheck_opts){.n = 2, .eps = 1e-3});
     gradcheck("maxpool 3/2 pad 1", "[{type: maxpool, size: 3, stride: 2, padding: 1}]", S(7, 7, 2), &(gradcheck_opts){.n = 2, .eps = 1e-3});
     gradcheck("avgpool 2", "[{type: avgpool, size: 2}]", S(4, 6, 3), &tr);

@@ -8,7 +8,7 @@
  *   - bias and norm scale/shift gradients over 2.6e5 rows match a double
  *     reference where a float running sum drifts;
  *   - conv2d gives the same results in one chunk and in several (direct 1x1
- *     and im2col paths, accumulating gradients);
+ *     and im2col paths, accumulating gradients), and on oneDNN when built;
  *   - sizes that do not fit an int are rejected, naming the layer. */
 #include "check.h"
 #include "larch/larch.h"
@@ -381,6 +381,7 @@ static void conv_chunks(void)
          " {type: add, inputs: [a, a]}, {type: conv2d, filters: 2, kernel: 3}]", {5, 5, 2}},   /* dx accumulates */
     };
     const int n = 5;
+    CHECK_OK(larch_set_conv_backend(LARCH_CONV_OPENBLAS));   /* the chunks are the GEMM path's */
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int one = 0, many = 0;
         conv_run a = run_conv(cases[c].yaml, cases[c].in, n, 0, &one);
@@ -398,9 +399,24 @@ static void conv_chunks(void)
         CHECK(max_diff(a.dx, b.dx, xl) < 1e-5, "%s: input gradients differ by %g", cases[c].yaml, max_diff(a.dx, b.dx, xl));
         CHECK(max_diff(a.g, b.g, m->n_floats) < 1e-4, "%s: parameter gradients differ by %g", cases[c].yaml,
               max_diff(a.g, b.g, m->n_floats));
+        /* the same passes on oneDNN (its own chunking: none) against the GEMM path */
+        if (larch_conv_onednn_built()) {
+            CHECK_OK(larch_set_conv_backend(LARCH_CONV_ONEDNN));
+            int unused = 0;
+            conv_run o = run_conv(cases[c].yaml, cases[c].in, n, 0, &unused);
+            CHECK_OK(larch_set_conv_backend(LARCH_CONV_OPENBLAS));
+            if (o.y) {
+                CHECK(max_diff(a.y, o.y, yl) < 1e-5, "%s: onednn outputs differ by %g", cases[c].yaml, max_diff(a.y, o.y, yl));
+                CHECK(max_diff(a.dx, o.dx, xl) < 1e-5, "%s: onednn input gradients differ by %g", cases[c].yaml, max_diff(a.dx, o.dx, xl));
+                CHECK(max_diff(a.g, o.g, m->n_floats) < 1e-4, "%s: onednn parameter gradients differ by %g", cases[c].yaml,
+                      max_diff(a.g, o.g, m->n_floats));
+            }
+            free(o.y); free(o.dx); free(o.g);
+        }
         larch_model_free(m);
         free(a.y); free(a.dx); free(a.g); free(b.y); free(b.dx); free(b.g);
     }
+    CHECK_OK(larch_set_conv_backend(LARCH_CONV_AUTO));
 }
 
 /* ---- sizes that do not fit an int ---- */

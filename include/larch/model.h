@@ -262,6 +262,24 @@ typedef struct larch_conv2d_opts {
 } larch_conv2d_opts;
 #define LARCH_CONV2D_DEFAULTS {.filters = 0, .kernel = 3, .stride = 1, .padding = 0, .bias = 1, .init = LARCH_INIT_HE}
 
+/* How conv2d layers compute (docs/performance.md, "Convolution backends"):
+ * OPENBLAS is im2col + sgemm (always built); ONEDNN is oneDNN's convolution
+ * primitives (only when larch was built with oneDNN, LARCH_ONEDNN); AUTO
+ * uses oneDNN for the layer shapes where it was measured to win, else
+ * OpenBLAS. The setting is process-wide and read by every pass; the
+ * environment variable LARCH_CONV_BACKEND=auto|onednn|openblas, when set,
+ * overrides it (for benchmarks). Setting ONEDNN in a build without oneDNN
+ * fails with LARCH_ERR_INVALID, as does an invalid LARCH_CONV_BACKEND. */
+typedef enum { LARCH_CONV_AUTO = 0, LARCH_CONV_ONEDNN, LARCH_CONV_OPENBLAS } larch_conv_backend;
+LARCH_API larch_status larch_set_conv_backend(larch_conv_backend b);
+/* The backend in effect: LARCH_CONV_BACKEND if set, else the last setting. */
+LARCH_API larch_conv_backend larch_get_conv_backend(void);
+/* "auto", "onednn", "openblas" <-> the enum; parse fails with LARCH_ERR_INVALID. */
+LARCH_API const char *larch_conv_backend_name(larch_conv_backend b);
+LARCH_API larch_status larch_conv_backend_parse(const char *name, larch_conv_backend *out);
+/* 1 when this liblarch was built with oneDNN. */
+LARCH_API int larch_conv_onednn_built(void);
+
 /* maxpool and avgpool. */
 typedef struct larch_pool_opts {
     int size;                 /* window size, 1..1024 (2)                    */

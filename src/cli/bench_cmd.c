@@ -19,6 +19,7 @@
 #include "cli/cli.h"
 #include "core/blas.h"
 #include "nn/model_internal.h"   /* the losses' targets (random float targets) */
+#include "nn/layers.h"           /* larch_conv_onednn_count */
 #include "larch/larch.h"
 #include "larch/optim.h"
 #include "larch/train.h"
@@ -267,14 +268,17 @@ static int bench_step(int argc, char **argv)
         t = now() - t0;
         if (t < best_sq) best_sq = t;
     }
+    int conv_layers, conv_onednn = larch_conv_onednn_count(m, &conv_layers);   /* after the timed steps */
     double gflops = flops / best_step * 1e-9, sgemm = flops / best_gemm * 1e-9;
     double square = 2.0 * N * N * (double)N / best_sq * 1e-9;
     printf("{\"bench\":\"step\",\"config\":\"%s\",\"batch\":%d,\"threads\":%d,\"params\":%zu,"
            "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,"
            "\"gflops\":%.2f,\"sgemm_gflops_model_shapes\":%.2f,\"ratio\":%.4f,"
-           "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\"}\n",
+           "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\","
+           "\"conv_backend\":\"%s\",\"conv_layers\":%d,\"conv_onednn_layers\":%d}\n",
            config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
-           gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename());
+           gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename(),
+           larch_conv_backend_name(larch_get_conv_backend()), conv_layers, conv_onednn);
     fprintf(stderr, "larch bench step: %s batch %d, %d thread(s): %.3f ms/step, %.0f samples/s, "
                     "%.1f GFLOP/s = %.2f of sgemm on the model's shapes (%.1f), %.2f of square sgemm (%.1f)\n",
             config, batch, threads, best_step * 1e3, batch / best_step, gflops, gflops / sgemm, sgemm,

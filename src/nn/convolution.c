@@ -16,10 +16,22 @@
  * oh = (h + 2 padding - kernel) / stride + 1. Sizes are size_t; a layer
  * whose K (a GEMM dimension of the int BLAS interface) or fan-out does not
  * fit an int is rejected. The bias gradient sums the n*oh*ow rows in double.
+ *
+ * Backends (larch_set_conv_backend, LARCH_CONV_BACKEND): with oneDNN built
+ * in (LARCH_HAVE_DNNL), a layer may run oneDNN's primitives instead
+ * (conv_onednn.c). The choice is made per pass: the backend in effect, and
+ * under auto the layer's shape (onednn_wins). oneDNN's primitives for a batch
+ * size are made at plan time (scratch_size, for the planned batch) or at the
+ * first pass of another batch size; a batch size whose primitives need more
+ * scratch than was planned, or that oneDNN cannot run, takes the GEMM path,
+ * which is always available.
  */
 #include "nn/layers.h"
 #include "core/blas.h"
 #include "core/dispatch.h"
+#ifdef LARCH_HAVE_DNNL
+#include "nn/conv_onednn.h"
+#endif
 
 #include <limits.h>
 #include <stdlib.h>
@@ -30,7 +42,82 @@
 typedef struct {
     int cout, k, stride, pad, bias, oh, ow, K, chunk, direct;
     larch_init_kind init;
+    int last_onednn;             /* the last pass ran oneDNN (for reports)    */
+#ifdef LARCH_HAVE_DNNL
+    larch_onednn_conv *dnn;      /* NULL: oneDNN unavailable for this layer   */
+    size_t scratch_cap;          /* scratch floats planned for this layer     */
+#endif
 } conv_t;
+
+/* ---- the backend setting ---- */
+
+static larch_conv_backend g_backend = LARCH_CONV_AUTO;
+static int g_env_read, g_env_valid;
+static larch_conv_backend g_env_backend;
+
+const char *larch_conv_backend_name(larch_conv_backend b)
+{
+    return b == LARCH_CONV_ONEDNN ? "onednn" : b == LARCH_CONV_OPENBLAS ? "openblas" : "auto";
+}
+
+larch_status larch_conv_backend_parse(const char *name, larch_conv_backend *out)
+{
+    static const larch_conv_backend all[] = {LARCH_CONV_AUTO, LARCH_CONV_ONEDNN, LARCH_CONV_OPENBLAS};
+    for (size_t i = 0; name && i < sizeof all / sizeof *all; i++)
+        if (!strcmp(name, larch_conv_backend_name(all[i]))) { *out = all[i]; return LARCH_OK; }
+    return larch_fail(LARCH_ERR_INVALID, "convolution backend '%s' is not one of auto, onednn, openblas", name ? name : "(null)");
+}
+
+int larch_conv_onednn_built(void)
+{
+#ifdef LARCH_HAVE_DNNL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static larch_status backend_check(larch_conv_backend b, const char *what)
+{
+    if (b == LARCH_CONV_ONEDNN && !larch_conv_onednn_built())
+        return larch_fail(LARCH_ERR_INVALID, "%s: convolution backend 'onednn' is not available: this larch was built "
+                          "without oneDNN (LARCH_ONEDNN=OFF or libdnnl not found)", what);
+    return LARCH_OK;
+}
+
+/* Reads LARCH_CONV_BACKEND once; 0 when it is unset or invalid. */
+static int env_backend(larch_conv_backend *out)
+{
+    if (!g_env_read) {
+        g_env_read = 1;
+        const char *v = getenv("LARCH_CONV_BACKEND");
+        g_env_valid = v && *v && !larch_conv_backend_parse(v, &g_env_backend) && !backend_check(g_env_backend, "LARCH_CONV_BACKEND");
+        if (v && *v && !g_env_valid) larch_clear_error();
+    }
+    if (g_env_valid) *out = g_env_backend;
+    return g_env_valid;
+}
+
+larch_status larch_set_conv_backend(larch_conv_backend b)
+{
+    larch_status s;
+    if (b != LARCH_CONV_AUTO && b != LARCH_CONV_ONEDNN && b != LARCH_CONV_OPENBLAS)
+        return larch_fail(LARCH_ERR_INVALID, "convolution backend %d is not one of auto, onednn, openblas", (int)b);
+    if ((s = backend_check(b, "larch_set_conv_backend"))) return s;
+    const char *v = getenv("LARCH_CONV_BACKEND");
+    larch_conv_backend e;
+    if (v && *v && !env_backend(&e))
+        return larch_fail(LARCH_ERR_INVALID, "environment LARCH_CONV_BACKEND='%.40s' is not one of auto, onednn, openblas%s", v,
+                          larch_conv_onednn_built() ? "" : " (onednn: this larch was built without oneDNN)");
+    g_backend = b;
+    return LARCH_OK;
+}
+
+larch_conv_backend larch_get_conv_backend(void)
+{
+    larch_conv_backend e;
+    return env_backend(&e) ? e : g_backend;
+}
 
 static larch_status conv_setup(larch_layer *L, const void *opts)
 {
@@ -69,6 +156,10 @@ static larch_status conv_setup(larch_layer *L, const void *opts)
     int ws[4] = {d->cout, d->k, d->k, in.c};
     larch_layer_add_param(L, "weight", LARCH_ROLE_WEIGHT, 4, ws, d->K, (int)fan_out);
     if (d->bias) larch_layer_add_param(L, "bias", LARCH_ROLE_BIAS, 1, &d->cout, d->K, d->cout);
+#ifdef LARCH_HAVE_DNNL
+    larch_onednn_geom g = {in.h, in.w, in.c, d->cout, d->k, d->stride, d->pad, d->oh, d->ow, d->bias};
+    d->dnn = larch_onednn_conv_create(&g);   /* NULL (no CPU engine, no memory): the GEMM path */
+#endif
     return LARCH_OK;
 }
 
@@ -79,12 +170,68 @@ void larch_conv_test_chunk(int samples) { g_test_chunk = samples > 0 ? samples :
 
 static int chunk_of(const conv_t *d) { return g_test_chunk > 0 && g_test_chunk < d->chunk ? g_test_chunk : d->chunk; }
 
-static size_t conv_scratch(const larch_layer *L, int n)
+static size_t gemm_scratch(const conv_t *d, int n)
 {
-    const conv_t *d = L->priv;
     if (d->direct) return 0;
     int c = n < chunk_of(d) ? n : chunk_of(d);
     return (size_t)c * d->oh * d->ow * d->K;
+}
+
+#ifdef LARCH_HAVE_DNNL
+/* Under auto: the shapes where oneDNN was measured faster than im2col +
+ * OpenBLAS (docs/performance.md): every conv layer timed so far. */
+static int onednn_wins(const conv_t *d, larch_shape in)
+{
+    (void)d; (void)in;
+    return 1;
+}
+
+static int onednn_wanted(const larch_layer *L)
+{
+    const conv_t *d = L->priv;
+    larch_conv_backend b = larch_get_conv_backend();
+    return b == LARCH_CONV_ONEDNN || (b == LARCH_CONV_AUTO && onednn_wins(d, L->in_shape[0]));
+}
+#endif
+
+/* Whether a pass of n runs oneDNN: wanted, the primitives exist (made here
+ * at the first pass of n) and fit the planned scratch. */
+static int use_onednn(larch_layer *L, int n)
+{
+#ifdef LARCH_HAVE_DNNL
+    conv_t *d = L->priv;
+    size_t need;
+    return d->dnn && n > 0 && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, &need) &&
+           need <= d->scratch_cap;
+#else
+    (void)L; (void)n;
+    return 0;
+#endif
+}
+
+static size_t conv_scratch(const larch_layer *L, int n)
+{
+    conv_t *d = L->priv;
+    size_t s = gemm_scratch(d, n);
+#ifdef LARCH_HAVE_DNNL
+    size_t need;
+    if (d->dnn && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, &need) && need > s) s = need;
+    d->scratch_cap = s;
+#endif
+    return s;
+}
+
+int larch_conv_onednn_count(const larch_model *m, int *conv_layers)
+{
+    int k = 0, total = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const larch_layer *L = m->layers[i];
+        if (L->ops != &larch_conv2d_ops) continue;
+        total++;
+        k += ((const conv_t *)L->priv)->last_onednn;
+    }
+    if (conv_layers) *conv_layers = total;
+    return k;
 }
 
 static void conv_init(larch_layer *L, uint64_t seed)
@@ -153,6 +300,13 @@ static void conv_forward(larch_layer *L, const larch_pass *p)
     larch_shape in = L->in_shape[0];
     const float *W = larch_layer_param(L, 0);                          // (cout, K)
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
+    d->last_onednn = use_onednn(L, p->n);
+#ifdef LARCH_HAVE_DNNL
+    if (d->last_onednn && !larch_onednn_conv_forward(d->dnn, p->n, L->x[0], W, d->bias ? larch_layer_param(L, 1) : NULL, L->y,
+                                                     L->scratch))
+        return;
+    d->last_onednn = 0;                                                 // a failed primitive: the GEMM path
+#endif
     if (d->bias) {                                                      // y = broadcast bias
         const float *bias = larch_layer_param(L, 1);
         for (size_t r = 0; r < (size_t)p->n * ohw; r++) memcpy(L->y + r * cout, bias, cout * sizeof(float));
@@ -181,6 +335,12 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
     if (L->need_dw && d->bias)                                          // db = sum over the n*oh*ow rows of dy
         larch_channel_sums(L->dy, NULL, (size_t)p->n * ohw, d->cout, larch_layer_grad(L, 1), NULL, p->acc_grad);
+#ifdef LARCH_HAVE_DNNL
+    if (p->n > 0 && use_onednn(L, p->n) &&
+        !larch_onednn_conv_backward(d->dnn, p->n, L->x[0], L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
+                                    L->need_dw ? dW : NULL, p->acc_grad, L->scratch))
+        return;
+#endif
     if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, cout * d->K * sizeof(float));
     const int chunk = chunk_of(d);
     for (int b0 = 0; b0 < p->n; b0 += chunk) {
@@ -231,7 +391,14 @@ static int conv_gemms(const larch_layer *L, int n, int train, larch_gemm_shape *
     return k < cap ? k : cap;
 }
 
-static void conv_destroy(larch_layer *L) { free(L->priv); }
+static void conv_destroy(larch_layer *L)
+{
+#ifdef LARCH_HAVE_DNNL
+    conv_t *d = L->priv;
+    if (d) larch_onednn_conv_free(d->dnn);
+#endif
+    free(L->priv);
+}
 
 const larch_layer_ops larch_conv2d_ops = {
     .type = "conv2d", .min_inputs = 1, .max_inputs = 1,

@@ -38,6 +38,10 @@ void larch_channel_sums(const float *a, const float *b, size_t rows, int C, floa
  * normal chunking), so small tests cover several chunks. */
 void larch_conv_test_chunk(int samples);
 
+/* How many conv2d layers of m ran oneDNN in their last forward (of
+ * *conv_layers conv2d layers; for `larch bench step` and the tests). */
+int larch_conv_onednn_count(const larch_model *m, int *conv_layers);
+
 /* dst = src (acc = 0) or dst += src (acc = 1). */
 static inline void larch_store(float *dst, float v, int acc) { *dst = acc ? *dst + v : v; }
 

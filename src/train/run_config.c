@@ -24,6 +24,9 @@ static const larch_key train_keys[] = {
     {"eval_batch", LARCH_T_INT, "1000", 1, 1 << 24, NULL, NULL, "global batch size of evaluation"},
     {"threads", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "OpenBLAS threads per rank (0 = OPENBLAS_NUM_THREADS or cores / ranks on the node)"},
     {"accumulate", LARCH_T_INT, "1", 1, 4096, NULL, NULL, "micro-batches per optimizer step"},
+    {"conv_backend", LARCH_T_ENUM, "auto", 0, 0, "auto|onednn|openblas", NULL,
+     "how conv2d layers compute: oneDNN's primitives, im2col + OpenBLAS, or auto (oneDNN where measured faster, when "
+     "built with it); the environment's LARCH_CONV_BACKEND overrides it (docs/performance.md)"},
     {"stop_on_nan", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "stop when the loss is not finite"},
     {"progress_seconds", LARCH_T_FLOAT, "1", 0, 3600, NULL, NULL, "at most one progress line per this many seconds"},
     {0}};
@@ -196,6 +199,18 @@ static larch_status check_run(const larch_node *root)
     return larch_sched_check(larch_map_get(root, "sched"));
 }
 
+/* train.conv_backend is process-wide (larch_set_conv_backend): a loaded
+ * config sets it, so `larch train` and `larch bench step` run what it says. */
+static larch_status apply_conv_backend(const larch_node *t)
+{
+    char where[300];
+    larch_conv_backend b;
+    larch_status s = larch_conv_backend_parse(larch_cfg_str(t, "conv_backend"), &b);
+    if (!s) s = larch_set_conv_backend(b);
+    if (s) return larch_fail_context(LARCH_ERR_CONFIG, "%s: train.conv_backend", place(t, "conv_backend", where, sizeof where));
+    return LARCH_OK;
+}
+
 larch_status larch_run_load(const char *path, const char *const *sets, int n_sets, larch_node **out)
 {
     larch_node *root = NULL;
@@ -210,6 +225,7 @@ larch_status larch_run_load(const char *path, const char *const *sets, int n_set
     larch_node *model = s ? NULL : larch_map_get(root, "model");
     if (model && model->kind == LARCH_NODE_MAP) s = check_model_map(model);
     if (!s) s = check_run(root);
+    if (!s) s = apply_conv_backend(larch_map_get(root, "train"));
     if (s) { larch_node_free(root); return s; }
     *out = root;
     return LARCH_OK;

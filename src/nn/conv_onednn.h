@@ -1,0 +1,51 @@
+/* conv_onednn.h - conv2d through oneDNN's convolution primitives (private to
+ * liblarch; built only with LARCH_HAVE_DNNL, see CMakeLists.txt LARCH_ONEDNN).
+ *
+ * Activations stay larch's (n, h, w, c) ("nhwc") and the weights larch's
+ * (cout, kh, kw, cin) ("ohwi"): the primitives read and write them in place;
+ * only the weights (and their gradient) are reordered to the layout the
+ * primitive picks, into buffers the context owns. Primitives are made once
+ * per batch size (larch_onednn_conv_prepare) and kept; running them
+ * allocates nothing. oneDNN's scratchpad is user-managed: the caller passes
+ * `scratch` of at least the prepared size, which also holds the input
+ * gradient of an accumulating backward before it is added.
+ */
+#ifndef LARCH_NN_CONV_ONEDNN_H
+#define LARCH_NN_CONV_ONEDNN_H
+
+#include <stddef.h>
+
+typedef struct larch_onednn_conv larch_onednn_conv;
+
+typedef struct larch_onednn_geom {
+    int h, w, cin, cout, k, stride, pad, oh, ow, bias;
+} larch_onednn_geom;
+
+/* A context for one layer's geometry; NULL when out of memory or oneDNN has
+ * no CPU engine. Free with larch_onednn_conv_free (NULL is fine). */
+larch_onednn_conv *larch_onednn_conv_create(const larch_onednn_geom *g);
+void larch_onednn_conv_free(larch_onednn_conv *c);
+
+/* Makes (or finds) the primitives for batch n: forward, and with `train`
+ * backward-data and backward-weights. Returns 0 and the scratch floats
+ * the passes of n need, or -1 when oneDNN has no implementation (the
+ * caller uses its own path; the failure is remembered, not retried). */
+int larch_onednn_conv_prepare(larch_onednn_conv *c, int n, int train, size_t *scratch_floats);
+
+/* y = conv(x, W) + bias (bias may be NULL when the geometry has none).
+ * n must have been prepared. Returns 0, or -1 when a primitive failed. */
+int larch_onednn_conv_forward(larch_onednn_conv *c, int n, const float *x, const float *W, const float *bias,
+                              float *y, float *scratch);
+
+/* Backward of a prepared training n: when dx != NULL, dx = (or += with
+ * dx_acc) d/dx; when dW != NULL, dW = (or += with acc_grad) the weight
+ * gradient. The bias gradient is the caller's (summed in double). Returns
+ * 0, or -1 when a primitive failed. */
+int larch_onednn_conv_backward(larch_onednn_conv *c, int n, const float *x, const float *dy, const float *W,
+                               float *dx, int dx_acc, float *dW, int acc_grad, float *scratch);
+
+/* The implementation oneDNN picked for n's forward ("brg_conv_fwd:avx512_core",
+ * "gemm:jit", ...), or "" when n is not prepared. */
+const char *larch_onednn_conv_impl(const larch_onednn_conv *c, int n);
+
+#endif
