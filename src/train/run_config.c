@@ -26,6 +26,8 @@ static const larch_key train_keys[] = {
     {"accumulate", LARCH_T_INT, "1", 1, 4096, NULL, NULL, "micro-batches per optimizer step"},
     {"stop_on_nan", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "stop when the loss is not finite"},
     {"progress_seconds", LARCH_T_FLOAT, "1", 0, 3600, NULL, NULL, "at most one progress line per this many seconds"},
+    {"precision", LARCH_T_ENUM, "fp32", 0, 0, "fp32|bf16", NULL,
+     "arithmetic of dense and conv2d products: fp32, or bf16 inputs summed in float (float master weights; needs oneDNN)"},
     {0}};
 
 static const larch_key augment_keys[] = {
