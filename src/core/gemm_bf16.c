@@ -11,7 +11,7 @@
  * call, so nothing allocates once every shape of a step has been seen. */
 #include "core/gemm_bf16.h"
 
-#ifdef LARCH_HAVE_ONEDNN
+#ifdef LARCH_HAVE_DNNL
 
 #include "core/half.h"
 
