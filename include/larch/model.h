@@ -441,6 +441,19 @@ LARCH_API void larch_model_set_input_grad(larch_model *m, int want);
 /* Plans the arena for passes of up to max_batch samples. */
 LARCH_API larch_status larch_model_plan(larch_model *m, int max_batch);
 
+/* Arithmetic of the layers' matrix products (dense, conv2d):
+ *   FP32 (the default): float inputs, float products (OpenBLAS);
+ *   BF16: inputs and weights rounded to bfloat16, products summed in float
+ *         (oneDNN's AVX512-BF16 / AMX kernels). Parameters, gradients,
+ *         optimizer state and every other layer stay float: bf16 is a
+ *         compute precision, the master weights are the float buffer.
+ *         bf16 keeps float's exponent range, so no loss scaling is needed.
+ * Fails (LARCH_ERR_INVALID, saying why) when this build or CPU has no fast
+ * bf16 matmul; the model is unchanged then. Any time between passes. */
+typedef enum { LARCH_PRECISION_FP32 = 0, LARCH_PRECISION_BF16 = 1 } larch_precision;
+LARCH_API larch_status larch_model_set_precision(larch_model *m, larch_precision p);
+LARCH_API larch_precision larch_model_precision(const larch_model *m);
+
 /* ==== Inspecting a model ==== */
 
 LARCH_API larch_shape larch_model_input_shape(const larch_model *m);

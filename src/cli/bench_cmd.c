@@ -188,7 +188,9 @@ static int bench_step(int argc, char **argv)
         (s = larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                larch_map_get(cfg, "regularization"), 1)) ||
         (s = larch_optim_create_cfg(&o, m, larch_map_get(cfg, "optim"))) ||
-        (s = larch_model_plan(m, batch))) {
+        (s = larch_model_plan(m, batch)) ||
+        (s = larch_model_set_precision(m, strcmp(larch_cfg_str(train, "precision"), "bf16") == 0 ? LARCH_PRECISION_BF16
+                                                                                             : LARCH_PRECISION_FP32))) {
         larch_cli_error(config);
         goto done;
     }
@@ -275,10 +277,12 @@ static int bench_step(int argc, char **argv)
            "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,"
            "\"gflops\":%.2f,\"sgemm_gflops_model_shapes\":%.2f,\"ratio\":%.4f,"
            "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\","
-           "\"conv_backend\":\"%s\",\"conv_layers\":%d,\"conv_onednn_layers\":%d}\n",
+           "\"conv_backend\":\"%s\",\"conv_layers\":%d,\"conv_onednn_layers\":%d,\"precision\":\"%s\"}
+",
            config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
            gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename(),
-           larch_conv_backend_name(larch_get_conv_backend()), conv_layers, conv_onednn);
+           larch_conv_backend_name(larch_get_conv_backend()), conv_layers, conv_onednn,
+           larch_model_precision(m) == LARCH_PRECISION_BF16 ? "bf16" : "fp32");
     fprintf(stderr, "larch bench step: %s batch %d, %d thread(s): %.3f ms/step, %.0f samples/s, "
                     "%.1f GFLOP/s = %.2f of sgemm on the model's shapes (%.1f), %.2f of square sgemm (%.1f)\n",
             config, batch, threads, best_step * 1e3, batch / best_step, gflops, gflops / sgemm, sgemm,

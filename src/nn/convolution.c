@@ -190,6 +190,7 @@ static int onednn_wanted(const larch_layer *L)
 {
     const conv_t *d = L->priv;
     larch_conv_backend b = larch_get_conv_backend();
+    if (L->model->precision == LARCH_PRECISION_BF16) return 0;   /* conv_onednn.c is float: bf16 takes the GEMM path */
     return b == LARCH_CONV_ONEDNN || (b == LARCH_CONV_AUTO && onednn_wins(d, L->in_shape[0]));
 }
 #endif
@@ -322,7 +323,7 @@ static void conv_forward(larch_layer *L, const larch_pass *p)
             cols = L->scratch;
         }
         // y (rows, cout) += cols (rows, K) x W^T (K, cout)
-        larch_sgemm(0, 1, (int)rows, d->cout, d->K, 1.0f, cols, d->K, W, d->K, beta, L->y + (size_t)b0 * ohw * cout, d->cout);
+        larch_layer_gemm(L, 0, 1, (int)rows, d->cout, d->K, 1.0f, cols, d->K, W, d->K, beta, L->y + (size_t)b0 * ohw * cout, d->cout);
     }
 }
 
@@ -355,17 +356,17 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
                 cols = L->scratch;
             }
             // dW (cout, K) (+)= dy^T (cout, rows) x cols (rows, K)
-            larch_sgemm(1, 0, d->cout, d->K, rows, 1.0f, dy, d->cout, cols, d->K,
+            larch_layer_gemm(L, 1, 0, d->cout, d->K, rows, 1.0f, dy, d->cout, cols, d->K,
                         (b0 > 0 || p->acc_grad) ? 1.0f : 0.0f, dW, d->K);
         }
         if (L->need_dx[0]) {
             float *dx = L->dx[0] + (size_t)b0 * in_per;
             if (d->direct) {                                            // dx (rows, cin) (+)= dy (rows, cout) x W (cout, cin)
-                larch_sgemm(0, 0, rows, d->K, d->cout, 1.0f, dy, d->cout, W, d->K, L->dx_acc[0] ? 1.0f : 0.0f, dx, d->K);
+                larch_layer_gemm(L, 0, 0, rows, d->K, d->cout, 1.0f, dy, d->cout, W, d->K, L->dx_acc[0] ? 1.0f : 0.0f, dx, d->K);
                 continue;
             }
             // dcols (rows, K) = dy (rows, cout) x W (cout, K)
-            larch_sgemm(0, 0, rows, d->K, d->cout, 1.0f, dy, d->cout, W, d->K, 0.0f, L->scratch, d->K);
+            larch_layer_gemm(L, 0, 0, rows, d->K, d->cout, 1.0f, dy, d->cout, W, d->K, 0.0f, L->scratch, d->K);
             if (!L->dx_acc[0]) memset(dx, 0, (size_t)nb * in_per * sizeof(float));
             col2im(d, in, L->scratch, nb, dx);
         }

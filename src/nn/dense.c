@@ -49,7 +49,7 @@ static void dense_forward(larch_layer *L, const larch_pass *p)
         beta = 1.0f;
     }
     if (p->n == 0) return;
-    larch_sgemm(0, 1, p->n, d->units, d->in, 1.0f, L->x[0], d->in, W, d->in, beta, L->y, d->units);
+    larch_layer_gemm(L, 0, 1, p->n, d->units, d->in, 1.0f, L->x[0], d->in, W, d->in, beta, L->y, d->units);
 }
 
 static void dense_backward(larch_layer *L, const larch_pass *p)
@@ -60,7 +60,7 @@ static void dense_backward(larch_layer *L, const larch_pass *p)
         float beta = p->acc_grad ? 1.0f : 0.0f;
         // dW (units, in) = dy^T (units, n) x (n, in)
         if (n > 0)
-            larch_sgemm(1, 0, d->units, d->in, n, 1.0f, L->dy, d->units, L->x[0], d->in, beta,
+            larch_layer_gemm(L, 1, 0, d->units, d->in, n, 1.0f, L->dy, d->units, L->x[0], d->in, beta,
                         larch_layer_grad(L, 0), d->in);
         else if (!p->acc_grad)
             memset(larch_layer_grad(L, 0), 0, (size_t)d->units * d->in * sizeof(float));
@@ -68,7 +68,7 @@ static void dense_backward(larch_layer *L, const larch_pass *p)
             larch_channel_sums(L->dy, NULL, (size_t)n, d->units, larch_layer_grad(L, 1), NULL, p->acc_grad);
     }
     if (L->need_dx[0] && n > 0)                 // dx (n, in) = dy (n, units) W (units, in)
-        larch_sgemm(0, 0, n, d->in, d->units, 1.0f, L->dy, d->units, larch_layer_param(L, 0),
+        larch_layer_gemm(L, 0, 0, n, d->in, d->units, 1.0f, L->dy, d->units, larch_layer_param(L, 0),
                     d->in, L->dx_acc[0] ? 1.0f : 0.0f, L->dx[0], d->in);
 }
 

@@ -42,6 +42,13 @@ void larch_conv_test_chunk(int samples);
  * *conv_layers conv2d layers; for `larch bench step` and the tests). */
 int larch_conv_onednn_count(const larch_model *m, int *conv_layers);
 
+/* The layer's matrix product, as larch_sgemm (core/blas.h), in the model's
+ * precision (larch_model_set_precision): float through OpenBLAS or bf16
+ * through oneDNN. A bf16 product that fails (only out of memory once the
+ * precision was accepted) is computed in float, with one warning on stderr. */
+void larch_layer_gemm(const larch_layer *L, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
 /* dst = src (acc = 0) or dst += src (acc = 1). */
 static inline void larch_store(float *dst, float v, int acc) { *dst = acc ? *dst + v : v; }
 

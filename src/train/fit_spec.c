@@ -55,6 +55,8 @@ larch_status larch_fit_validate(const larch_fit_spec *spec)
         if (!(ranges[i].v >= ranges[i].lo && ranges[i].v <= ranges[i].hi))
             return larch_fail(LARCH_ERR_INVALID, "%s = %g is out of range [%g, %g]", ranges[i].name, ranges[i].v,
                               ranges[i].lo, ranges[i].hi);
+    if (t->precision != LARCH_PRECISION_FP32 && t->precision != LARCH_PRECISION_BF16)
+        return larch_fail(LARCH_ERR_INVALID, "train.precision: %d is not a larch_precision", (int)t->precision);
     if (d->compress != LARCH_COMPRESS_NONE && d->compress != LARCH_COMPRESS_FP16 && d->compress != LARCH_COMPRESS_BF16)
         return larch_fail(LARCH_ERR_INVALID, "dist.compress: %d is not a larch_compress", (int)d->compress);
     if (c->n_allow_changes < 0 || (c->n_allow_changes > 0 && !c->allow_changes))
@@ -204,6 +206,7 @@ larch_status larch_fit_spec_to_cfg(const larch_fit_spec *spec, larch_node **out)
             t->batch_size, t->epochs, t->max_steps, (unsigned long long)t->seed, t->log_every, t->eval_every,
             t->eval_batch, t->threads, t->accumulate, yesno(t->stop_on_nan));
     key_num(f, "progress_seconds", t->progress_seconds);
+    fprintf(f, "  precision: %s\n", t->precision == LARCH_PRECISION_BF16 ? "bf16" : "fp32");
     write_optim(f, &spec->optim);
     write_sched(f, &spec->sched);
     fprintf(f, "data:\n  prefetch: %s\n  augment: {flip: %s, crop_pad: %d, resized_crop: %s, scale: [%.9g, %.9g], "

@@ -29,6 +29,8 @@ static const larch_key train_keys[] = {
      "built with it); the environment's LARCH_CONV_BACKEND overrides it (docs/performance.md)"},
     {"stop_on_nan", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "stop when the loss is not finite"},
     {"progress_seconds", LARCH_T_FLOAT, "1", 0, 3600, NULL, NULL, "at most one progress line per this many seconds"},
+    {"precision", LARCH_T_ENUM, "fp32", 0, 0, "fp32|bf16", NULL,
+     "arithmetic of dense and conv2d products: fp32, or bf16 inputs summed in float (float master weights; needs oneDNN)"},
     {0}};
 
 static const larch_key augment_keys[] = {

@@ -26,6 +26,7 @@ larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec
     spec->train.accumulate = (int)larch_cfg_int(t, "accumulate");
     spec->train.stop_on_nan = larch_cfg_bool(t, "stop_on_nan");
     spec->train.progress_seconds = larch_cfg_float(t, "progress_seconds");
+    spec->train.precision = strcmp(larch_cfg_str(t, "precision"), "bf16") == 0 ? LARCH_PRECISION_BF16 : LARCH_PRECISION_FP32;
     const larch_node *d = larch_map_get(cfg, "data"), *aug = larch_map_get(d, "augment");
     spec->data.flip = larch_cfg_bool(aug, "flip");
     spec->data.crop_pad = (int)larch_cfg_int(aug, "crop_pad");

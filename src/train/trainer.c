@@ -270,6 +270,7 @@ static larch_status setup(run_t *r)
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
+    if ((s = larch_comm_check(r->comm, larch_model_set_precision(r->model, r->spec->train.precision)))) return s;
 
     const larch_fit_data *d = &r->spec->data;
     int prefetch = d->prefetch;
