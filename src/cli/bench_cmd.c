@@ -277,8 +277,7 @@ static int bench_step(int argc, char **argv)
            "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,"
            "\"gflops\":%.2f,\"sgemm_gflops_model_shapes\":%.2f,\"ratio\":%.4f,"
            "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\","
-           "\"conv_backend\":\"%s\",\"conv_layers\":%d,\"conv_onednn_layers\":%d,\"precision\":\"%s\"}
-",
+           "\"conv_backend\":\"%s\",\"conv_layers\":%d,\"conv_onednn_layers\":%d,\"precision\":\"%s\"}\n",
            config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
            gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename(),
            larch_conv_backend_name(larch_get_conv_backend()), conv_layers, conv_onednn,
