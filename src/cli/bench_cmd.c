@@ -18,6 +18,7 @@
  */
 #include "cli/cli.h"
 #include "core/blas.h"
+#include "core/threads.h"
 #include "nn/model_internal.h"   /* the losses' targets (random float targets) */
 #include "larch/larch.h"
 #include "larch/optim.h"
@@ -179,7 +180,7 @@ static int bench_step(int argc, char **argv)
     if (!threads) threads = (int)larch_cfg_int(train, "threads");
     if (!threads && getenv("OPENBLAS_NUM_THREADS")) threads = atoi(getenv("OPENBLAS_NUM_THREADS"));
     if (threads < 1) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    larch_blas_set_threads(threads);
+    larch_threads_set(threads);
 
     larch_shape shape;
     int classes;

@@ -88,6 +88,7 @@ struct larch_model {
     /* plan */
     int max_batch;
     int want_input_grad;      /* compute d loss / d input (attacks)          */
+    int no_fuse;              /* 1: plan without fusing layers (tests)       */
     float *arena;
     size_t arena_floats;
     float **node_y, **node_dy;/* per node (n_layers + 1); node_y[0] = batch x */
