@@ -166,12 +166,13 @@ static LARCH_HOT void bn_stats(void *ctx, size_t k0, size_t k1)
 {
     const bn_job *j = ctx;
     const int C = j->C;
+    const float *restrict xp = j->x;
     for (size_t k = k0; k < k1; k++) {
         double *restrict sum = j->part + k * 2 * C, *restrict sq = sum + C;
         for (int c = 0; c < C; c++) sum[c] = sq[c] = 0.0;
         size_t r1 = larch_block_lo(j->rows, j->nb, (int)k + 1);
         for (size_t r = larch_block_lo(j->rows, j->nb, (int)k); r < r1; r++) {
-            const float *restrict xr = j->x + r * C;
+            const float *restrict xr = xp + r * C;
             for (int c = 0; c < C; c++) {
                 double v = xr[c];
                 sum[c] += v;                                         // sum x
@@ -186,43 +187,62 @@ static LARCH_HOT void bn_stats(void *ctx, size_t k0, size_t k1)
 static LARCH_HOT void bn_forward(void *ctx, size_t r0, size_t r1)
 {
     const bn_job *j = ctx;
-    const int C = j->C;
+    const int C = j->C, train = j->train, relu = j->relu;
+    const float *restrict xp = j->x, *restrict invstd = j->invstd, *restrict rm = j->rm;
+    const float *restrict scale = j->scale, *restrict shift = j->shift;
+    const double *restrict mean = j->mean;
+    float *restrict xhp = j->xhat_out, *restrict yp = j->y_out;
     for (size_t r = r0; r < r1; r++) {
-        const float *restrict x = j->x + r * C;
-        float *restrict xh = j->xhat_out + r * C, *restrict y = j->y_out + r * C;
-        if (j->train)
-            for (int c = 0; c < C; c++) xh[c] = (float)((x[c] - j->mean[c]) * j->invstd[c]);
+        const float *restrict x = xp + r * C;
+        float *restrict xh = xhp + r * C, *restrict y = yp + r * C;
+        if (train)
+            for (int c = 0; c < C; c++) xh[c] = (float)((x[c] - mean[c]) * invstd[c]);
         else
-            for (int c = 0; c < C; c++) xh[c] = (x[c] - j->rm[c]) * j->invstd[c];   // running statistics
-        if (j->scale)
-            for (int c = 0; c < C; c++) y[c] = j->scale[c] * xh[c] + j->shift[c];
+            for (int c = 0; c < C; c++) xh[c] = (x[c] - rm[c]) * invstd[c];   // running statistics
+        if (scale)
+            for (int c = 0; c < C; c++) y[c] = scale[c] * xh[c] + shift[c];
         else
             for (int c = 0; c < C; c++) y[c] = xh[c];
-        if (j->relu)
+        if (relu)
             for (int c = 0; c < C; c++) y[c] = y[c] <= 0.0f ? 0.0f : y[c];   // as relu_forward: NaN stays
     }
 }
 
-/* g = dy, or dy (y > 0) behind a fused relu (as relu_backward computes it). */
-#define BN_G(j, i) ((j)->relu ? (j)->dy[i] * ((j)->y[i] > 0.0f ? 1.0f : 0.0f) : (j)->dy[i])
+/* g = dy, or dy (y > 0) behind a fused relu (as relu_backward computes it),
+ * for the C channels of one row. */
+static inline void bn_g(float *restrict g, const float *restrict dy, const float *restrict y, int relu, int C)
+{
+    if (relu) for (int c = 0; c < C; c++) g[c] = dy[c] * (y[c] > 0.0f ? 1.0f : 0.0f);
+    else for (int c = 0; c < C; c++) g[c] = dy[c];
+}
+
+/* Channels per row handled through the stack buffer of g (larger C: in
+ * pieces of BN_CB channels). */
+#define BN_CB 512
 
 /* Backward sums of row blocks [k0, k1): sum g and sum g xhat per channel. */
 static LARCH_HOT void bn_grad_sums(void *ctx, size_t k0, size_t k1)
 {
     const bn_job *j = ctx;
-    const int C = j->C;
+    const int C = j->C, relu = j->relu;
+    const float *restrict dyp = j->dy, *restrict yp = j->y, *restrict xhp = j->xhat;
+    float g[BN_CB];
     for (size_t k = k0; k < k1; k++) {
         double *restrict sg = j->part + k * 2 * C, *restrict sgx = sg + C;
         for (int c = 0; c < C; c++) sg[c] = sgx[c] = 0.0;
         size_t r1 = larch_block_lo(j->rows, j->nb, (int)k + 1);
-        for (size_t r = larch_block_lo(j->rows, j->nb, (int)k); r < r1; r++) {
-            const float *restrict xh = j->xhat + r * C;
-            for (int c = 0; c < C; c++) {
-                float g = BN_G(j, r * C + c);
-                sg[c] += g;                                          // sum dy
-                sgx[c] += (double)g * xh[c];                         // sum dy xhat
+        for (size_t r = larch_block_lo(j->rows, j->nb, (int)k); r < r1; r++)
+            for (int c0 = 0; c0 < C; c0 += BN_CB) {
+                const int nc = C - c0 < BN_CB ? C - c0 : BN_CB;
+                const size_t o = r * C + c0;
+                bn_g(g, dyp + o, yp + o, relu, nc);
+                const float *restrict xh = xhp + o;
+                double *restrict a = sg + c0, *restrict b = sgx + c0;
+                for (int c = 0; c < nc; c++) {
+                    a[c] += g[c];                                    // sum dy
+                    b[c] += (double)g[c] * xh[c];                    // sum dy xhat
+                }
             }
-        }
     }
 }
 
@@ -231,17 +251,31 @@ static LARCH_HOT void bn_grad_sums(void *ctx, size_t k0, size_t k1)
 static LARCH_HOT void bn_backward(void *ctx, size_t r0, size_t r1)
 {
     const bn_job *j = ctx;
-    const int C = j->C;
-    for (size_t r = r0; r < r1; r++) {
-        const float *restrict xh = j->xhat + r * C;
-        float *restrict dx = j->dx + r * C;
-        for (int c = 0; c < C; c++) {
-            float g = BN_G(j, r * C + c), v;
-            if (j->train) v = (j->scale ? j->scale[c] : 1.0f) * j->invstd[c] * (float)(g - j->mg[c] - xh[c] * j->mgx[c]);
-            else v = g * (j->scale ? j->scale[c] : 1.0f) * j->invstd[c];
-            dx[c] = j->acc ? dx[c] + v : v;
+    const int C = j->C, relu = j->relu, train = j->train, acc = j->acc;
+    const float *restrict dyp = j->dy, *restrict yp = j->y, *restrict xhp = j->xhat;
+    const float *restrict scale = j->scale, *restrict invstd = j->invstd;
+    const double *restrict mg = j->mg, *restrict mgx = j->mgx;
+    float *restrict dxp = j->dx;
+    float g[BN_CB], v[BN_CB];
+    for (size_t r = r0; r < r1; r++)
+        for (int c0 = 0; c0 < C; c0 += BN_CB) {
+            const int nc = C - c0 < BN_CB ? C - c0 : BN_CB;
+            const size_t o = r * C + c0;
+            bn_g(g, dyp + o, yp + o, relu, nc);
+            const float *restrict xh = xhp + o;
+            if (train && scale)
+                for (int c = 0; c < nc; c++)
+                    v[c] = scale[c0 + c] * invstd[c0 + c] * (float)(g[c] - mg[c0 + c] - xh[c] * mgx[c0 + c]);
+            else if (train)
+                for (int c = 0; c < nc; c++) v[c] = 1.0f * invstd[c0 + c] * (float)(g[c] - mg[c0 + c] - xh[c] * mgx[c0 + c]);
+            else if (scale)
+                for (int c = 0; c < nc; c++) v[c] = g[c] * scale[c0 + c] * invstd[c0 + c];
+            else
+                for (int c = 0; c < nc; c++) v[c] = g[c] * 1.0f * invstd[c0 + c];
+            float *restrict dx = dxp + o;
+            if (acc) for (int c = 0; c < nc; c++) dx[c] += v[c];
+            else for (int c = 0; c < nc; c++) dx[c] = v[c];
         }
-    }
 }
 
 /* Rows per parallel range of the elementwise passes. */
