@@ -273,9 +273,10 @@ static int bench_step(int argc, char **argv)
     printf("{\"bench\":\"step\",\"config\":\"%s\",\"batch\":%d,\"threads\":%d,\"params\":%zu,"
            "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,"
            "\"gflops\":%.2f,\"sgemm_gflops_model_shapes\":%.2f,\"ratio\":%.4f,"
-           "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\"}\n",
+           "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\",\"blas_threading\":\"%s\"}\n",
            config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
-           gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename());
+           gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename(),
+           larch_blas_threading());
     fprintf(stderr, "larch bench step: %s batch %d, %d thread(s): %.3f ms/step, %.0f samples/s, "
                     "%.1f GFLOP/s = %.2f of sgemm on the model's shapes (%.1f), %.2f of square sgemm (%.1f)\n",
             config, batch, threads, best_step * 1e3, batch / best_step, gflops, gflops / sgemm, sgemm,
