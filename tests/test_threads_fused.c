@@ -195,6 +195,8 @@ static void fused_gradcheck(void)
             CHECK(m->node_y[r] == m->node_y[r - 1], "%s: the relu is not fused", label);
             larch_model_free(m);
         }
+    gradcheck("bn+relu alone", "[{type: batchnorm, name: bn}, {type: relu, name: r}]", S(3, 3, 4),
+              &(gradcheck_opts){.n = 4, .train = 1, .eps = 1e-3, .tol = 3e-2});
     larch_threads_set(1);
 }
 

@@ -31,6 +31,7 @@ typedef struct {
     double *acc;              /* batchnorm: 2 c + 1 doubles of sums         */
     double *part;             /* batchnorm: LARCH_REDUCE_BLOCKS x 2 c partial sums */
     int relu;                 /* batchnorm: a relu fused into the output    */
+    float *ones;              /* batchnorm: c ones (the scale without affine) */
 } norm_t;
 
 /* The settings of every normalization: batch (batchnorm) or group
@@ -52,8 +53,10 @@ static larch_status norm_common(larch_layer *L, int batch, int groups, float eps
         q->momentum = momentum;
         q->sync = sync != 0;
         if (!(q->acc = calloc((size_t)2 * C + 1, sizeof *q->acc)) ||
-            !(q->part = calloc((size_t)LARCH_REDUCE_BLOCKS * 2 * C, sizeof *q->part)))
+            !(q->part = calloc((size_t)LARCH_REDUCE_BLOCKS * 2 * C, sizeof *q->part)) ||
+            !(q->ones = malloc((size_t)C * sizeof *q->ones)))
             return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+        for (int c = 0; c < C; c++) q->ones[c] = 1.0f;
     } else if (C % groups != 0) {
         return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "%d groups do not divide the %d channels", groups, C);
     }
@@ -108,7 +111,7 @@ static void norm_init(larch_layer *L, uint64_t seed)
 static void norm_destroy(larch_layer *L)
 {
     norm_t *q = L->priv;
-    if (q) { free(q->acc); free(q->part); }
+    if (q) { free(q->acc); free(q->part); free(q->ones); }
     free(q);
 }
 
@@ -208,74 +211,56 @@ static LARCH_HOT void bn_forward(void *ctx, size_t r0, size_t r1)
     }
 }
 
-/* g = dy, or dy (y > 0) behind a fused relu (as relu_backward computes it),
- * for the C channels of one row. */
-static inline void bn_g(float *restrict g, const float *restrict dy, const float *restrict y, int relu, int C)
-{
-    if (relu) for (int c = 0; c < C; c++) g[c] = dy[c] * (y[c] > 0.0f ? 1.0f : 0.0f);
-    else for (int c = 0; c < C; c++) g[c] = dy[c];
-}
-
-/* Channels per row handled through the stack buffer of g (larger C: in
- * pieces of BN_CB channels). */
-#define BN_CB 512
+/* g = dy, or dy (y > 0) behind a fused relu (as relu_backward computes it). */
+#define BN_G(relu, dy, y, c) ((relu) ? (dy)[c] * ((y)[c] > 0.0f ? 1.0f : 0.0f) : (dy)[c])
 
 /* Backward sums of row blocks [k0, k1): sum g and sum g xhat per channel. */
 static LARCH_HOT void bn_grad_sums(void *ctx, size_t k0, size_t k1)
 {
     const bn_job *j = ctx;
     const int C = j->C, relu = j->relu;
-    const float *restrict dyp = j->dy, *restrict yp = j->y, *restrict xhp = j->xhat;
-    float g[BN_CB];
+    const float *restrict dyp = j->dy, *restrict yp = relu ? j->y : j->dy, *restrict xhp = j->xhat;
     for (size_t k = k0; k < k1; k++) {
         double *restrict sg = j->part + k * 2 * C, *restrict sgx = sg + C;
         for (int c = 0; c < C; c++) sg[c] = sgx[c] = 0.0;
         size_t r1 = larch_block_lo(j->rows, j->nb, (int)k + 1);
-        for (size_t r = larch_block_lo(j->rows, j->nb, (int)k); r < r1; r++)
-            for (int c0 = 0; c0 < C; c0 += BN_CB) {
-                const int nc = C - c0 < BN_CB ? C - c0 : BN_CB;
-                const size_t o = r * C + c0;
-                bn_g(g, dyp + o, yp + o, relu, nc);
-                const float *restrict xh = xhp + o;
-                double *restrict a = sg + c0, *restrict b = sgx + c0;
-                for (int c = 0; c < nc; c++) {
-                    a[c] += g[c];                                    // sum dy
-                    b[c] += (double)g[c] * xh[c];                    // sum dy xhat
-                }
+        for (size_t r = larch_block_lo(j->rows, j->nb, (int)k); r < r1; r++) {
+            const float *restrict dy = dyp + r * C, *restrict y = yp + r * C, *restrict xh = xhp + r * C;
+            for (int c = 0; c < C; c++) {
+                float g = BN_G(relu, dy, y, c);
+                sg[c] += g;                                          // sum dy
+                sgx[c] += (double)g * xh[c];                         // sum dy xhat
             }
+        }
     }
 }
 
 /* Rows [r0, r1) of dx: training dx = scale invstd (g - mean(g) - xhat
- * mean(g xhat)); eval (y affine in x) dx = g scale invstd. */
+ * mean(g xhat)); eval (y affine in x) dx = g scale invstd (scale: ones
+ * without affine, as 1.0f * a == a). */
 static LARCH_HOT void bn_backward(void *ctx, size_t r0, size_t r1)
 {
     const bn_job *j = ctx;
-    const int C = j->C, relu = j->relu, train = j->train, acc = j->acc;
-    const float *restrict dyp = j->dy, *restrict yp = j->y, *restrict xhp = j->xhat;
-    const float *restrict scale = j->scale, *restrict invstd = j->invstd;
+    const int C = j->C, relu = j->relu, acc = j->acc;
+    const float *restrict dyp = j->dy, *restrict yp = relu ? j->y : j->dy, *restrict xhp = j->xhat;
+    const float *restrict scale = j->scale ? j->scale : j->q->ones, *restrict invstd = j->invstd;
     const double *restrict mg = j->mg, *restrict mgx = j->mgx;
     float *restrict dxp = j->dx;
-    float g[BN_CB], v[BN_CB];
-    for (size_t r = r0; r < r1; r++)
-        for (int c0 = 0; c0 < C; c0 += BN_CB) {
-            const int nc = C - c0 < BN_CB ? C - c0 : BN_CB;
-            const size_t o = r * C + c0;
-            bn_g(g, dyp + o, yp + o, relu, nc);
-            const float *restrict xh = xhp + o;
-            if (train && scale)
-                for (int c = 0; c < nc; c++)
-                    v[c] = scale[c0 + c] * invstd[c0 + c] * (float)(g[c] - mg[c0 + c] - xh[c] * mgx[c0 + c]);
-            else if (train)
-                for (int c = 0; c < nc; c++) v[c] = 1.0f * invstd[c0 + c] * (float)(g[c] - mg[c0 + c] - xh[c] * mgx[c0 + c]);
-            else if (scale)
-                for (int c = 0; c < nc; c++) v[c] = g[c] * scale[c0 + c] * invstd[c0 + c];
-            else
-                for (int c = 0; c < nc; c++) v[c] = g[c] * 1.0f * invstd[c0 + c];
-            float *restrict dx = dxp + o;
-            if (acc) for (int c = 0; c < nc; c++) dx[c] += v[c];
-            else for (int c = 0; c < nc; c++) dx[c] = v[c];
-        }
+    for (size_t r = r0; r < r1; r++) {
+        const float *restrict dy = dyp + r * C, *restrict y = yp + r * C, *restrict xh = xhp + r * C;
+        float *restrict dx = dxp + r * C;
+        if (j->train)
+            for (int c = 0; c < C; c++) {
+                float g = BN_G(relu, dy, y, c);
+                float v = scale[c] * invstd[c] * (float)(g - mg[c] - xh[c] * mgx[c]);
+                dx[c] = acc ? dx[c] + v : v;
+            }
+        else
+            for (int c = 0; c < C; c++) {
+                float v = BN_G(relu, dy, y, c) * scale[c] * invstd[c];
+                dx[c] = acc ? dx[c] + v : v;
+            }
+    }
 }
 
 /* Rows per parallel range of the elementwise passes. */
