@@ -18,6 +18,7 @@
  */
 #include "cli/cli.h"
 #include "core/blas.h"
+#include "core/threads.h"
 #include "nn/model_internal.h"   /* the losses' targets (random float targets) */
 #include "nn/layers.h"           /* larch_conv_onednn_count */
 #include "larch/larch.h"
@@ -180,7 +181,7 @@ static int bench_step(int argc, char **argv)
     if (!threads) threads = (int)larch_cfg_int(train, "threads");
     if (!threads && getenv("OPENBLAS_NUM_THREADS")) threads = atoi(getenv("OPENBLAS_NUM_THREADS"));
     if (threads < 1) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    larch_blas_set_threads(threads);
+    larch_threads_set(threads);
 
     larch_shape shape;
     int classes;
@@ -276,10 +277,10 @@ static int bench_step(int argc, char **argv)
     printf("{\"bench\":\"step\",\"config\":\"%s\",\"batch\":%d,\"threads\":%d,\"params\":%zu,"
            "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,"
            "\"gflops\":%.2f,\"sgemm_gflops_model_shapes\":%.2f,\"ratio\":%.4f,"
-           "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\","
+           "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\",\"blas_threading\":\"%s\","
            "\"conv_backend\":\"%s\",\"conv_layers\":%d,\"conv_onednn_layers\":%d,\"precision\":\"%s\"}\n",
            config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
-           gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename(),
+           gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename(), larch_blas_threading(),
            larch_conv_backend_name(larch_get_conv_backend()), conv_layers, conv_onednn,
            larch_model_precision(m) == LARCH_PRECISION_BF16 ? "bf16" : "fp32");
     fprintf(stderr, "larch bench step: %s batch %d, %d thread(s): %.3f ms/step, %.0f samples/s, "

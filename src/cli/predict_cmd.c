@@ -6,6 +6,7 @@
  * OUT.h5 (/outputs, /labels). docs/backbones.md. */
 #include "cli/cli.h"
 #include "core/blas.h"
+#include "core/threads.h"
 #include "io/outputs_h5.h"
 #include "larch/larch.h"
 #include "larch/checkpoint.h"
@@ -133,7 +134,7 @@ int larch_cmd_predict(int argc, char **argv)
     if (!s) {
         long t = larch_cfg_int(larch_map_get(cfg, "train"), "threads");
         long cores = sysconf(_SC_NPROCESSORS_ONLN) / (comm.local_size > 0 ? comm.local_size : 1);
-        larch_blas_set_threads(t > 0 ? (int)t : cores > 0 ? (int)cores : 1);
+        larch_threads_set(t > 0 ? (int)t : cores > 0 ? (int)cores : 1);
         if (!batch) batch = (int)larch_cfg_int(larch_map_get(cfg, "train"), "eval_batch");
         if (batch < 1) batch = 256;
     }

@@ -12,5 +12,9 @@ int larch_blas_threads(void);
 /* OpenBLAS's build description ("OpenBLAS 0.3.21 DYNAMIC_ARCH ..."). */
 const char *larch_blas_config(void);
 const char *larch_blas_corename(void);
+/* How the loaded OpenBLAS runs its threads: "pthreads" (Debian's default
+ * libopenblas0-pthread), "openmp" (libopenblas0-openmp: the OpenMP pool
+ * larch's own loops use) or "sequential". */
+const char *larch_blas_threading(void);
 
 #endif

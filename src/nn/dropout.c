@@ -11,6 +11,7 @@
  */
 #include "nn/layers.h"
 #include "core/dispatch.h"
+#include "core/threads.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,18 +34,21 @@ static larch_status dropout_setup(larch_layer *L, const void *opts)
 
 static size_t dropout_saved(const larch_layer *L, int n) { return (size_t)n * larch_shape_size(L->out_shape); }
 
-static LARCH_HOT void dropout_forward(larch_layer *L, const larch_pass *p)
+/* Samples [b0, b1) (forward) or elements [b0, b1) (backward); the passes
+ * split over threads (core/threads.h), each sample's mask drawn from its
+ * own stream, so the split changes nothing. */
+typedef struct { larch_layer *L; const larch_pass *p; } drop_job;
+
+static LARCH_HOT void dropout_forward(void *ctx, size_t b0, size_t b1)
 {
+    larch_layer *L = ((drop_job *)ctx)->L;
+    const larch_pass *p = ((drop_job *)ctx)->p;
     const dropout_t *d = L->priv;
-    size_t per = larch_shape_size(L->out_shape), len = (size_t)p->n * per;
-    if (!p->train || d->rate == 0.0f) {                      // identity
-        memcpy(L->y, L->x[0], len * sizeof(float));
-        return;
-    }
+    size_t per = larch_shape_size(L->out_shape);
     const float scale = 1.0f / (1.0f - d->rate);
     const uint32_t keep = (uint32_t)((1.0 - d->rate) * 4294967296.0 > 4294967295.0 ? 4294967295.0
                                                                                    : (1.0 - d->rate) * 4294967296.0);
-    for (int i = 0; i < p->n; i++) {
+    for (size_t i = b0; i < b1; i++) {
         larch_rng r;
         larch_rng_init(&r, p->seed, d->purpose, p->step, p->sample0 + (uint32_t)i);
         float *mask = L->saved + (size_t)i * per;
@@ -57,23 +61,42 @@ static LARCH_HOT void dropout_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static LARCH_HOT void dropout_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void dropout_backward(void *ctx, size_t lo, size_t hi)
 {
-    if (!L->need_dx[0]) return;
+    larch_layer *L = ((drop_job *)ctx)->L;
+    const larch_pass *p = ((drop_job *)ctx)->p;
     const dropout_t *d = L->priv;
-    size_t len = (size_t)p->n * larch_shape_size(L->out_shape);
     float *restrict dx = L->dx[0];
     const float *restrict dy = L->dy, *restrict mask = L->saved;
     int identity = !p->train || d->rate == 0.0f;
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = lo; i < hi; i++) {
         float g = identity ? dy[i] : dy[i] * mask[i];            // dL/dx = dy * mask
         dx[i] = L->dx_acc[0] ? dx[i] + g : g;
     }
+}
+
+static void dropout_fwd(larch_layer *L, const larch_pass *p)
+{
+    const dropout_t *d = L->priv;
+    size_t per = larch_shape_size(L->out_shape);
+    if (!p->train || d->rate == 0.0f) {                      // identity
+        memcpy(L->y, L->x[0], (size_t)p->n * per * sizeof(float));
+        return;
+    }
+    drop_job j = {L, p};
+    larch_parallel_for((size_t)p->n, 16384 / per + 1, dropout_forward, &j);
+}
+
+static void dropout_bwd(larch_layer *L, const larch_pass *p)
+{
+    if (!L->need_dx[0]) return;
+    drop_job j = {L, p};
+    larch_parallel_for((size_t)p->n * larch_shape_size(L->out_shape), 32768, dropout_backward, &j);
 }
 
 static void dropout_destroy(larch_layer *L) { free(L->priv); }
 
 const larch_layer_ops larch_dropout_ops = {
     .type = "dropout", .min_inputs = 1, .max_inputs = 1,
-    .setup = dropout_setup, .saved_size = dropout_saved, .forward = dropout_forward,
-    .backward = dropout_backward, .destroy = dropout_destroy};
+    .setup = dropout_setup, .saved_size = dropout_saved, .forward = dropout_fwd,
+    .backward = dropout_bwd, .destroy = dropout_destroy};

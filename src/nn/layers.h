@@ -34,6 +34,12 @@ extern const larch_layer_ops larch_dense_ops, larch_conv2d_ops, larch_maxpool_op
  * double, like the losses and the batch-norm statistics. Allocates nothing. */
 void larch_channel_sums(const float *a, const float *b, size_t rows, int C, float *sum_a, float *sum_ab, int acc);
 
+/* Fusion (model.c, at plan time): the batchnorm layer L applies max(y, 0)
+ * to its output and the relu gradient to its dy when on; the relu layer
+ * reading it then shares L's output and gradient buffers, and an
+ * activation whose output buffer is its input buffer does nothing. */
+void larch_batchnorm_fuse_relu(larch_layer *L, int on);
+
 /* Test hook: conv2d runs at most `samples` samples per GEMM chunk (0 = the
  * normal chunking), so small tests cover several chunks. */
 void larch_conv_test_chunk(int samples);

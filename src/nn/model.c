@@ -486,6 +486,27 @@ static larch_status plan_flags(larch_model *m)
     return LARCH_OK;
 }
 
+/* Fusion: the node (a batchnorm layer's) whose relu layer `i` is fused
+ * into it, or 0. A relu is fused when it is the only reader of a batchnorm's
+ * output and no loss scores that output: the batchnorm then applies the
+ * relu itself (larch_batchnorm_fuse_relu) and the relu layer shares its
+ * output and gradient buffers, so its forward and backward do nothing and
+ * the relu costs no pass over memory. Names, parameters and results are
+ * those of the unfused layers, bit for bit. */
+static int fused_relu_source(const larch_model *m, int i)
+{
+    const larch_layer *R = m->layers[i];
+    if (m->no_fuse || R->ops != &larch_relu_ops || R->n_in != 1 || R->in_node[0] == 0) return 0;
+    int node = R->in_node[0];
+    if (m->layers[node - 1]->ops != &larch_batchnorm_ops) return 0;
+    int readers = 0;
+    for (int k = 0; k < m->n_layers; k++)
+        for (int j = 0; j < m->layers[k]->n_in; j++) readers += m->layers[k]->in_node[j] == node;
+    for (int k = 0; k < m->n_losses; k++)
+        if (m->losses[k].node == node) readers++;
+    return readers == 1 ? node : 0;
+}
+
 larch_status larch_model_plan(larch_model *m, int max_batch)
 {
     if (!m->finalized) return larch_fail(LARCH_ERR_INVALID, "plan: finalize the model first");
@@ -504,9 +525,19 @@ larch_status larch_model_plan(larch_model *m, int max_batch)
     size_t *y_off = larch_calloc((size_t)nodes * 2 + (size_t)m->n_layers, sizeof *y_off, "plan");
     if (!y_off) return LARCH_ERR_NOMEM;
     size_t *dy_off = y_off + nodes, *saved_off = dy_off + nodes;
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layers[i]->ops == &larch_batchnorm_ops) larch_batchnorm_fuse_relu(m->layers[i], 0);
     for (int i = 0; i < m->n_layers; i++) {
         larch_layer *L = m->layers[i];
         size_t out = n * larch_shape_size(L->out_shape);
+        int src = fused_relu_source(m, i);
+        if (src) {                                   /* the batchnorm's buffers (need_backward: the same) */
+            larch_batchnorm_fuse_relu(m->layers[src - 1], 1);
+            y_off[i + 1] = y_off[src];
+            dy_off[i + 1] = dy_off[src];
+            saved_off[i] = total;
+            continue;
+        }
         y_off[i + 1] = total; total += align_up(out);
         dy_off[i + 1] = (size_t)-1;
         if (L->need_backward) { dy_off[i + 1] = total; total += align_up(out); }

@@ -90,6 +90,7 @@ struct larch_model {
     int want_input_grad;      /* compute d loss / d input (attacks)          */
     larch_precision precision;/* of dense/conv2d products (precision.c)      */
     int precision_warned;     /* a bf16 product fell back to float once      */
+    int no_fuse;              /* 1: plan without fusing layers (tests)       */
     float *arena;
     size_t arena_floats;
     float **node_y, **node_dy;/* per node (n_layers + 1); node_y[0] = batch x */

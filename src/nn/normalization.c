@@ -18,6 +18,7 @@
  */
 #include "nn/layers.h"
 #include "core/dispatch.h"
+#include "core/threads.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -28,6 +29,9 @@ typedef struct {
     int groups, affine, sync;
     float eps, momentum;
     double *acc;              /* batchnorm: 2 c + 1 doubles of sums         */
+    double *part;             /* batchnorm: LARCH_REDUCE_BLOCKS x 2 c partial sums */
+    int relu;                 /* batchnorm: a relu fused into the output    */
+    float *ones;              /* batchnorm: c ones (the scale without affine) */
 } norm_t;
 
 /* The settings of every normalization: batch (batchnorm) or group
@@ -48,7 +52,11 @@ static larch_status norm_common(larch_layer *L, int batch, int groups, float eps
     if (batch) {
         q->momentum = momentum;
         q->sync = sync != 0;
-        if (!(q->acc = calloc((size_t)2 * C + 1, sizeof *q->acc))) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+        if (!(q->acc = calloc((size_t)2 * C + 1, sizeof *q->acc)) ||
+            !(q->part = calloc((size_t)LARCH_REDUCE_BLOCKS * 2 * C, sizeof *q->part)) ||
+            !(q->ones = malloc((size_t)C * sizeof *q->ones)))
+            return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+        for (int c = 0; c < C; c++) q->ones[c] = 1.0f;
     } else if (C % groups != 0) {
         return LARCH_LAYER_FAIL(L, LARCH_ERR_SHAPE, "%d groups do not divide the %d channels", groups, C);
     }
@@ -103,7 +111,7 @@ static void norm_init(larch_layer *L, uint64_t seed)
 static void norm_destroy(larch_layer *L)
 {
     norm_t *q = L->priv;
-    if (q) free(q->acc);
+    if (q) { free(q->acc); free(q->part); free(q->ones); }
     free(q);
 }
 
@@ -135,31 +143,157 @@ static void affine_grads(larch_layer *L, const larch_pass *p, const float *xhat,
     larch_channel_sums(L->dy, xhat, rows, C, larch_layer_grad(L, 1), larch_layer_grad(L, 0), p->acc_grad);
 }
 
-/* ---- batchnorm ---- */
+/* ---- batchnorm ----
+ * Two passes forward (statistics; then xhat, y and the fused ReLU) and two
+ * backward (the per-channel sums of g and g xhat, which are also the shift
+ * and scale gradients; then dx), each split over threads
+ * (core/threads.h): the sums over larch_reduce_blocks(rows) fixed row
+ * blocks, combined in block order, so the thread count never changes a bit.
+ * With q->relu (set by the model when a relu is the only reader of this
+ * layer's output, larch_batchnorm_fuse_relu) y = max(scale xhat + shift, 0)
+ * exactly as the relu layer computes it, and backward first applies the
+ * relu's gradient g = dy (y > 0) exactly as the relu layer does. */
 
-static LARCH_HOT void bn_forward(larch_layer *L, const larch_pass *p)
+typedef struct {
+    const norm_t *q;
+    int C, nb, relu, acc, train;
+    size_t rows;
+    const float *x, *y, *dy, *xhat, *invstd, *scale, *shift, *rm;
+    float *xhat_out, *y_out, *dx;
+    const double *mean, *mg, *mgx;
+    double *part;                     /* nb blocks of 2 C partial sums */
+} bn_job;
+
+/* The statistics of row blocks [k0, k1): sum x and sum x^2 per channel. */
+static LARCH_HOT void bn_stats(void *ctx, size_t k0, size_t k1)
+{
+    const bn_job *j = ctx;
+    const int C = j->C;
+    const float *restrict xp = j->x;
+    for (size_t k = k0; k < k1; k++) {
+        double *restrict sum = j->part + k * 2 * C, *restrict sq = sum + C;
+        for (int c = 0; c < C; c++) sum[c] = sq[c] = 0.0;
+        size_t r1 = larch_block_lo(j->rows, j->nb, (int)k + 1);
+        for (size_t r = larch_block_lo(j->rows, j->nb, (int)k); r < r1; r++) {
+            const float *restrict xr = xp + r * C;
+            for (int c = 0; c < C; c++) {
+                double v = xr[c];
+                sum[c] += v;                                         // sum x
+                sq[c] += v * v;                                      // sum x^2
+            }
+        }
+    }
+}
+
+/* Rows [r0, r1): xhat = (x - mean) invstd (training) or with the running
+ * statistics (eval), y = scale xhat + shift, then max(y, 0) when fused. */
+static LARCH_HOT void bn_forward(void *ctx, size_t r0, size_t r1)
+{
+    const bn_job *j = ctx;
+    const int C = j->C, train = j->train, relu = j->relu;
+    const float *restrict xp = j->x, *restrict invstd = j->invstd, *restrict rm = j->rm;
+    const float *restrict scale = j->scale, *restrict shift = j->shift;
+    const double *restrict mean = j->mean;
+    float *restrict xhp = j->xhat_out, *restrict yp = j->y_out;
+    for (size_t r = r0; r < r1; r++) {
+        const float *restrict x = xp + r * C;
+        float *restrict xh = xhp + r * C, *restrict y = yp + r * C;
+        if (train)
+            for (int c = 0; c < C; c++) xh[c] = (float)((x[c] - mean[c]) * invstd[c]);
+        else
+            for (int c = 0; c < C; c++) xh[c] = (x[c] - rm[c]) * invstd[c];   // running statistics
+        if (scale)
+            for (int c = 0; c < C; c++) y[c] = scale[c] * xh[c] + shift[c];
+        else
+            for (int c = 0; c < C; c++) y[c] = xh[c];
+        if (relu)
+            for (int c = 0; c < C; c++) y[c] = y[c] <= 0.0f ? 0.0f : y[c];   // as relu_forward: NaN stays
+    }
+}
+
+/* g = dy, or dy (y > 0) behind a fused relu (as relu_backward computes it). */
+#define BN_G(relu, dy, y, c) ((relu) ? (dy)[c] * ((y)[c] > 0.0f ? 1.0f : 0.0f) : (dy)[c])
+
+/* Backward sums of row blocks [k0, k1): sum g and sum g xhat per channel. */
+static LARCH_HOT void bn_grad_sums(void *ctx, size_t k0, size_t k1)
+{
+    const bn_job *j = ctx;
+    const int C = j->C, relu = j->relu;
+    const float *restrict dyp = j->dy, *restrict yp = relu ? j->y : j->dy, *restrict xhp = j->xhat;
+    for (size_t k = k0; k < k1; k++) {
+        double *restrict sg = j->part + k * 2 * C, *restrict sgx = sg + C;
+        for (int c = 0; c < C; c++) sg[c] = sgx[c] = 0.0;
+        size_t r1 = larch_block_lo(j->rows, j->nb, (int)k + 1);
+        for (size_t r = larch_block_lo(j->rows, j->nb, (int)k); r < r1; r++) {
+            const float *restrict dy = dyp + r * C, *restrict y = yp + r * C, *restrict xh = xhp + r * C;
+            for (int c = 0; c < C; c++) {
+                float g = BN_G(relu, dy, y, c);
+                sg[c] += g;                                          // sum dy
+                sgx[c] += (double)g * xh[c];                         // sum dy xhat
+            }
+        }
+    }
+}
+
+/* Rows [r0, r1) of dx: training dx = scale invstd (g - mean(g) - xhat
+ * mean(g xhat)); eval (y affine in x) dx = g scale invstd (scale: ones
+ * without affine, as 1.0f * a == a). */
+static LARCH_HOT void bn_backward(void *ctx, size_t r0, size_t r1)
+{
+    const bn_job *j = ctx;
+    const int C = j->C, relu = j->relu, acc = j->acc;
+    const float *restrict dyp = j->dy, *restrict yp = relu ? j->y : j->dy, *restrict xhp = j->xhat;
+    const float *restrict scale = j->scale ? j->scale : j->q->ones, *restrict invstd = j->invstd;
+    const double *restrict mg = j->mg, *restrict mgx = j->mgx;
+    float *restrict dxp = j->dx;
+    for (size_t r = r0; r < r1; r++) {
+        const float *restrict dy = dyp + r * C, *restrict y = yp + r * C, *restrict xh = xhp + r * C;
+        float *restrict dx = dxp + r * C;
+        if (j->train)
+            for (int c = 0; c < C; c++) {
+                float g = BN_G(relu, dy, y, c);
+                float v = scale[c] * invstd[c] * (float)(g - mg[c] - xh[c] * mgx[c]);
+                dx[c] = acc ? dx[c] + v : v;
+            }
+        else
+            for (int c = 0; c < C; c++) {
+                float v = BN_G(relu, dy, y, c) * scale[c] * invstd[c];
+                dx[c] = acc ? dx[c] + v : v;
+            }
+    }
+}
+
+/* Rows per parallel range of the elementwise passes. */
+#define BN_GRAIN_FLOATS 32768
+
+static size_t bn_grain(int C) { return BN_GRAIN_FLOATS / (size_t)C + 1; }
+
+/* Combines the nb blocks' partial sums in block order into out (2 C). */
+static void bn_combine(const double *part, int nb, int C, double *out)
+{
+    for (int c = 0; c < 2 * C; c++) out[c] = 0.0;
+    for (int k = 0; k < nb; k++)
+        for (int c = 0; c < 2 * C; c++) out[c] += part[(size_t)k * 2 * C + c];
+}
+
+static void bn_fwd_op(larch_layer *L, const larch_pass *p)
 {
     norm_t *q = L->priv;
     const int C = L->in_shape[0].c;
     const size_t rows = (size_t)p->n * L->in_shape[0].h * L->in_shape[0].w;   // (n h w) rows of c
-    const float *x = L->x[0];
     float *xhat = L->saved, *invstd = L->saved + rows * C;
     float *rm = larch_layer_buffer(L, 0), *rv = larch_layer_buffer(L, 1);
+    bn_job j = {.q = q, .C = C, .rows = rows, .relu = q->relu, .train = p->train, .x = L->x[0], .invstd = invstd,
+                .rm = rm, .xhat_out = xhat, .y_out = L->y, .part = q->part, .nb = larch_reduce_blocks(rows)};
+    if (q->affine) { j.scale = larch_layer_param(L, 0); j.shift = larch_layer_param(L, 1); }
     if (!p->train) {
         for (int c = 0; c < C; c++) invstd[c] = 1.0f / sqrtf(rv[c] + q->eps);
-        for (size_t r = 0; r < rows; r++)
-            for (int c = 0; c < C; c++) xhat[r * C + c] = (x[r * C + c] - rm[c]) * invstd[c];  // running statistics
-        affine_out(L, xhat, L->y, rows, C);
+        larch_parallel_for(rows, bn_grain(C), bn_forward, &j);
         return;
     }
+    larch_parallel_for((size_t)j.nb, 1, bn_stats, &j);
     double *sum = q->acc, *sq = q->acc + C, *count = q->acc + 2 * C;
-    memset(q->acc, 0, (2 * (size_t)C + 1) * sizeof(double));
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < C; c++) {
-            double v = x[r * C + c];
-            sum[c] += v;                                             // sum x
-            sq[c] += v * v;                                          // sum x^2
-        }
+    bn_combine(q->part, j.nb, C, q->acc);
     *count = (double)rows;
     if (q->sync && p->comm && p->comm->allreduce_sum) p->comm->allreduce_sum(p->comm->ctx, q->acc, 2 * C + 1);
     double M = *count > 0 ? *count : 1.0;
@@ -168,54 +302,52 @@ static LARCH_HOT void bn_forward(larch_layer *L, const larch_pass *p)
         double var = sq[c] / M - mean * mean;                        // biased batch variance
         if (var < 0) var = 0;
         invstd[c] = (float)(1.0 / sqrt(var + q->eps));
-        sum[c] = mean;                                               // keep mean for the loop below
+        sum[c] = mean;                                               // keep mean for the pass below
         rm[c] = (1.0f - q->momentum) * rm[c] + q->momentum * (float)mean;
         double unbiased = M > 1 ? var * M / (M - 1) : var;
         rv[c] = (1.0f - q->momentum) * rv[c] + q->momentum * (float)unbiased;
     }
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < C; c++) xhat[r * C + c] = (float)((x[r * C + c] - sum[c]) * invstd[c]);
-    affine_out(L, xhat, L->y, rows, C);
+    j.mean = sum;
+    larch_parallel_for(rows, bn_grain(C), bn_forward, &j);
 }
 
-static LARCH_HOT void bn_backward(larch_layer *L, const larch_pass *p)
+static void bn_bwd_op(larch_layer *L, const larch_pass *p)
 {
     norm_t *q = L->priv;
     const int C = L->in_shape[0].c;
     const size_t rows = (size_t)p->n * L->in_shape[0].h * L->in_shape[0].w;
-    const float *xhat = L->saved, *invstd = L->saved + rows * C, *dy = L->dy;
-    const float *scale = q->affine ? larch_layer_param(L, 0) : NULL;
-    affine_grads(L, p, xhat, rows, C);
-    if (!L->need_dx[0]) return;
-    float *dx = L->dx[0];
-    int acc = L->dx_acc[0];
-    if (!p->train) {                                                 // y is affine in x
-        for (size_t r = 0; r < rows; r++)
-            for (int c = 0; c < C; c++) {
-                float g = dy[r * C + c] * (scale ? scale[c] : 1.0f) * invstd[c];
-                dx[r * C + c] = acc ? dx[r * C + c] + g : g;
-            }
+    const int want_dw = q->affine && L->need_dw, want_dx = L->need_dx[0];
+    bn_job j = {.q = q, .C = C, .rows = rows, .relu = q->relu, .train = p->train, .y = L->y, .dy = L->dy,
+                .xhat = L->saved, .invstd = L->saved + rows * C, .part = q->part, .nb = larch_reduce_blocks(rows),
+                .dx = L->dx[0], .acc = L->dx_acc[0]};
+    if (q->affine) j.scale = larch_layer_param(L, 0);
+    if (!want_dw && !(want_dx && p->train)) {
+        if (want_dx) larch_parallel_for(rows, bn_grain(C), bn_backward, &j);
         return;
     }
+    larch_parallel_for((size_t)j.nb, 1, bn_grad_sums, &j);
     double *sdy = q->acc, *sdyx = q->acc + C, *count = q->acc + 2 * C;
-    memset(q->acc, 0, (2 * (size_t)C + 1) * sizeof(double));
-    for (size_t r = 0; r < rows; r++)
+    bn_combine(q->part, j.nb, C, q->acc);
+    if (want_dw) {                                                   // dshift = sum g, dscale = sum g xhat (local rows)
+        float *dscale = larch_layer_grad(L, 0), *dshift = larch_layer_grad(L, 1);
         for (int c = 0; c < C; c++) {
-            sdy[c] += dy[r * C + c];                                 // sum dy
-            sdyx[c] += (double)dy[r * C + c] * xhat[r * C + c];      // sum dy xhat
+            dshift[c] = (float)(p->acc_grad ? dshift[c] + sdy[c] : sdy[c]);
+            dscale[c] = (float)(p->acc_grad ? dscale[c] + sdyx[c] : sdyx[c]);
         }
-    *count = (double)rows;
-    if (q->sync && p->comm && p->comm->allreduce_sum) p->comm->allreduce_sum(p->comm->ctx, q->acc, 2 * C + 1);
-    double M = *count > 0 ? *count : 1.0;
-    for (int c = 0; c < C; c++) { sdy[c] /= M; sdyx[c] /= M; }       // means over the (global) batch
-    for (size_t r = 0; r < rows; r++)
-        for (int c = 0; c < C; c++) {
-            // dx = scale invstd (dy - mean(dy) - xhat mean(dy xhat))
-            float g = (scale ? scale[c] : 1.0f) * invstd[c] *
-                      (float)(dy[r * C + c] - sdy[c] - xhat[r * C + c] * sdyx[c]);
-            dx[r * C + c] = acc ? dx[r * C + c] + g : g;
-        }
+    }
+    if (!want_dx) return;
+    if (p->train) {
+        *count = (double)rows;
+        if (q->sync && p->comm && p->comm->allreduce_sum) p->comm->allreduce_sum(p->comm->ctx, q->acc, 2 * C + 1);
+        double M = *count > 0 ? *count : 1.0;
+        for (int c = 0; c < C; c++) { sdy[c] /= M; sdyx[c] /= M; }   // means over the (global) batch
+        j.mg = sdy;
+        j.mgx = sdyx;
+    }
+    larch_parallel_for(rows, bn_grain(C), bn_backward, &j);
 }
+
+void larch_batchnorm_fuse_relu(larch_layer *L, int on) { ((norm_t *)L->priv)->relu = on != 0; }
 
 /* ---- group statistics (layernorm, groupnorm, instancenorm) ---- */
 
@@ -280,7 +412,7 @@ static LARCH_HOT void gn_backward(larch_layer *L, const larch_pass *p)
 
 const larch_layer_ops larch_batchnorm_ops = {
     .type = "batchnorm", .min_inputs = 1, .max_inputs = 1, .setup = bn_setup,
-    .saved_size = norm_saved, .init = norm_init, .forward = bn_forward, .backward = bn_backward,
+    .saved_size = norm_saved, .init = norm_init, .forward = bn_fwd_op, .backward = bn_bwd_op,
     .destroy = norm_destroy};
 const larch_layer_ops larch_layernorm_ops = {
     .type = "layernorm", .min_inputs = 1, .max_inputs = 1, .setup = ln_setup,

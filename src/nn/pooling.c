@@ -16,6 +16,7 @@
  */
 #include "nn/layers.h"
 #include "core/dispatch.h"
+#include "core/threads.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -53,13 +54,13 @@ static larch_status pool_setup(larch_layer *L, const void *opts)
 
 static size_t maxpool_saved(const larch_layer *L, int n) { return (size_t)n * larch_shape_size(L->out_shape); }
 
-static LARCH_HOT void maxpool_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void maxpool_forward(larch_layer *L, size_t b0, size_t b1)
 {
     const pool_t *q = L->priv;
     larch_shape in = L->in_shape[0];
     const int C = in.c;
     size_t in_per = larch_shape_size(in), out_per = larch_shape_size(L->out_shape);
-    for (int b = 0; b < p->n; b++) {
+    for (size_t b = b0; b < b1; b++) {
         const float *x = L->x[0] + (size_t)b * in_per;               // (h, w, c)
         float *y = L->y + (size_t)b * out_per, *arg = L->saved + (size_t)b * out_per;
         for (int oy = 0; oy < q->oh; oy++)
@@ -89,26 +90,25 @@ static LARCH_HOT void maxpool_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static LARCH_HOT void maxpool_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void maxpool_backward(larch_layer *L, size_t b0, size_t b1)
 {
-    if (!L->need_dx[0]) return;
     size_t in_per = larch_shape_size(L->in_shape[0]), out_per = larch_shape_size(L->out_shape);
-    if (!L->dx_acc[0]) memset(L->dx[0], 0, (size_t)p->n * in_per * sizeof(float));
-    for (int b = 0; b < p->n; b++) {
+    if (!L->dx_acc[0]) memset(L->dx[0] + b0 * in_per, 0, (b1 - b0) * in_per * sizeof(float));
+    for (size_t b = b0; b < b1; b++) {
         float *dx = L->dx[0] + (size_t)b * in_per;
         const float *dy = L->dy + (size_t)b * out_per, *arg = L->saved + (size_t)b * out_per;
         for (size_t i = 0; i < out_per; i++) dx[(size_t)arg[i]] += dy[i];   // gradient to the max only
     }
 }
 
-static LARCH_HOT void avgpool_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void avgpool_forward(larch_layer *L, size_t b0, size_t b1)
 {
     const pool_t *q = L->priv;
     larch_shape in = L->in_shape[0];
     const int C = in.c;
     const float inv = 1.0f / (float)(q->size * q->size);
     size_t in_per = larch_shape_size(in), out_per = larch_shape_size(L->out_shape);
-    for (int b = 0; b < p->n; b++) {
+    for (size_t b = b0; b < b1; b++) {
         const float *x = L->x[0] + (size_t)b * in_per;
         float *y = L->y + (size_t)b * out_per;
         for (int oy = 0; oy < q->oh; oy++)
@@ -130,16 +130,15 @@ static LARCH_HOT void avgpool_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static LARCH_HOT void avgpool_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void avgpool_backward(larch_layer *L, size_t b0, size_t b1)
 {
-    if (!L->need_dx[0]) return;
     const pool_t *q = L->priv;
     larch_shape in = L->in_shape[0];
     const int C = in.c;
     const float inv = 1.0f / (float)(q->size * q->size);
     size_t in_per = larch_shape_size(in), out_per = larch_shape_size(L->out_shape);
-    if (!L->dx_acc[0]) memset(L->dx[0], 0, (size_t)p->n * in_per * sizeof(float));
-    for (int b = 0; b < p->n; b++) {
+    if (!L->dx_acc[0]) memset(L->dx[0] + b0 * in_per, 0, (b1 - b0) * in_per * sizeof(float));
+    for (size_t b = b0; b < b1; b++) {
         float *dx = L->dx[0] + (size_t)b * in_per;
         const float *dy = L->dy + (size_t)b * out_per;
         for (int oy = 0; oy < q->oh; oy++)
@@ -165,13 +164,13 @@ static larch_status gap_setup(larch_layer *L, const void *opts)
     return LARCH_OK;
 }
 
-static LARCH_HOT void gap_forward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gap_forward(larch_layer *L, size_t b0, size_t b1)
 {
     larch_shape in = L->in_shape[0];
     const int C = in.c;
     const size_t HW = (size_t)in.h * in.w;
     const float inv = 1.0f / (float)HW;
-    for (int b = 0; b < p->n; b++) {
+    for (size_t b = b0; b < b1; b++) {
         const float *x = L->x[0] + (size_t)b * HW * C;                   // (h*w, c)
         float *y = L->y + (size_t)b * C;
         memset(y, 0, (size_t)C * sizeof(float));
@@ -181,14 +180,13 @@ static LARCH_HOT void gap_forward(larch_layer *L, const larch_pass *p)
     }
 }
 
-static LARCH_HOT void gap_backward(larch_layer *L, const larch_pass *p)
+static LARCH_HOT void gap_backward(larch_layer *L, size_t b0, size_t b1)
 {
-    if (!L->need_dx[0]) return;
     larch_shape in = L->in_shape[0];
     const int C = in.c;
     const size_t HW = (size_t)in.h * in.w;
     const float inv = 1.0f / (float)HW;
-    for (int b = 0; b < p->n; b++) {
+    for (size_t b = b0; b < b1; b++) {
         float *dx = L->dx[0] + (size_t)b * HW * C;
         const float *dy = L->dy + (size_t)b * C;
         for (size_t i = 0; i < HW; i++)
@@ -199,14 +197,34 @@ static LARCH_HOT void gap_backward(larch_layer *L, const larch_pass *p)
     }
 }
 
+/* Every pass works on samples [b0, b1); pool_run splits the batch over
+ * threads (core/threads.h). Samples are independent, so the split changes
+ * nothing. */
+typedef void (*pool_kernel)(larch_layer *L, size_t b0, size_t b1);
+typedef struct { larch_layer *L; pool_kernel k; } pool_job;
+static void pool_range(void *ctx, size_t lo, size_t hi) { const pool_job *j = ctx; j->k(j->L, lo, hi); }
+static void pool_run(larch_layer *L, const larch_pass *p, pool_kernel k, int backward)
+{
+    if (backward && !L->need_dx[0]) return;
+    size_t per = larch_shape_size(L->in_shape[0]);
+    pool_job j = {L, k};
+    larch_parallel_for((size_t)p->n, 16384 / per + 1, pool_range, &j);   /* >= 16K input floats a range */
+}
+#define POOL_OPS(name)                                                                               \
+    static void name##_fwd(larch_layer *L, const larch_pass *p) { pool_run(L, p, name##_forward, 0); } \
+    static void name##_bwd(larch_layer *L, const larch_pass *p) { pool_run(L, p, name##_backward, 1); }
+POOL_OPS(maxpool)
+POOL_OPS(avgpool)
+POOL_OPS(gap)
+
 static void pool_destroy(larch_layer *L) { free(L->priv); }
 
 const larch_layer_ops larch_maxpool_ops = {
     .type = "maxpool", .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
-    .saved_size = maxpool_saved, .forward = maxpool_forward, .backward = maxpool_backward, .destroy = pool_destroy};
+    .saved_size = maxpool_saved, .forward = maxpool_fwd, .backward = maxpool_bwd, .destroy = pool_destroy};
 const larch_layer_ops larch_avgpool_ops = {
     .type = "avgpool", .min_inputs = 1, .max_inputs = 1, .setup = pool_setup,
-    .forward = avgpool_forward, .backward = avgpool_backward, .destroy = pool_destroy};
+    .forward = avgpool_fwd, .backward = avgpool_bwd, .destroy = pool_destroy};
 const larch_layer_ops larch_global_avgpool_ops = {
     .type = "global_avgpool", .min_inputs = 1, .max_inputs = 1, .setup = gap_setup,
-    .forward = gap_forward, .backward = gap_backward};
+    .forward = gap_fwd, .backward = gap_bwd};

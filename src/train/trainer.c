@@ -19,6 +19,7 @@
 #include "larch/optim.h"
 #include "larch/checkpoint.h"
 #include "core/blas.h"
+#include "core/threads.h"
 #include "core/fs.h"
 #include "parallel/grad_sync.h"
 
@@ -254,7 +255,7 @@ static larch_status setup(run_t *r)
     larch_status s = read_settings(r);
     if (s) return s;
     if ((s = lock_dirs(r))) return s;
-    larch_blas_set_threads(choose_threads(r));
+    larch_threads_set(choose_threads(r));
     if ((s = check_heads(r))) return s;
     const larch_fit_dist *dist = &r->spec->dist;
     int shard = dist->shard_optimizer;
