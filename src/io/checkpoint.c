@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -108,6 +109,25 @@ static larch_status agree_layout(const larch_comm *c, const larch_model *m, cons
     return LARCH_OK;
 }
 
+/* Collective, before an agreement on what rank 0 did: the other ranks wait
+ * for rank 0 asleep (a non-blocking barrier tested every 0.5 ms) instead of
+ * inside MPI_Allreduce, where Open MPI polls and would take CPU time from
+ * rank 0's checksums and copies on a node with fewer cores than ranks. */
+static void wait_for_root(const larch_comm *c)
+{
+    if (c->size == 1) return;
+    MPI_Comm comm = *(const MPI_Comm *)larch_comm_mpi(c);
+    MPI_Request req;
+    if (MPI_Ibarrier(comm, &req) != MPI_SUCCESS) return;   /* the agreement that follows reports a broken MPI */
+    int done = 0;
+    if (c->rank == 0) MPI_Wait(&req, MPI_STATUS_IGNORE);
+    else
+        while (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) {
+            struct timespec ts = {0, 500000};
+            nanosleep(&ts, NULL);
+        }
+}
+
 /* Collective: rank 0 receives into full (n floats) the parts [a, z) of one
  * tensor each rank holds at src (sharded optimizer state: the ranks' parts
  * partition the tensor). */
@@ -149,15 +169,19 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
         const larch_param *p = &m->params[i];
         larch_ckpt_param_path(dpath, sizeof dpath, m, p);
         int nd = larch_ckpt_param_dims(p, dims);
-        s = larch_comm_check(c, root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, m->param + p->offset)
-                                     : LARCH_OK);
+        larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, m->param + p->offset)
+                                 : LARCH_OK;
+        wait_for_root(c);
+        s = larch_comm_check(c, mine);
     }
     for (int i = 0; !s && i < m->n_buffers; i++) {
         const larch_buffer *b = &m->buffers[i];
         larch_ckpt_buffer_path(dpath, sizeof dpath, m, b);
         dims[0] = b->size;
-        s = larch_comm_check(c, root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, 1, dims, m->buffer + b->offset)
-                                     : LARCH_OK);
+        larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, 1, dims, m->buffer + b->offset)
+                                 : LARCH_OK;
+        wait_for_root(c);
+        s = larch_comm_check(c, mine);
     }
     if (s || !o) return s;
     float *full = NULL;                 /* rank 0, sharded: one whole tensor of state */
@@ -184,8 +208,10 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
             }
             larch_ckpt_state_path(dpath, sizeof dpath, o->state_names[k], m, p);
             int nd = larch_ckpt_param_dims(p, dims);
-            if (!s) s = larch_comm_check(c, root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, src)
-                                                 : LARCH_OK);
+            if (s) break;
+            larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, src) : LARCH_OK;
+            wait_for_root(c);
+            s = larch_comm_check(c, mine);
         }
     }
     free(full);
@@ -383,6 +409,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         H5Fclose(file);
         H5Eclear2(H5E_DEFAULT);
     }
+    wait_for_root(c);
     larch_status closed = larch_comm_check(c, local);
     if (!s) s = closed;
     if (c->rank == 0) {
@@ -393,6 +420,7 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         if (s) unlink(tmp);                       /* the previous checkpoints stay as they were */
         else prune(dir, keep, final, meta->step);
     }
+    wait_for_root(c);
     s = larch_comm_check(c, c->rank == 0 ? s : LARCH_OK);
     if (!s && path_out) snprintf(path_out, path_len, "%s", final);
     return s;

@@ -13,6 +13,7 @@
  * in every chunk (tests/test_checkpoint.c compares the two).
  */
 #include "io/ckpt_internal.h"
+#include "core/dispatch.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -20,7 +21,7 @@
 
 #define FLETCHER_BLOCK 256   /* 16-bit words per block: the weighted sum stays below 2^32 */
 
-uint32_t larch_ckpt_fletcher32(const void *data, size_t bytes)
+LARCH_HOT uint32_t larch_ckpt_fletcher32(const void *data, size_t bytes)
 {
     /* HDF5's Fletcher32 reads big-endian 16-bit words w_1..w_n and sums
      * s1 = sum w_i and s2 = sum of the prefix sums, each modulo 65535 in
@@ -37,7 +38,9 @@ uint32_t larch_ckpt_fletcher32(const void *data, size_t bytes)
         uint32_t a = 0, b = 0, nz = 0;
         /* within the block: s2 gains len * s1_before + sum (len - i) w_i */
         for (size_t i = 0; i < len; i++) {
-            uint32_t w = ((uint32_t)p[2 * i] << 8) | (uint32_t)p[2 * i + 1];
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            uint32_t w = (uint16_t)((h >> 8) | (h << 8));   /* the big-endian word */
             a += w;
             b += (uint32_t)(len - i) * w;
             nz |= w;
