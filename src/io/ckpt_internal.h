@@ -94,6 +94,14 @@ uint32_t larch_ckpt_fletcher32(const void *data, size_t bytes);
 larch_status larch_ckpt_write_chunked(hid_t file, hid_t lcpl, const char *path, const char *dpath, int ndim,
                                       const hsize_t *dims, const float *src);
 
+/* Reads the whole float32 tensor of dataset d (shape dims) into dst chunk
+ * by chunk, checking each chunk's Fletcher32 with larch_ckpt_fletcher32
+ * (H5Dread_chunk): 0 on success; 1, with dst partly written, when the
+ * dataset is not chunked and filtered as larch writes them or a checksum
+ * does not match; the caller then reads through HDF5's filter, which says
+ * what is wrong. */
+int larch_ckpt_read_chunked(hid_t d, int ndim, const hsize_t *dims, float *dst);
+
 /* A model parameter's logical shape as hsize_t. */
 int larch_ckpt_param_dims(const larch_param *p, hsize_t *dims);
 
