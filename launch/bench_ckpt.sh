@@ -21,8 +21,11 @@ fs=$(df -PT "$DIR" | awk 'NR == 2 { print $2 }')
 echo "{\"dir\": \"$DIR\", \"fs\": \"$fs\", \"cores\": $(nproc), \"load_avg\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"rounds\": $ROUNDS, \"config\": \"$CONFIG\"}"
 for round in $(seq 1 "$ROUNDS"); do
   for np in 1 2 4; do
-    line=$(mpirun -n "$np" --oversubscribe "$LARCH" bench ckpt "$CONFIG" --dir "$DIR" --repeat 3 2>/dev/null)
-    echo "${line%\}}, \"round\": $round}"
+    if line=$(mpirun -n "$np" --oversubscribe "$LARCH" bench ckpt "$CONFIG" --dir "$DIR" --repeat 3 2>"$DIR.err"); then
+      echo "${line%\}}, \"round\": $round}"
+    else                                   # say so, and go on with the other runs
+      echo "{\"ranks\": $np, \"round\": $round, \"error\": \"$(tail -n 1 "$DIR.err" | tr -d '"\\')\"}"
+    fi
   done
 done
-rmdir "$DIR" 2>/dev/null || true
+rm -f "$DIR.err"; rmdir "$DIR" 2>/dev/null || true

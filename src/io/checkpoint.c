@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct {
@@ -109,25 +108,6 @@ static larch_status agree_layout(const larch_comm *c, const larch_model *m, cons
     return LARCH_OK;
 }
 
-/* Collective, before an agreement on what rank 0 did: the other ranks wait
- * for rank 0 asleep (a non-blocking barrier tested every 0.5 ms) instead of
- * inside MPI_Allreduce, where Open MPI polls and would take CPU time from
- * rank 0's checksums and copies on a node with fewer cores than ranks. */
-static void wait_for_root(const larch_comm *c)
-{
-    if (c->size == 1) return;
-    MPI_Comm comm = *(const MPI_Comm *)larch_comm_mpi(c);
-    MPI_Request req;
-    if (MPI_Ibarrier(comm, &req) != MPI_SUCCESS) return;   /* the agreement that follows reports a broken MPI */
-    int done = 0;
-    if (c->rank == 0) MPI_Wait(&req, MPI_STATUS_IGNORE);
-    else
-        while (MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && !done) {
-            struct timespec ts = {0, 500000};
-            nanosleep(&ts, NULL);
-        }
-}
-
 /* Collective: rank 0 receives into full (n floats) the parts [a, z) of one
  * tensor each rank holds at src (sharded optimizer state: the ranks' parts
  * partition the tensor). */
@@ -171,7 +151,6 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
         int nd = larch_ckpt_param_dims(p, dims);
         larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, m->param + p->offset)
                                  : LARCH_OK;
-        wait_for_root(c);
         s = larch_comm_check(c, mine);
     }
     for (int i = 0; !s && i < m->n_buffers; i++) {
@@ -180,7 +159,6 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
         dims[0] = b->size;
         larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, 1, dims, m->buffer + b->offset)
                                  : LARCH_OK;
-        wait_for_root(c);
         s = larch_comm_check(c, mine);
     }
     if (s || !o) return s;
@@ -210,8 +188,7 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
             int nd = larch_ckpt_param_dims(p, dims);
             if (s) break;
             larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, src) : LARCH_OK;
-            wait_for_root(c);
-            s = larch_comm_check(c, mine);
+                s = larch_comm_check(c, mine);
         }
     }
     free(full);
@@ -409,7 +386,6 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         H5Fclose(file);
         H5Eclear2(H5E_DEFAULT);
     }
-    wait_for_root(c);
     larch_status closed = larch_comm_check(c, local);
     if (!s) s = closed;
     if (c->rank == 0) {
@@ -420,7 +396,6 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         if (s) unlink(tmp);                       /* the previous checkpoints stay as they were */
         else prune(dir, keep, final, meta->step);
     }
-    wait_for_root(c);
     s = larch_comm_check(c, c->rank == 0 ? s : LARCH_OK);
     if (!s && path_out) snprintf(path_out, path_len, "%s", final);
     return s;
