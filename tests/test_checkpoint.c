@@ -16,6 +16,7 @@
 #include "nn/model_internal.h"   /* the model's layout */
 
 #include <hdf5.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -218,6 +219,78 @@ static int count_files(const char *dir, const char *prefix)
     return n;
 }
 
+/* larch's chunk writer against HDF5's own filter pipeline: the same tensor
+ * written by H5Dwrite (HDF5 computes each chunk's Fletcher32) and by
+ * larch_ckpt_write_chunked (larch does) must store the same bytes in every
+ * chunk, checksum included. Data: a bit pattern, all zeros (checksum 0),
+ * all 0xff bytes (sums that are nonzero multiples of 65535: HDF5 stores
+ * 0xffff, not 0), and a partial edge chunk. */
+static void check_fletcher32_matches_hdf5(const char *dir)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/fletcher.h5", dir);
+    hsize_t dims[2] = {300, 250};                     /* chunks of 262 rows: 2, the second partial */
+    size_t n = (size_t)dims[0] * dims[1];
+    float *v = malloc(n * sizeof *v);
+    if (!v) { CHECK(0, "out of memory"); return; }
+    for (int pattern = 0; pattern < 3; pattern++) {
+        for (size_t e = 0; e < n; e++) {
+            uint32_t x = pattern == 0 ? (uint32_t)(e * 2654435761u) ^ 0x5bd1e995u : pattern == 1 ? 0u : 0xffffffffu;
+            if (pattern == 2 && e % 7 == 3) x = 0x7f7fffffu;   /* finite, and 0xff bytes around it */
+            memcpy(&v[e], &x, sizeof x);
+        }
+        hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = larch_ckpt_dataset_dcpl(2, dims);
+        hid_t d = H5Dcreate2(f, "hdf5", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        CHECK(d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0, "H5Dwrite");
+        H5Dclose(d);
+        CHECK_OK(larch_ckpt_write_chunked(f, H5P_DEFAULT, path, "larch", 2, dims, v));
+        hid_t da = H5Dopen2(f, "hdf5", H5P_DEFAULT), db = H5Dopen2(f, "larch", H5P_DEFAULT);
+        hsize_t nchunks = 0;
+        H5Dget_num_chunks(da, sp, &nchunks);
+        CHECK(nchunks == 2, "pattern %d: %llu chunks", pattern, (unsigned long long)nchunks);
+        size_t bytes = 262 * 250 * sizeof(float) + 4;
+        unsigned char *ca = malloc(bytes), *cb = malloc(bytes);
+        for (hsize_t c = 0; ca && cb && c < nchunks; c++) {
+            hsize_t off[2] = {c * 262, 0}, sa = 0, sb = 0;
+            uint32_t ma = 1, mb = 1;
+            H5Dget_chunk_storage_size(da, off, &sa);
+            H5Dget_chunk_storage_size(db, off, &sb);
+            CHECK(sa == bytes && sb == bytes, "pattern %d chunk %llu: %llu and %llu bytes stored", pattern,
+                  (unsigned long long)c, (unsigned long long)sa, (unsigned long long)sb);
+            if (sa != bytes || sb != bytes) break;
+            memset(ca, 1, bytes);     /* the padding of the edge chunk is undefined in HDF5's: compare the data and the sum */
+            memset(cb, 2, bytes);
+            CHECK(H5Dread_chunk(da, H5P_DEFAULT, off, &ma, ca) >= 0 && H5Dread_chunk(db, H5P_DEFAULT, off, &mb, cb) >= 0,
+                  "H5Dread_chunk");
+            size_t data = (c == 0 ? 262 : 300 - 262) * 250 * sizeof(float);
+            CHECK(ma == 0 && mb == 0 && memcmp(ca, cb, data) == 0, "pattern %d chunk %llu: data differ", pattern, (unsigned long long)c);
+            CHECK(memcmp(ca + bytes - 4, cb + bytes - 4, 4) == 0,
+                  "pattern %d chunk %llu: HDF5's checksum %02x%02x%02x%02x, larch's %02x%02x%02x%02x", pattern,
+                  (unsigned long long)c, ca[bytes - 1], ca[bytes - 2], ca[bytes - 3], ca[bytes - 4], cb[bytes - 1],
+                  cb[bytes - 2], cb[bytes - 3], cb[bytes - 4]);
+        }
+        free(ca);
+        free(cb);
+        /* and HDF5 reads larch's chunks back, checking their checksums */
+        float *back = malloc(n * sizeof *back);
+        CHECK(back && H5Dread(db, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, back) >= 0 &&
+              memcmp(back, v, n * sizeof *v) == 0, "pattern %d: reading larch's chunks", pattern);
+        free(back);
+        H5Dclose(da);
+        H5Dclose(db);
+        H5Pclose(dcpl);
+        H5Sclose(sp);
+        H5Fclose(f);
+    }
+    CHECK(larch_ckpt_fletcher32("\0\0\0\0", 4) == 0, "all-zero data: checksum 0");
+    CHECK(larch_ckpt_fletcher32("\xff\xff", 2) == 0xffffffffu, "one word 0xffff: sums 0xffff (not 0)");
+    CHECK(larch_ckpt_fletcher32("\x01\x02\x03\x04", 4) == ((uint32_t)(0x0102 * 2 + 0x0304) << 16 | (0x0102 + 0x0304)),
+          "two words: %08x", larch_ckpt_fletcher32("\x01\x02\x03\x04", 4));
+    unlink(path);
+    free(v);
+}
+
 int main(int argc, char **argv)
 {
     larch_comm comm;
@@ -226,6 +299,7 @@ int main(int argc, char **argv)
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char ckdir[600], path[700], bad[700];
     snprintf(ckdir, sizeof ckdir, "%s/ck", dir);
+    check_fletcher32_matches_hdf5(dir);
 
     /* ---- round trip ---- */
     net a, b;

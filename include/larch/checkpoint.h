@@ -1,8 +1,8 @@
 /* larch/checkpoint.h - logical HDF5 checkpoints (docs/design.md, decision 6).
  *
- * One HDF5 file per checkpoint, written collectively with parallel HDF5:
- * every rank writes its own part of each tensor (its ZeRO slice of sharded
- * optimizer state, or an equal share of replicated tensors), and datasets
+ * One HDF5 file per checkpoint, saved collectively: rank 0 writes it (the
+ * other ranks' ZeRO slices of sharded optimizer state are gathered to it
+ * tensor by tensor), and datasets
  * hold whole logical tensors under their names, so a checkpoint loads on any
  * number of ranks, into h5py, or by name into another model. The layout
  * (docs/checkpoints.md):

@@ -1,8 +1,13 @@
 /* bench_ckpt.c - `larch bench ckpt CONFIG...`: checkpoint write and read
  * time and size for each config's model with its optimizer state, next to
- * the disk's own sequential write bandwidth measured in the same run (the
- * same number of bytes written with write() and fsync() into the same
- * directory). Runs under mpirun too: the save is collective.
+ * the disk's own write bandwidth measured in the same run: the same number
+ * of bytes written by the same number of processes (each rank its equal
+ * part of one file, with pwrite) and fsync'ed, into the same directory.
+ * Both sides include the fsync (a save fsyncs its file and the directory),
+ * so both measure the disk, not the page cache. The rounds interleave (save,
+ * load, disk reference; R times) and each figure is the best of its R, so
+ * a machine shared with other work disturbs both sides alike. Runs under
+ * mpirun too: the save and load are collective.
  * Output: one JSON line per config on rank 0's stdout; a table on stderr.
  */
 #include "cli/cli.h"
@@ -27,30 +32,37 @@ static void usage(FILE *f)
                "  --repeat  best of R writes and reads (default 3)\n");
 }
 
-/* Seconds to write `bytes` with write() and fsync() into dir. */
-static double disk_write_seconds(const char *dir, double bytes)
+/* Collective: seconds for every rank to write its equal part of `bytes`
+ * into one file of dir with pwrite and fsync it (-1 when a rank failed). */
+static double disk_write_seconds(const char *dir, double bytes, const larch_comm *comm)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/disk_probe.bin", dir);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return -1.0;
+    int fd = -1;
+    if (comm->rank == 0) fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    larch_comm_barrier(comm);
+    if (comm->rank != 0) fd = open(path, O_WRONLY);
     size_t block = 8u << 20;
     char *buf = malloc(block);
-    if (!buf) { close(fd); return -1.0; }
-    memset(buf, 0x3c, block);
-    double t0 = larch_comm_wtime(), left = bytes;
-    int ok = 1;
-    while (ok && left > 0) {
-        size_t n = left < (double)block ? (size_t)left : block;
-        ok = write(fd, buf, n) == (ssize_t)n;
-        left -= (double)n;
+    if (buf) memset(buf, 0x3c, block);
+    double per = bytes / comm->size, lo = per * comm->rank, hi = comm->rank == comm->size - 1 ? bytes : lo + per;
+    int ok = fd >= 0 && buf;
+    larch_comm_barrier(comm);
+    double t0 = larch_comm_wtime();
+    for (double at = (double)(long long)lo; ok && at < hi;) {
+        size_t n = hi - at < (double)block ? (size_t)(hi - at) : block;
+        ok = pwrite(fd, buf, n, (off_t)at) == (ssize_t)n;
+        at += (double)n;
     }
     ok = ok && fsync(fd) == 0;
+    double v[2] = {ok ? 0.0 : 1.0, 0.0};
+    larch_comm_barrier(comm);
     double t = larch_comm_wtime() - t0;
-    close(fd);
-    unlink(path);
+    larch_comm_allreduce_f64(comm, v, 2);
+    if (fd >= 0) close(fd);
+    if (comm->rank == 0) unlink(path);
     free(buf);
-    return ok ? t : -1.0;
+    return v[0] == 0.0 ? t : -1.0;
 }
 
 static larch_status bench_one(const char *config, const char *dir, int repeat, const larch_comm *comm)
@@ -66,7 +78,7 @@ static larch_status bench_one(const char *config, const char *dir, int repeat, c
                                   larch_map_get(cfg, "regularization"), 1);
     if (!s) s = larch_optim_create_cfg(&o, m, larch_map_get(cfg, "optim"));
     s = larch_comm_check(comm, s);
-    double best_w = 1e30, best_r = 1e30, size = 0.0;
+    double best_w = 1e30, best_r = 1e30, disk = 1e30, size = 0.0;
     char path[4200] = "";
     larch_ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
@@ -90,26 +102,33 @@ static larch_status bench_one(const char *config, const char *dir, int repeat, c
             if (tw < best_w) best_w = tw;
             if (tr < best_r) best_r = tr;
         }
-    }
-    if (!s && comm->rank == 0) {
-        FILE *f = fopen(path, "rb");
-        if (f) { fseek(f, 0, SEEK_END); size = (double)ftell(f); fclose(f); }
-        double disk = 1e30;
-        for (int i = 0; i < repeat; i++) {
-            double t = disk_write_seconds(dir, size);
+        if (!s && i == 0) {             /* the file's size, for the disk reference */
+            if (comm->rank == 0) {
+                FILE *f = fopen(path, "rb");
+                if (f) { fseek(f, 0, SEEK_END); size = (double)ftell(f); fclose(f); }
+            }
+            s = larch_comm_bcast(comm, &size, sizeof size, 0);
+        }
+        /* removed outside the timings (a save's pruning would count it) */
+        larch_comm_barrier(comm);
+        if (!s && comm->rank == 0) unlink(path);
+        if (!s) {
+            double t = disk_write_seconds(dir, size, comm);
             if (t > 0 && t < disk) disk = t;
         }
+    }
+    if (!s && comm->rank == 0) {
         long n_params = 0;
         for (int i = 0; i < larch_model_n_params(m); i++) n_params += (long)larch_model_param(m, i)->size;
         double mb = size / 1048576.0;
         printf("{\"config\": \"%s\", \"ranks\": %d, \"params\": %ld, \"optimizer\": \"%s\", \"file_mib\": %.1f, "
                "\"write_s\": %.3f, \"read_s\": %.3f, \"write_mib_s\": %.0f, \"read_mib_s\": %.0f, "
-               "\"disk_write_s\": %.3f, \"disk_write_mib_s\": %.0f, \"write_vs_disk\": %.2f}\n",
-               config, comm->size, n_params, o->name, mb, best_w, best_r, mb / best_w, mb / best_r, disk, mb / disk,
+               "\"disk_writers\": %d, \"disk_write_s\": %.3f, \"disk_write_mib_s\": %.0f, \"write_vs_disk\": %.2f}\n",
+               config, comm->size, n_params, o->name, mb, best_w, best_r, mb / best_w, mb / best_r, comm->size, disk, mb / disk,
                disk / best_w);
         fprintf(stderr, "%-40s %11ld params  %8.1f MiB  write %7.3f s (%5.0f MiB/s)  read %7.3f s (%5.0f MiB/s)  "
-                "disk write+fsync %7.3f s (%5.0f MiB/s): checkpoint at %.2f of disk speed\n",
-                config, n_params, mb, best_w, mb / best_w, best_r, mb / best_r, disk, mb / disk, disk / best_w);
+                "disk (%d writer%s) write+fsync %7.3f s (%5.0f MiB/s): checkpoint at %.2f of disk speed\n",
+                config, n_params, mb, best_w, mb / best_w, best_r, mb / best_r, comm->size, comm->size > 1 ? "s" : "", disk, mb / disk, disk / best_w);
         unlink(path);
     }
     larch_optim_free(o);

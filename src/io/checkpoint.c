@@ -1,15 +1,17 @@
-/* checkpoint.c - collective save and load of logical HDF5 checkpoints (see
+/* checkpoint.c - save and load of logical HDF5 checkpoints (see
  * include/larch/checkpoint.h and docs/checkpoints.md).
  *
- * Every rank opens the file through MPI-IO and issues the same sequence of
- * HDF5 calls (dataset creation is collective); the data of each tensor is
- * written with one collective H5Dwrite in which each rank selects its own
- * part: its ZeRO slice for sharded optimizer state, else an equal share of
- * the flat buffer, so a replicated model is written by all ranks at once.
- * After every tensor the ranks agree on success (larch_comm_check), so a
- * failure on one rank (a full disk) stops the save on all of them instead of
- * leaving some waiting in the next collective. Reads are independent: each
- * rank reads what it needs, and the ranks agree once at the end.
+ * A save is written by one process, rank 0, through HDF5's POSIX driver:
+ * every tensor as whole chunks that already carry their Fletcher32 checksum
+ * (checkpoint_chunks.c). Replicated tensors (parameters, buffers, unsharded
+ * optimizer state) are whole on rank 0 already; sharded optimizer state is
+ * gathered there tensor by tensor. Parallel HDF5 can write checksummed
+ * (filtered) datasets only collectively, and Open MPI 4.1's collective writes
+ * of them reached 0.03-0.09 of the disk's bandwidth where this reaches most
+ * of it (docs/checkpoints.md, "Speed"). After every tensor the ranks agree
+ * on success (larch_comm_check), so a failure on rank 0 (a full disk) stops
+ * the save on all of them. Reads are independent: each rank reads what it
+ * needs, and the ranks agree once at the end.
  */
 #include "io/ckpt_internal.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
@@ -17,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,76 +28,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CHUNK_FLOATS (1u << 16)   /* 256 KiB chunks, each with its Fletcher32 checksum:
-                                     measured 2x faster to write than 1 MiB, 5x than 16 MiB */
-
-/* The part [lo, hi) of the flat buffer of n floats this rank writes of
- * replicated tensors: equal 64-byte aligned shares. */
-static void share(size_t n, int rank, int size, size_t *lo, size_t *hi)
-{
-    size_t per = (n + (size_t)size - 1) / (size_t)size;
-    per = (per + LARCH_ALIGN_FLOATS - 1) / LARCH_ALIGN_FLOATS * LARCH_ALIGN_FLOATS;
-    *lo = per * (size_t)rank < n ? per * (size_t)rank : n;
-    *hi = *lo + per < n ? *lo + per : n;
-}
-
-/* Chunk shape: whole trailing dimensions, as many leading rows as fit. */
-static void chunk_dims(int ndim, const hsize_t *dims, hsize_t *chunk)
-{
-    for (int k = 0; k < ndim; k++) chunk[k] = dims[k];
-    for (int k = 0; k < ndim; k++) {
-        hsize_t rest = 1;
-        for (int j = k + 1; j < ndim; j++) rest *= dims[j];
-        if (rest <= CHUNK_FLOATS) {
-            hsize_t rows = CHUNK_FLOATS / rest;
-            chunk[k] = dims[k] < rows ? dims[k] : rows;
-            break;
-        }
-        chunk[k] = 1;
-    }
-}
-
 typedef struct {
-    hid_t file, lcpl, dxpl;
+    hid_t file, lcpl;            /* rank 0 only */
     const char *path;            /* the temporary file, for messages */
 } writer;
 
-/* Collective: creates dataset dpath of shape dims and writes this rank's
- * row-major elements [a, b) from src. */
-static larch_status write_tensor(const writer *w, const char *dpath, int ndim, const hsize_t *dims,
-                                 hsize_t a, hsize_t b, const float *src)
-{
-    hsize_t chunk[CKPT_MAX_DIMS];
-    chunk_dims(ndim, dims, chunk);
-    hid_t space = H5Screate_simple(ndim, dims, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, ndim, chunk);
-    H5Pset_fletcher32(dcpl);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    hid_t d = H5Dcreate2(w->file, dpath, H5T_IEEE_F32LE, space, w->lcpl, dcpl, H5P_DEFAULT);
-    /* The memory side is the same selection of a tensor-shaped space whose
-     * element a is src[0]: same-shape selections take HDF5's fast path
-     * (a 1-D memory space makes it map every element to its chunk). Only
-     * the selected elements are touched. */
-    hid_t ms = H5Screate_simple(ndim, dims, NULL);
-    const float *base = (const float *)((uintptr_t)src - (uintptr_t)a * sizeof(float));
-    int rc = d < 0 ? -1 : larch_ckpt_select_range(space, ndim, dims, a, b);
-    if (rc == 0) rc = larch_ckpt_select_range(ms, ndim, dims, a, b);
-    if (rc == 0) rc = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, space, w->dxpl, base) < 0 ? -1 : 0;
-    char why[256] = "";
-    if (rc) larch_ckpt_h5_why(why, sizeof why);
-    H5Sclose(ms);
-    if (d >= 0) H5Dclose(d);
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    if (rc) return larch_fail(LARCH_ERR_IO, "writing %s of %s: %s", dpath, w->path, why);
-    return LARCH_OK;
-}
-
 /* Each tensor's own step count, and NAdam's momentum product, as attribute
  * <tensor> of the groups /optim/t/<layer> and /optim/mu_product/<layer>
- * (tensors with state only). The counters are replicated, so every rank
- * writes the same values, as collective attribute writes need. */
+ * (tensors with state only; the counters are replicated). Rank 0. */
 static int put_tensor_steps(hid_t optim_group, const larch_model *m, const larch_optim *o)
 {
     int rc = 0;
@@ -118,8 +59,7 @@ static int put_tensor_steps(hid_t optim_group, const larch_model *m, const larch
 }
 
 /* Every attribute of meta (complete: optimizer fields and checksum filled
- * in by the save), and each tensor's step count. Collective: every rank
- * writes the same values. */
+ * in by the save), and each tensor's step count. Rank 0. */
 static int put_meta(hid_t file, hid_t optim_group, const larch_model *m, const larch_optim *o, const larch_ckpt_meta *meta)
 {
     int rc = 0;
@@ -168,46 +108,90 @@ static larch_status agree_layout(const larch_comm *c, const larch_model *m, cons
     return LARCH_OK;
 }
 
-/* The tensors of one save, in a fixed order every rank follows. */
+/* Collective: rank 0 receives into full (n floats) the parts [a, z) of one
+ * tensor each rank holds at src (sharded optimizer state: the ranks' parts
+ * partition the tensor). */
+static larch_status gather_tensor(const larch_comm *c, size_t n, size_t a, size_t z, const float *src, float *full)
+{
+    if (n > (size_t)INT_MAX)
+        return larch_fail(LARCH_ERR_INVALID, "checkpoint: a sharded tensor of %zu values is too large to gather "
+                          "(at most %d)", n, INT_MAX);
+    MPI_Comm comm = *(const MPI_Comm *)larch_comm_mpi(c);
+    int mine[2] = {(int)a, (int)(z - a)}, *all = NULL, *counts = NULL, *displs = NULL;
+    if (c->rank == 0) {
+        all = malloc(2 * (size_t)c->size * sizeof *all);
+        counts = malloc((size_t)c->size * sizeof *counts);
+        displs = malloc((size_t)c->size * sizeof *displs);
+    }
+    int ok = c->rank != 0 || (all && counts && displs);
+    larch_status s = larch_comm_check(c, ok ? LARCH_OK : larch_fail(LARCH_ERR_NOMEM, "checkpoint: out of memory"));
+    int rc = s ? MPI_SUCCESS : MPI_Gather(mine, 2, MPI_INT, all, 2, MPI_INT, 0, comm);
+    if (!s && rc == MPI_SUCCESS && c->rank == 0)
+        for (int r = 0; r < c->size; r++) { displs[r] = all[2 * r]; counts[r] = all[2 * r + 1]; }
+    if (!s && rc == MPI_SUCCESS) rc = MPI_Gatherv(src, mine[1], MPI_FLOAT, full, counts, displs, MPI_FLOAT, 0, comm);
+    if (!s && rc != MPI_SUCCESS) s = larch_fail(LARCH_ERR_MPI, "checkpoint: gathering sharded optimizer state failed (MPI error %d)", rc);
+    free(all);
+    free(counts);
+    free(displs);
+    return s;
+}
+
+/* The tensors of one save, in a fixed order every rank follows; rank 0
+ * writes them. */
 static larch_status write_all(const writer *w, const larch_comm *c, const larch_model *m, const larch_optim *o,
                               int sharded)
 {
-    size_t lo, hi;
-    share(m->n_floats, c->rank, c->size, &lo, &hi);
+    int root = c->rank == 0;
     char dpath[512];
     hsize_t dims[CKPT_MAX_DIMS];
     larch_status s = LARCH_OK;
     for (int i = 0; !s && i < m->n_params; i++) {
         const larch_param *p = &m->params[i];
-        size_t a = p->offset > lo ? p->offset : lo, z = p->offset + p->size < hi ? p->offset + p->size : hi;
-        if (z < a) z = a;
         larch_ckpt_param_path(dpath, sizeof dpath, m, p);
         int nd = larch_ckpt_param_dims(p, dims);
-        s = larch_comm_check(c, write_tensor(w, dpath, nd, dims, a - p->offset, z - p->offset, m->param + a));
+        larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, m->param + p->offset)
+                                 : LARCH_OK;
+        s = larch_comm_check(c, mine);
     }
     for (int i = 0; !s && i < m->n_buffers; i++) {
         const larch_buffer *b = &m->buffers[i];
         larch_ckpt_buffer_path(dpath, sizeof dpath, m, b);
         dims[0] = b->size;
-        s = larch_comm_check(c, write_tensor(w, dpath, 1, dims, 0, c->rank == 0 ? b->size : 0, m->buffer + b->offset));
+        larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, 1, dims, m->buffer + b->offset)
+                                 : LARCH_OK;
+        s = larch_comm_check(c, mine);
     }
-    if (!o) return s;
-    size_t slo = lo, shi = hi;
-    if (sharded) { slo = o->lo; shi = o->hi; }
+    if (s || !o) return s;
+    float *full = NULL;                 /* rank 0, sharded: one whole tensor of state */
+    if (sharded) {
+        size_t big = 1;
+        for (int i = 0; i < m->n_params; i++)
+            if (larch_param_has_state(&m->params[i]) && m->params[i].size > big) big = m->params[i].size;
+        if (root) full = malloc(big * sizeof *full);
+        s = larch_comm_check(c, root && !full ? larch_fail(LARCH_ERR_NOMEM, "checkpoint: out of memory gathering "
+                                                           "%zu values of sharded optimizer state", big) : LARCH_OK);
+    }
     for (int k = 0; !s && k < o->n_state; k++) {
         for (int i = 0; !s && i < m->n_params; i++) {
             const larch_param *p = &m->params[i];
             if (!larch_param_has_state(p)) continue;  /* frozen: no state */
-            size_t a = p->offset > slo ? p->offset : slo, z = p->offset + p->size < shi ? p->offset + p->size : shi;
-            if (z < a) z = a;
-            /* state of flat value e is state[k][state_offset + e - first value of the optimizer's range] */
-            size_t first = p->offset > o->lo ? p->offset : o->lo;
-            const float *src = z > a ? o->state[k] + o->state_offset[i] + (a - first) : o->state[k];
+            const float *src = NULL;
+            if (!sharded) src = o->state[k] + o->state_offset[i];   /* replicated: every rank holds it all */
+            else {
+                size_t a = p->offset > o->lo ? p->offset : o->lo, z = p->offset + p->size < o->hi ? p->offset + p->size : o->hi;
+                if (z < a) z = a;
+                const float *part = z > a ? o->state[k] + o->state_offset[i] : o->state[k];
+                s = gather_tensor(c, p->size, a - p->offset, z - p->offset, part, full);
+                src = full;
+            }
             larch_ckpt_state_path(dpath, sizeof dpath, o->state_names[k], m, p);
             int nd = larch_ckpt_param_dims(p, dims);
-            s = larch_comm_check(c, write_tensor(w, dpath, nd, dims, a - p->offset, z - p->offset, src));
+            if (s) break;
+            larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, src) : LARCH_OK;
+                s = larch_comm_check(c, mine);
         }
     }
+    free(full);
     return s;
 }
 
@@ -226,7 +210,7 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
 static double tensor_bytes(int ndim, const hsize_t *dims)
 {
     hsize_t chunk[CKPT_MAX_DIMS];
-    chunk_dims(ndim, dims, chunk);
+    larch_ckpt_chunk_dims(ndim, dims, chunk);
     double chunks = 1.0, per = 1.0;
     for (int k = 0; k < ndim; k++) {
         chunks *= (double)((dims[k] + chunk[k] - 1) / chunk[k]);
@@ -257,7 +241,7 @@ double larch_ckpt_estimate_bytes(const larch_model *m, const larch_optim *o, siz
 
 /* Rank 0 reserves the disk space of the whole checkpoint before any data
  * is written: a full disk (or a file-size limit) then fails here, cleanly,
- * instead of inside HDF5's collective writes or its close. The file is cut
+ * instead of inside HDF5's writes or its close. The file is cut
  * to HDF5's end of allocation after the close (finish_file). */
 static larch_status reserve_space(const char *tmp, double bytes)
 {
@@ -351,54 +335,54 @@ larch_status larch_ckpt_save(const char *dir, int keep, const larch_comm *c, con
         if (c->rank == 0 && tmp[0]) unlink(tmp);
         return s;
     }
-    MPI_Comm comm = *(const MPI_Comm *)larch_comm_mpi(c);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (c->size > 1) {                 /* one rank writes faster through POSIX (docs/checkpoints.md) */
-        H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-        H5Pset_coll_metadata_write(fapl, 1);
+    /* rank 0 alone writes the file (POSIX driver): see the top of this file */
+    hid_t file = -1;
+    larch_status local = LARCH_OK;
+    if (c->rank == 0) {
+        errno = 0;
+        file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        int err = errno;
+        if (file < 0) {
+            larch_ckpt_h5_why(why, sizeof why);
+            local = larch_fail(LARCH_ERR_IO, "cannot create checkpoint %s: %s%s%s", tmp, err ? strerror(err) : "",
+                               err && why[0] ? "; HDF5: " : "", why);
+        }
     }
-    errno = 0;
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    int err = errno;
-    H5Pclose(fapl);
-    if (file < 0) larch_ckpt_h5_why(why, sizeof why);
-    s = larch_comm_check(c, file < 0 ? larch_fail(LARCH_ERR_IO, "cannot create checkpoint %s: %s%s%s", tmp,
-                                                  err ? strerror(err) : "", err && why[0] ? "; HDF5: " : "", why)
-                                     : LARCH_OK);
+    s = larch_comm_check(c, local);
     if (s) {
-        if (file >= 0) H5Fclose(file);
         if (c->rank == 0) unlink(tmp);
         return s;
     }
     size_t attr_bytes = (meta->config ? strlen(meta->config) : 0) + (meta->lineage ? strlen(meta->lineage) : 0);
     s = larch_comm_check(c, c->rank == 0 ? reserve_space(tmp, larch_ckpt_estimate_bytes(m, o, attr_bytes)) : LARCH_OK);
     if (s) {
-        H5Fclose(file);
+        if (file >= 0) H5Fclose(file);
         if (c->rank == 0) unlink(tmp);
         return s;
     }
-    writer w = {file, H5Pcreate(H5P_LINK_CREATE), H5Pcreate(H5P_DATASET_XFER), tmp};
-    H5Pset_create_intermediate_group(w.lcpl, 1);
-    if (c->size > 1) H5Pset_dxpl_mpio(w.dxpl, H5FD_MPIO_COLLECTIVE);
-    hid_t og = o ? H5Gcreate2(file, "/optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
-    larch_status local = (o && og < 0) || put_meta(file, og, m, o, &full)
-        ? larch_fail(LARCH_ERR_IO, "writing the metadata of %s: %s", tmp, larch_ckpt_h5_why(why, sizeof why)) : LARCH_OK;
-    if (og >= 0) H5Gclose(og);
+    writer w = {file, -1, tmp};
+    if (c->rank == 0) {
+        w.lcpl = H5Pcreate(H5P_LINK_CREATE);
+        H5Pset_create_intermediate_group(w.lcpl, 1);
+        hid_t og = o ? H5Gcreate2(file, "/optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT) : -1;
+        if ((o && og < 0) || put_meta(file, og, m, o, &full))
+            local = larch_fail(LARCH_ERR_IO, "writing the metadata of %s: %s", tmp, larch_ckpt_h5_why(why, sizeof why));
+        if (og >= 0) H5Gclose(og);
+    }
     if (!local) local = larch_comm_fault(c, "save");      /* testing aid (LARCH_FAULT) */
     s = larch_comm_check(c, local);
     if (!s) s = write_all(&w, c, m, o, sharded);
-    H5Pclose(w.lcpl);
-    H5Pclose(w.dxpl);
+    if (w.lcpl >= 0) H5Pclose(w.lcpl);
     haddr_t eoa = HADDR_UNDEF;
-    if (!s && c->size == 1 && H5Fget_eoa(file, &eoa) < 0) {   /* MPI-IO cuts the file at its close itself */
+    if (!s && file >= 0 && H5Fget_eoa(file, &eoa) < 0) {
         eoa = HADDR_UNDEF;
         H5Eclear2(H5E_DEFAULT);
     }
-    local = H5Fclose(file) < 0 ? larch_fail(LARCH_ERR_IO, "closing checkpoint %s: %s", tmp, larch_ckpt_h5_why(why, sizeof why))
+    local = file >= 0 && H5Fclose(file) < 0 ? larch_fail(LARCH_ERR_IO, "closing checkpoint %s: %s", tmp, larch_ckpt_h5_why(why, sizeof why))
                                : LARCH_OK;
     /* A close that failed (a full disk) leaves the file open in HDF5, which
      * would close it again, and crash, at MPI_Finalize: release it now. */
-    for (int tries = 0; local && tries < 4 && H5Iis_valid(file) > 0; tries++) {
+    for (int tries = 0; local && file >= 0 && tries < 4 && H5Iis_valid(file) > 0; tries++) {
         H5Fclose(file);
         H5Eclear2(H5E_DEFAULT);
     }
