@@ -24,7 +24,7 @@ larch_fit_spec larch_fit_defaults(void)
     s.data = (larch_fit_data){.flip = 0, .crop_pad = 0, .prefetch = 1, .scale = {0.08f, 1.0f}, .ratio = {0.75f, 4.0f / 3.0f}};
     s.checkpoint = (larch_fit_checkpoint){.dir = NULL, .every_steps = 0, .keep = 3, .at_end = 1, .resume = NULL,
                                           .allow_changes = NULL, .n_allow_changes = 0};
-    s.dist = (larch_fit_dist){.bucket_mb = 25.0, .first_bucket_mb = 1.0, .overlap = 1, .comm_thread = 1, .compress = LARCH_COMPRESS_NONE,
+    s.dist = (larch_fit_dist){.bucket_mb = 25.0, .first_bucket_mb = 1.0, .overlap = 1, .comm_thread = 0, .compress = LARCH_COMPRESS_NONE,
                               .shard_optimizer = 0, .timeout_s = 600.0};
     return s;
 }
