@@ -44,7 +44,7 @@ awk -v o="$ov" 'BEGIN{exit !(o >= 1)}' && pass "comm thread: $ov buckets per ste
 for np in 2 4; do
   rank=$((np - 1)); out=$TMP/f$np; t0=$(now)
   LARCH_FAULT=$rank:5:comm_thread timeout 240 "$MPIEXEC" -n $np --oversubscribe -x LARCH_FAULT "$LARCH" train "$CFG" \
-    --out "$out" --set train.max_steps=8 "${NO_CKPT[@]}" > "$out.log" 2>&1
+    --out "$out" --set train.max_steps=8 --set dist.comm_thread=true "${NO_CKPT[@]}" > "$out.log" 2>&1
   st=$?; t=$(since "$t0")
   if [ "$st" -eq 1 ] && grep -q "rank $rank: .*injected fault: comm_thread failed at step 5" "$out.log" \
      && ! pgrep -f -- "--out $out " > /dev/null; then
