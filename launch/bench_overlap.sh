@@ -35,15 +35,15 @@ MODES=${MODES:-"blocking iallreduce thread thread_yield"}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 TMP=$(mktemp -d /tmp/larch_overlap_XXXXXX); trap 'rm -rf "$TMP"' EXIT
 blas=$("$LARCH" bench step "${CONFIGS[0]}" --batch 8 --rounds 1 2>/dev/null | grep -o '"blas":"[^"]*"' | head -1 || true)
-echo "{\"bench\":\"overlap\",\"host\":\"$(hostname)\",\"cores\":$(nproc),${blas:-\"blas\":\"unknown\"},\"OPENBLAS_CORETYPE\":\"${OPENBLAS_CORETYPE:-}\",\"mpi\":\"$(mpiexec --version 2>&1 | head -1)\"}"
+echo "{\"bench\":\"overlap\",\"host\":\"$(hostname)\",\"cores\":$(nproc),${blas:-\"blas\":\"unknown\"},\"OPENBLAS_CORETYPE\":\"${OPENBLAS_CORETYPE:-}\",\"mpi\":\"$(mpiexec --version 2>&1 | head -1)\",\"loadavg_1min\":$(cut -d' ' -f1 /proc/loadavg)}"
 
 declare -A SPS WAIT
 for CONFIG in "${CONFIGS[@]}"; do
   NAME=$(basename "$CONFIG" .yaml)
-  case $NAME in synth_100m) PR=${PER_RANK:-64}; ST=${STEPS:-15}; LOG=1;; *) PR=${PER_RANK:-256}; ST=${STEPS:-150}; LOG=10;; esac
+  case $NAME in synth_100m) PR=${PER_RANK:-64}; ST=${STEPS:-15}; LOG=1; IT=5;; *) PR=${PER_RANK:-256}; ST=${STEPS:-150}; LOG=10; IT=20;; esac
   for R in $RANKS; do       # the bare sums of this model's gradient bytes, before the runs
     [ "$R" -gt 1 ] || continue
-    line=$(mpiexec -n "$R" --oversubscribe --bind-to none "$LARCH" bench allreduce "$CONFIG" --max-mib 0.001 --iters 20 \
+    line=$(mpiexec -n "$R" --oversubscribe --bind-to none "$LARCH" bench allreduce "$CONFIG" --max-mib 0.001 --iters "$IT" \
       2>/dev/null | grep "\"config\":\"$CONFIG\"" || true)
     [ -n "$line" ] && awk -v c="$NAME" -v r="$R" -v l="$line" 'BEGIN{
       match(l, /"bytes":[0-9]+/); b = substr(l, RSTART + 8, RLENGTH - 8)
