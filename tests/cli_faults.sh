@@ -56,6 +56,7 @@ fault 2 1 loss
 fault 2 1 eval
 fault 2 1 save
 fault 2 0 grad_sum --set dist.overlap=false
+fault 2 1 grad_sum --set dist.comm_thread=true           # the gradient comm thread (docs/distributed.md, "Overlap")
 fault 4 3 hook
 fault 4 2 loss
 expect 1 "LARCH_FAULT=1:x:hook: expected RANK:STEP:SITE" -- env LARCH_FAULT=1:x:hook "$LARCH" train "$CFG" --out "$TMP/o"

@@ -65,7 +65,8 @@ LARCH_API larch_status larch_comm_watchdog(const larch_comm *c, double timeout_s
 LARCH_API void larch_comm_set_step(const larch_comm *c, long step);
 /* Testing aid: LARCH_FAULT=RANK:STEP:SITE in the environment (read by
  * larch_comm_init) makes this return a failure on rank RANK during step STEP
- * at SITE (grad_sum, hook, gather, loss, eval, save: docs/distributed.md),
+ * at SITE (grad_sum, hook, gather, loss, eval, save, comm_thread:
+ * docs/distributed.md; safe to call from any thread),
  * and LARCH_OK everywhere else; the code at each site calls it. The site
  * `loss` is checked inside larch_comm_agree_sum(what = "loss") and fails that
  * agreement as an MPI error would. */
@@ -83,6 +84,16 @@ LARCH_API larch_status larch_comm_waitall(const larch_comm *c);
 /* The same for 16-bit floats (fp16, or bf16 when `bf16`), summed in float
  * and rounded back to 16 bits at each step of the reduction. */
 LARCH_API larch_status larch_comm_iallreduce_16(const larch_comm *c, uint16_t *buf, size_t n, int bf16);
+
+/* The gradient comm thread (dist.comm_thread, src/parallel/grad_sync.c):
+ * whether MPI provides MPI_THREAD_MULTIPLE (it must, for a second thread to
+ * call MPI), and a blocking in-place sum of n values (kind 0: float, 1: fp16,
+ * 2: bf16, as larch_comm_iallreduce_16) on the "lane", a communicator of its
+ * own, so that its collectives never interleave with the main thread's. Only
+ * one thread may use the lane, and every rank must sum the same buffers in
+ * the same order; the result is the same as larch_comm_allreduce_f32's. */
+LARCH_API int larch_comm_threads(const larch_comm *c);
+LARCH_API larch_status larch_comm_lane_allreduce(const larch_comm *c, void *buf, size_t n, int kind);
 
 /* Optimizer-state sharding: rank r receives the sum over ranks of
  * send[displ_r .. displ_r + counts[r]) in recv (displacements are the

@@ -151,6 +151,7 @@ typedef struct larch_fit_dist {
     double bucket_mb;        /* [0.001, 65536] gradient bucket size, MiB                     */
     double first_bucket_mb;  /* [0.001, 65536] the first bucket (the last layers), MiB       */
     int overlap;             /* start each bucket's allreduce during backward                */
+    int comm_thread;         /* overlap through a thread of blocking allreduces (else Iallreduce) */
     larch_compress compress; /* 16-bit gradients on the wire                                 */
     int shard_optimizer;     /* ZeRO stage 1: optimizer state of this rank's slice only      */
     double timeout_s;        /* [0, 1e7] watchdog on collectives (0 = off)                   */

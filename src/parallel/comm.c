@@ -32,6 +32,7 @@ enum { TAG_QUERY = 1, TAG_REPLY = 2 };   /* the watchdog's messages             
 typedef struct {
     MPI_Comm world, node;
     MPI_Comm hb;                         /* the watchdogs' own traffic           */
+    MPI_Comm lane;                       /* the gradient comm thread's sums      */
     int rank, size;
     int we_initialized, threads;         /* threads: MPI_THREAD_MULTIPLE provided */
     MPI_Op sum_f16, sum_bf16;            /* sums of 16-bit floats (compression) */
@@ -41,10 +42,10 @@ typedef struct {
     /* LARCH_FAULT=RANK:STEP:SITE */
     int fault_rank;
     long fault_step;
-    char fault_site[16], fault_spec[80];
+    char fault_site[16], fault_spec[80];   /* written once, before any thread */
     /* where the main thread is (written by it, read by the watchdog) */
     atomic_long step, seq;               /* training step; collectives entered  */
-    atomic_int waiting;                  /* inside a blocking collective         */
+    atomic_int waiting;                  /* threads inside a blocking collective */
     atomic_llong since_ns;               /* ... since this time                  */
     _Atomic(const char *) what;          /* ... this one                         */
     /* the watchdog */
@@ -55,7 +56,7 @@ typedef struct {
     long *answers;                       /* 3 per rank: seq, step, waiting       */
 } comm_impl;
 
-static const char *const fault_sites[] = {"grad_sum", "hook", "gather", "loss", "eval", "save", NULL};
+static const char *const fault_sites[] = {"grad_sum", "hook", "gather", "loss", "eval", "save", "comm_thread", NULL};
 
 static long long now_ns(void)
 {
@@ -64,16 +65,18 @@ static long long now_ns(void)
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-/* The main thread enters a blocking collective (`count`: a new one, or a
- * wait for ones already started) and leaves it. */
+/* A thread (the main thread, or the gradient comm thread on the lane)
+ * enters a blocking collective (`count`: a new one, or a wait for ones
+ * already started) and leaves it. `waiting` counts the threads inside one;
+ * `what` and `since_ns` are the latest entry's. */
 static void enter(comm_impl *m, const char *what, int count)
 {
     atomic_store(&m->what, what);
     if (count) atomic_fetch_add(&m->seq, 1);
     atomic_store(&m->since_ns, now_ns());
-    atomic_store(&m->waiting, 1);
+    atomic_fetch_add(&m->waiting, 1);
 }
-static void leave(comm_impl *m) { atomic_store(&m->waiting, 0); }
+static void leave(comm_impl *m) { atomic_fetch_sub(&m->waiting, 1); }
 
 /* MPI reduction operators on 16-bit floats: widen, add in float, round back. */
 static void sum_16(const uint16_t *in, uint16_t *inout, int len, int bf16)
@@ -112,7 +115,7 @@ static larch_status parse_fault(comm_impl *m)
     for (int i = 0; ok && fault_sites[i]; i++) known |= !strcmp(site, fault_sites[i]);
     if (!ok || !known)
         return larch_fail(LARCH_ERR_INVALID, "LARCH_FAULT=%s: expected RANK:STEP:SITE with SITE one of grad_sum, hook, "
-                          "gather, loss, eval, save (a testing aid, docs/distributed.md)", spec);
+                          "gather, loss, eval, save, comm_thread (a testing aid, docs/distributed.md)", spec);
     m->fault_rank = rank;
     m->fault_step = step;
     snprintf(m->fault_site, sizeof m->fault_site, "%s", site);
@@ -144,6 +147,8 @@ larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv)
     MPI_Comm_dup(MPI_COMM_WORLD, &impl->world);
     MPI_Comm_set_errhandler(impl->world, MPI_ERRORS_RETURN);
     MPI_Comm_dup(impl->world, &impl->hb);
+    MPI_Comm_dup(impl->world, &impl->lane);
+    MPI_Comm_set_errhandler(impl->lane, MPI_ERRORS_RETURN);
     MPI_Comm_rank(impl->world, &c->rank);
     MPI_Comm_size(impl->world, &c->size);
     impl->rank = c->rank;
@@ -166,6 +171,7 @@ void larch_comm_finalize(larch_comm *c)
     MPI_Op_free(&impl->sum_bf16);
     MPI_Comm_free(&impl->node);
     MPI_Comm_free(&impl->hb);
+    MPI_Comm_free(&impl->lane);
     MPI_Comm_free(&impl->world);
     int finalized = 0;
     MPI_Finalized(&finalized);
@@ -412,6 +418,31 @@ larch_status larch_comm_iallreduce_16(const larch_comm *c, uint16_t *buf, size_t
     comm_impl *impl = c->impl;
     return start_iallreduce(c, (char *)buf, n, sizeof *buf, MPI_UINT16_T, bf16 ? impl->sum_bf16 : impl->sum_f16,
                             "MPI_Iallreduce (16-bit)");
+}
+
+int larch_comm_threads(const larch_comm *c) { return c->impl && ((comm_impl *)c->impl)->threads; }
+
+/* Called from the comm thread only: reads nothing the main thread writes
+ * without atomics (not even `broken`: agreements happen between steps, while
+ * the comm thread is idle). */
+larch_status larch_comm_lane_allreduce(const larch_comm *c, void *buf, size_t n, int kind)
+{
+    if (c->size == 1 || n == 0) return LARCH_OK;
+    comm_impl *m = c->impl;
+    MPI_Datatype type = kind ? MPI_UINT16_T : MPI_FLOAT;
+    MPI_Op op = kind == 0 ? MPI_SUM : kind == 1 ? m->sum_f16 : m->sum_bf16;
+    size_t elem = kind ? sizeof(uint16_t) : sizeof(float);
+    char *p = buf;
+    enter(m, "MPI_Allreduce (gradient bucket, comm thread)", 1);
+    int rc = MPI_SUCCESS;
+    while (rc == MPI_SUCCESS && n > 0) {         /* MPI counts are ints */
+        int chunk = n > (size_t)INT_MAX ? INT_MAX : (int)n;
+        rc = MPI_Allreduce(MPI_IN_PLACE, p, chunk, type, op, m->lane);
+        p += (size_t)chunk * elem;
+        n -= (size_t)chunk;
+    }
+    leave(m);
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Allreduce (gradient bucket, comm thread)");
 }
 
 /* ---- the watchdog ---- */

@@ -3,6 +3,9 @@
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "core/half.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +20,7 @@ struct grad_sync {
     larch_model *m;
     bucket *b;
     int n, next;          /* buckets; the next one to start (in order) */
-    int armed, overlap;
+    int armed, overlap;   /* overlap: LARCH_SYNC_* */
     double bucket_mb, first_mb;
     size_t floats;        /* floats summed per step (trainable ranges; sharded: all) */
     int shard;                              /* ZeRO-1: reduce-scatter + allgather   */
@@ -28,6 +31,16 @@ struct grad_sync {
     larch_status status;  /* first failure inside the hook */
     double wait_s;
     long steps, early;    /* steps and buckets started during backward since the last take */
+    /* the comm thread (LARCH_SYNC_THREAD): the main thread hands it buckets
+     * [done, posted) in order; it sums each with a blocking allreduce on the
+     * lane and counts it done. Everything below `mu` is guarded by it. */
+    int th_running;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t work, finished;
+    int posted, done, stop;
+    larch_status th_status;  /* the thread's first failure in this step ... */
+    char th_msg[1024];       /* ... and its message (messages are per thread) */
 };
 
 /* Starts bucket k's sum (non-blocking), compressed to 16 bits if asked. */
@@ -41,8 +54,23 @@ static larch_status start_bucket(grad_sync *g, bucket *k)
     return larch_comm_iallreduce_16(g->comm, g->wire + k->lo, n, g->compress == 2);
 }
 
+/* Hands buckets [.., upto) to the comm thread. */
+static void post(grad_sync *g, int upto)
+{
+    pthread_mutex_lock(&g->mu);
+    g->posted = upto;
+    pthread_cond_signal(&g->work);
+    pthread_mutex_unlock(&g->mu);
+}
+
 static void start_ready(grad_sync *g)
 {
+    if (g->overlap == LARCH_SYNC_THREAD) {
+        int from = g->next;
+        while (g->next < g->n && g->b[g->next].ready == g->b[g->next].hi - g->b[g->next].lo) g->next++;
+        if (g->next > from) { g->early += g->next - from; post(g, g->next); }
+        return;
+    }
     while (g->next < g->n && g->b[g->next].ready == g->b[g->next].hi - g->b[g->next].lo) {
         larch_status s = start_bucket(g, &g->b[g->next++]);
         if (s && !g->status) g->status = s;
@@ -62,8 +90,87 @@ static void on_grads_ready(void *ctx, size_t offset, size_t count)
         if (a < z) k->ready += z - a;
     }
     start_ready(g);
+    if (g->overlap == LARCH_SYNC_THREAD) return;
     larch_status s = larch_comm_progress(g->comm);          /* let MPI move the buckets in flight */
     if (s && !g->status) g->status = s;
+}
+
+/* The comm thread: one bucket at a time, in order, as the main thread posts
+ * them; a failed bucket does not stop the ones after it (every rank enters
+ * every sum of the step). */
+static void *comm_main(void *arg)
+{
+    grad_sync *g = arg;
+    sigset_t all;                                        /* signals go to the main thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        while (!g->stop && g->done == g->posted) pthread_cond_wait(&g->work, &g->mu);
+        if (g->done == g->posted) break;                 /* stopping, nothing left */
+        bucket *k = &g->b[g->done];
+        pthread_mutex_unlock(&g->mu);
+        size_t n = k->hi - k->lo;
+        float *grad = g->m->grad + k->lo;
+        larch_status s;
+        if (!g->compress) s = larch_comm_lane_allreduce(g->comm, grad, n, 0);
+        else {
+            uint16_t *w = g->wire + k->lo;
+            if (g->compress == 1) larch_f32_to_f16(grad, w, n);
+            else larch_f32_to_bf16(grad, w, n);
+            s = larch_comm_lane_allreduce(g->comm, w, n, g->compress);
+            if (!s && g->compress == 1) larch_f16_to_f32(w, grad, n);
+            else if (!s) larch_bf16_to_f32(w, grad, n);
+        }
+        larch_status f = larch_comm_fault(g->comm, "comm_thread");   /* as if this sum had failed */
+        if (f && !s) s = f;
+        pthread_mutex_lock(&g->mu);
+        if (s && !g->th_status) {
+            g->th_status = s;
+            snprintf(g->th_msg, sizeof g->th_msg, "%s", larch_errmsg());
+        }
+        g->done++;
+        pthread_cond_signal(&g->finished);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+static larch_status start_thread(grad_sync *g)
+{
+    if (pthread_mutex_init(&g->mu, NULL)) return larch_fail(LARCH_ERR_INVALID, "dist.comm_thread: cannot create a mutex");
+    if (pthread_cond_init(&g->work, NULL)) {
+        pthread_mutex_destroy(&g->mu);
+        return larch_fail(LARCH_ERR_INVALID, "dist.comm_thread: cannot create a condition variable");
+    }
+    if (pthread_cond_init(&g->finished, NULL)) {
+        pthread_cond_destroy(&g->work);
+        pthread_mutex_destroy(&g->mu);
+        return larch_fail(LARCH_ERR_INVALID, "dist.comm_thread: cannot create a condition variable");
+    }
+    int rc = pthread_create(&g->th, NULL, comm_main, g);
+    if (rc) {
+        pthread_cond_destroy(&g->finished);
+        pthread_cond_destroy(&g->work);
+        pthread_mutex_destroy(&g->mu);
+        return larch_fail(LARCH_ERR_INVALID, "dist.comm_thread: cannot start the communication thread: %s", strerror(rc));
+    }
+    g->th_running = 1;
+    return LARCH_OK;
+}
+
+static void stop_thread(grad_sync *g)
+{
+    if (!g->th_running) return;
+    pthread_mutex_lock(&g->mu);
+    g->stop = 1;
+    pthread_cond_signal(&g->work);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->th, NULL);
+    pthread_cond_destroy(&g->finished);
+    pthread_cond_destroy(&g->work);
+    pthread_mutex_destroy(&g->mu);
+    g->th_running = 0;
 }
 
 /* Equal contiguous slices of the flat buffer per rank (multiples of 16
@@ -151,7 +258,9 @@ larch_status larch_grad_sync_create(grad_sync **out, const larch_comm *comm, lar
         g->wire = larch_aligned_alloc((m->n_floats ? m->n_floats : 1) * sizeof *g->wire, "compressed gradients");
         if (!g->wire) { free(g); return LARCH_ERR_NOMEM; }
     }
-    g->overlap = overlap && comm->size > 1 && !g->shard;
+    g->overlap = comm->size > 1 && !g->shard ? overlap : LARCH_SYNC_BLOCKING;
+    if (g->overlap == LARCH_SYNC_THREAD && !larch_comm_threads(comm))
+        g->overlap = LARCH_SYNC_IALLREDUCE;                 /* no second thread may call MPI */
     if (g->shard) {
         larch_status s = plan_shards(g);
         if (s) { larch_grad_sync_free(g); return s; }
@@ -161,6 +270,10 @@ larch_status larch_grad_sync_create(grad_sync **out, const larch_comm *comm, lar
     g->bucket_mb = bucket_mb;
     g->first_mb = first_mb;
     larch_grad_sync_plan(g);
+    if (g->overlap == LARCH_SYNC_THREAD) {
+        larch_status s = start_thread(g);
+        if (s) { larch_grad_sync_free(g); return s; }
+    }
     if (g->overlap) {
         m->grads_ready = on_grads_ready;
         m->grads_ready_ctx = g;
@@ -173,6 +286,7 @@ void larch_grad_sync_free(grad_sync *g)
 {
     if (!g) return;
     if (g->m && g->m->grads_ready_ctx == g) { g->m->grads_ready = NULL; g->m->grads_ready_ctx = NULL; }
+    stop_thread(g);
     free(g->b);
     free(g->counts);
     free(g->displs);
@@ -186,7 +300,30 @@ void larch_grad_sync_begin(grad_sync *g)
     for (int i = 0; i < g->n; i++) { g->b[i].ready = 0; g->b[i].started = 0; }
     g->next = 0;
     g->status = LARCH_OK;
-    g->armed = g->overlap;
+    g->armed = g->overlap != LARCH_SYNC_BLOCKING;
+    if (g->th_running) {                                    /* idle: the last finish waited for it */
+        pthread_mutex_lock(&g->mu);
+        g->posted = g->done = 0;
+        g->th_status = LARCH_OK;
+        pthread_mutex_unlock(&g->mu);
+    }
+}
+
+/* Thread mode: hands over what is left and waits for every bucket. */
+static larch_status finish_thread(grad_sync *g, larch_status s)
+{
+    double t0 = larch_comm_wtime();
+    g->next = g->n;
+    pthread_mutex_lock(&g->mu);
+    g->posted = g->n;
+    pthread_cond_signal(&g->work);
+    while (g->done < g->n) pthread_cond_wait(&g->finished, &g->mu);
+    larch_status ts = g->th_status;
+    if (ts && !s) s = larch_fail(ts, "%s", g->th_msg);
+    pthread_mutex_unlock(&g->mu);
+    g->wait_s += larch_comm_wtime() - t0;
+    g->steps++;
+    return s;
 }
 
 larch_status larch_grad_sync_finish(grad_sync *g)
@@ -196,6 +333,7 @@ larch_status larch_grad_sync_finish(grad_sync *g)
      * collective the others enter, for the step's agreement to report. */
     larch_status s = g->status;
     if (!s) s = larch_comm_fault(g->comm, "grad_sum");
+    if (g->th_running) return finish_thread(g, s);
     double t0 = larch_comm_wtime();
     if (g->shard) {                                         /* each rank: the sums of its own slice */
         int r = g->comm->rank;

@@ -11,7 +11,15 @@
  * During the last backward of a step the model reports each layer's
  * finished gradients; a bucket whose gradients are all final starts a
  * non-blocking allreduce at once, and every report lets MPI progress the
- * ones in flight. larch_grad_sync_finish starts what is left and waits.
+ * ones in flight (`overlap` LARCH_SYNC_IALLREDUCE); or, with
+ * LARCH_SYNC_THREAD, hands it to a communication thread that sums the
+ * buckets one after another with blocking allreduces on a communicator of
+ * its own (the same calls, so the same sums, as LARCH_SYNC_BLOCKING: Open
+ * MPI 4.1's MPI_Iallreduce is much slower than its MPI_Allreduce;
+ * docs/distributed.md, "Overlap"). Without MPI_THREAD_MULTIPLE the thread
+ * mode falls back to non-blocking sums. The hand-off allocates nothing; the
+ * thread is started by create and joined by free.
+ * larch_grad_sync_finish starts what is left and waits.
  * All ranks run the same graph, so buckets start in the same order on every
  * rank, as MPI requires. `compress` 1 (fp16) or 2 (bf16) sends each bucket
  * as 16-bit floats, summed in float and rounded to 16 bits at each step of
@@ -26,6 +34,9 @@
 #include "larch/model.h"
 
 typedef struct grad_sync grad_sync;
+
+/* `overlap` of larch_grad_sync_create */
+enum { LARCH_SYNC_BLOCKING = 0, LARCH_SYNC_IALLREDUCE = 1, LARCH_SYNC_THREAD = 2 };
 
 larch_status larch_grad_sync_create(grad_sync **out, const larch_comm *comm, larch_model *m, double bucket_mb,
                               double first_mb, int overlap, int shard, int compress);

@@ -24,7 +24,7 @@ larch_fit_spec larch_fit_defaults(void)
     s.data = (larch_fit_data){.flip = 0, .crop_pad = 0, .prefetch = 1, .scale = {0.08f, 1.0f}, .ratio = {0.75f, 4.0f / 3.0f}};
     s.checkpoint = (larch_fit_checkpoint){.dir = NULL, .every_steps = 0, .keep = 3, .at_end = 1, .resume = NULL,
                                           .allow_changes = NULL, .n_allow_changes = 0};
-    s.dist = (larch_fit_dist){.bucket_mb = 25.0, .first_bucket_mb = 1.0, .overlap = 1, .compress = LARCH_COMPRESS_NONE,
+    s.dist = (larch_fit_dist){.bucket_mb = 25.0, .first_bucket_mb = 1.0, .overlap = 1, .comm_thread = 0, .compress = LARCH_COMPRESS_NONE,
                               .shard_optimizer = 0, .timeout_s = 600.0};
     return s;
 }
@@ -218,8 +218,8 @@ larch_status larch_fit_spec_to_cfg(const larch_fit_spec *spec, larch_node **out)
     fprintf(f, "dist:\n");
     key_num(f, "bucket_mb", d->bucket_mb);
     key_num(f, "first_bucket_mb", d->first_bucket_mb);
-    fprintf(f, "  overlap: %s\n  compress: %s\n  shard_optimizer: %s\n", yesno(d->overlap), compress[d->compress],
-            yesno(d->shard_optimizer));
+    fprintf(f, "  overlap: %s\n  comm_thread: %s\n  compress: %s\n  shard_optimizer: %s\n", yesno(d->overlap),
+            yesno(d->comm_thread), compress[d->compress], yesno(d->shard_optimizer));
     key_num(f, "timeout_s", d->timeout_s);
     const larch_fit_checkpoint *c = &spec->checkpoint;
     fprintf(f, "checkpoint:\n  dir: ");

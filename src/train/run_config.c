@@ -84,6 +84,8 @@ static const larch_key dist_keys[] = {
     {"bucket_mb", LARCH_T_FLOAT, "25", 0.001, 65536, NULL, NULL, "gradient bucket size in MiB (as PyTorch DDP)"},
     {"first_bucket_mb", LARCH_T_FLOAT, "1", 0.001, 65536, NULL, NULL, "size of the first bucket (the last layers), MiB"},
     {"overlap", LARCH_T_BOOL, "true", 0, 0, NULL, NULL, "start each bucket's allreduce during backward"},
+    {"comm_thread", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
+     "overlap through a communication thread running blocking allreduces (false: MPI_Iallreduce; docs/distributed.md, Overlap)"},
     {"compress", LARCH_T_ENUM, "none", 0, 0, "none|fp16|bf16", NULL, "16-bit gradients on the wire"},
     {"shard_optimizer", LARCH_T_BOOL, "false", 0, 0, NULL, NULL,
      "ZeRO stage 1: each rank keeps optimizer state for its slice of the parameters"},
@@ -287,9 +289,9 @@ larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
                            place(r, "q", where, sizeof where), path, path, type, type[1] == '1' ? "1" : "2");
     }
     const larch_node *d = larch_map_get(cfg, "dist");
-    static const char *const shard_ignores[] = {"overlap", "bucket_mb", "first_bucket_mb"};
+    static const char *const shard_ignores[] = {"overlap", "bucket_mb", "first_bucket_mb", "comm_thread"};
     if (larch_cfg_bool(d, "shard_optimizer"))
-        for (int i = 0; !s && i < 3; i++)
+        for (int i = 0; !s && i < 4; i++)
             if (set_to_other(d, dist_keys, shard_ignores[i]))
                 s = larch_warn(w, "%s: dist.%s is ignored: with dist.shard_optimizer the gradients are summed in one "
                                "reduce-scatter after backward, without buckets or overlap",

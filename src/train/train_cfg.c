@@ -49,6 +49,7 @@ larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec
     spec->dist.bucket_mb = larch_cfg_float(dist, "bucket_mb");
     spec->dist.first_bucket_mb = larch_cfg_float(dist, "first_bucket_mb");
     spec->dist.overlap = larch_cfg_bool(dist, "overlap");
+    spec->dist.comm_thread = larch_cfg_bool(dist, "comm_thread");
     spec->dist.compress = !strcmp(compress, "fp16") ? LARCH_COMPRESS_FP16
                         : !strcmp(compress, "bf16") ? LARCH_COMPRESS_BF16 : LARCH_COMPRESS_NONE;
     spec->dist.shard_optimizer = larch_cfg_bool(dist, "shard_optimizer");

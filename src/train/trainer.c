@@ -259,7 +259,8 @@ static larch_status setup(run_t *r)
     if ((s = check_heads(r))) return s;
     const larch_fit_dist *dist = &r->spec->dist;
     int shard = dist->shard_optimizer;
-    if ((s = larch_grad_sync_create(&r->sync, r->comm, r->model, dist->bucket_mb, dist->first_bucket_mb, dist->overlap,
+    if ((s = larch_grad_sync_create(&r->sync, r->comm, r->model, dist->bucket_mb, dist->first_bucket_mb,
+                                    !dist->overlap ? LARCH_SYNC_BLOCKING : dist->comm_thread ? LARCH_SYNC_THREAD : LARCH_SYNC_IALLREDUCE,
                                     shard, (int)dist->compress)))
         return s;
     r->hooks = (larch_comm_hooks){hook_allreduce, r};
@@ -646,7 +647,7 @@ static const char *sync_summary(const run_t *r, char *buf, size_t len)
                  larch_grad_sync_bytes(r->sync));
     else
         snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", larch_grad_sync_buckets(r->sync),
-                 larch_grad_sync_bytes(r->sync), dist->overlap ? "overlapped" : "blocking");
+                 larch_grad_sync_bytes(r->sync), !dist->overlap ? "blocking" : dist->comm_thread ? "overlapped (comm thread)" : "overlapped (MPI_Iallreduce)");
     return buf;
 }
 
