@@ -23,6 +23,17 @@ endif()
 find_path(OpenBLAS_INCLUDE_DIR NAMES cblas.h
   HINTS ${PC_OpenBLAS_INCLUDE_DIRS}
   PATH_SUFFIXES openblas openblas-pthread openblas-openmp)
+# Debian's OpenMP build of OpenBLAS (package libopenblas0-openmp) first:
+# its threads are the same OpenMP pool as larch's loops and oneDNN's, so
+# the three never spin against each other (docs/performance.md). Linked by
+# its path; the program and liblarch.so keep that directory in their run
+# path, whatever the system's libopenblas.so.0 alternative points to.
+# OpenBLAS_THREADING=pthread skips it.
+set(OpenBLAS_THREADING "openmp" CACHE STRING "Preferred OpenBLAS build: openmp or pthread")
+if(OpenBLAS_THREADING STREQUAL "openmp" AND CMAKE_LIBRARY_ARCHITECTURE)
+  find_library(OpenBLAS_LIBRARY NAMES libopenblas.so.0
+    PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp NO_DEFAULT_PATH)
+endif()
 find_library(OpenBLAS_LIBRARY NAMES openblas
   HINTS ${PC_OpenBLAS_LIBRARY_DIRS}
   PATH_SUFFIXES openblas-pthread openblas-openmp)

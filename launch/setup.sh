@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libopenmpi-dev openmpi-bin
-      libopenblas-dev liblapacke-dev libdnnl-dev
+      libopenblas-dev libopenblas0-openmp liblapacke-dev libdnnl-dev
       libhdf5-openmpi-dev hdf5-tools
       libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libjson-c-dev
       dataset-fashion-mnist gnuplot-nox)
