@@ -12,7 +12,7 @@
  * OpenBLAS is held at one thread while larch's loops run on 1, 2 or 3:
  * OpenBLAS 0.3.21's sgemm itself rounds differently with 1 and 2 threads
  * (this test finds conv gradients differing when both vary), which is
- * OpenBLAS's partition, not larch's (docs/perf_threads.md). */
+ * OpenBLAS's partition, not larch's (docs/performance.md). */
 #include "gradcheck.h"
 #include "core/blas.h"
 #include "core/threads.h"

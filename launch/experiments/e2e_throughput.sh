@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Training throughput against the step benchmark, in one run
-# (docs/perf_e2e.md): for each config and each layout (1 rank x 2 threads,
+# (docs/performance.md, "End-to-end throughput"): for each config and each layout (1 rank x 2 threads,
 # 2 ranks x 1 thread), interleaved ROUNDS times,
 #   bench   `larch bench step` on the per-rank batch (2 ranks: both ranks
 #           benchmark at once under mpiexec, their samples/s summed; no
