@@ -44,14 +44,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for L in 1x2 2x1; do
       RANKS=${L%x*} THR=${L#*x}
       # the benchmark of one step on the per-rank batch
-      out=$(mpiexec --oversubscribe -n "$RANKS" "$BUILD/larch" bench step "$CFG" --batch $((BATCH / RANKS)) \
+      out=$(mpiexec --oversubscribe --bind-to none -n "$RANKS" "$BUILD/larch" bench step "$CFG" --batch $((BATCH / RANKS)) \
               --threads "$THR" --rounds 5 2> /dev/null | grep '"bench"')
       bench=$(awk -F'"samples_per_s":' '{ split($2, a, ","); s += a[1] } END { printf "%.1f", s }' <<<"$out")
       blas=$(sed -n 's/.*"blas":"\([^"]*\)".*/\1/p' <<<"$out" | head -1)
       # real training: STEPS steps, then the evaluation of the test set
       dir="$OUT/${C}_${L}_r$r"
       rm -rf "$dir"
-      log=$(mpiexec --oversubscribe -n "$RANKS" "$BUILD/larch" train "$CFG" --out "$dir" --set train.max_steps="$STEPS" \
+      log=$(mpiexec --oversubscribe --bind-to none -n "$RANKS" "$BUILD/larch" train "$CFG" --out "$dir" --set train.max_steps="$STEPS" \
               --set train.threads="$THR" --set train.log_every=20 --set checkpoint.at_end=false 2>&1) \
         || { echo "e2e_throughput.sh: training failed: $log" >&2; exit 1; }
       t=$(grep '^time: ' <<<"$log")
