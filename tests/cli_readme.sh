@@ -15,6 +15,8 @@
 #     checkpoint written so far, and the README's example checkpoint
 #     `ckpt-<step>.h5` (the end of a full run, checked against `larch
 #     schedule`) becomes the newest checkpoint of the shortened runs;
+#   - in the sanitizer build (LARCH_TEST_SANITIZED=ON) `train` and `eval`
+#     also get `--set train.eval_samples=1000`;
 #   - skipped, because they take minutes (the list is explicit and a skipped
 #     command must still be in the README): SKIP below.
 # A command with a placeholder this test does not know fails the test.
@@ -78,6 +80,11 @@ for cmd in "${cmds[@]}"; do
       c="$c --set train.max_steps=$((2 * ${runs[$cfg]}))"
     fi
     if [[ $c == *" bench step "* ]]; then c="$c --rounds 1"; fi
+    # under the sanitizers, scoring the whole test split is most of each
+    # run's time and repeats the same code: the first 1000 samples only
+    if [ "${LARCH_TEST_SANITIZED:-OFF}" = ON ] && [[ $c == *" train "* || $c == *" eval "* ]]; then
+      c="$c --set train.eval_samples=1000"
+    fi
     if grep -qE '\[|\]|\||\b[A-Z]{3,}\b' <<<"${c//OMPI_[A-Z_]*=1/}"; then
       fail "README command has a placeholder this test does not know: $cmd"; continue
     fi

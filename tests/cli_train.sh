@@ -48,6 +48,14 @@ grep -q '"split": "test"' "$TMP/run/metrics.jsonl" && grep -q '"samples_per_s"' 
   && pass "metrics.jsonl has training and evaluation records" || fail "metrics.jsonl: $(cat "$TMP/run/metrics.jsonl")"
 "$LARCH" config "$TMP/run/config.yaml" >/dev/null 2>&1 && pass "resolved config is a valid config" || fail "resolved config does not validate"
 
+# train.eval_samples scores the test split's first N samples
+n_test=$(grep '"split": "test"' "$TMP/run/metrics.jsonl" | tail -1 | sed 's/.*"samples": \([0-9]*\).*/\1/')
+"$LARCH" train "$CFG" --out "$TMP/head" --set train.eval_samples=100 --set train.max_steps=2 > /dev/null 2>&1
+got=$(grep '"split": "test"' "$TMP/head/metrics.jsonl" 2> /dev/null | tail -1 | sed 's/.*"samples": \([0-9]*\).*/\1/')
+[ "$got" = 100 ] && [ "$n_test" -gt 100 ] && pass "train.eval_samples=100: 100 of $n_test test samples scored" \
+  || fail "train.eval_samples=100: scored '$got' (whole split: '$n_test')"
+expect 1 "train.eval_samples" -- "$LARCH" train "$CFG" --set train.eval_samples=-1 --out "$TMP/o"
+
 # two ranks agree with one rank on the final loss (summation-order tolerance)
 if command -v mpiexec >/dev/null; then
   one=$("$LARCH" train "$CFG" --out "$TMP/r1" | grep -o 'step 32/32.*loss [0-9.]*' | grep -o 'loss [0-9.]*')

@@ -121,6 +121,7 @@ typedef struct larch_fit_train {
     int stop_on_nan;         /* fail when the loss is not finite                            */
     double progress_seconds; /* [0, 3600] at most one progress line per this many seconds   */
     larch_precision precision; /* products of dense/conv2d: FP32 or BF16 (larch_model_set_precision) */
+    long eval_samples;       /* [0, 2^31-1] score the first this many test samples (0 = all) */
 } larch_fit_train;
 
 /* The training loader (the config's data.augment and data.prefetch). */

@@ -46,6 +46,7 @@ larch_status larch_fit_validate(const larch_fit_spec *spec)
         {"train.max_steps", (double)t->max_steps, 0, (double)(1L << 40)}, {"train.seed", (double)t->seed, 0, 4294967295.0},
         {"train.log_every", (double)t->log_every, 1, (double)(1L << 40)},
         {"train.eval_every", (double)t->eval_every, 0, (double)(1L << 40)}, {"train.eval_batch", t->eval_batch, 1, 1 << 24},
+        {"train.eval_samples", (double)t->eval_samples, 0, 2147483647.0},
         {"train.threads", t->threads, 0, 1024}, {"train.accumulate", t->accumulate, 1, 4096},
         {"train.progress_seconds", t->progress_seconds, 0, 3600}, {"data.augment.crop_pad", spec->data.crop_pad, 0, 64},
         {"checkpoint.every_steps", (double)c->every_steps, 0, (double)(1L << 40)}, {"checkpoint.keep", c->keep, 0, 1000000},
@@ -202,9 +203,9 @@ larch_status larch_fit_spec_to_cfg(const larch_fit_spec *spec, larch_node **out)
     const larch_fit_train *t = &spec->train;
     fprintf(f, "# written by larch_fit from a C program's spec: the model and the data are the program's own\n");
     fprintf(f, "train:\n  batch_size: %d\n  epochs: %d\n  max_steps: %ld\n  seed: %llu\n  log_every: %ld\n"
-            "  eval_every: %ld\n  eval_batch: %d\n  threads: %d\n  accumulate: %d\n  stop_on_nan: %s\n",
+            "  eval_every: %ld\n  eval_batch: %d\n  eval_samples: %ld\n  threads: %d\n  accumulate: %d\n  stop_on_nan: %s\n",
             t->batch_size, t->epochs, t->max_steps, (unsigned long long)t->seed, t->log_every, t->eval_every,
-            t->eval_batch, t->threads, t->accumulate, yesno(t->stop_on_nan));
+            t->eval_batch, t->eval_samples, t->threads, t->accumulate, yesno(t->stop_on_nan));
     key_num(f, "progress_seconds", t->progress_seconds);
     fprintf(f, "  precision: %s\n", t->precision == LARCH_PRECISION_BF16 ? "bf16" : "fp32");
     write_optim(f, &spec->optim);

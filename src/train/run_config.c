@@ -22,6 +22,7 @@ static const larch_key train_keys[] = {
     {"log_every", LARCH_T_INT, "50", 1, 1L << 40, NULL, NULL, "steps between training records"},
     {"eval_every", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "steps between evaluations (0 = each epoch)"},
     {"eval_batch", LARCH_T_INT, "1000", 1, 1 << 24, NULL, NULL, "global batch size of evaluation"},
+    {"eval_samples", LARCH_T_INT, "0", 0, 2147483647L, NULL, NULL, "score the first N test samples (0 = the whole test split)"},
     {"threads", LARCH_T_INT, "0", 0, 1024, NULL, NULL, "OpenBLAS threads per rank (0 = OPENBLAS_NUM_THREADS or cores / ranks on the node)"},
     {"accumulate", LARCH_T_INT, "1", 1, 4096, NULL, NULL, "micro-batches per optimizer step"},
     {"conv_backend", LARCH_T_ENUM, "auto", 0, 0, "auto|onednn|openblas", NULL,

@@ -22,6 +22,7 @@ larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec
     spec->train.log_every = larch_cfg_int(t, "log_every");
     spec->train.eval_every = larch_cfg_int(t, "eval_every");
     spec->train.eval_batch = (int)larch_cfg_int(t, "eval_batch");
+    spec->train.eval_samples = larch_cfg_int(t, "eval_samples");
     spec->train.threads = (int)larch_cfg_int(t, "threads");
     spec->train.accumulate = (int)larch_cfg_int(t, "accumulate");
     spec->train.stop_on_nan = larch_cfg_bool(t, "stop_on_nan");

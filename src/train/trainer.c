@@ -47,6 +47,7 @@ typedef struct run {
     double progress_s;
     /* state */
     const larch_dataset *train, *test;
+    larch_dataset test_head;             /* train.eval_samples: the test split's first N */
     larch_model *model;
     larch_optim *optim;
     larch_sched sched;
@@ -809,6 +810,11 @@ larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, c
     r.model = spec->model;
     r.train = spec->train_set;
     r.test = spec->test_set;
+    if (spec->train.eval_samples > 0 && spec->train.eval_samples < spec->test_set->n) {
+        r.test_head = *spec->test_set;      /* a view: the first N samples, nothing copied */
+        r.test_head.n = (int)spec->train.eval_samples;
+        r.test = &r.test_head;
+    }
     r.init_text = init_text;
     r.log = comm->rank == 0 ? opts->log : NULL;
     r.lock_out = r.lock_ckpt = -1;
