@@ -75,6 +75,12 @@ static const larch_key data_keys[] = {
      "[lo, hi]: keep only classes lo..hi (relabelled 0..hi-lo) in both splits ([] = all)"},
     {"train_per_class", LARCH_T_INT, "0", 0, 1 << 30, NULL, NULL,
      "keep at most this many training samples per class, the first in file order (0 = all)"},
+    {"sampler", LARCH_T_ENUM, "shuffle", 0, 0, "shuffle|class_balanced", NULL,
+     "training batches: a shuffled pass over the data, or class_balanced: classes_per_batch classes x "
+     "samples_per_class samples each (metric learning; docs/fewshot.md)"},
+    {"classes_per_batch", LARCH_T_INT, "0", 0, 65536, NULL, NULL,
+     "class_balanced: P distinct classes per global batch (P x samples_per_class = train.batch_size)"},
+    {"samples_per_class", LARCH_T_INT, "0", 0, 1 << 24, NULL, NULL, "class_balanced: K samples of each class per batch"},
     {"derived_labels", LARCH_T_ANY, "[]", 0, 0, NULL, NULL,
      "further label sets for multi-task heads: a list of maps class -> coarse class, e.g. [[0, 1, 0, 0, 0, 2, 0, 2, 3, 2]]; "
      "loss target 1 is the first"},
@@ -200,6 +206,13 @@ static larch_status check_run(const larch_node *root)
     if (n != 0 && (n != 2 || range[0] > range[1] || range[1] >= classes))
         return larch_fail(LARCH_ERR_CONFIG, "%s: data.classes: expected [lo, hi] with 0 <= lo <= hi < %d (the data's classes)",
                           place(d, "classes", where, sizeof where), classes);
+    if (strcmp(larch_cfg_str(d, "sampler"), "class_balanced") == 0) {
+        long P = larch_cfg_int(d, "classes_per_batch"), K = larch_cfg_int(d, "samples_per_class");
+        if (P < 1 || K < 1 || P * K != batch)
+            return larch_fail(LARCH_ERR_CONFIG, "%s: data.sampler is class_balanced: data.classes_per_batch (%ld) x "
+                              "data.samples_per_class (%ld) must equal train.batch_size (%ld)",
+                              place(d, "sampler", where, sizeof where), P, K, batch);
+    }
     return larch_sched_check(larch_map_get(root, "sched"));
 }
 
