@@ -7,6 +7,7 @@
 #include "larch/train.h"
 #include "larch/optim_cfg.h"
 #include "larch/data.h"
+#include "io/attributes.h"
 #include "io/cfg_internal.h"
 
 #include <stdio.h>
@@ -75,6 +76,9 @@ static const larch_key data_keys[] = {
      "[lo, hi]: keep only classes lo..hi (relabelled 0..hi-lo) in both splits ([] = all)"},
     {"train_per_class", LARCH_T_INT, "0", 0, 1 << 30, NULL, NULL,
      "keep at most this many training samples per class, the first in file order (0 = all)"},
+    {"attributes", LARCH_T_STRING, "", 0, 0, NULL, NULL,
+     "zero-shot: a class-attribute table (CSV, docs/fewshot.md) whose row for each sample's class becomes its float "
+     "targets (train an attribute head with a loss type: mse, on: targets); applied before data.classes"},
     {"sampler", LARCH_T_ENUM, "shuffle", 0, 0, "shuffle|class_balanced", NULL,
      "training batches: a shuffled pass over the data, or class_balanced: classes_per_batch classes x "
      "samples_per_class samples each (metric learning; docs/fewshot.md)"},
@@ -515,6 +519,16 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
     if (!s) s = config_norm(d, test);
     if (!s) s = check_input_shape(cfg, train);
     if (!s) s = check_input_shape(cfg, test);
+    const char *attr = larch_cfg_str(d, "attributes");
+    if (!s && attr[0]) {                        /* by the original class, before data.classes relabels */
+        larch_attr_table tab;
+        if (!(s = larch_attr_read(attr, &tab))) {
+            s = larch_attr_apply(&tab, attr, train);
+            if (!s) s = larch_attr_apply(&tab, attr, test);
+            larch_attr_free(&tab);
+        }
+        if (s) s = larch_fail_context(s, "data.attributes");
+    }
     if (!s) s = shape_split(d, train, 1);
     if (!s) s = shape_split(d, test, 0);
     if (s) { larch_dataset_free(train); larch_dataset_free(test); }
