@@ -51,6 +51,8 @@ expect 1 "class 0 of synthetic-train has 3 sample(s), fewer than the 4 samples p
   "$LARCH" train "$CFG" --out "$TMP/e2" --set data.train_per_class=3 --set train.batch_size=8 \
   --set data.classes_per_batch=2 --set data.samples_per_class=4
 expect 0 "class_balanced" -- "$LARCH" config --help
+expect 0 "data.classes_per_batch is ignored: it applies to data.sampler: class_balanced only" -- \
+  "$LARCH" config "$CFG" --set data.sampler=shuffle
 
 CK=$(ls "$TMP"/r1/checkpoints/ckpt-*.h5 | tail -1)
 [ -f "$CK" ] || fail "no checkpoint in $TMP/r1/checkpoints"

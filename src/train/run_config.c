@@ -313,6 +313,14 @@ larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
                 s = larch_warn(w, "%s: dist.%s is ignored: with dist.shard_optimizer the gradients are summed in one "
                                "reduce-scatter after backward, without buckets or overlap",
                                place(d, shard_ignores[i], where, sizeof where), shard_ignores[i]);
+    const larch_node *dd = larch_map_get(cfg, "data");
+    static const char *const balanced_keys[] = {"classes_per_batch", "samples_per_class"};
+    if (strcmp(larch_cfg_str(dd, "sampler"), "class_balanced") != 0)
+        for (int i = 0; !s && i < 2; i++)
+            if (set_to_other(dd, data_keys, balanced_keys[i]))
+                s = larch_warn(w, "%s: data.%s is ignored: it applies to data.sampler: class_balanced only, and "
+                               "data.sampler is '%s'", place(dd, balanced_keys[i], where, sizeof where), balanced_keys[i],
+                               larch_cfg_str(dd, "sampler"));
     return s;
 }
 
