@@ -34,6 +34,7 @@ model:
 YAML
 CFG=$TMP/cfg.yaml
 
+# stdout carries the results; stderr (a sanitizer's report included) goes to $TMP/err
 # --- the sampler: the same run on 1 and 2 ranks
 run 1 "$TMP/r1" && run 2 "$TMP/r2" || fail "class-balanced training: $(tail -3 "$TMP/r1.log" "$TMP/r2.log")"
 # per-step training losses (lines without "split"), equal up to summation order (design.md, decision 4)
@@ -59,7 +60,7 @@ CK=$(ls "$TMP"/r1/checkpoints/ckpt-*.h5 | tail -1)
 
 # --- few-shot: output format, above chance, 1 vs 2 ranks
 FS=(eval "$CFG" --checkpoint "$CK" --embedding emb --classes 4-7 --episodes 60 --queries 5)
-out=$("$LARCH" "${FS[@]}" --fewshot 3,2 2>&1) || fail "fewshot: $out"
+out=$("$LARCH" "${FS[@]}" --fewshot 3,2 2>>"$TMP/err") || fail "fewshot: $(tail -3 "$TMP/err")"
 if grep -qE '^fewshot: 3-way 2-shot, 5 queries per class, 60 episodes from classes 4,5,6,7 of the test split \([0-9]+ images\); embedding emb \(16 values\), prototype, euclidean distance' <<<"$out" &&
    grep -qE '^fewshot: accuracy 0\.[0-9]{4} \+- 0\.[0-9]{4} \(95% confidence interval; episode std 0\.[0-9]{4}\); recall@1 [01]\.[0-9]{4}, recall@5 [01]\.[0-9]{4}$' <<<"$out"
 then pass "fewshot: the text lines"; else fail "fewshot text: $out"; fi
@@ -71,13 +72,13 @@ if grep -qE '^\{"eval": "fewshot", "way": 3, "shot": 2, "queries": 5, "episodes"
 then pass "fewshot: JSON record, accuracy $acc +- $ci above chance 0.33"; else fail "fewshot JSON: $json"; fi
 for opts in "--fewshot 3,2 --augment 3" "--fewshot 2,3 --method knn --k 3 --distance cosine --batch 7"; do
   # shellcheck disable=SC2086
-  a1=$("$LARCH" "${FS[@]}" $opts 2>&1 | tail -1)
+  a1=$("$LARCH" "${FS[@]}" $opts 2>>"$TMP/err" | tail -1)
   # shellcheck disable=SC2086
-  a2=$(timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" "${FS[@]}" $opts 2>&1 | tail -1)
+  a2=$(timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" "${FS[@]}" $opts 2>>"$TMP/err" | tail -1)
   if [ -n "$a1" ] && [ "$a1" = "$a2" ] && grep -q '"accuracy"' <<<"$a1"; then pass "fewshot $opts: 1 and 2 ranks agree"
   else fail "fewshot $opts: 1 rank '$a1', 2 ranks '$a2'"; fi
 done
-a3=$("$LARCH" "${FS[@]}" --fewshot 3,2 --augment 3 --seed 11 2>&1 | tail -1)
+a3=$("$LARCH" "${FS[@]}" --fewshot 3,2 --augment 3 --seed 11 2>>"$TMP/err" | tail -1)
 [ "$a3" != "$a1" ] && pass "another --seed, other episodes" || fail "--seed 11 changed nothing"
 
 # --- errors
@@ -124,15 +125,15 @@ YAML
 "$LARCH" train "$TMP/zs.yaml" --out "$TMP/z" > "$TMP/z.log" 2>&1 || fail "attribute head: $(tail -3 "$TMP/z.log")"
 ZK=$(ls "$TMP"/z/checkpoints/ckpt-*.h5 | tail -1)
 ZS=(eval "$TMP/zs.yaml" --checkpoint "$ZK" --embedding attr)
-out=$("$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/attr.csv" 2>&1) || fail "zeroshot: $out"
+out=$("$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/attr.csv" 2>>"$TMP/err") || fail "zeroshot: $(tail -3 "$TMP/err")"
 if grep -qE '^zeroshot: accuracy [01]\.[0-9]{4} \(chance 0\.5000\); per class: 6 c6 [01]\.[0-9]{4}, 7 c7 [01]\.[0-9]{4}$' <<<"$out" &&
    grep -qE '^\{"eval": "zeroshot", "classes": \[6, 7\], "images": [0-9]+, .*"chance": 0\.500000, "per_class": \[[0-9.]+, [0-9.]+\]\}$' <<<"$out"
 then pass "zeroshot: text and JSON"; else fail "zeroshot output: $out"; fi
 # seen classes are recognized from their attributes: a check that the head learned them
-seen=$("$LARCH" "${ZS[@]}" --classes 0-5 --zeroshot "$TMP/attr.csv" 2>&1 | tail -1 | sed 's/.*"accuracy": \([0-9.]*\).*/\1/')
+seen=$("$LARCH" "${ZS[@]}" --classes 0-5 --zeroshot "$TMP/attr.csv" 2>>"$TMP/err" | tail -1 | sed 's/.*"accuracy": \([0-9.]*\).*/\1/')
 awk -v a="$seen" 'BEGIN { exit !(a > 0.5) }' && pass "zeroshot on the seen classes: $seen" || fail "seen-class attribute accuracy $seen"
-z1=$("$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/attr.csv" --distance cosine 2>&1 | tail -1)
-z2=$(timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/attr.csv" --distance cosine 2>&1 | tail -1)
+z1=$("$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/attr.csv" --distance cosine 2>>"$TMP/err" | tail -1)
+z2=$(timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/attr.csv" --distance cosine 2>>"$TMP/err" | tail -1)
 [ -n "$z1" ] && [ "$z1" = "$z2" ] && pass "zeroshot: 1 and 2 ranks agree" || fail "zeroshot ranks: '$z1' vs '$z2'"
 printf 'class,name,b0,b1,b2,parity\n0,c0,0,0,0\n' > "$TMP/bad.csv"
 expect 1 "bad.csv:2: 3 value(s) where the header names 4 attributes" -- "$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/bad.csv"
