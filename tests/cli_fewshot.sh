@@ -93,6 +93,8 @@ expect 1 "--classes: class list '4-x': the range at '-x' has no end" -- "$LARCH"
 expect 2 "--fewshot 5: expected N,K" -- "$LARCH" "${FS[@]}" --fewshot 5
 expect 2 "give one of --fewshot N,K and --zeroshot TABLE" -- "$LARCH" "${FS[@]}"
 expect 2 "--method mean: expected prototype or knn" -- "$LARCH" "${FS[@]}" --fewshot 3,2 --method mean
+expect 2 "--distance manhattan: expected euclidean or cosine" -- "$LARCH" "${FS[@]}" --fewshot 3,2 --distance manhattan
+expect 2 "--episodes 0: expected an integer from 1 to 10000000" -- "$LARCH" "${FS[@]}" --fewshot 3,2 --episodes 0
 expect 0 "--augment T" -- "$LARCH" eval --fewshot 5,1 --help
 
 # --- zero-shot: an attribute head on classes 0-5, the unseen 6 and 7
@@ -140,6 +142,9 @@ expect 1 "bad.csv:2: 3 value(s) where the header names 4 attributes" -- "$LARCH"
 printf 'class,name,b0,b1,b2\n0,c0,0,0,0\n1,c1,1,0,0\n2,c2,0,1,0\n3,c3,1,1,0\n4,c4,0,0,1\n5,c5,1,0,1\n6,c6,0,1,1\n7,c7,1,1,1\n' >> "$TMP/narrow.csv"
 expect 1 "has 3 attributes but --embedding attr gives 4 values per image" -- \
   "$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/narrow.csv"
+head -8 "$TMP/attr.csv" > "$TMP/six.csv"                      # the header and classes 0-5 only
+expect 1 "six.csv has 6 class rows but the test split has 8 classes" -- \
+  "$LARCH" "${ZS[@]}" --classes 6,7 --zeroshot "$TMP/six.csv"
 expect 1 "data.attributes: $TMP/bad.csv:2: 3 value(s)" -- \
   "$LARCH" train "$TMP/zs.yaml" --out "$TMP/z2" --set data.attributes="$TMP/bad.csv"
 finish cli_fewshot

@@ -171,6 +171,9 @@ static void errors(void)
     o = balanced(2, 3, 0, 1, 0);
     o.global_batch = 8;
     CHECK_FAIL(larch_loader_create(&l, &ds, &o), LARCH_ERR_INVALID, "2 classes x 3 samples per class is not the batch size 8");
+    o = balanced(2, 3, 0, 1, 0);
+    o.sampler = 2;
+    CHECK_FAIL(larch_loader_create(&l, &ds, &o), LARCH_ERR_INVALID, "sampler 2 is neither shuffle (0) nor class-balanced (1)");
     o = balanced(4, 3, 0, 1, 0);                                    /* every class has 3: fine */
     CHECK_OK(larch_loader_create(&l, &ds, &o));
     CHECK(l && larch_loader_steps(l) == 21 / 12, "one batch per epoch");
