@@ -172,6 +172,22 @@ int main(int argc, char **argv)
     CHECK_FAIL(larch_fit_validate(&spec), LARCH_ERR_SHAPE, "the training set's samples are (1, 1, 16), the model's input is (1, 1, 8)");
     larch_model_free(wrong);
     larch_node_free(l8);
+    spec = typed_spec(m, &train, &test);
+    spec.data.sampler = LARCH_SAMPLER_BALANCED, spec.data.classes_per_batch = 3, spec.data.samples_per_class = 5;
+    CHECK_FAIL(larch_fit_validate(&spec), LARCH_ERR_INVALID,
+               "classes_per_batch (3) x samples_per_class (5) must equal train.batch_size (64)");
+    spec.data.sampler = 7;
+    CHECK_FAIL(larch_fit_validate(&spec), LARCH_ERR_INVALID, "data.sampler: 7 is not");
+    /* a typed run with the class-balanced sampler: its record (config.yaml) validates against the schema */
+    spec = typed_spec(m, &train, &test);
+    spec.data.sampler = LARCH_SAMPLER_BALANCED, spec.data.classes_per_batch = 4, spec.data.samples_per_class = 16;
+    spec.train.epochs = 1;
+    spec.checkpoint.at_end = 0;
+    snprintf(out, sizeof out, "%s/balanced", dir);
+    o.out_dir = out;
+    CHECK_OK(larch_fit(&spec, &comm, &o, &b));
+    CHECK(b.steps == train.n / 64 && isfinite(b.final_loss), "balanced: %ld steps (want %d), loss %g", b.steps, train.n / 64,
+          b.final_loss);
 
     larch_model_free(m);
     larch_dataset_free(&train);

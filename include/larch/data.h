@@ -180,7 +180,24 @@ typedef struct larch_loader_opts {
      * resized bilinearly back to (h, w); before the flip, instead of crop_pad. */
     int resized_crop;
     float scale_lo, scale_hi, ratio_lo, ratio_hi;
+    /* The class-balanced sampler (sampler = LARCH_SAMPLER_BALANCED, for
+     * metric learning): every global batch holds classes_per_batch (P)
+     * distinct classes of label set 0 with samples_per_class (K) samples
+     * each, class after class (global_batch must be P * K). The classes of
+     * a batch come from a shuffled deck of the classes (each class once per
+     * pass through the deck); each class's samples from its own shuffled
+     * list, reshuffled when fewer than K remain. An epoch is
+     * floor(n / global_batch) batches, as many samples as the ordinary
+     * sampler's; everything is drawn from (seed, LARCH_RNG_SHUFFLE, epoch),
+     * so every rank count sees the same batches. A class with no samples is
+     * skipped; one with 1..K-1 samples, or fewer than P classes with
+     * samples, is an error at create. `shuffle` and `drop_last` are ignored
+     * (always shuffled, always full batches). */
+    int sampler;             /* LARCH_SAMPLER_SHUFFLE (0) or LARCH_SAMPLER_BALANCED */
+    int classes_per_batch, samples_per_class;
 } larch_loader_opts;
+
+enum { LARCH_SAMPLER_SHUFFLE = 0, LARCH_SAMPLER_BALANCED = 1 };
 
 typedef struct larch_loader larch_loader;
 

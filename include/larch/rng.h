@@ -26,7 +26,8 @@ enum {
     LARCH_RNG_AUGMENT  = 0x3000,
     LARCH_RNG_DROPOUT  = 0x4000,
     LARCH_RNG_SYNTH    = 0x5000,
-    LARCH_RNG_USER     = 0x6000
+    LARCH_RNG_USER     = 0x6000,
+    LARCH_RNG_EPISODE  = 0x7000     /* few-shot evaluation episodes (src/data/fewshot.c) */
 };
 
 /* One Philox4x32-10 block: out = philox(ctr, key). */

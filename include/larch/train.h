@@ -132,6 +132,9 @@ typedef struct larch_fit_data {
     int resized_crop;        /* random resized crop (docs/datasets.md); not with crop_pad    */
     float scale[2];          /* its area fraction [lo, hi] within (0, 1] ({0.08, 1})         */
     float ratio[2];          /* its aspect ratio w/h [lo, hi] ({0.75, 4/3})                  */
+    int sampler;             /* LARCH_SAMPLER_SHUFFLE or LARCH_SAMPLER_BALANCED (larch/data.h) */
+    int classes_per_batch;   /* balanced: P classes per global batch                         */
+    int samples_per_class;   /* balanced: K samples per class; P x K = train.batch_size      */
 } larch_fit_data;
 
 /* Saving and resuming (the config's `checkpoint` section, docs/checkpoints.md). */

@@ -9,6 +9,8 @@
 
 int larch_cmd_train(int argc, char **argv);
 int larch_cmd_eval(int argc, char **argv);
+/* `larch eval` with --fewshot or --zeroshot (fewshot_cmd.c) */
+int larch_cmd_eval_embedding(int argc, char **argv);
 int larch_cmd_ckpt(int argc, char **argv);
 int larch_cmd_config(int argc, char **argv);
 int larch_cmd_bench(int argc, char **argv);

@@ -40,6 +40,9 @@ static void usage(FILE *f)
             "        (DIR defaults to runs/<config name>). Run under mpirun/srun for data parallelism.\n"
             "  eval CONFIG --checkpoint FILE [--set key=value ...] [--out DIR]\n"
             "        evaluate a checkpoint's parameters on the test set\n"
+            "  eval CONFIG --checkpoint FILE --embedding NODE --classes LIST (--fewshot N,K | --zeroshot TABLE)\n"
+            "        few-shot (N-way K-shot), retrieval and zero-shot evaluation of a layer's embeddings on\n"
+            "        held-out classes (docs/fewshot.md; larch eval --fewshot 5,1 --help)\n"
             "  ckpt info|verify FILE\n"
             "        print a checkpoint's metadata and tensors, or check its integrity\n"
             "  config CONFIG [--set key=value ...]\n"
@@ -86,7 +89,12 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) { printf("larch %s\n", larch_version()); return 0; }
     if (!strcmp(cmd, "train")) return larch_cmd_train(argc - 1, argv + 1);
-    if (!strcmp(cmd, "eval")) return larch_cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) {
+        for (int i = 2; i < argc; i++)                /* evaluation of embeddings: docs/fewshot.md */
+            if (!strcmp(argv[i], "--fewshot") || !strcmp(argv[i], "--zeroshot") || !strcmp(argv[i], "--embedding"))
+                return larch_cmd_eval_embedding(argc - 1, argv + 1);
+        return larch_cmd_eval(argc - 1, argv + 1);
+    }
     if (!strcmp(cmd, "ckpt")) return larch_cmd_ckpt(argc - 1, argv + 1);
     if (!strcmp(cmd, "config")) return larch_cmd_config(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return larch_cmd_bench(argc - 1, argv + 1);

@@ -50,7 +50,9 @@ static void train_usage(FILE *f, int eval)
                    "  evaluates the parameters of a checkpoint on the config's test set\n"
                    "  --checkpoint FILE  a checkpoint (ckpt-<step>.h5) of the config's model\n"
                    "  --set k=v          override any key of CONFIG\n"
-                   "  --out DIR          also write DIR/metrics.jsonl (default: print only)\n");
+                   "  --out DIR          also write DIR/metrics.jsonl (default: print only)\n"
+                   "With --fewshot N,K or --zeroshot TABLE it evaluates a layer's embeddings on held-out classes\n"
+                   "instead (larch eval --fewshot 5,1 --help; docs/fewshot.md).\n");
     else
         fprintf(f, "usage: larch train CONFIG [--set key=value ...] [--out DIR]\n"
                    "  CONFIG       a YAML experiment config (see launch/configs/)\n"

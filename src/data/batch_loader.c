@@ -51,6 +51,12 @@ struct larch_loader {
     float pad[LARCH_NORM_MAX];     /* what a padded (black) pixel becomes, per channel */
     int32_t *perm;                 /* order of perm_epoch (owned by the assembler) */
     int perm_epoch;
+    /* class-balanced sampler: the samples of eligible class e are
+     * members[start[e] .. start[e + 1]) (index order; cls[e] is its label),
+     * reshuffled in place per epoch; deck is the classes' shuffled order */
+    int n_elig, *start, *cls, *pos, *cycle;
+    int32_t *deck;                 /* (2 C): the deck, then the current batch's classes */
+    int32_t *sorted, *members;     /* (n): in index order, and the current passes */
     int epoch, step;               /* the batch the next call returns            */
     buf_t buf[2];
     int front;                     /* index of the buffer last returned          */
@@ -67,9 +73,13 @@ struct larch_loader {
     char io_msg[4600];
 };
 
-/* The order of `epoch`: identity or a Fisher-Yates shuffle. */
+static void make_balanced(larch_loader *l, int epoch);
+
+/* The order of `epoch`: identity or a Fisher-Yates shuffle (or the
+ * class-balanced order). */
 static void make_perm(larch_loader *l, int epoch)
 {
+    if (l->o.sampler == LARCH_SAMPLER_BALANCED) { make_balanced(l, epoch); return; }
     int n = l->ds->n;
     for (int i = 0; i < n; i++) l->perm[i] = i;
     if (l->o.shuffle) {
@@ -78,6 +88,80 @@ static void make_perm(larch_loader *l, int epoch)
         for (int i = n - 1; i > 0; i--) {
             int j = (int)larch_rng_below(&r, (uint32_t)i + 1);
             int32_t t = l->perm[i]; l->perm[i] = l->perm[j]; l->perm[j] = t;
+        }
+    }
+    l->perm_epoch = epoch;
+}
+
+/* Fisher-Yates shuffle of a[0..n) drawn from r. */
+static void shuffle_ints(larch_rng *r, int32_t *a, int n)
+{
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)larch_rng_below(r, (uint32_t)i + 1);
+        int32_t t = a[i]; a[i] = a[j]; a[j] = t;
+    }
+}
+
+/* Class e's samples in a fresh order: pass `cycle` through them in epoch
+ * `epoch`, from (seed, LARCH_RNG_SHUFFLE, epoch, 2 + cycle * n_elig + e)
+ * (the ordinary sampler uses counter 0, the class deck 1). */
+static void shuffle_class(larch_loader *l, int epoch, int e)
+{
+    int32_t *m = l->members + l->start[e];
+    int n = l->start[e + 1] - l->start[e];
+    memcpy(m, l->sorted + l->start[e], (size_t)n * sizeof *m);    /* a function of (epoch, cycle, e) alone */
+    larch_rng r;
+    larch_rng_init(&r, l->o.seed, LARCH_RNG_SHUFFLE, (uint32_t)epoch, 2u + (uint32_t)l->cycle[e] * (uint32_t)l->n_elig + (uint32_t)e);
+    shuffle_ints(&r, m, n);
+    l->pos[e] = 0;
+}
+
+/* The class-balanced order of `epoch` (include/larch/data.h): steps batches
+ * of P classes x K samples into perm[0 .. steps G), class after class. The
+ * P classes of a batch are the next ones of the deck (a shuffled list of
+ * the eligible classes, reshuffled when used up); a class already in the
+ * batch is swapped with the next one that is not, so a batch never holds a
+ * class twice. The rest of perm keeps valid indices (out-of-core
+ * read-ahead may look there). */
+static void make_balanced(larch_loader *l, int epoch)
+{
+    const int P = l->o.classes_per_batch, K = l->o.samples_per_class, C = l->n_elig;
+    for (int i = 0; i < l->ds->n; i++) l->perm[i] = i;
+    for (int e = 0; e < C; e++) {                                   /* every epoch starts afresh */
+        l->cycle[e] = 0;
+        shuffle_class(l, epoch, e);
+    }
+    larch_rng deck_r;
+    larch_rng_init(&deck_r, l->o.seed, LARCH_RNG_SHUFFLE, (uint32_t)epoch, 1);
+    int dpos = C;                                                   /* empty: shuffle at first use */
+    int32_t *out = l->perm;
+    for (int s = 0; s < l->steps; s++) {
+        int chosen = 0;
+        int32_t *batch_cls = l->deck + C;                           /* this batch's classes */
+        while (chosen < P) {
+            if (dpos == C) {
+                for (int e = 0; e < C; e++) l->deck[e] = e;
+                shuffle_ints(&deck_r, l->deck, C);
+                dpos = 0;
+            }
+            int j = dpos, dup = 1;
+            while (dup) {                                           /* the first class not in this batch */
+                dup = 0;
+                for (int q = 0; q < chosen; q++) if (batch_cls[q] == l->deck[j]) { dup = 1; break; }
+                if (dup) j++;
+            }
+            int32_t t = l->deck[dpos]; l->deck[dpos] = l->deck[j]; l->deck[j] = t;
+            batch_cls[chosen++] = l->deck[dpos++];
+        }
+        for (int q = 0; q < P; q++) {
+            int e = batch_cls[q];
+            if (l->pos[e] + K > l->start[e + 1] - l->start[e]) {   /* used up: the next pass through the class */
+                l->cycle[e]++;
+                shuffle_class(l, epoch, e);
+            }
+            memcpy(out, l->members + l->start[e] + l->pos[e], (size_t)K * sizeof *out);
+            l->pos[e] += K;
+            out += K;
         }
     }
     l->perm_epoch = epoch;
@@ -276,6 +360,72 @@ static void *worker(void *arg)
 
 int larch_loader_steps(const larch_loader *l) { return l->steps; }
 
+/* The class-balanced sampler's tables, and the checks that it can fill
+ * every batch: P x K = global batch, every class with samples has K of
+ * them, at least P such classes. */
+static larch_status balanced_setup(larch_loader *l)
+{
+    const larch_dataset *ds = l->ds;
+    const int P = l->o.classes_per_batch, K = l->o.samples_per_class, nc = ds->n_classes;
+    if (P < 1 || K < 1 || (long)P * K != l->o.global_batch)
+        return larch_fail(LARCH_ERR_INVALID, "class-balanced sampler: %d classes x %d samples per class is not the batch "
+                          "size %d (the global batch must be classes_per_batch x samples_per_class)", P, K, l->o.global_batch);
+    if (nc < 1) return larch_fail(LARCH_ERR_INVALID, "class-balanced sampler: dataset %s has no classes", ds->name);
+    int *count = calloc((size_t)nc, sizeof *count);
+    if (!count) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < ds->n; i++) {
+        if (ds->labels[i] < 0 || ds->labels[i] >= nc) {
+            int lb = ds->labels[i];
+            free(count);
+            return larch_fail(LARCH_ERR_INVALID, "class-balanced sampler: sample %d of %s has label %d outside 0..%d", i,
+                              ds->name, lb, nc - 1);
+        }
+        count[ds->labels[i]]++;
+    }
+    int elig = 0;
+    for (int c = 0; c < nc; c++) {
+        if (count[c] > 0 && count[c] < K) {
+            int have = count[c];
+            free(count);
+            return larch_fail(LARCH_ERR_INVALID, "class-balanced sampler: class %d of %s has %d sample(s), fewer than the %d "
+                              "samples per class a batch takes (lower data.samples_per_class, or leave the class out "
+                              "with data.classes)", c, ds->name, have, K);
+        }
+        elig += count[c] > 0;
+    }
+    if (elig < P) {
+        free(count);
+        return larch_fail(LARCH_ERR_INVALID, "class-balanced sampler: %d classes per batch but %s has samples of only %d "
+                          "class(es)", P, ds->name, elig);
+    }
+    l->n_elig = elig;
+    l->start = malloc((size_t)(elig + 1) * sizeof *l->start);
+    l->cls = malloc((size_t)elig * sizeof *l->cls);
+    l->pos = calloc((size_t)elig, sizeof *l->pos);
+    l->cycle = calloc((size_t)elig, sizeof *l->cycle);
+    l->deck = malloc(2 * (size_t)elig * sizeof *l->deck);
+    l->sorted = malloc((size_t)ds->n * sizeof *l->sorted);
+    l->members = malloc((size_t)ds->n * sizeof *l->members);
+    int *slot = malloc((size_t)nc * sizeof *slot);             /* class -> its next place in sorted */
+    if (!l->start || !l->cls || !l->pos || !l->cycle || !l->deck || !l->sorted || !l->members || !slot) {
+        free(count);
+        free(slot);
+        return larch_fail(LARCH_ERR_NOMEM, "out of memory for the class-balanced sampler");
+    }
+    l->start[0] = 0;
+    for (int c = 0, e = 0; c < nc; c++) {
+        if (!count[c]) { slot[c] = -1; continue; }
+        l->cls[e] = c;
+        slot[c] = l->start[e];
+        l->start[e + 1] = l->start[e] + count[c];
+        e++;
+    }
+    for (int i = 0; i < ds->n; i++) l->sorted[slot[ds->labels[i]]++] = i;   /* index order within a class */
+    free(count);
+    free(slot);
+    return LARCH_OK;
+}
+
 larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, const larch_loader_opts *o)
 {
     *out = NULL;
@@ -294,12 +444,19 @@ larch_status larch_loader_create(larch_loader **out, const larch_dataset *ds, co
                           ds->n_norm, ds->shape.c);
     if (o->drop_last && ds->n < o->global_batch)
         return larch_fail(LARCH_ERR_INVALID, "batch size %d is larger than the %d samples of %s", o->global_batch, ds->n, ds->name);
+    if (o->sampler != LARCH_SAMPLER_SHUFFLE && o->sampler != LARCH_SAMPLER_BALANCED)
+        return larch_fail(LARCH_ERR_INVALID, "loader: sampler %d is neither shuffle (0) nor class-balanced (1)", o->sampler);
     larch_loader *l = calloc(1, sizeof *l);
     if (!l) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     l->ds = ds;
     l->o = *o;
     l->local = o->global_batch / o->world;
     l->steps = o->drop_last ? ds->n / o->global_batch : (ds->n + o->global_batch - 1) / o->global_batch;
+    if (o->sampler == LARCH_SAMPLER_BALANCED) {
+        larch_status s = balanced_setup(l);
+        if (s) { larch_loader_free(l); return s; }
+        l->steps = ds->n / o->global_batch;                     /* >= 1: the eligible classes hold P x K samples */
+    }
     l->dim = larch_shape_size(ds->shape);
     l->nc = ds->n_norm > 1 ? ds->n_norm : 1;
     l->lut = malloc((size_t)l->nc * 256 * sizeof *l->lut);
@@ -369,6 +526,13 @@ void larch_loader_free(larch_loader *l)
     }
     free(l->perm);
     free(l->lut);
+    free(l->start);
+    free(l->cls);
+    free(l->pos);
+    free(l->cycle);
+    free(l->deck);
+    free(l->sorted);
+    free(l->members);
     free(l);
 }
 

@@ -68,6 +68,14 @@ larch_status larch_fit_validate(const larch_fit_spec *spec)
         return larch_fail(LARCH_ERR_INVALID, "data.augment: resized_crop needs scale [lo, hi] within (0, 1] and ratio "
                           "[lo, hi] positive, both ascending, and crop_pad 0 (scale [%g, %g], ratio [%g, %g], crop_pad %d)",
                           dd->scale[0], dd->scale[1], dd->ratio[0], dd->ratio[1], dd->crop_pad);
+    if (dd->sampler != LARCH_SAMPLER_SHUFFLE && dd->sampler != LARCH_SAMPLER_BALANCED)
+        return larch_fail(LARCH_ERR_INVALID, "data.sampler: %d is not LARCH_SAMPLER_SHUFFLE or LARCH_SAMPLER_BALANCED",
+                          dd->sampler);
+    if (dd->sampler == LARCH_SAMPLER_BALANCED &&
+        (dd->classes_per_batch < 1 || dd->samples_per_class < 1 ||
+         (long)dd->classes_per_batch * dd->samples_per_class != t->batch_size))
+        return larch_fail(LARCH_ERR_INVALID, "data.sampler is class-balanced: classes_per_batch (%d) x samples_per_class (%d) "
+                          "must equal train.batch_size (%d)", dd->classes_per_batch, dd->samples_per_class, t->batch_size);
     if (t->batch_size % t->accumulate != 0)
         return larch_fail(LARCH_ERR_INVALID, "train.accumulate: the batch of %d is not divisible into %d micro-batches",
                           t->batch_size, t->accumulate);
@@ -214,6 +222,9 @@ larch_status larch_fit_spec_to_cfg(const larch_fit_spec *spec, larch_node **out)
             "ratio: [%.9g, %.9g]}\n", yesno(spec->data.prefetch), yesno(spec->data.flip), spec->data.crop_pad,
             yesno(spec->data.resized_crop), spec->data.scale[0], spec->data.scale[1], spec->data.ratio[0],
             spec->data.ratio[1]);
+    fprintf(f, "  sampler: %s\n  classes_per_batch: %d\n  samples_per_class: %d\n",
+            spec->data.sampler == LARCH_SAMPLER_BALANCED ? "class_balanced" : "shuffle", spec->data.classes_per_batch,
+            spec->data.samples_per_class);
     const larch_fit_dist *d = &spec->dist;
     static const char *const compress[] = {"none", "fp16", "bf16"};
     fprintf(f, "dist:\n");

@@ -7,6 +7,7 @@
 #include "larch/train.h"
 #include "larch/optim_cfg.h"
 #include "larch/data.h"
+#include "io/attributes.h"
 #include "io/cfg_internal.h"
 
 #include <stdio.h>
@@ -76,6 +77,15 @@ static const larch_key data_keys[] = {
      "[lo, hi]: keep only classes lo..hi (relabelled 0..hi-lo) in both splits ([] = all)"},
     {"train_per_class", LARCH_T_INT, "0", 0, 1 << 30, NULL, NULL,
      "keep at most this many training samples per class, the first in file order (0 = all)"},
+    {"attributes", LARCH_T_STRING, "", 0, 0, NULL, NULL,
+     "zero-shot: a class-attribute table (CSV, docs/fewshot.md) whose row for each sample's class becomes its float "
+     "targets (train an attribute head with a loss type: mse, on: targets); applied before data.classes"},
+    {"sampler", LARCH_T_ENUM, "shuffle", 0, 0, "shuffle|class_balanced", NULL,
+     "training batches: a shuffled pass over the data, or class_balanced: classes_per_batch classes x "
+     "samples_per_class samples each (metric learning; docs/fewshot.md)"},
+    {"classes_per_batch", LARCH_T_INT, "0", 0, 65536, NULL, NULL,
+     "class_balanced: P distinct classes per global batch (P x samples_per_class = train.batch_size)"},
+    {"samples_per_class", LARCH_T_INT, "0", 0, 1 << 24, NULL, NULL, "class_balanced: K samples of each class per batch"},
     {"derived_labels", LARCH_T_ANY, "[]", 0, 0, NULL, NULL,
      "further label sets for multi-task heads: a list of maps class -> coarse class, e.g. [[0, 1, 0, 0, 0, 2, 0, 2, 3, 2]]; "
      "loss target 1 is the first"},
@@ -201,6 +211,13 @@ static larch_status check_run(const larch_node *root)
     if (n != 0 && (n != 2 || range[0] > range[1] || range[1] >= classes))
         return larch_fail(LARCH_ERR_CONFIG, "%s: data.classes: expected [lo, hi] with 0 <= lo <= hi < %d (the data's classes)",
                           place(d, "classes", where, sizeof where), classes);
+    if (strcmp(larch_cfg_str(d, "sampler"), "class_balanced") == 0) {
+        long P = larch_cfg_int(d, "classes_per_batch"), K = larch_cfg_int(d, "samples_per_class");
+        if (P < 1 || K < 1 || P * K != batch)
+            return larch_fail(LARCH_ERR_CONFIG, "%s: data.sampler is class_balanced: data.classes_per_batch (%ld) x "
+                              "data.samples_per_class (%ld) must equal train.batch_size (%ld)",
+                              place(d, "sampler", where, sizeof where), P, K, batch);
+    }
     return larch_sched_check(larch_map_get(root, "sched"));
 }
 
@@ -297,6 +314,14 @@ larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
                 s = larch_warn(w, "%s: dist.%s is ignored: with dist.shard_optimizer the gradients are summed in one "
                                "reduce-scatter after backward, without buckets or overlap",
                                place(d, shard_ignores[i], where, sizeof where), shard_ignores[i]);
+    const larch_node *dd = larch_map_get(cfg, "data");
+    static const char *const balanced_keys[] = {"classes_per_batch", "samples_per_class"};
+    if (strcmp(larch_cfg_str(dd, "sampler"), "class_balanced") != 0)
+        for (int i = 0; !s && i < 2; i++)
+            if (set_to_other(dd, data_keys, balanced_keys[i]))
+                s = larch_warn(w, "%s: data.%s is ignored: it applies to data.sampler: class_balanced only, and "
+                               "data.sampler is '%s'", place(dd, balanced_keys[i], where, sizeof where), balanced_keys[i],
+                               larch_cfg_str(dd, "sampler"));
     return s;
 }
 
@@ -503,6 +528,16 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
     if (!s) s = config_norm(d, test);
     if (!s) s = check_input_shape(cfg, train);
     if (!s) s = check_input_shape(cfg, test);
+    const char *attr = larch_cfg_str(d, "attributes");
+    if (!s && attr[0]) {                        /* by the original class, before data.classes relabels */
+        larch_attr_table tab;
+        if (!(s = larch_attr_read(attr, &tab))) {
+            s = larch_attr_apply(&tab, attr, train);
+            if (!s) s = larch_attr_apply(&tab, attr, test);
+            larch_attr_free(&tab);
+        }
+        if (s) s = larch_fail_context(s, "data.attributes");
+    }
     if (!s) s = shape_split(d, train, 1);
     if (!s) s = shape_split(d, test, 0);
     if (s) { larch_dataset_free(train); larch_dataset_free(test); }

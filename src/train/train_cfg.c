@@ -38,6 +38,10 @@ larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec
     spec->data.scale[0] = (float)sc[0], spec->data.scale[1] = (float)sc[1];
     spec->data.ratio[0] = (float)ra[0], spec->data.ratio[1] = (float)ra[1];
     spec->data.prefetch = larch_cfg_bool(d, "prefetch");
+    spec->data.sampler = strcmp(larch_cfg_str(d, "sampler"), "class_balanced") == 0 ? LARCH_SAMPLER_BALANCED
+                                                                                    : LARCH_SAMPLER_SHUFFLE;
+    spec->data.classes_per_batch = (int)larch_cfg_int(d, "classes_per_batch");
+    spec->data.samples_per_class = (int)larch_cfg_int(d, "samples_per_class");
     const larch_node *ck = larch_map_get(cfg, "checkpoint");
     spec->checkpoint.dir = larch_cfg_str(ck, "dir");
     spec->checkpoint.every_steps = larch_cfg_int(ck, "every_steps");

@@ -280,7 +280,9 @@ static larch_status setup(run_t *r)
     larch_loader_opts lo = {.global_batch = r->batch, .rank = r->comm->rank, .world = r->comm->size, .shuffle = 1,
                             .drop_last = 1, .seed = r->seed, .flip = d->flip, .crop_pad = d->crop_pad,
                             .prefetch = prefetch, .resized_crop = d->resized_crop, .scale_lo = d->scale[0],
-                            .scale_hi = d->scale[1], .ratio_lo = d->ratio[0], .ratio_hi = d->ratio[1]};
+                            .scale_hi = d->scale[1], .ratio_lo = d->ratio[0], .ratio_hi = d->ratio[1],
+                            .sampler = d->sampler, .classes_per_batch = d->classes_per_batch,
+                            .samples_per_class = d->samples_per_class};
     if (r->train->n < r->batch)
         return larch_fail(LARCH_ERR_CONFIG, "train.batch_size: %d is larger than the %d training samples", r->batch, r->train->n);
     if ((s = larch_loader_create(&r->loader, r->train, &lo))) return s;
