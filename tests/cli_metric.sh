@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# cli_metric.sh LARCH SRC - metric learning through mpiexec
+# (docs/metric_learning.md):
+# - the global-batch losses (triplet batch-hard, supcon, and the center
+#   loss beside softmax_ce with its centers updated over the global batch)
+#   give the same loss at each of their 24 steps on 1, 2 and 4 ranks (4
+#   oversubscribed), to 1e-5 relative, and the same evaluation; the last
+#   evaluation batch has 2 samples, so at 4 ranks two ranks score none
+#   (they still join the gather: no hang);
+# - `global: false` (each rank's part) does differ at 2 ranks: the gather is
+#   what makes the rank count not matter;
+# - train.accumulate > 1 with a global-batch loss is refused;
+# - a loss option of another loss type is reported as ignored.
+. "$(dirname "$0")/cli_helpers.bash"
+command -v "$MPIEXEC" > /dev/null || { echo "cli_metric: no mpiexec"; exit 1; }
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+RUN_TIMEOUT=120
+losses() { grep '"samples_per_s"' "$1/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/'; }
+evals() { grep '"split": "test"' "$1/metrics.jsonl" | sed 's/.*"task": \("[^"]*"\), "loss": \([^,]*\),.*"param_norm": \([^,]*\),.*/\1 \2 \3/'; }
+worst() {  # worst relative difference of two columns of numbers
+  paste <(echo "$1") <(echo "$2") | awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 > 0 ? $1 : 1); if (r > w) w = r} END {printf "%.3g", w + 0}'
+}
+compare() {  # compare A B WHAT: per-step losses within 1e-5 relative
+  local n; n=$(losses "$1" | wc -l)
+  if [ "$n" -lt 20 ]; then fail "$3: only $n steps logged"; return; fi
+  local w; w=$(worst "$(losses "$1")" "$(losses "$2")")
+  awk -v w="$w" 'BEGIN{exit !(w <= 1e-5)}' && pass "$3: $n steps, worst relative difference $w" \
+    || fail "$3: worst relative loss difference $w over $n steps"
+  local e1 e2; e1=$(evals "$1" | awk '{print $2}'); e2=$(evals "$2" | awk '{print $2}')
+  w=$(worst "$e1" "$e2")
+  [ -n "$e1" ] && awk -v w="$w" 'BEGIN{exit !(w <= 1e-5)}' && pass "$3: evaluation losses agree ($w)" \
+    || fail "$3: evaluation losses differ by $w: $(evals "$1" | tr '\n' ' ') vs $(evals "$2" | tr '\n' ' ')"
+}
+for c in triplet supcon center; do
+  CFG=$SRC/tests/configs/metric_$c.yaml
+  for np in 1 2 4; do
+    run $np "$TMP/${c}$np" || fail "$c, $np ranks: $(tail -3 "$TMP/${c}$np.log")"
+  done
+  compare "$TMP/${c}1" "$TMP/${c}2" "$c: 1 vs 2 ranks"
+  compare "$TMP/${c}1" "$TMP/${c}4" "$c: 1 vs 4 ranks"
+done
+# the centers are checkpointed, and the same on 1 and 4 ranks
+if command -v h5dump > /dev/null; then
+  centers() { h5dump -d /buffers/loss_centers/center -w 0 "$(ck "$1" 24)" 2>/dev/null | sed -n '/DATA {/,/}/p' | grep ':'; }
+  a=$(centers "$TMP/center1"); b=$(centers "$TMP/center4")
+  [ -n "$a" ] && ! grep -q ' 0, 0, 0, 0' <<<"$a" && pass "the centers are in the checkpoint (/buffers/loss_centers/center), updated" \
+    || fail "no updated centers in the checkpoint: $a"
+  nums() { sed 's/([0-9]*)://' <<<"$1" | tr ',' '\n' | awk 'NF'; }
+  w=$(paste <(nums "$a") <(nums "$b") | awk '{d = $1 - $2; if (d < 0) d = -d; if (d > w) w = d; n++} END {printf "%d %.3g", n, w + 0}')
+  [ -n "$a" ] && awk -v n="${w% *}" -v w="${w#* }" 'BEGIN{exit !(n == 64 && w <= 1e-5)}' \
+    && pass "centers after 24 steps: 1 rank = 4 ranks (64 values, worst difference ${w#* })" || fail "centers differ ($w): $a vs $b"
+fi
+
+# each rank's own part (global: false) is another loss at 2 ranks
+CFG=$SRC/tests/configs/metric_triplet.yaml
+run 2 "$TMP/local2" --set loss.0.global=false || fail "global: false run: $(tail -3 "$TMP/local2.log")"
+w=$(worst "$(losses "$TMP/triplet1")" "$(losses "$TMP/local2")")
+awk -v w="$w" 'BEGIN{exit !(w > 1e-3)}' && pass "global: false at 2 ranks differs from the global batch ($w)" \
+  || fail "global: false at 2 ranks gives the global loss ($w): the test cannot tell gathered from local"
+
+# errors and warnings
+expect 1 "train.accumulate = 2: a global-batch loss" -- timeout 60 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --set train.accumulate=2 --out "$TMP/o"
+expect 0 "" -- timeout 60 "$LARCH" train "$CFG" --set train.accumulate=2 --set loss.0.global=false --set train.max_steps=2 --out "$TMP/o2"
+expect 0 "loss.0.temperature is ignored: it applies to type supcon only" -- timeout 60 "$LARCH" train "$CFG" --set loss.0.temperature=0.5 --set train.max_steps=1 --out "$TMP/o3"
+expect 1 "center loss needs the number of classes" -- "$LARCH" train "$SRC/tests/configs/metric_center.yaml" --set loss.1.classes=0 --out "$TMP/o4"
+expect 1 "classes = 3, but label set 0 has 4 classes" -- "$LARCH" train "$SRC/tests/configs/metric_center.yaml" --set loss.1.classes=3 --out "$TMP/o5"
+finish cli_metric
