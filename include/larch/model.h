@@ -353,7 +353,11 @@ typedef enum {
 typedef enum { LARCH_MINING_BATCH_HARD, LARCH_MINING_BATCH_ALL } larch_mining;
 typedef enum { LARCH_WEIGHTING_FIXED, LARCH_WEIGHTING_UNCERTAINTY } larch_loss_weighting;
 
-/* A loss scoring one node. softmax_ce: per-sample -sum_j q_j log softmax(z)_j
+/* A loss scoring one node. The metric-learning types (triplet, contrastive,
+ * supcon, center, arcface) and their options are described in
+ * docs/metric_learning.md: triplet, contrastive and supcon (and the center
+ * update) with `global` see the global batch of all ranks through the
+ * allgather hook (larch_model_set_loss_comm). softmax_ce: per-sample -sum_j q_j log softmax(z)_j
  * with q = (1 - label_smoothing) onehot(y) + label_smoothing / C. mse:
  * mean_j (z_j - t_j)^2 with t = one-hot labels, or with on_targets the
  * batch's float regression targets (no accuracy). Uncertainty weighting (Kendall et al. 2018): the task adds
