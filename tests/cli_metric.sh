@@ -64,4 +64,29 @@ expect 0 "" -- timeout 60 "$LARCH" train "$CFG" --set train.accumulate=2 --set l
 expect 0 "loss.0.temperature is ignored: it applies to type supcon only" -- timeout 60 "$LARCH" train "$CFG" --set loss.0.temperature=0.5 --set train.max_steps=1 --out "$TMP/o3"
 expect 1 "center loss needs the number of classes" -- "$LARCH" train "$SRC/tests/configs/metric_center.yaml" --set loss.1.classes=0 --out "$TMP/o4"
 expect 1 "classes = 3, but label set 0 has 4 classes" -- "$LARCH" train "$SRC/tests/configs/metric_center.yaml" --set loss.1.classes=3 --out "$TMP/o5"
+
+# larch predict on a model with a center loss writes the logits (the last
+# model layer), not the appended loss_centers layer
+npy() {  # npy FILE DESCR SHAPE < data: a .npy version 1.0 file, header padded to 64 bytes
+  local dict="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+  local len=$(( ${#dict} + 1 )) pad
+  pad=$(( (64 - (10 + len) % 64) % 64 )); len=$((len + pad))
+  { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))"
+    printf '%s%*s\n' "$dict" "$pad" ""; cat; } > "$1"
+}
+mkdir -p "$TMP/np"
+LC_ALL=C awk 'BEGIN { srand(3); for (i = 0; i < 48; i++) for (p = 0; p < 128; p++) printf "%c", int(rand() * 255) }' > "$TMP/x.bin"
+LC_ALL=C awk 'BEGIN { for (i = 0; i < 48; i++) printf "%c", i % 4 }' > "$TMP/y.bin"
+head -c $((32 * 128)) "$TMP/x.bin" | npy "$TMP/np/x_train.npy" '|u1' '(32, 8, 8, 2)'
+head -c 32 "$TMP/y.bin" | npy "$TMP/np/y_train.npy" '|u1' '(32,)'
+tail -c $((16 * 128)) "$TMP/x.bin" | npy "$TMP/np/x_test.npy" '|u1' '(16, 8, 8, 2)'
+tail -c 16 "$TMP/y.bin" | npy "$TMP/np/y_test.npy" '|u1' '(16,)'
+"$LARCH" data convert npy "$TMP/np" "$TMP/d.h5" > /dev/null 2>&1 || fail "convert npy"
+sed -e "s|^  name: synthetic|  name: hdf5\n  path: $TMP/d.h5|" -e '/synthetic:/d' -e '/augment:/d' \
+  "$SRC/tests/configs/metric_center.yaml" > "$TMP/center_h5.yaml"
+"$LARCH" train "$TMP/center_h5.yaml" --set train.max_steps=2 --set train.batch_size=16 --set train.eval_batch=16 \
+  --out "$TMP/ch5" > "$TMP/ch5.log" 2>&1 || fail "center on hdf5 data: $(tail -3 "$TMP/ch5.log")"
+out=$("$LARCH" predict "$TMP/center_h5.yaml" --checkpoint "$(ck "$TMP/ch5" 2)" --data "$TMP/d.h5" --out "$TMP/p.h5" 2>&1)
+grep -q "(16, 4)\|16 x 4\|(1, 1, 4)" <<<"$out" && pass "predict with a center loss writes the logits: $out" \
+  || fail "predict with a center loss: $out"
 finish cli_metric
