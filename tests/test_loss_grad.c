@@ -355,6 +355,66 @@ static void tie_case(void)
     larch_node_free(pen);
 }
 
+/* The gather in one process: a fake allgather for 2 "ranks" whose other
+ * rank holds the same samples (its record is this rank's, placed at the
+ * other position of the global batch). The loss and this rank's gradient
+ * rows must then be those of one process scoring the doubled batch. The
+ * hooks are set after the plan, so the gather buffers grow there. */
+typedef struct { int rank; uint32_t n; } fake_gather;
+static void fake_allgather(void *ctx, const void *send, size_t bytes, void *recv)
+{
+    const fake_gather *f = ctx;
+    memcpy((char *)recv + (size_t)f->rank * bytes, send, bytes);
+    char *other = (char *)recv + (size_t)(1 - f->rank) * bytes;
+    memcpy(other, send, bytes);
+    uint32_t s0;
+    memcpy(&s0, other + 4, 4);               /* the record's sample0 (metric_loss.c) */
+    s0 = f->rank == 0 ? s0 + f->n : s0 - f->n;
+    memcpy(other + 4, &s0, 4);
+}
+
+static void gather_case(const char *loss_yaml)
+{
+    enum { n = 4, in = 3, d = 4 };
+    larch_node *layers = parse("[{type: dense, units: 4}, {type: l2norm}]"), *loss = parse(loss_yaml);
+    larch_model *one = NULL, *mr = NULL;
+    CHECK_OK(larch_model_build(&one, (larch_shape){1, 1, in}, layers, loss, NULL, 3));
+    CHECK_OK(larch_model_build(&mr, (larch_shape){1, 1, in}, layers, loss, NULL, 3));
+    if (!one || !mr) return;
+    CHECK_OK(larch_model_plan(one, 2 * n));
+    CHECK_OK(larch_model_plan(mr, n));
+    float x[2 * n * in];
+    int32_t y[2 * n] = {0, 1, 0, 2, 0, 1, 0, 2};
+    for (int i = 0; i < n * in; i++) x[i] = x[i + n * in] = sinf(1.7f * i) + 0.3f;
+    larch_batch b2 = {.n = 2 * n, .x = x, .label = {y}};
+    larch_pass p2 = {.n = 2 * n};
+    larch_model_forward(one, &b2, &p2);
+    larch_loss_stats s2;
+    larch_model_loss(one, &b2, 1.0f / (2 * n), &s2);
+    const float *g2 = one->node_dy[one->n_layers];
+    for (int rank = 0; rank < 2; rank++) {
+        fake_gather f = {rank, n};
+        larch_comm_hooks h = {.allgather = fake_allgather, .ctx = &f, .ranks = 2};
+        CHECK_OK(larch_model_set_loss_comm(mr, &h));
+        larch_batch b = {.n = n, .x = x, .label = {y}, .sample0 = (uint32_t)(rank * n)};
+        larch_pass p = {.n = n, .sample0 = b.sample0};
+        larch_model_forward(mr, &b, &p);
+        larch_loss_stats s1;
+        larch_model_loss(mr, &b, 1.0f / (2 * n), &s1);
+        CHECK_NEAR(s1.loss_sum * 2, s2.loss_sum, 1e-5);
+        CHECK(s1.count == n, "%s: rank %d reports its %d samples (%ld)", loss_yaml, rank, n, s1.count);
+        const float *g1 = mr->node_dy[mr->n_layers];
+        double worst = 0;
+        for (int i = 0; i < n * d; i++) worst = fmax(worst, fabs(g1[i] - g2[rank * n * d + i]));
+        CHECK(worst < 1e-6 && s2.loss_sum > 0, "%s: rank %d's gradient rows = one process's (worst %g)", loss_yaml, rank, worst);
+        CHECK_OK(larch_model_set_loss_comm(mr, NULL));
+    }
+    larch_model_free(one);
+    larch_model_free(mr);
+    larch_node_free(layers);
+    larch_node_free(loss);
+}
+
 static void penalty_case(const char *pen_yaml, double q, int all)
 {
     larch_node *layers = parse("[{type: dense, units: 3}]"), *pen = parse(pen_yaml);
@@ -477,6 +537,9 @@ int main(void)
     metric_case("two metric heads", "[{type: dense, name: e, units: 4}, {type: l2norm, name: n}]",
                 "[{name: t, type: triplet, input: n, margin: 0.4}, {name: s, type: supcon, input: n, weight: 0.5}]", 1e-3);
     metric_values();
+    gather_case("{type: triplet, margin: 0.5}");
+    gather_case("{type: supcon}");
+    gather_case("{type: contrastive, margin: 1.5}");
     center_update_case();
     metric_errors();
     tie_case();

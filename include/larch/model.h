@@ -492,13 +492,16 @@ LARCH_API void larch_model_free(larch_model *m);
 /* Before larch_model_plan: also compute d loss / d input (node 0's
  * gradient; for attacks and gradient checks). */
 LARCH_API void larch_model_set_input_grad(larch_model *m, int want);
-/* Before larch_model_plan: the collectives the global-batch losses use
- * (triplet, contrastive, supcon and the center update with `global`):
- * the plan sizes their gather buffers for max_batch * hooks->ranks
- * samples. NULL (the default) or ranks <= 1: the local batch is the global
- * one. The hooks must stay valid while larch_model_loss runs; set NULL
- * before they go. */
-LARCH_API void larch_model_set_loss_comm(larch_model *m, const larch_comm_hooks *hooks);
+/* The collectives the global-batch losses use (triplet, contrastive,
+ * supcon and the center update with `global`; docs/metric_learning.md).
+ * larch_model_plan sizes their gather buffers for max_batch * hooks->ranks
+ * samples, so set the hooks before it: on a planned model this allocates
+ * the larger buffers itself (LARCH_ERR_NOMEM, the hooks unset, when that
+ * fails). NULL (the default) or ranks <= 1: the local batch is the global
+ * one. Every rank must call larch_model_loss for each batch (a rank with no
+ * samples too, b.n = 0), since the losses gather. The hooks must stay
+ * valid while larch_model_loss runs; set NULL before they go. */
+LARCH_API larch_status larch_model_set_loss_comm(larch_model *m, const larch_comm_hooks *hooks);
 /* Plans the arena for passes of up to max_batch samples. */
 LARCH_API larch_status larch_model_plan(larch_model *m, int max_batch);
 

@@ -133,7 +133,19 @@ const char *larch_model_loss_name(const larch_model *m, int k)
     return m->losses[k].name;
 }
 void larch_model_set_input_grad(larch_model *m, int want) { m->want_input_grad = want != 0; }
-void larch_model_set_loss_comm(larch_model *m, const larch_comm_hooks *hooks) { m->loss_comm = hooks; }
+larch_status larch_model_set_loss_comm(larch_model *m, const larch_comm_hooks *hooks)
+{
+    m->loss_comm = hooks;
+    if (!m->arena) return LARCH_OK;              /* larch_model_plan sizes the workspace */
+    size_t need = larch_metric_ws_bytes(m, m->max_batch);
+    if (need <= m->loss_ws_bytes) return LARCH_OK;
+    void *ws = larch_aligned_alloc(need, "loss workspace");   /* more ranks than planned for: the gather grows */
+    if (!ws) { m->loss_comm = NULL; return LARCH_ERR_NOMEM; }
+    free(m->loss_ws);
+    m->loss_ws = ws;
+    m->loss_ws_bytes = need;
+    return LARCH_OK;
+}
 
 larch_layer_ctx larch_layer_context(const larch_layer *L)
 {

@@ -287,7 +287,7 @@ static larch_status setup(run_t *r)
         return s;
     r->hooks = (larch_comm_hooks){.allreduce_sum = hook_allreduce, .ctx = r, .allgather = hook_allgather,
                                   .ranks = r->comm->size};
-    larch_model_set_loss_comm(r->model, &r->hooks);   /* before the plan: it sizes the gather buffers */
+    if ((s = larch_model_set_loss_comm(r->model, &r->hooks))) return s;   /* before the plan: it sizes the gather buffers */
     /* parameter groups (frozen tensors) decide which gradients the plan computes */
     size_t slice_lo, slice_hi;
     larch_grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
