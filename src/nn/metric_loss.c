@@ -378,6 +378,10 @@ static void arcface(const larch_loss *l, const float *z, const int32_t *y, int n
     for (int i = 0; i < n; i++) {
         const float *zi = z + (size_t)i * C;
         int yi = y[i], arg = 0;
+        if (yi < 0 || yi >= C) {                /* a label without a class output: not scored */
+            for (int j = 0; dz && j < C; j++) larch_store(&dz[(size_t)i * C + j], 0.0f, acc);
+            continue;
+        }
         for (int j = 1; j < C; j++) if (zi[j] > zi[arg]) arg = j;
         double c = zi[yi] > 1.0f ? 1.0 : zi[yi] < -1.0f ? -1.0 : zi[yi];
         double sn = sqrt(1.0 - c * c), phi, dphi;
