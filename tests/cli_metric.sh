@@ -9,6 +9,7 @@
 #   (they still join the gather: no hang);
 # - `global: false` (each rank's part) does differ at 2 ranks: the gather is
 #   what makes the rank count not matter;
+# - a failed gather on one rank ends every rank with that rank's message;
 # - train.accumulate > 1 with a global-batch loss is refused;
 # - a loss option of another loss type is reported as ignored.
 . "$(dirname "$0")/cli_helpers.bash"
@@ -57,6 +58,13 @@ run 2 "$TMP/local2" --set loss.0.global=false || fail "global: false run: $(tail
 w=$(worst "$(losses "$TMP/triplet1")" "$(losses "$TMP/local2")")
 awk -v w="$w" 'BEGIN{exit !(w > 1e-3)}' && pass "global: false at 2 ranks differs from the global batch ($w)" \
   || fail "global: false at 2 ranks gives the global loss ($w): the test cannot tell gathered from local"
+
+# a failed gather on one rank ends every rank with its message (the gather
+# is the only hook of this model: LARCH_FAULT's site `hook`)
+out=$(LARCH_FAULT=1:5:hook timeout 60 "$MPIEXEC" -n 2 --oversubscribe -x LARCH_FAULT "$LARCH" train "$CFG" \
+      --out "$TMP/fault" 2>&1); st=$?
+[ "$st" -eq 1 ] && grep -q "rank 1: .*injected fault: hook failed at step 5" <<<"$out" \
+  && pass "a failed gather on rank 1 ends both ranks with its message" || fail "gather fault: exit $st: $(tail -3 <<<"$out")"
 
 # errors and warnings
 expect 1 "train.accumulate = 2: a global-batch loss" -- timeout 60 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --set train.accumulate=2 --out "$TMP/o"
