@@ -11,7 +11,9 @@
 #   what makes the rank count not matter;
 # - a failed gather on one rank ends every rank with that rank's message;
 # - train.accumulate > 1 with a global-batch loss is refused;
-# - a loss option of another loss type is reported as ignored.
+# - a loss option of another loss type is reported as ignored;
+# - launch/configs/fmnist_triplet.yaml's loss falls (when Fashion-MNIST is
+#   installed); `larch predict` of a center-loss model writes the logits.
 . "$(dirname "$0")/cli_helpers.bash"
 command -v "$MPIEXEC" > /dev/null || { echo "cli_metric: no mpiexec"; exit 1; }
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -58,6 +60,17 @@ run 2 "$TMP/local2" --set loss.0.global=false || fail "global: false run: $(tail
 w=$(worst "$(losses "$TMP/triplet1")" "$(losses "$TMP/local2")")
 awk -v w="$w" 'BEGIN{exit !(w > 1e-3)}' && pass "global: false at 2 ranks differs from the global batch ($w)" \
   || fail "global: false at 2 ranks gives the global loss ($w): the test cannot tell gathered from local"
+
+# launch/configs/fmnist_triplet.yaml learns: its loss falls in 30 steps
+if [ -d /usr/share/datasets/fashion-mnist ]; then
+  "$LARCH" train "$SRC/launch/configs/fmnist_triplet.yaml" --set train.max_steps=30 --set train.log_every=1 \
+    --set train.threads=1 --set train.eval_batch=100 --out "$TMP/fmnist" > "$TMP/fmnist.log" 2>&1 \
+    || fail "fmnist_triplet: $(tail -3 "$TMP/fmnist.log")"
+  fl=$(losses "$TMP/fmnist" | head -3 | awk '{s += $1} END {print s / NR}')
+  ll=$(losses "$TMP/fmnist" | tail -3 | awk '{s += $1} END {print s / NR}')
+  awk -v a="$fl" -v b="$ll" 'BEGIN{exit !(b < 0.8 * a)}' && pass "fmnist_triplet: loss $fl (steps 1-3) -> $ll (steps 28-30)" \
+    || fail "fmnist_triplet: the loss does not fall: $fl -> $ll"
+fi
 
 # a failed gather on one rank ends every rank with its message (the gather
 # is the only hook of this model: LARCH_FAULT's site `hook`)
