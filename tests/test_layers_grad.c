@@ -67,6 +67,11 @@ static void grads(void)
     gradcheck("batchnorm train no affine", "[{type: batchnorm, affine: false}, {type: dense, units: 2}]", S(2, 2, 3), &tr);
     gradcheck("batchnorm eval", "[{type: batchnorm}]", S(3, 2, 3), &ev_stats);
     gradcheck("layernorm", "[{type: layernorm}]", S(2, 3, 4), &tr);
+    /* metric learning: y = x / sqrt(||x||^2 + eps) over all features; cosine logits */
+    gradcheck("l2norm", "[{type: l2norm}]", S(2, 3, 4), &tr);
+    gradcheck("l2norm after dense", "[{type: dense, units: 5}, {type: l2norm, eps: 1e-6}]", S(1, 1, 4), &tr);
+    gradcheck("cosine", "[{type: cosine, units: 5}]", S(1, 1, 6), &tr);
+    gradcheck("cosine after conv", "[{type: conv2d, filters: 3, kernel: 3}, {type: cosine, units: 4}]", S(4, 4, 2), &tr);
     gradcheck("layernorm no affine", "[{type: layernorm, affine: false}, {type: dense, units: 3}]", S(1, 1, 6), &tr);
     gradcheck("groupnorm", "[{type: groupnorm, groups: 2}]", S(2, 3, 4), &tr);
     gradcheck("instancenorm", "[{type: instancenorm}]", S(3, 3, 2), &tr);
@@ -215,7 +220,7 @@ static void syncbn(void)
     larch_model_backward(full, &p);
 
     fake_rank f0 = {{{0}}, {NULL, NULL}, 0}, f1 = {{{0}}, {NULL, NULL}, 0};
-    larch_comm_hooks h0 = {fake_allreduce, &f0}, h1 = {fake_allreduce, &f1};
+    larch_comm_hooks h0 = {fake_allreduce, &f0, NULL, 1}, h1 = {fake_allreduce, &f1, NULL, 1};
     larch_pass p0 = {.n = h, .train = 1, .comm = &h0}, p1 = {.n = h, .train = 1, .comm = &h1};
     larch_batch b0 = {.n = h, .x = x}, b1 = {.n = h, .x = x + h * D};
     f1.call = 0; larch_model_forward(r1, &b1, &p1);                /* rank 1's local forward sums */

@@ -152,6 +152,8 @@ typedef struct { const char *type, *yaml; int train; } nan_case;
  * (4, 4, 2): every input cell is in some window of every case. */
 static const nan_case g_nan_cases[] = {
     {"dense", "{type: dense, name: t, units: 5}", 1},
+    {"l2norm", "{type: l2norm, name: t}", 1},        /* a NaN anywhere in a sample: its norm, so all of it */
+    {"cosine", "{type: cosine, name: t, units: 4}", 1},
     {"conv2d", "{type: conv2d, name: t, filters: 3, kernel: 3, padding: 1}", 1},
     {"conv2d", "{type: conv2d, name: t, filters: 3, kernel: 1}", 1},
     {"conv2d", "{type: conv2d, name: t, filters: 3, kernel: 2, stride: 2, bias: true}", 1},
@@ -447,8 +449,39 @@ static void size_limits(void)
     }
 }
 
+/* l2norm and cosine values against direct formulas (the gradient checks
+ * only test the gradients against the layers' own forward). */
+static void normalized_values(void)
+{
+    larch_model *m = build("[{type: l2norm}]", S(1, 2, 2), 2);
+    if (m) {
+        float x[8] = {3, 0, 4, 0, 0, 0, 0, 0};   /* sample 1 is zero: eps keeps it finite (0) */
+        larch_batch b = {.n = 2, .x = x};
+        larch_pass p = {.n = 2};
+        larch_model_forward(m, &b, &p);
+        const float *y = larch_model_node_output(m, 1);
+        CHECK_NEAR(y[0], 0.6, 1e-6); CHECK_NEAR(y[2], 0.8, 1e-6); CHECK_NEAR(y[1], 0.0, 1e-9);
+        for (int i = 4; i < 8; i++) CHECK(y[i] == 0.0f, "l2norm of a zero sample is 0, got %g", y[i]);
+        larch_model_free(m);
+    }
+    m = build("[{type: cosine, units: 2}]", S(1, 1, 3), 1);
+    if (m) {
+        const float w[6] = {1, 0, 0, 2, 2, 1};   /* rows: e1 and (2, 2, 1) / 3 */
+        memcpy(m->param, w, sizeof w);
+        float x[3] = {0, 3, 4};
+        larch_batch b = {.n = 1, .x = x};
+        larch_pass p = {.n = 1};
+        larch_model_forward(m, &b, &p);
+        const float *y = larch_model_node_output(m, 1);
+        CHECK_NEAR(y[0], 0.0, 1e-6);
+        CHECK_NEAR(y[1], (0 * 2 + 3 * 2 + 4 * 1) / (5.0 * 3.0), 1e-6);
+        larch_model_free(m);
+    }
+}
+
 int main(void)
 {
+    normalized_values();
     maxpool_nonfinite();
     nan_reaches_loss();
     large_sums();

@@ -100,6 +100,9 @@ LARCH_API larch_status larch_comm_lane_allreduce(const larch_comm *c, void *buf,
  * prefix sums of counts); then every rank's slice of buf, in place, goes
  * to all ranks. */
 LARCH_API larch_status larch_comm_reduce_scatter_f32(const larch_comm *c, const float *send, float *recv, const int *counts);
+/* Every rank's `bytes` bytes of send, in rank order, into recv (size *
+ * bytes) on every rank (the global batch of the pairwise losses). */
+LARCH_API larch_status larch_comm_allgather(const larch_comm *c, const void *send, size_t bytes, void *recv);
 LARCH_API larch_status larch_comm_allgatherv_f32(const larch_comm *c, float *buf, const int *counts, const int *displs);
 
 #ifdef __cplusplus

@@ -89,12 +89,18 @@ typedef struct larch_buffer {
     size_t offset, size;
 } larch_buffer;
 
-/* Collective hooks a pass may use (SyncBatchNorm). Pure math never calls
- * MPI: src/parallel installs these; in one process they are NULL. */
+/* Collective hooks a pass may use (SyncBatchNorm, the global-batch losses).
+ * Pure math never calls MPI: src/parallel installs these; in one process
+ * they are NULL. */
 typedef struct larch_comm_hooks {
     /* Sums buf[0..n) over all ranks of the data-parallel group, in place. */
     void (*allreduce_sum)(void *ctx, double *buf, int n);
     void *ctx;
+    /* Every rank sends `bytes` bytes and receives every rank's, in rank
+     * order, in recv (ranks * bytes). NULL: the local batch is the global
+     * one (docs/metric_learning.md). */
+    void (*allgather)(void *ctx, const void *send, size_t bytes, void *recv);
+    int ranks;             /* ranks of the group (0 or 1: one process)        */
 } larch_comm_hooks;
 
 /* What a forward/backward pass is doing. */
@@ -313,6 +319,21 @@ typedef struct larch_norm_opts {
 } larch_norm_opts;
 #define LARCH_NORM_DEFAULTS {.eps = 1e-5f, .affine = 1}
 
+/* l2norm: y = x / sqrt(||x||^2 + eps) per sample over all its features. */
+typedef struct larch_l2norm_opts {
+    float eps;                /* added to the squared norm, 0..1 (1e-12)     */
+} larch_l2norm_opts;
+#define LARCH_L2NORM_DEFAULTS {.eps = 1e-12f}
+
+/* cosine: y_j = <x / |x|, w_j / |w_j|> (|v| = sqrt(||v||^2 + eps)): a dense
+ * layer without bias whose weight rows and input are L2-normalized; its
+ * outputs are the cosine logits that the arcface loss scores. */
+typedef struct larch_cosine_opts {
+    int units;                /* required: output features (classes), 1..2^24 */
+    float eps;                /* added to the squared norms, 0..1 (1e-12)    */
+} larch_cosine_opts;
+#define LARCH_COSINE_DEFAULTS {.units = 0, .eps = 1e-12f}
+
 typedef struct larch_groupnorm_opts {
     int groups;               /* required: channel groups (must divide the channels) */
     float eps;                /* added to the variance, 0..1 (1e-5)          */
@@ -322,10 +343,21 @@ typedef struct larch_groupnorm_opts {
 
 /* ==== Losses and penalties ==== */
 
-typedef enum { LARCH_LOSS_SOFTMAX_CE, LARCH_LOSS_MSE } larch_loss_type;
+typedef enum {
+    LARCH_LOSS_SOFTMAX_CE, LARCH_LOSS_MSE,
+    /* metric learning (docs/metric_learning.md): embeddings and labels */
+    LARCH_LOSS_TRIPLET, LARCH_LOSS_CONTRASTIVE, LARCH_LOSS_CENTER, LARCH_LOSS_SUPCON,
+    LARCH_LOSS_ARCFACE       /* cosine logits (layer type cosine) and labels */
+} larch_loss_type;
+/* Triplet mining over the (global) batch (Hermans et al. 2017). */
+typedef enum { LARCH_MINING_BATCH_HARD, LARCH_MINING_BATCH_ALL } larch_mining;
 typedef enum { LARCH_WEIGHTING_FIXED, LARCH_WEIGHTING_UNCERTAINTY } larch_loss_weighting;
 
-/* A loss scoring one node. softmax_ce: per-sample -sum_j q_j log softmax(z)_j
+/* A loss scoring one node. The metric-learning types (triplet, contrastive,
+ * supcon, center, arcface) and their options are described in
+ * docs/metric_learning.md: triplet, contrastive and supcon (and the center
+ * update) with `global` see the global batch of all ranks through the
+ * allgather hook (larch_model_set_loss_comm). softmax_ce: per-sample -sum_j q_j log softmax(z)_j
  * with q = (1 - label_smoothing) onehot(y) + label_smoothing / C. mse:
  * mean_j (z_j - t_j)^2 with t = one-hot labels, or with on_targets the
  * batch's float regression targets (no accuracy). Uncertainty weighting (Kendall et al. 2018): the task adds
@@ -341,21 +373,39 @@ typedef struct larch_loss_opts {
     float label_smoothing;    /* softmax_ce: smoothing eps, 0..0.999 (0)     */
     larch_loss_weighting weighting; /* fixed or uncertainty (fixed)         */
     float log_var_init;       /* uncertainty: initial s = log sigma^2, -20..20 (0) */
+    /* metric learning (docs/metric_learning.md) */
+    float margin;             /* triplet, contrastive: distance margin; arcface: angular margin (rad), 0..10 (0.5) */
+    int soft_margin;          /* triplet: softplus(d_ap - d_an) instead of the hinge (0) */
+    larch_mining mining;      /* triplet: batch_hard or batch_all (batch_hard) */
+    float temperature;        /* supcon: tau, 0.001..100 (0.1)               */
+    float scale;              /* arcface: s, 1..1024 (64)                    */
+    float alpha;              /* center: rate of the center update, 0..1 (0.5) */
+    int classes;              /* center: number of classes (required for center), 1..2^20 */
+    int global;               /* triplet, contrastive, supcon, center update: over the global
+                                 batch of all ranks (1), or each rank's own part (0) */
 } larch_loss_opts;
 #define LARCH_LOSS_DEFAULTS {.type = LARCH_LOSS_SOFTMAX_CE, .name = "main", .input = NULL, .target = 0, .on_targets = 0, \
-                             .weight = 1.0f, .label_smoothing = 0.0f, .weighting = LARCH_WEIGHTING_FIXED, .log_var_init = 0.0f}
+                             .weight = 1.0f, .label_smoothing = 0.0f, .weighting = LARCH_WEIGHTING_FIXED, .log_var_init = 0.0f, \
+                             .margin = 0.5f, .soft_margin = 0, .mining = LARCH_MINING_BATCH_HARD, .temperature = 0.1f, \
+                             .scale = 64.0f, .alpha = 0.5f, .classes = 0, .global = 1}
 
-typedef enum { LARCH_PENALTY_UNSET, LARCH_PENALTY_L1, LARCH_PENALTY_L2, LARCH_PENALTY_LQ } larch_penalty_type;
+typedef enum { LARCH_PENALTY_UNSET, LARCH_PENALTY_L1, LARCH_PENALTY_L2, LARCH_PENALTY_LQ,
+               LARCH_PENALTY_TIE } larch_penalty_type;
+#define LARCH_TIE_MAX 16
 
 /* A penalty coef * sum |w|^q added to the loss, over weights (or every
- * trainable parameter). */
+ * trainable parameter); or, type tie (soft parameter sharing), coef * sum
+ * over the layer pairs (A, B) of ||theta_A - theta_B||^2 over their
+ * corresponding parameter tensors (same shapes), with gradient to both. */
 typedef struct larch_penalty_opts {
-    larch_penalty_type type;  /* required: l1 (q = 1), l2 (q = 2) or lq      */
+    larch_penalty_type type;  /* required: l1 (q = 1), l2 (q = 2), lq or tie */
     float coef;               /* coefficient, 0..1e3 (required in YAML; 0 here adds nothing) */
     float q;                  /* exponent of type lq, 1..10 (2)              */
     int all_params;           /* 0: weights only; 1: every parameter (YAML apply_to: all) */
+    const char *const *layers;/* tie: 2 * n_pairs layer names, pair k = (layers[2k], layers[2k+1]) */
+    int n_pairs;              /* tie: 1..LARCH_TIE_MAX pairs                 */
 } larch_penalty_opts;
-#define LARCH_PENALTY_DEFAULTS {.type = LARCH_PENALTY_UNSET, .coef = 0.0f, .q = 2.0f, .all_params = 0}
+#define LARCH_PENALTY_DEFAULTS {.type = LARCH_PENALTY_UNSET, .coef = 0.0f, .q = 2.0f, .all_params = 0, .layers = NULL, .n_pairs = 0}
 
 typedef struct larch_loss_stats {
     double loss_sum;            /* sum over samples of the per-sample loss      */
@@ -422,6 +472,10 @@ LARCH_API larch_status larch_model_add_groupnorm(larch_model *m, const char *nam
                                                  const larch_groupnorm_opts *o);
 LARCH_API larch_status larch_model_add_instancenorm(larch_model *m, const char *name, const char *input,
                                                     const larch_norm_opts *o);
+LARCH_API larch_status larch_model_add_l2norm(larch_model *m, const char *name, const char *input,
+                                              const larch_l2norm_opts *o);
+LARCH_API larch_status larch_model_add_cosine(larch_model *m, const char *name, const char *input,
+                                              const larch_cosine_opts *o);
 
 /* Losses (up to 2 * LARCH_MAX_TARGETS; none: softmax_ce named "main" on the
  * last layer) and penalties (up to 4); `o` NULL means the defaults. */
@@ -438,6 +492,16 @@ LARCH_API void larch_model_free(larch_model *m);
 /* Before larch_model_plan: also compute d loss / d input (node 0's
  * gradient; for attacks and gradient checks). */
 LARCH_API void larch_model_set_input_grad(larch_model *m, int want);
+/* The collectives the global-batch losses use (triplet, contrastive,
+ * supcon and the center update with `global`; docs/metric_learning.md).
+ * larch_model_plan sizes their gather buffers for max_batch * hooks->ranks
+ * samples, so set the hooks before it: on a planned model this allocates
+ * the larger buffers itself (LARCH_ERR_NOMEM, the hooks unset, when that
+ * fails). NULL (the default) or ranks <= 1: the local batch is the global
+ * one. Every rank must call larch_model_loss for each batch (a rank with no
+ * samples too, b.n = 0), since the losses gather. The hooks must stay
+ * valid while larch_model_loss runs; set NULL before they go. */
+LARCH_API larch_status larch_model_set_loss_comm(larch_model *m, const larch_comm_hooks *hooks);
 /* Plans the arena for passes of up to max_batch samples. */
 LARCH_API larch_status larch_model_plan(larch_model *m, int max_batch);
 

@@ -80,6 +80,19 @@ static larch_status run_part(larch_model *m, const larch_dataset *ds, int lo, in
     return LARCH_OK;
 }
 
+
+/* The model's last layer: the layers larch_model_finalize appends for loss
+ * state (learned loss weights, the centers of center losses) are not its
+ * output. */
+static int last_node(const larch_model *m)
+{
+    int node = larch_model_n_layers(m);
+    while (node > 1 && (strcmp(larch_layer_type(larch_model_layer(m, node - 1)), "loss_weights") == 0 ||
+                        strcmp(larch_layer_type(larch_model_layer(m, node - 1)), "loss_centers") == 0))
+        node--;
+    return node;
+}
+
 int larch_cmd_predict(int argc, char **argv)
 {
     const char *config = NULL, *ckpt = NULL, *data = NULL, *out = NULL, *layer = NULL, *sets[MAX_SETS];
@@ -125,7 +138,7 @@ int larch_cmd_predict(int argc, char **argv)
     if (!s) s = larch_model_build(&m, in_shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                   larch_map_get(cfg, "regularization"), seed);
     if (!s) {
-        node = layer ? larch_model_node(m, layer) : larch_model_n_layers(m);
+        node = layer ? larch_model_node(m, layer) : last_node(m);
         if (node <= 0)
             s = larch_fail(LARCH_ERR_INVALID, "--layer %s: %s has no layer of that name", layer, config);
         else
@@ -179,7 +192,7 @@ int larch_cmd_predict(int argc, char **argv)
     if (!s && comm.rank == 0) {
         long correct = 0;
         int per = (int)larch_shape_size(out_shape);
-        int logits = node == larch_model_n_layers(m) && per > 1;   /* the last layer: scored against the labels */
+        int logits = node == last_node(m) && per > 1;   /* the last layer: scored against the labels */
         for (int i = 0; ds.labels && logits && i < n; i++) {
             const float *row = y + (size_t)i * per;
             int best = 0;

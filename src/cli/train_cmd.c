@@ -192,7 +192,7 @@ static void config_help(void)
     }
     printf("\n# loss: a mapping or a list of them (default: softmax_ce on the last layer):\n");
     print_schema(larch_loss_keys, 2);
-    printf("\n# regularization: a list of penalties coef * sum |w|^q:\n");
+    printf("\n# regularization: a list of penalties coef * sum |w|^q, or (tie) coef * sum ||A - B||^2 over layer pairs:\n");
     print_schema(larch_penalty_keys, 2);
 }
 

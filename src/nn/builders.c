@@ -102,3 +102,11 @@ larch_status larch_model_add_instancenorm(larch_model *m, const char *name, cons
 {
     return add1(m, &larch_instancenorm_ops, name, input, o);
 }
+larch_status larch_model_add_l2norm(larch_model *m, const char *name, const char *input, const larch_l2norm_opts *o)
+{
+    return add1(m, &larch_l2norm_ops, name, input, o);
+}
+larch_status larch_model_add_cosine(larch_model *m, const char *name, const char *input, const larch_cosine_opts *o)
+{
+    return add1(m, &larch_cosine_ops, name, input, o);
+}

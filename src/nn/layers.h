@@ -24,8 +24,9 @@ extern const larch_layer_ops larch_dense_ops, larch_conv2d_ops, larch_maxpool_op
     larch_avgpool_ops, larch_global_avgpool_ops, larch_flatten_ops, larch_add_ops,
     larch_relu_ops, larch_leaky_relu_ops, larch_gelu_ops, larch_tanh_ops,
     larch_sigmoid_ops, larch_dropout_ops, larch_batchnorm_ops, larch_layernorm_ops,
-    larch_groupnorm_ops, larch_instancenorm_ops,
-    larch_loss_weights_ops;   /* not a config type: see loss_weights.c */
+    larch_groupnorm_ops, larch_instancenorm_ops, larch_l2norm_ops, larch_cosine_ops,
+    larch_loss_weights_ops,   /* not a config type: see loss_weights.c */
+    larch_loss_centers_ops;   /* not a config type: see metric_loss.c */
 
 /* Per-channel parameter gradients (biases, norm scale and shift) over `rows`
  * rows of C channels: sum_a[c] (+)= sum_r a[r C + c] and, when b and sum_ab

@@ -38,8 +38,10 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
     for (int i = 0; i < m->n_losses; i++)
         if (strcmp(m->losses[i].name, name) == 0)
             return larch_fail(LARCH_ERR_INVALID, "loss '%s': task name '%s' is used twice", name, name);
-    if (o.type != LARCH_LOSS_SOFTMAX_CE && o.type != LARCH_LOSS_MSE)
+    if ((int)o.type < (int)LARCH_LOSS_SOFTMAX_CE || (int)o.type > (int)LARCH_LOSS_ARCFACE)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s': type = %d is not a larch_loss_type", name, (int)o.type);
+    if (o.mining != LARCH_MINING_BATCH_HARD && o.mining != LARCH_MINING_BATCH_ALL)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': mining = %d is not a larch_mining", name, (int)o.mining);
     if (o.weighting != LARCH_WEIGHTING_FIXED && o.weighting != LARCH_WEIGHTING_UNCERTAINTY)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s': weighting = %d is not a larch_loss_weighting", name, (int)o.weighting);
     int node = o.input && o.input[0] ? larch_model_node(m, o.input) : m->n_layers;
@@ -48,7 +50,9 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
                           o.input ? o.input : "");
     struct { const char *key; double v, lo, hi; } checks[] = {
         {"target", o.target, 0, LARCH_MAX_TARGETS - 1}, {"weight", o.weight, 0, 1e6},
-        {"label_smoothing", o.label_smoothing, 0, 0.999}, {"log_var_init", o.log_var_init, -20, 20}};
+        {"label_smoothing", o.label_smoothing, 0, 0.999}, {"log_var_init", o.log_var_init, -20, 20},
+        {"margin", o.margin, 0, 10}, {"temperature", o.temperature, 1e-3, 100}, {"scale", o.scale, 1, 1024},
+        {"alpha", o.alpha, 0, 1}};
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
         if (!(checks[i].v >= checks[i].lo && checks[i].v <= checks[i].hi))
             return larch_fail(LARCH_ERR_INVALID, "loss '%s': %s = %g is out of range [%g, %g]", name, checks[i].key,
@@ -56,6 +60,18 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
     if (o.on_targets && o.type != LARCH_LOSS_MSE)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s': on_targets: float targets are scored by mse only (softmax_ce needs "
                           "labels)", name);
+    if (o.type == LARCH_LOSS_CENTER && !(o.classes >= 1 && o.classes <= (1 << 20)))
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s' (center): classes = %d is out of range [1, %d] (the number of "
+                          "centers: the label set's classes)", name, o.classes, 1 << 20);
+    if (o.type == LARCH_LOSS_ARCFACE && o.margin > 3.14159f)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s' (arcface): margin = %g is an angle in radians, at most pi", name,
+                          o.margin);
+    if (o.type == LARCH_LOSS_CENTER && o.weighting == LARCH_WEIGHTING_UNCERTAINTY)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s' (center): weighting: uncertainty has no likelihood for a center "
+                          "loss; give it a fixed weight (lambda)", name);
+    if (larch_loss_pairwise(o.type) && o.weighting == LARCH_WEIGHTING_UNCERTAINTY)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s': weighting: uncertainty is for softmax_ce, mse and arcface; a "
+                          "pairwise loss takes a fixed weight", name);
     larch_loss *l = &m->losses[m->n_losses];
     memset(l, 0, sizeof *l);
     snprintf(l->name, sizeof l->name, "%s", name);
@@ -67,7 +83,55 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
     l->label_smoothing = o.label_smoothing;
     l->uncertainty = o.weighting == LARCH_WEIGHTING_UNCERTAINTY;
     l->log_var_init = o.log_var_init;
+    l->margin = o.margin;
+    l->soft_margin = o.soft_margin != 0;
+    l->mining = o.mining;
+    l->temperature = o.temperature;
+    l->scale = o.scale;
+    l->alpha = o.alpha;
+    l->classes = o.classes;
+    l->global = o.global != 0;
     m->n_losses++;
+    return LARCH_OK;
+}
+
+/* Soft sharing: resolves the layer pairs of a tie penalty; the two layers
+ * of a pair must have the same parameter tensors (count and shapes). */
+static larch_status tie_pairs(const larch_model *m, const larch_penalty_opts *o, larch_penalty *p)
+{
+    if (o->n_pairs < 1 || o->n_pairs > LARCH_TIE_MAX || !o->layers)
+        return larch_fail(LARCH_ERR_INVALID, "penalty tie: %d layer pairs: give 1 to %d pairs (layers [[A, B], ...])",
+                          o->n_pairs, LARCH_TIE_MAX);
+    p->tie = 1;
+    p->n_pairs = o->n_pairs;
+    for (int k = 0; k < o->n_pairs; k++) {
+        const char *na = o->layers[2 * k], *nb = o->layers[2 * k + 1];
+        int a = na ? larch_model_node(m, na) - 1 : -1, b = nb ? larch_model_node(m, nb) - 1 : -1;
+        if (a < 0 || b < 0)
+            return larch_fail(LARCH_ERR_INVALID, "penalty tie: pair %d: '%s' is not a layer of the model", k,
+                              a < 0 ? (na ? na : "(null)") : (nb ? nb : "(null)"));
+        if (a == b) return larch_fail(LARCH_ERR_INVALID, "penalty tie: pair %d ties layer '%s' to itself", k, na);
+        const larch_layer *A = m->layers[a], *B = m->layers[b];
+        if (A->n_param == 0 || A->n_param != B->n_param)
+            return larch_fail(LARCH_ERR_INVALID, "penalty tie: layers '%s' (%s, %d parameter tensors) and '%s' (%s, %d) "
+                              "cannot be tied: they need the same parameter tensors", na, A->ops->type, A->n_param, nb,
+                              B->ops->type, B->n_param);
+        for (int t = 0; t < A->n_param; t++) {
+            const larch_param *pa = &m->params[A->first_param + t], *pb = &m->params[B->first_param + t];
+            int same = pa->ndim == pb->ndim && strcmp(pa->tensor, pb->tensor) == 0;
+            for (int i = 0; same && i < pa->ndim; i++) same = pa->shape[i] == pb->shape[i];
+            if (!same) {
+                char sa[64], sb[64];
+                int la = 0, lb = 0;
+                for (int i = 0; i < pa->ndim; i++) la += snprintf(sa + la, sizeof sa - (size_t)la, i ? ", %d" : "%d", pa->shape[i]);
+                for (int i = 0; i < pb->ndim; i++) lb += snprintf(sb + lb, sizeof sb - (size_t)lb, i ? ", %d" : "%d", pb->shape[i]);
+                return larch_fail(LARCH_ERR_INVALID, "penalty tie: layers '%s' and '%s' differ: %s is (%s) but %s is (%s)",
+                                  na, nb, pa->name, sa, pb->name, sb);
+            }
+        }
+        p->pairs[k][0] = a;
+        p->pairs[k][1] = b;
+    }
     return LARCH_OK;
 }
 
@@ -77,13 +141,20 @@ larch_status larch_model_add_penalty(larch_model *m, const larch_penalty_opts *o
     if (m->finalized) return larch_fail(LARCH_ERR_INVALID, "penalty: the model is finalized");
     if (m->n_penalties >= LARCH_MAX_PENALTIES)
         return larch_fail(LARCH_ERR_INVALID, "penalty: at most %d penalties", LARCH_MAX_PENALTIES);
-    if (o.type != LARCH_PENALTY_L1 && o.type != LARCH_PENALTY_L2 && o.type != LARCH_PENALTY_LQ)
-        return larch_fail(LARCH_ERR_INVALID, "penalty: type = %d: set LARCH_PENALTY_L1, _L2 or _LQ", (int)o.type);
+    if (o.type != LARCH_PENALTY_L1 && o.type != LARCH_PENALTY_L2 && o.type != LARCH_PENALTY_LQ &&
+        o.type != LARCH_PENALTY_TIE)
+        return larch_fail(LARCH_ERR_INVALID, "penalty: type = %d: set LARCH_PENALTY_L1, _L2, _LQ or _TIE", (int)o.type);
     if (!(o.coef >= 0 && o.coef <= 1e3))
         return larch_fail(LARCH_ERR_INVALID, "penalty: coef = %g is out of range [0, 1000]", o.coef);
     if (o.type == LARCH_PENALTY_LQ && !(o.q >= 1 && o.q <= 10))
         return larch_fail(LARCH_ERR_INVALID, "penalty: q = %g is out of range [1, 10]", o.q);
+    larch_penalty tie = {0};
+    if (o.type == LARCH_PENALTY_TIE) {
+        larch_status s = tie_pairs(m, &o, &tie);
+        if (s) return s;
+    }
     larch_penalty *p = &m->penalties[m->n_penalties++];
+    *p = tie;
     p->q = o.type == LARCH_PENALTY_L1 ? 1.0f : o.type == LARCH_PENALTY_L2 ? 2.0f : o.q;
     p->coef = o.coef;
     p->all_roles = o.all_params != 0;
@@ -164,7 +235,10 @@ double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, 
         for (int j = 0; j < k; j++) if (m->losses[j].node == l->node) acc = 1;
         double w = larch_model_task_weight(m, k);
         float scale = grad_scale * (float)w;
-        if (l->type == LARCH_LOSS_SOFTMAX_CE) {
+        if (l->type != LARCH_LOSS_SOFTMAX_CE && l->type != LARCH_LOSS_MSE) {
+            assert(b->label[l->target] || b->n == 0);
+            larch_metric_loss(m, l, b, grad_scale, scale, dz, acc, &st);
+        } else if (l->type == LARCH_LOSS_SOFTMAX_CE) {
             assert(b->label[l->target]);
             softmax_ce(m->node_y[l->node], b->label[l->target], b->n, dim, l->label_smoothing, scale, dz, acc, &st);
         } else if (l->on_targets) {

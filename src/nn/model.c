@@ -133,6 +133,19 @@ const char *larch_model_loss_name(const larch_model *m, int k)
     return m->losses[k].name;
 }
 void larch_model_set_input_grad(larch_model *m, int want) { m->want_input_grad = want != 0; }
+larch_status larch_model_set_loss_comm(larch_model *m, const larch_comm_hooks *hooks)
+{
+    m->loss_comm = hooks;
+    if (!m->arena) return LARCH_OK;              /* larch_model_plan sizes the workspace */
+    size_t need = larch_metric_ws_bytes(m, m->max_batch);
+    if (need <= m->loss_ws_bytes) return LARCH_OK;
+    void *ws = larch_aligned_alloc(need, "loss workspace");   /* more ranks than planned for: the gather grows */
+    if (!ws) { m->loss_comm = NULL; return LARCH_ERR_NOMEM; }
+    free(m->loss_ws);
+    m->loss_ws = ws;
+    m->loss_ws_bytes = need;
+    return LARCH_OK;
+}
 
 larch_layer_ctx larch_layer_context(const larch_layer *L)
 {
@@ -381,6 +394,33 @@ static larch_status add_loss_weights(larch_model *m)
     return LARCH_OK;
 }
 
+/* Appends the layer "loss_centers" that holds the centers of every center
+ * loss as buffers (metric_loss.c), when there is one. */
+larch_status larch_model_add_loss_centers(larch_model *m)
+{
+    int n = 0;
+    for (int k = 0; k < m->n_losses; k++) n += m->losses[k].type == LARCH_LOSS_CENTER;
+    if (n == 0) return LARCH_OK;
+    if (larch_model_node(m, "loss_centers") >= 0)
+        return larch_fail(LARCH_ERR_CONFIG, "model: the layer name 'loss_centers' is reserved for the centers of the "
+                          "center losses; rename that layer");
+    larch_status s = grow((void **)&m->layers, &m->cap_layers, m->n_layers + 1, sizeof *m->layers);
+    if (s) return s;
+    larch_layer *L = larch_calloc(1, sizeof *L, "layer");
+    if (!L) return LARCH_ERR_NOMEM;
+    L->ops = &larch_loss_centers_ops;
+    L->model = m;
+    L->index = m->n_layers;
+    snprintf(L->name, sizeof L->name, "loss_centers");
+    L->n_in = 1;
+    L->in_node[0] = 0;
+    L->in_shape[0] = m->input_shape;
+    if ((s = L->ops->setup(L, NULL)) || (s = L->decl_status)) { layer_free(L); return s; }
+    m->layers[m->n_layers++] = L;
+    m->loss_centers = L;
+    return LARCH_OK;
+}
+
 larch_status larch_model_finalize(larch_model *m)
 {
     if (m->finalized) return larch_fail(LARCH_ERR_INVALID, "model: finalized twice");
@@ -394,6 +434,7 @@ larch_status larch_model_finalize(larch_model *m)
         l->weight = 1.0f;
     }
     larch_status s = add_loss_weights(m);
+    if (!s) s = larch_model_add_loss_centers(m);
     if (s) return s;
     m->param = larch_aligned_alloc((m->n_floats ? m->n_floats : 1) * sizeof(float), "parameters");
     m->grad = larch_aligned_alloc((m->n_floats ? m->n_floats : 1) * sizeof(float), "gradients");
@@ -429,6 +470,7 @@ void larch_model_free(larch_model *m)
     free(m->node_y);
     free(m->node_dy);
     free(m->node_dy_written);
+    free(m->loss_ws);
     free(m);
 }
 
@@ -572,6 +614,12 @@ larch_status larch_model_plan(larch_model *m, int max_batch)
     }
     free(y_off);
     m->max_batch = max_batch;
+    /* the metric losses' workspace (gathered global batch, pair matrices) */
+    free(m->loss_ws);
+    m->loss_ws = NULL;
+    m->loss_ws_bytes = larch_metric_ws_bytes(m, max_batch);
+    if (m->loss_ws_bytes && !(m->loss_ws = larch_aligned_alloc(m->loss_ws_bytes, "loss workspace")))
+        return larch_fail_context(LARCH_ERR_NOMEM, "planning batch %d", max_batch);
     return LARCH_OK;
 }
 
@@ -615,6 +663,25 @@ double larch_model_penalty(larch_model *m, int add_grad)
     for (int k = 0; k < m->n_penalties; k++) {
         const larch_penalty *pen = &m->penalties[k];
         double sum = 0.0;
+        if (pen->tie) {                        /* coef ||theta_A - theta_B||^2: 2 coef (A - B) to A, the opposite to B */
+            for (int q = 0; q < pen->n_pairs; q++) {
+                const larch_layer *A = m->layers[pen->pairs[q][0]], *B = m->layers[pen->pairs[q][1]];
+                for (int t = 0; t < A->n_param; t++) {
+                    const larch_param *pa = &m->params[A->first_param + t], *pb = &m->params[B->first_param + t];
+                    const float *wa = m->param + pa->offset, *wb = m->param + pb->offset;
+                    float *ga = m->grad + pa->offset, *gb = m->grad + pb->offset;
+                    for (size_t j = 0; j < pa->size; j++) {
+                        float d = wa[j] - wb[j];
+                        sum += (double)d * d;
+                        if (!add_grad) continue;
+                        if (pa->lr_mult != 0.0f) ga[j] += 2.0f * pen->coef * d;
+                        if (pb->lr_mult != 0.0f) gb[j] -= 2.0f * pen->coef * d;
+                    }
+                }
+            }
+            total += pen->coef * sum;
+            continue;
+        }
         for (int i = 0; i < m->n_params; i++) {
             const larch_param *pr = &m->params[i];
             if ((!pen->all_roles && pr->role != LARCH_ROLE_WEIGHT) || pr->lr_mult == 0.0f) continue;

@@ -51,13 +51,38 @@ typedef struct larch_loss {
     int uncertainty;
     int log_var;                /* index of s in loss_weights.log_var           */
     float log_var_init;
+    /* metric learning (metric_loss.c) */
+    float margin, temperature, scale, alpha;
+    int soft_margin, mining, classes, global;
+    int centers;                /* center: index of its buffer in loss_centers  */
 } larch_loss;
+
+/* Losses scored over pairs of the batch: with `global` they gather the
+ * whole global batch across ranks (metric_loss.c). */
+static inline int larch_loss_pairwise(larch_loss_type t)
+{
+    return t == LARCH_LOSS_TRIPLET || t == LARCH_LOSS_CONTRASTIVE || t == LARCH_LOSS_SUPCON;
+}
+/* Losses that score embeddings rather than one output per class. */
+static inline int larch_loss_embedding(larch_loss_type t)
+{
+    return larch_loss_pairwise(t) || t == LARCH_LOSS_CENTER;
+}
+/* Whether a loss reports an accuracy (argmax of its outputs == label). */
+static inline int larch_loss_has_accuracy(const larch_loss *l)
+{
+    return (l->type == LARCH_LOSS_SOFTMAX_CE || l->type == LARCH_LOSS_MSE || l->type == LARCH_LOSS_ARCFACE) &&
+           !l->on_targets;
+}
 
 /* A penalty as the model keeps it (built from larch_penalty_opts). */
 typedef struct larch_penalty {
     float q;          /* exponent: 1 = L1, 2 = L2, other = Lq                  */
     float coef;       /* penalty = coef * sum |w|^q                            */
     int all_roles;    /* 0: weights only (default); 1: every parameter         */
+    int tie;          /* soft sharing: coef * sum ||theta_A - theta_B||^2     */
+    int n_pairs;
+    int pairs[LARCH_TIE_MAX][2];   /* layer indices (A, B)                   */
 } larch_penalty;
 
 #define LARCH_MAX_LOSSES (LARCH_MAX_TARGETS * 2)
@@ -85,6 +110,14 @@ struct larch_model {
      * pass here and larch_model_backward moves it into the gradients. */
     larch_layer *loss_weights;
     double log_var_grad[LARCH_MAX_LOSSES];
+    /* The layer "loss_centers" holding the centers of center losses as
+     * buffers (NULL when none; metric_loss.c). */
+    larch_layer *loss_centers;
+    /* The global-batch losses' collectives (larch_model_set_loss_comm) and
+     * their workspace, planned with the arena (metric_loss.c). */
+    const larch_comm_hooks *loss_comm;
+    void *loss_ws;
+    size_t loss_ws_bytes;
     /* plan */
     int max_batch;
     int want_input_grad;      /* compute d loss / d input (attacks)          */

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#define N_BUILTIN 17
+#define N_BUILTIN 19
 #define MAX_REGISTERED 32
 
 static const larch_layer_ops *g_types[N_BUILTIN + MAX_REGISTERED] = {
@@ -12,7 +12,7 @@ static const larch_layer_ops *g_types[N_BUILTIN + MAX_REGISTERED] = {
     &larch_global_avgpool_ops, &larch_flatten_ops, &larch_add_ops,    &larch_relu_ops,
     &larch_leaky_relu_ops, &larch_gelu_ops,     &larch_tanh_ops,      &larch_sigmoid_ops,
     &larch_dropout_ops,   &larch_batchnorm_ops, &larch_layernorm_ops, &larch_groupnorm_ops,
-    &larch_instancenorm_ops,
+    &larch_instancenorm_ops, &larch_l2norm_ops, &larch_cosine_ops,
 };
 static int g_n_types = N_BUILTIN;
 

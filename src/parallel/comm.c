@@ -402,6 +402,17 @@ larch_status larch_comm_reduce_scatter_f32(const larch_comm *c, const float *sen
     return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Reduce_scatter");
 }
 
+larch_status larch_comm_allgather(const larch_comm *c, const void *send, size_t bytes, void *recv)
+{
+    if (c->size == 1) { memmove(recv, send, bytes); return LARCH_OK; }
+    RETURN_IF_BROKEN(c);
+    if (bytes > INT_MAX) return larch_fail(LARCH_ERR_INVALID, "allgather: %zu bytes per rank, more than %d", bytes, INT_MAX);
+    enter(c->impl, "MPI_Allgather (global batch)", 1);
+    int rc = MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, world(c));
+    leave(c->impl);
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Allgather");
+}
+
 larch_status larch_comm_allgatherv_f32(const larch_comm *c, float *buf, const int *counts, const int *displs)
 {
     if (c->size == 1) return LARCH_OK;

@@ -137,6 +137,27 @@ static larch_status gn_from(const larch_node *n, void *out)
     return LARCH_OK;
 }
 
+static const larch_key l2norm_keys[] = {
+    {"eps", LARCH_T_FLOAT, "1e-12", 0, 1, NULL, NULL, "added to the squared norm: y = x / sqrt(||x||^2 + eps)"},
+    {0}};
+static larch_status l2norm_from(const larch_node *n, void *out)
+{
+    ((larch_l2norm_opts *)out)->eps = (float)larch_cfg_float(n, "eps");
+    return LARCH_OK;
+}
+
+static const larch_key cosine_keys[] = {
+    {"units", LARCH_T_INT, NULL, 1, 1 << 24, NULL, NULL, "output features (classes): cosines to normalized weight rows"},
+    {"eps", LARCH_T_FLOAT, "1e-12", 0, 1, NULL, NULL, "added to the squared norms"},
+    {0}};
+static larch_status cosine_from(const larch_node *n, void *out)
+{
+    larch_cosine_opts *o = out;
+    o->units = (int)larch_cfg_int(n, "units");
+    o->eps = (float)larch_cfg_float(n, "eps");
+    return LARCH_OK;
+}
+
 #define DESC(type_, keys_, opts_t, from_) {type_, keys_, sizeof(opts_t), from_}
 #define PLAIN(type_) {type_, no_keys, 0, NULL}
 static const larch_cfg_layer g_builtin[] = {
@@ -157,6 +178,8 @@ static const larch_cfg_layer g_builtin[] = {
     DESC("layernorm", ln_keys, larch_norm_opts, norm_from),
     DESC("groupnorm", gn_keys, larch_groupnorm_opts, gn_from),
     DESC("instancenorm", ln_keys, larch_norm_opts, norm_from),
+    DESC("l2norm", l2norm_keys, larch_l2norm_opts, l2norm_from),
+    DESC("cosine", cosine_keys, larch_cosine_opts, cosine_from),
 };
 #define N_BUILTIN ((int)(sizeof g_builtin / sizeof g_builtin[0]))
 #define MAX_REGISTERED 32
@@ -164,7 +187,8 @@ static const larch_cfg_layer g_builtin[] = {
 static const larch_cfg_layer *g_descs[N_BUILTIN + MAX_REGISTERED] = {
     &g_builtin[0],  &g_builtin[1],  &g_builtin[2],  &g_builtin[3],  &g_builtin[4],  &g_builtin[5],
     &g_builtin[6],  &g_builtin[7],  &g_builtin[8],  &g_builtin[9],  &g_builtin[10], &g_builtin[11],
-    &g_builtin[12], &g_builtin[13], &g_builtin[14], &g_builtin[15], &g_builtin[16],
+    &g_builtin[12], &g_builtin[13], &g_builtin[14], &g_builtin[15], &g_builtin[16], &g_builtin[17],
+    &g_builtin[18],
 };
 static int g_n_descs = N_BUILTIN;
 
@@ -319,7 +343,8 @@ larch_status larch_model_add_cfg(larch_model *m, larch_node *opts)
 /* ---- losses and penalties ---- */
 
 const larch_key larch_loss_keys[] = {
-    {"type", LARCH_T_ENUM, "softmax_ce", 0, 0, "softmax_ce|mse", NULL, "loss function"},
+    {"type", LARCH_T_ENUM, "softmax_ce", 0, 0, "softmax_ce|mse|triplet|contrastive|center|supcon|arcface", NULL,
+     "loss function (metric learning: docs/metric_learning.md)"},
     {"name", LARCH_T_STRING, "main", 0, 0, NULL, NULL, "task name in metrics"},
     {"input", LARCH_T_STRING, "", 0, 0, NULL, NULL, "scored layer (default: the last)"},
     {"target", LARCH_T_INT, "0", 0, LARCH_MAX_TARGETS - 1, NULL, NULL, "label set of the batch"},
@@ -331,13 +356,26 @@ const larch_key larch_loss_keys[] = {
     {"weighting", LARCH_T_ENUM, "fixed", 0, 0, "fixed|uncertainty", NULL,
      "fixed: weight * L; uncertainty: weight * (c exp(-s) L + s/2) with s learned (Kendall et al. 2018)"},
     {"log_var_init", LARCH_T_FLOAT, "0", -20, 20, NULL, NULL, "uncertainty: initial s = log sigma^2"},
+    {"margin", LARCH_T_FLOAT, "0.5", 0, 10, NULL, NULL,
+     "triplet: max(0, margin + d_ap - d_an); contrastive: max(0, margin - d)^2; arcface: additive angle m (radians)"},
+    {"soft_margin", LARCH_T_BOOL, "false", 0, 0, NULL, NULL, "triplet: softplus(d_ap - d_an) instead of the margin"},
+    {"mining", LARCH_T_ENUM, "batch_hard", 0, 0, "batch_hard|batch_all", NULL,
+     "triplet: hardest positive and negative per anchor, or all triplets (mean over those with positive loss)"},
+    {"temperature", LARCH_T_FLOAT, "0.1", 1e-3, 100, NULL, NULL, "supcon: tau"},
+    {"scale", LARCH_T_FLOAT, "64", 1, 1024, NULL, NULL, "arcface: s, the logit scale"},
+    {"alpha", LARCH_T_FLOAT, "0.5", 0, 1, NULL, NULL, "center: rate of the center update"},
+    {"classes", LARCH_T_INT, "0", 0, 1 << 20, NULL, NULL, "center: number of classes (centers; required)"},
+    {"global", LARCH_T_BOOL, "true", 0, 0, NULL, NULL,
+     "triplet, contrastive, supcon, center update: over the global batch of all ranks (false: each rank's part)"},
     {0}};
 
 const larch_key larch_penalty_keys[] = {
-    {"type", LARCH_T_ENUM, NULL, 0, 0, "l1|l2|lq", NULL, "penalty kind"},
-    {"coef", LARCH_T_FLOAT, NULL, 0, 1e3, NULL, NULL, "coefficient: coef * sum |w|^q"},
+    {"type", LARCH_T_ENUM, NULL, 0, 0, "l1|l2|lq|tie", NULL, "penalty kind (tie: soft parameter sharing)"},
+    {"coef", LARCH_T_FLOAT, NULL, 0, 1e3, NULL, NULL, "coefficient: coef * sum |w|^q (tie: coef * sum ||A - B||^2)"},
     {"q", LARCH_T_FLOAT, "2", 1, 10, NULL, NULL, "exponent for type lq"},
     {"apply_to", LARCH_T_ENUM, "weights", 0, 0, "weights|all", NULL, "which parameters"},
+    {"layers", LARCH_T_ANY, "[]", 0, 0, NULL, NULL,
+     "tie: list of layer pairs [[A, B], ...] whose parameters are pulled together"},
     {0}};
 
 #define MAX_LOSSES (2 * LARCH_MAX_TARGETS)
@@ -352,7 +390,12 @@ larch_status larch_model_add_loss_cfg(larch_model *m, larch_node *opts)
     if (s) return s;
     larch_loss_opts o = LARCH_LOSS_DEFAULTS;
     o.name = larch_cfg_str(opts, "name");
-    o.type = strcmp(larch_cfg_str(opts, "type"), "mse") == 0 ? LARCH_LOSS_MSE : LARCH_LOSS_SOFTMAX_CE;
+    static const char *const types[] = {"softmax_ce", "mse", "triplet", "contrastive", "center", "supcon", "arcface"};
+    static const larch_loss_type type_of[] = {LARCH_LOSS_SOFTMAX_CE, LARCH_LOSS_MSE, LARCH_LOSS_TRIPLET,
+                                              LARCH_LOSS_CONTRASTIVE, LARCH_LOSS_CENTER, LARCH_LOSS_SUPCON,
+                                              LARCH_LOSS_ARCFACE};
+    for (int i = 0; i < 7; i++)
+        if (strcmp(larch_cfg_str(opts, "type"), types[i]) == 0) o.type = type_of[i];
     o.input = larch_cfg_str(opts, "input");
     int node = o.input[0] ? larch_model_node(m, o.input) : larch_model_n_layers(m);
     if (node <= 0)
@@ -376,6 +419,17 @@ larch_status larch_model_add_loss_cfg(larch_model *m, larch_node *opts)
     o.weighting = strcmp(larch_cfg_str(opts, "weighting"), "uncertainty") == 0 ? LARCH_WEIGHTING_UNCERTAINTY
                                                                               : LARCH_WEIGHTING_FIXED;
     o.log_var_init = (float)larch_cfg_float(opts, "log_var_init");
+    o.margin = (float)larch_cfg_float(opts, "margin");
+    o.soft_margin = larch_cfg_bool(opts, "soft_margin");
+    o.mining = strcmp(larch_cfg_str(opts, "mining"), "batch_all") == 0 ? LARCH_MINING_BATCH_ALL : LARCH_MINING_BATCH_HARD;
+    o.temperature = (float)larch_cfg_float(opts, "temperature");
+    o.scale = (float)larch_cfg_float(opts, "scale");
+    o.alpha = (float)larch_cfg_float(opts, "alpha");
+    o.classes = (int)larch_cfg_int(opts, "classes");
+    o.global = larch_cfg_bool(opts, "global");
+    if (o.type == LARCH_LOSS_CENTER && o.classes < 1)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.classes: a center loss needs the number of classes (one center each)",
+                          larch_node_where(opts, where, sizeof where), path);
     if ((s = larch_model_add_loss(m, &o)))
         larch_fail_context(s == LARCH_ERR_INVALID ? LARCH_ERR_CONFIG : s, "%s: %s", larch_node_where(opts, where, sizeof where), path);
     return s == LARCH_ERR_INVALID ? LARCH_ERR_CONFIG : s;
@@ -391,10 +445,33 @@ larch_status larch_model_add_penalty_cfg(larch_model *m, larch_node *opts)
     if (s) return s;
     larch_penalty_opts o = LARCH_PENALTY_DEFAULTS;
     const char *type = larch_cfg_str(opts, "type");
-    o.type = strcmp(type, "l1") == 0 ? LARCH_PENALTY_L1 : strcmp(type, "l2") == 0 ? LARCH_PENALTY_L2 : LARCH_PENALTY_LQ;
+    o.type = strcmp(type, "l1") == 0 ? LARCH_PENALTY_L1 : strcmp(type, "l2") == 0 ? LARCH_PENALTY_L2
+           : strcmp(type, "tie") == 0 ? LARCH_PENALTY_TIE : LARCH_PENALTY_LQ;
     o.coef = (float)larch_cfg_float(opts, "coef");
     o.q = (float)larch_cfg_float(opts, "q");
     o.all_params = strcmp(larch_cfg_str(opts, "apply_to"), "all") == 0;
+    const char *names[2 * LARCH_TIE_MAX];
+    const larch_node *ly = larch_map_get(opts, "layers");
+    int has_layers = ly && !(ly->kind == LARCH_NODE_SEQ && ly->n == 0);
+    if (o.type != LARCH_PENALTY_TIE && has_layers)
+        return larch_fail(LARCH_ERR_CONFIG, "%s: %s.layers: only a penalty of type tie takes layer pairs",
+                          larch_node_where(ly, where, sizeof where), path);
+    if (o.type == LARCH_PENALTY_TIE) {
+        if (!has_layers || ly->kind != LARCH_NODE_SEQ || ly->n > LARCH_TIE_MAX)
+            return larch_fail(LARCH_ERR_CONFIG, "%s: %s.layers: type tie needs a list of 1 to %d layer pairs [[A, B], ...]",
+                              larch_node_where(ly ? ly : opts, where, sizeof where), path, LARCH_TIE_MAX);
+        for (int i = 0; i < ly->n; i++) {
+            const larch_node *pr = ly->items[i];
+            if (pr->kind != LARCH_NODE_SEQ || pr->n != 2 || pr->items[0]->kind != LARCH_NODE_SCALAR ||
+                pr->items[1]->kind != LARCH_NODE_SCALAR)
+                return larch_fail(LARCH_ERR_CONFIG, "%s: %s.layers.%d: expected a pair of layer names [A, B]",
+                                  larch_node_where(pr, where, sizeof where), path, i);
+            names[2 * i] = pr->items[0]->scalar;
+            names[2 * i + 1] = pr->items[1]->scalar;
+        }
+        o.layers = names;
+        o.n_pairs = ly->n;
+    }
     if ((s = larch_model_add_penalty(m, &o)))
         larch_fail_context(s == LARCH_ERR_INVALID ? LARCH_ERR_CONFIG : s, "%s: %s", larch_node_where(opts, where, sizeof where), path);
     return s == LARCH_ERR_INVALID ? LARCH_ERR_CONFIG : s;

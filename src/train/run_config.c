@@ -295,6 +295,18 @@ larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
         if (!s && strcmp(text_or(l, "weighting", "fixed"), "uncertainty") != 0 && set_to_other(l, larch_loss_keys, "log_var_init"))
             s = larch_warn(w, "%s: %s.log_var_init is ignored: it applies to weighting: uncertainty only, and %s.weighting is '%s'",
                            place(l, "log_var_init", where, sizeof where), path, path, text_or(l, "weighting", "fixed"));
+        /* the metric-learning options, each for some loss types only */
+        static const struct { const char *key, *types; } only[] = {
+            {"margin", "|triplet|contrastive|arcface|"}, {"soft_margin", "|triplet|"}, {"mining", "|triplet|"},
+            {"temperature", "|supcon|"}, {"scale", "|arcface|"}, {"alpha", "|center|"}, {"classes", "|center|"},
+            {"global", "|triplet|contrastive|supcon|center|"}};
+        char type[48];
+        snprintf(type, sizeof type, "|%.40s|", text_or(l, "type", "softmax_ce"));
+        for (size_t k = 0; !s && k < sizeof only / sizeof only[0]; k++)
+            if (!strstr(only[k].types, type) && set_to_other(l, larch_loss_keys, only[k].key))
+                s = larch_warn(w, "%s: %s.%s is ignored: it applies to type %.*s only, and %s.type is '%s'",
+                               place(l, only[k].key, where, sizeof where), path, only[k].key,
+                               (int)strlen(only[k].types) - 2, only[k].types + 1, path, text_or(l, "type", "softmax_ce"));
     }
     n = entries(rn, list, 64);
     for (int i = 0; !s && i < n; i++) {

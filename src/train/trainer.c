@@ -133,6 +133,18 @@ static larch_status check_heads(const run_t *r)
         if (l->target > r->train->n_derived)
             return larch_fail(LARCH_ERR_CONFIG, "loss '%s': target %d: the data has label sets 0..%d (set 0 is the dataset's "
                               "labels, 1.. come from data.derived_labels)", l->name, l->target, r->train->n_derived);
+        /* A global-batch loss over micro-batches would score pairs within
+         * each micro-batch only (and update centers per micro-batch): not
+         * the loss of the step's batch, so it is refused. */
+        if (larch_loss_embedding(l->type) && l->global && r->accumulate > 1)
+            return larch_fail(LARCH_ERR_CONFIG, "loss '%s': train.accumulate = %d: a global-batch loss (%s) needs the whole "
+                              "batch in one pass; set train.accumulate: 1, or global: false on the loss to score each "
+                              "micro-batch on its own", l->name, r->accumulate,
+                              l->type == LARCH_LOSS_CENTER ? "the center update" : "pairs of the batch");
+        if (l->type == LARCH_LOSS_CENTER && l->classes < classes)
+            return larch_fail(LARCH_ERR_CONFIG, "loss '%s' (center): classes = %d, but label set %d has %d classes (one "
+                              "center each)", l->name, l->classes, l->target, classes);
+        if (larch_loss_embedding(l->type)) continue;   /* embeddings of any width */
         if (outs != (size_t)classes)
             return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but label set %d has %d classes",
                               l->name, m->layers[l->node - 1]->name, outs, l->target, classes);
@@ -233,6 +245,16 @@ static void hook_allreduce(void *ctx, double *buf, int n)
     if (s && !r->hook_status) r->hook_status = s;
 }
 
+/* The global-batch losses' gather (metric_loss.c); a failure is kept like
+ * the sums'. */
+static void hook_allgather(void *ctx, const void *send, size_t bytes, void *recv)
+{
+    run_t *r = ctx;
+    larch_status s = larch_comm_allgather(r->comm, send, bytes, recv);
+    if (!s) s = larch_comm_fault(r->comm, "hook");
+    if (s && !r->hook_status) r->hook_status = s;
+}
+
 /* Rank 0: the run's hold on its output and checkpoint directories, so that
  * a second run on either fails now, at its start; both are created and
  * checked writable here rather than at the first save. */
@@ -264,7 +286,9 @@ static larch_status setup(run_t *r)
                                     !dist->overlap ? LARCH_SYNC_BLOCKING : dist->comm_thread ? LARCH_SYNC_THREAD : LARCH_SYNC_IALLREDUCE,
                                     shard, (int)dist->compress)))
         return s;
-    r->hooks = (larch_comm_hooks){hook_allreduce, r};
+    r->hooks = (larch_comm_hooks){.allreduce_sum = hook_allreduce, .ctx = r, .allgather = hook_allgather,
+                                  .ranks = r->comm->size};
+    if ((s = larch_model_set_loss_comm(r->model, &r->hooks))) return s;   /* before the plan: it sizes the gather buffers */
     /* parameter groups (frozen tensors) decide which gradients the plan computes */
     size_t slice_lo, slice_hi;
     larch_grad_sync_shard_range(r->sync, &slice_lo, &slice_hi);
@@ -310,6 +334,7 @@ static void teardown(run_t *r)
     larch_loader_free(r->eval_loader);
     larch_grad_sync_free(r->sync);
     larch_optim_free(r->optim);
+    if (r->model) larch_model_set_loss_comm(r->model, NULL);   /* the hooks live in this run */
     larch_node_free(r->own_cfg);
     if (r->metrics) fclose(r->metrics);
     free(r->lineage);
@@ -516,6 +541,14 @@ static larch_status resume(run_t *r, larch_train_result *res)
 
 /* ---- evaluation ---- */
 
+/* Whether evaluation gathers the global batch (pairwise losses with global). */
+static int gathers_in_eval(const larch_model *m)
+{
+    for (int k = 0; k < m->n_losses; k++)
+        if (larch_loss_pairwise(m->losses[k].type) && m->losses[k].global) return 1;
+    return 0;
+}
+
 /* Scores the test set; vals[3*k..] = loss mean, accuracy, count of loss k. */
 static larch_status evaluate(run_t *r, double *vals)
 {
@@ -529,10 +562,15 @@ static larch_status evaluate(run_t *r, double *vals)
     int steps = larch_loader_steps(r->eval_loader);
     for (int s = 0; !bs && s < steps; s++) {
         const larch_batch *b = larch_loader_next(r->eval_loader, NULL, NULL);
-        if (b->n == 0) continue;
+        larch_loss_stats st[LARCH_MAX_TARGETS * 2];
+        if (b->n == 0) {
+            /* the last batch may leave a rank without samples: it still
+             * takes part in the global-batch losses' gather, with none */
+            if (gathers_in_eval(m)) larch_model_loss(m, b, 0.0f, st);
+            continue;
+        }
         larch_pass p = {b->n, 0, r->seed, 0, b->sample0, 0, NULL};
         larch_model_forward(m, b, &p);
-        larch_loss_stats st[LARCH_MAX_TARGETS * 2];
         larch_model_loss(m, b, 0.0f, st);
         for (int k = 0; k < nl; k++) {
             sums[3 * k] += st[k].loss_sum;
@@ -541,6 +579,7 @@ static larch_status evaluate(run_t *r, double *vals)
         }
     }
     if (!bs) bs = larch_loader_status(r->eval_loader);
+    if (!bs) bs = r->hook_status;                           /* the gathers of the pairwise losses */
     /* the sums and, in the same collective, whether a rank failed above */
     larch_status st = larch_comm_agree_sum(r->comm, "evaluation", bs, sums, 3 * nl);
     if (st) return st;
@@ -564,9 +603,9 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
     double epoch = (double)step / (double)r->steps_per_epoch;
     char num[32], acc[32];
     res->test_loss = vals[0];
-    res->test_accuracy = m->losses[0].on_targets ? NAN : vals[1];
+    res->test_accuracy = larch_loss_has_accuracy(&m->losses[0]) ? vals[1] : NAN;
     for (int k = 0; k < m->n_losses; k++) {
-        int has_acc = !m->losses[k].on_targets;
+        int has_acc = larch_loss_has_accuracy(&m->losses[k]);
         if (r->metrics)
             fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"split\": \"test\", \"task\": \"%s\", "
                     "\"loss\": %s, \"accuracy\": %s, \"samples\": %.0f, \"weight\": %.6g, \"param_norm\": %.9g, "
