@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Few-shot and zero-shot evaluation on Fashion-MNIST (docs/fewshot.md):
-#   1. for each embedding config (default: the softmax baselines
-#      launch/configs/fewshot_softmax.yaml and fewshot_softmax_balanced.yaml,
-#      trained on classes 0-4), train it, then evaluate its embedding on the
+#   1. for each embedding config (default: launch/configs/fewshot_*.yaml:
+#      softmax baselines, center loss + softmax, triplet batch-hard,
+#      supervised contrastive, ArcFace; all trained on classes 0-4), train
+#      it, then evaluate its embedding on the
 #      held-out test classes 5-9: 5-way 1-shot and 5-way 5-shot, each with
 #      the plain support images and with support augmentation (AUGMENT
 #      copies), EPISODES episodes of 15 queries per class, prototype
-#      classification, Euclidean distance; recall@1/@5 over the 5,000
+#      classification (Euclidean unless the spec says cosine); recall@1/@5 over the 5,000
 #      held-out test images;
 #   2. train the attribute head (ZS_CONFIG, classes 0-6 seen) and classify
 #      the unseen classes 7-9 by the nearest attribute row of
 #      datasets/fmnist_attributes.csv (Euclidean and cosine), against chance.
 # Writes OUT/results.jsonl (the JSON records) and OUT/results.md.
-# Usage: bash launch/experiments/fewshot.sh [OUT [CONFIG[:NODE] ...]]
-#   OUT defaults to docs/fewshot; NODE (the embedding layer) to `embed`.
+# Usage: bash launch/experiments/fewshot.sh [OUT [CONFIG[:NODE[:DISTANCE]] ...]]
+#   OUT defaults to docs/fewshot; NODE (the embedding layer) to `embed`,
+#   DISTANCE (euclidean or cosine) to euclidean. A config named by several
+#   specs is trained once.
 #   A metric-learning config (triplet, supcon, ...) is one more argument.
 # Environment: BUILD (build), THREADS (cores), EPISODES (1000), AUGMENT (5),
 #   ZS_CONFIG (launch/configs/zeroshot_attributes.yaml; "none" skips step 2),
@@ -23,7 +26,10 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-docs/fewshot}
 shift || true
 CONFIGS=("$@")
-[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=(launch/configs/fewshot_softmax.yaml launch/configs/fewshot_softmax_balanced.yaml)
+C=launch/configs
+[ ${#CONFIGS[@]} -gt 0 ] || CONFIGS=($C/fewshot_softmax.yaml $C/fewshot_softmax.yaml:embed:cosine
+  $C/fewshot_softmax_balanced.yaml $C/fewshot_center.yaml $C/fewshot_center.yaml:embed:cosine
+  $C/fewshot_triplet.yaml:embedding $C/fewshot_supcon.yaml:embedding $C/fewshot_arcface.yaml:embedding)
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-$(nproc)}
 EPISODES=${EPISODES:-1000}
@@ -46,21 +52,26 @@ train() {
 field() { sed -n "s/.*\"$1\": \\([0-9.e-]*\\).*/\\1/p" <<<"$2"; }
 
 ROWS=()
+declare -A TRAINED=()
 for SPEC in "${CONFIGS[@]}"; do
-  CFG=${SPEC%%:*}; NODE=embed; [ "$SPEC" != "$CFG" ] && NODE=${SPEC#*:}
+  IFS=: read -r CFG NODE DIST <<<"$SPEC"
+  NODE=${NODE:-embed}; DIST=${DIST:-euclidean}
   NAME=$(basename "$CFG" .yaml)
-  echo "== $NAME: training on its seen classes" >&2
-  CKPT=$(train "$CFG" "$OUT/runs/$NAME")
+  if [ -z "${TRAINED[$CFG]:-}" ]; then               # one training per config, however many specs name it
+    echo "== $NAME: training on its seen classes" >&2
+    TRAINED[$CFG]=$(train "$CFG" "$OUT/runs/$NAME")
+  fi
+  CKPT=${TRAINED[$CFG]}
   TEST=$(grep '"split": "test"' "$OUT/runs/$NAME/metrics.jsonl" | tail -1)
   SEEN_ACC=$(field accuracy "$TEST")
   for SHOT in 1 5; do
     for AUG in 1 "$AUGMENT"; do
       echo "== $NAME: 5-way $SHOT-shot, support augmentation x$AUG" >&2
       LINE=$("$BUILD/larch" eval "$CFG" --checkpoint "$CKPT" --embedding "$NODE" --classes 5-9 --fewshot 5,"$SHOT" \
-             --episodes "$EPISODES" --queries 15 --augment "$AUG" --set train.threads="$THREADS" 2>&1 | tail -1)
+             --episodes "$EPISODES" --queries 15 --augment "$AUG" --distance "$DIST" --set train.threads="$THREADS" 2>&1 | tail -1)
       grep -q '^{"eval"' <<<"$LINE" || { echo "fewshot.sh: eval failed: $LINE" >&2; exit 1; }
       echo "{\"config\": \"$NAME\", \"seen_test_accuracy\": ${SEEN_ACC:-null}, \"result\": $LINE}" >> "$JSONL"
-      ROWS+=("| $NAME ($NODE) | ${SEEN_ACC:-} | 5-way $SHOT-shot | x$AUG | $(printf '%.4f' "$(field accuracy "$LINE")") ± $(printf '%.4f' "$(field ci95 "$LINE")") | $(printf '%.4f' "$(field 'recall@1' "$LINE")") | $(printf '%.4f' "$(field 'recall@5' "$LINE")") |")
+      ROWS+=("| $NAME ($NODE, $DIST) | ${SEEN_ACC:-} | 5-way $SHOT-shot | x$AUG | $(printf '%.4f' "$(field accuracy "$LINE")") ± $(printf '%.4f' "$(field ci95 "$LINE")") | $(printf '%.4f' "$(field 'recall@1' "$LINE")") | $(printf '%.4f' "$(field 'recall@5' "$LINE")") |")
       echo "${ROWS[-1]}" >&2
     done
   done
@@ -93,7 +104,7 @@ fi
   echo "how to read it: [docs/fewshot.md](../fewshot.md). The embeddings were trained on classes 0-4"
   echo "(T-shirt/top, Trouser, Pullover, Dress, Coat) and are evaluated on the 5,000 test images of the held-out"
   echo "classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle boot): $EPISODES episodes of 5 classes with 15 queries each,"
-  echo "prototype classification (nearest class mean), Euclidean distance; ± is the 95% confidence interval of the"
+  echo "prototype classification (nearest class mean) by the distance in the first column; ± is the 95% confidence interval of the"
   echo "mean episode accuracy (1.96 std / sqrt(episodes)). Support augmentation xT averages each support image's"
   echo "embedding over itself and T-1 copies flipped and shifted by up to 2 pixels. Recall@k: the fraction of the"
   echo "5,000 images that have an image of their own class among their k nearest (chance level for 5-way"
