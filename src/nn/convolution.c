@@ -24,7 +24,9 @@
  * size are made at plan time (scratch_size, for the planned batch) or at the
  * first pass of another batch size; a batch size whose primitives need more
  * scratch than was planned, or that oneDNN cannot run, takes the GEMM path,
- * which is always available.
+ * which is always available. In bf16 (larch_model_set_precision) the
+ * primitives are oneDNN's bf16 ones (float outputs and weight gradients);
+ * the GEMM path then runs the bf16 GEMM (larch_layer_gemm).
  */
 #include "nn/layers.h"
 #include "core/blas.h"
@@ -178,6 +180,8 @@ static size_t gemm_scratch(const conv_t *d, int n)
 }
 
 #ifdef LARCH_HAVE_DNNL
+static int is_bf16(const larch_layer *L) { return L->model->precision == LARCH_PRECISION_BF16; }
+
 /* Under auto: the shapes where oneDNN was measured faster than im2col +
  * OpenBLAS (docs/performance.md): every conv layer timed so far. */
 static int onednn_wins(const conv_t *d, larch_shape in)
@@ -190,7 +194,6 @@ static int onednn_wanted(const larch_layer *L)
 {
     const conv_t *d = L->priv;
     larch_conv_backend b = larch_get_conv_backend();
-    if (L->model->precision == LARCH_PRECISION_BF16) return 0;   /* conv_onednn.c is float: bf16 takes the GEMM path */
     return b == LARCH_CONV_ONEDNN || (b == LARCH_CONV_AUTO && onednn_wins(d, L->in_shape[0]));
 }
 #endif
@@ -202,7 +205,7 @@ static int use_onednn(larch_layer *L, int n)
 #ifdef LARCH_HAVE_DNNL
     conv_t *d = L->priv;
     size_t need;
-    return d->dnn && n > 0 && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, &need) &&
+    return d->dnn && n > 0 && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, is_bf16(L), &need) &&
            need <= d->scratch_cap;
 #else
     (void)L; (void)n;
@@ -216,7 +219,7 @@ static size_t conv_scratch(const larch_layer *L, int n)
     size_t s = gemm_scratch(d, n);
 #ifdef LARCH_HAVE_DNNL
     size_t need;
-    if (d->dnn && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, &need) && need > s) s = need;
+    if (d->dnn && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, is_bf16(L), &need) && need > s) s = need;
     d->scratch_cap = s;
 #endif
     return s;
@@ -303,7 +306,7 @@ static void conv_forward(larch_layer *L, const larch_pass *p)
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
     d->last_onednn = use_onednn(L, p->n);
 #ifdef LARCH_HAVE_DNNL
-    if (d->last_onednn && !larch_onednn_conv_forward(d->dnn, p->n, L->x[0], W, d->bias ? larch_layer_param(L, 1) : NULL, L->y,
+    if (d->last_onednn && !larch_onednn_conv_forward(d->dnn, p->n, is_bf16(L), L->x[0], W, d->bias ? larch_layer_param(L, 1) : NULL, L->y,
                                                      L->scratch))
         return;
     d->last_onednn = 0;                                                 // a failed primitive: the GEMM path
@@ -338,7 +341,7 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
         larch_channel_sums(L->dy, NULL, (size_t)p->n * ohw, d->cout, larch_layer_grad(L, 1), NULL, p->acc_grad);
 #ifdef LARCH_HAVE_DNNL
     if (p->n > 0 && use_onednn(L, p->n) &&
-        !larch_onednn_conv_backward(d->dnn, p->n, L->x[0], L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
+        !larch_onednn_conv_backward(d->dnn, p->n, is_bf16(L), L->x[0], L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
                                     L->need_dw ? dW : NULL, p->acc_grad, L->scratch))
         return;
 #endif
