@@ -17,11 +17,12 @@
  * and diff_dst, accumulate in float and write float dst, diff_src and
  * diff_weights, so larch's activations, gradients and master weights stay
  * float and only the three inputs of the products are rounded (nearest
- * even, like core/half.c and the bf16 GEMM). A pass first reorders x (and
- * dy) from float nhwc into bf16 nhwc in the scratch, and W into the
- * primitive's bf16 layout; the backward reorders x again rather than keeping
- * a bf16 copy per layer between the passes (the scratch is shared by every
- * layer). Plain nhwc for the bf16 tensors and float nhwc outputs written in
+ * even, like core/half.c and the bf16 GEMM). The forward reorders x from
+ * float nhwc into bf16 nhwc, into the caller's `xsave` (the layer's saved
+ * area) so that the backward-weights pass reads it again instead of
+ * converting x a second time; the backward reorders dy into the scratch
+ * once for both backward passes, and each pass W into the primitive's bf16
+ * layout. Plain nhwc for the bf16 tensors and float nhwc outputs written in
  * place measured fastest; letting the primitives pick blocked layouts
  * (nChw16c) added reorders that cost more than the kernels gained
  * (docs/performance.md, "bf16"). Where oneDNN has only its reference bf16
@@ -63,7 +64,7 @@ typedef struct {
     dnnl_memory_t m_w, m_wf, m_wb, m_dwp, m_dw, m_b;
     void *wf, *wb, *dwp;       /* owned buffers (NULL when not needed) */
     float *tmp_w;
-    size_t w_floats, sp_bytes, act_bytes, dx_floats;
+    size_t w_floats, sp_bytes, act_bytes, dx_floats, x_bytes;   /* x_bytes: the primitive's x (0: larch's own) */
     const char *impl;
 } entry_t;
 
@@ -235,6 +236,7 @@ static int entry_build(const larch_onednn_geom *g, entry_t *e, int n, int train,
         goto out;
     const dnnl_memory_desc_t wf = chosen(fpd, dnnl_query_weights_md), fsrc = chosen(fpd, dnnl_query_src_md),
                              fdst = chosen(fpd, dnnl_query_dst_md);
+    e->x_bytes = round64(dnnl_memory_desc_get_size(&fsrc));
     if (act_make(&e->x, &src, &fsrc, 1, attr, &acts) || act_make(&e->y, &dst, &fdst, 0, attr, &acts) ||
         mem_make(&e->m_w, &wuser) || mem_make(&e->m_wf, &wf) || (g->bias && mem_make(&e->m_b, &bias)))
         goto out;
@@ -311,7 +313,7 @@ static entry_t *find(const larch_onednn_conv *c, int n, int bf16)
     return NULL;
 }
 
-int larch_onednn_conv_prepare(larch_onednn_conv *c, int n, int train, int bf16, size_t *scratch_floats)
+int larch_onednn_conv_prepare(larch_onednn_conv *c, int n, int train, int bf16, size_t *scratch_floats, size_t *save_floats)
 {
     entry_t *e = find(c, n, bf16);
     if (e && e->state < 0) return -1;
@@ -339,6 +341,7 @@ int larch_onednn_conv_prepare(larch_onednn_conv *c, int n, int train, int bf16, 
 done:
     if (scratch_floats)
         *scratch_floats = (e->sp_bytes + e->act_bytes) / sizeof(float) + (e->train ? e->dx_floats : 0);
+    if (save_floats) *save_floats = e->x.prim ? e->x_bytes / sizeof(float) : 0;
     return 0;
 }
 
@@ -366,12 +369,14 @@ static int reorder(const prim_t *r, dnnl_memory_t from, dnnl_memory_t to, void *
 }
 
 /* The memory a primitive reads for input t, filled from the user's buf
- * (reordered into the activation area when the layouts differ); NULL on failure. */
-static dnnl_memory_t act_in(const entry_t *e, const act_t *t, const float *buf, char *scratch)
+ * (reordered into `into`, or the activation area when `into` is NULL, when
+ * the layouts differ; fill 0: `into` already holds it); NULL on failure. */
+static dnnl_memory_t act_in(const entry_t *e, const act_t *t, const float *buf, void *into, int fill, char *scratch)
 {
     if (set(t->user, buf)) return NULL;
     if (!t->prim) return t->user;
-    if (set(t->prim, scratch + e->sp_bytes + t->off) || reorder(&t->r, t->user, t->prim, scratch)) return NULL;
+    if (set(t->prim, into ? into : scratch + e->sp_bytes + t->off) || (fill && reorder(&t->r, t->user, t->prim, scratch)))
+        return NULL;
     return t->prim;
 }
 
@@ -395,13 +400,13 @@ static int weights_in(const entry_t *e, const prim_t *r, dnnl_memory_t m_prim, v
 }
 
 int larch_onednn_conv_forward(larch_onednn_conv *c, int n, int bf16, const float *x, const float *W, const float *bias,
-                              float *y, float *scratch)
+                              float *y, float *scratch, void *xsave)
 {
     entry_t *e = find(c, n, bf16);
     if (!e || e->state <= 0) return -1;
     char *s = (char *)scratch;
     dnnl_memory_t mx, my;
-    if (weights_in(e, &e->r_wf, e->m_wf, e->wf, W, s) || !(mx = act_in(e, &e->x, x, s)) || !(my = act_out(e, &e->y, y, s)))
+    if (weights_in(e, &e->r_wf, e->m_wf, e->wf, W, s) || !(mx = act_in(e, &e->x, x, xsave, 1, s)) || !(my = act_out(e, &e->y, y, s)))
         return -1;
     dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, mx}, {DNNL_ARG_WEIGHTS, e->m_wf}, {DNNL_ARG_DST, my}};
     int na = 3;
@@ -418,16 +423,16 @@ static void add_to(float *restrict dst, const float *restrict src, size_t count)
 }
 
 int larch_onednn_conv_backward(larch_onednn_conv *c, int n, int bf16, const float *x, const float *dy, const float *W,
-                               float *dx, int dx_acc, float *dW, int acc_grad, float *scratch)
+                               float *dx, int dx_acc, float *dW, int acc_grad, float *scratch, void *xsave, int xsaved)
 {
     entry_t *e = find(c, n, bf16);
     if (!e || e->state <= 0 || !e->train) return -1;
     char *s = (char *)scratch;
-    dnnl_memory_t mdy = act_in(e, &e->dy, dy, s), mx, mdx;
+    dnnl_memory_t mdy = act_in(e, &e->dy, dy, NULL, 1, s), mx, mdx;
     if (!mdy) return -1;
     if (dW) {
         float *wdst = acc_grad ? e->tmp_w : dW;                      /* user-layout destination */
-        if (!(mx = act_in(e, &e->x, x, s)) || (e->r_dw.p ? set(e->m_dwp, e->dwp) : set(e->m_dwp, wdst))) return -1;
+        if (!(mx = act_in(e, &e->x, x, xsave, !(xsave && xsaved), s)) || (e->r_dw.p ? set(e->m_dwp, e->dwp) : set(e->m_dwp, wdst))) return -1;
         dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, mx}, {DNNL_ARG_DIFF_DST, mdy}, {DNNL_ARG_DIFF_WEIGHTS, e->m_dwp}};
         if (exec(&e->bwd_w, 3, a, s)) return -1;
         if (e->r_dw.p && (set(e->m_dw, wdst) || reorder(&e->r_dw, e->m_dwp, e->m_dw, s))) return -1;

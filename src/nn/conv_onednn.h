@@ -36,20 +36,25 @@ void larch_onednn_conv_free(larch_onednn_conv *c);
  * and with `train` backward-data and backward-weights. Returns 0 and the
  * scratch floats the passes of n need, or -1 when oneDNN has no
  * implementation (in bf16 also: only its reference kernel; the caller uses
- * its own path; the failure is remembered, not retried). */
-int larch_onednn_conv_prepare(larch_onednn_conv *c, int n, int train, int bf16, size_t *scratch_floats);
+ * its own path; the failure is remembered, not retried). *save_floats (may
+ * be NULL): the size of the primitive's copy of x (bf16) that a forward can
+ * keep for the backward, 0 when the primitive reads larch's x itself (fp32). */
+int larch_onednn_conv_prepare(larch_onednn_conv *c, int n, int train, int bf16, size_t *scratch_floats, size_t *save_floats);
 
 /* y = conv(x, W) + bias (bias may be NULL when the geometry has none).
- * n must have been prepared. Returns 0, or -1 when a primitive failed. */
+ * n must have been prepared. xsave: NULL, or save_floats floats that
+ * receive the primitive's copy of x for the backward. Returns 0, or -1
+ * when a primitive failed. */
 int larch_onednn_conv_forward(larch_onednn_conv *c, int n, int bf16, const float *x, const float *W, const float *bias,
-                              float *y, float *scratch);
+                              float *y, float *scratch, void *xsave);
 
 /* Backward of a prepared training n: when dx != NULL, dx = (or += with
  * dx_acc) d/dx; when dW != NULL, dW = (or += with acc_grad) the weight
- * gradient. The bias gradient is the caller's (summed in double). Returns
- * 0, or -1 when a primitive failed. */
+ * gradient. The bias gradient is the caller's (summed in double). xsave:
+ * as in the forward; xsaved says the forward of this pass filled it (else
+ * x is converted into it again). Returns 0, or -1 when a primitive failed. */
 int larch_onednn_conv_backward(larch_onednn_conv *c, int n, int bf16, const float *x, const float *dy, const float *W,
-                               float *dx, int dx_acc, float *dW, int acc_grad, float *scratch);
+                               float *dx, int dx_acc, float *dW, int acc_grad, float *scratch, void *xsave, int xsaved);
 
 /* The implementation oneDNN picked for n's forward in precision bf16
  * ("brg_conv_fwd:avx512_core", "jit_bf16:avx512_core_bf16", "gemm:jit", ...),
