@@ -513,7 +513,10 @@ LARCH_API larch_status larch_model_plan(larch_model *m, int max_batch);
  *         compute precision, the master weights are the float buffer.
  *         bf16 keeps float's exponent range, so no loss scaling is needed.
  * Fails (LARCH_ERR_INVALID, saying why) when this build or CPU has no fast
- * bf16 matmul; the model is unchanged then. Any time between passes. */
+ * bf16 matmul; the model is unchanged then. Any time between passes; on a
+ * planned model a change of precision plans it again for the same batch
+ * (the layers' scratch differs: conv2d runs oneDNN's bf16 convolutions), so
+ * pointers into the previous activations are stale. */
 typedef enum { LARCH_PRECISION_FP32 = 0, LARCH_PRECISION_BF16 = 1 } larch_precision;
 LARCH_API larch_status larch_model_set_precision(larch_model *m, larch_precision p);
 LARCH_API larch_precision larch_model_precision(const larch_model *m);

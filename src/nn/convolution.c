@@ -24,7 +24,9 @@
  * size are made at plan time (scratch_size, for the planned batch) or at the
  * first pass of another batch size; a batch size whose primitives need more
  * scratch than was planned, or that oneDNN cannot run, takes the GEMM path,
- * which is always available.
+ * which is always available. In bf16 (larch_model_set_precision) the
+ * primitives are oneDNN's bf16 ones (float outputs and weight gradients);
+ * the GEMM path then runs the bf16 GEMM (larch_layer_gemm).
  */
 #include "nn/layers.h"
 #include "core/blas.h"
@@ -46,6 +48,7 @@ typedef struct {
 #ifdef LARCH_HAVE_DNNL
     larch_onednn_conv *dnn;      /* NULL: oneDNN unavailable for this layer   */
     size_t scratch_cap;          /* scratch floats planned for this layer     */
+    size_t save_cap;             /* L->saved floats for oneDNN's bf16 x       */
 #endif
 } conv_t;
 
@@ -178,6 +181,8 @@ static size_t gemm_scratch(const conv_t *d, int n)
 }
 
 #ifdef LARCH_HAVE_DNNL
+static int is_bf16(const larch_layer *L) { return L->model->precision == LARCH_PRECISION_BF16; }
+
 /* Under auto: the shapes where oneDNN was measured faster than im2col +
  * OpenBLAS (docs/performance.md): every conv layer timed so far. */
 static int onednn_wins(const conv_t *d, larch_shape in)
@@ -190,20 +195,25 @@ static int onednn_wanted(const larch_layer *L)
 {
     const conv_t *d = L->priv;
     larch_conv_backend b = larch_get_conv_backend();
-    if (L->model->precision == LARCH_PRECISION_BF16) return 0;   /* conv_onednn.c is float: bf16 takes the GEMM path */
     return b == LARCH_CONV_ONEDNN || (b == LARCH_CONV_AUTO && onednn_wins(d, L->in_shape[0]));
 }
 #endif
 
 /* Whether a pass of n runs oneDNN: wanted, the primitives exist (made here
- * at the first pass of n) and fit the planned scratch. */
-static int use_onednn(larch_layer *L, int n)
+ * at the first pass of n) and fit the planned scratch. *xsave: where the
+ * forward keeps the primitive's bf16 copy of x for the backward (the
+ * layer's saved area, when planned; NULL: the backward converts x again). */
+static int use_onednn(larch_layer *L, int n, void **xsave)
 {
+    *xsave = NULL;
 #ifdef LARCH_HAVE_DNNL
     conv_t *d = L->priv;
-    size_t need;
-    return d->dnn && n > 0 && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, &need) &&
-           need <= d->scratch_cap;
+    size_t need, save;
+    if (!(d->dnn && n > 0 && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, is_bf16(L), &need, &save) &&
+          need <= d->scratch_cap))
+        return 0;
+    if (save && save <= d->save_cap) *xsave = L->saved;
+    return 1;
 #else
     (void)L; (void)n;
     return 0;
@@ -216,10 +226,28 @@ static size_t conv_scratch(const larch_layer *L, int n)
     size_t s = gemm_scratch(d, n);
 #ifdef LARCH_HAVE_DNNL
     size_t need;
-    if (d->dnn && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, &need) && need > s) s = need;
+    if (d->dnn && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, is_bf16(L), &need, NULL) && need > s)
+        s = need;
     d->scratch_cap = s;
 #endif
     return s;
+}
+
+/* Saved between the passes: oneDNN's bf16 copy of x, when the weight
+ * gradient will read it (in fp32 the primitives read x itself). */
+static size_t conv_saved(const larch_layer *L, int n)
+{
+    size_t save = 0;
+#ifdef LARCH_HAVE_DNNL
+    conv_t *d = L->priv;
+    size_t need;
+    if (!(d->dnn && L->need_dw && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, is_bf16(L), &need, &save)))
+        save = 0;
+    d->save_cap = save;
+#else
+    (void)L; (void)n;
+#endif
+    return save;
 }
 
 int larch_conv_onednn_count(const larch_model *m, int *conv_layers)
@@ -301,10 +329,11 @@ static void conv_forward(larch_layer *L, const larch_pass *p)
     larch_shape in = L->in_shape[0];
     const float *W = larch_layer_param(L, 0);                          // (cout, K)
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
-    d->last_onednn = use_onednn(L, p->n);
+    void *xsave;
+    d->last_onednn = use_onednn(L, p->n, &xsave);
 #ifdef LARCH_HAVE_DNNL
-    if (d->last_onednn && !larch_onednn_conv_forward(d->dnn, p->n, L->x[0], W, d->bias ? larch_layer_param(L, 1) : NULL, L->y,
-                                                     L->scratch))
+    if (d->last_onednn && !larch_onednn_conv_forward(d->dnn, p->n, is_bf16(L), L->x[0], W, d->bias ? larch_layer_param(L, 1) : NULL, L->y,
+                                                     L->scratch, xsave))
         return;
     d->last_onednn = 0;                                                 // a failed primitive: the GEMM path
 #endif
@@ -337,9 +366,10 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
     if (L->need_dw && d->bias)                                          // db = sum over the n*oh*ow rows of dy
         larch_channel_sums(L->dy, NULL, (size_t)p->n * ohw, d->cout, larch_layer_grad(L, 1), NULL, p->acc_grad);
 #ifdef LARCH_HAVE_DNNL
-    if (p->n > 0 && use_onednn(L, p->n) &&
-        !larch_onednn_conv_backward(d->dnn, p->n, L->x[0], L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
-                                    L->need_dw ? dW : NULL, p->acc_grad, L->scratch))
+    void *xsave;                                                        // filled by this pass's forward when it ran oneDNN
+    if (p->n > 0 && use_onednn(L, p->n, &xsave) &&
+        !larch_onednn_conv_backward(d->dnn, p->n, is_bf16(L), L->x[0], L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
+                                    L->need_dw ? dW : NULL, p->acc_grad, L->scratch, xsave, d->last_onednn))
         return;
 #endif
     if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, cout * d->K * sizeof(float));
@@ -403,5 +433,5 @@ static void conv_destroy(larch_layer *L)
 
 const larch_layer_ops larch_conv2d_ops = {
     .type = "conv2d", .min_inputs = 1, .max_inputs = 1,
-    .setup = conv_setup, .scratch_size = conv_scratch, .init = conv_init, .forward = conv_forward,
+    .setup = conv_setup, .saved_size = conv_saved, .scratch_size = conv_scratch, .init = conv_init, .forward = conv_forward,
     .backward = conv_backward, .gemms = conv_gemms, .destroy = conv_destroy};

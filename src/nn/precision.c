@@ -15,7 +15,20 @@ larch_status larch_model_set_precision(larch_model *m, larch_precision p)
         larch_status s = larch_bf16_gemm_available();
         if (s) return s;
     }
+    if (p == m->precision) return LARCH_OK;
+    larch_precision was = m->precision;
     m->precision = p;
+    /* The layers' scratch depends on the precision (conv2d's oneDNN bf16
+     * primitives want bf16 copies of their inputs there): a planned model
+     * is planned again for the same batch, which also makes the primitives. */
+    if (m->arena) {
+        larch_status s = larch_model_plan(m, m->max_batch);
+        if (s) {
+            m->precision = was;
+            larch_model_plan(m, m->max_batch);   /* the old plan back, when memory allows; the error is s */
+            return s;
+        }
+    }
     return LARCH_OK;
 }
 
