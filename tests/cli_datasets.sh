@@ -52,13 +52,6 @@ else
 fi
 
 # ---- determinism over rank counts on the HDF5 path ----
-npy() {  # npy FILE DESCR SHAPE < data: a .npy version 1.0 file, header padded to 64 bytes
-  local dict="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
-  local len=$(( ${#dict} + 1 )) pad
-  pad=$(( (64 - (10 + len) % 64) % 64 )); len=$((len + pad))
-  { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))"
-    printf '%s%*s\n' "$dict" "$pad" ""; cat; } > "$1"
-}
 mkdir -p "$TMP/np"
 LC_ALL=C awk 'BEGIN { srand(7); for (i = 0; i < 384 * 192; i++) printf "%c", int(rand() * 256) }' > "$TMP/x.bin"
 LC_ALL=C awk 'BEGIN { for (i = 0; i < 384; i++) printf "%c", i % 4 }' > "$TMP/y.bin"

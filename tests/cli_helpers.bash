@@ -25,3 +25,10 @@ run() {
   timeout "${RUN_TIMEOUT:-300}" "$MPIEXEC" -n "$np" --oversubscribe "$LARCH" train "$CFG" --out "$out" "$@" > "$out.log" 2>&1
 }
 ck() { printf '%s/checkpoints/ckpt-%08d.h5' "$1" "$2"; }
+npy() {  # npy FILE DESCR SHAPE < data: a .npy version 1.0 file, header padded to 64 bytes
+  local dict="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
+  local len=$(( ${#dict} + 1 )) pad
+  pad=$(( (64 - (10 + len) % 64) % 64 )); len=$((len + pad))
+  { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))"
+    printf '%s%*s\n' "$dict" "$pad" ""; cat; } > "$1"
+}

@@ -88,13 +88,6 @@ expect 1 "classes = 3, but label set 0 has 4 classes" -- "$LARCH" train "$SRC/te
 
 # larch predict on a model with a center loss writes the logits (the last
 # model layer), not the appended loss_centers layer
-npy() {  # npy FILE DESCR SHAPE < data: a .npy version 1.0 file, header padded to 64 bytes
-  local dict="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
-  local len=$(( ${#dict} + 1 )) pad
-  pad=$(( (64 - (10 + len) % 64) % 64 )); len=$((len + pad))
-  { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))"
-    printf '%s%*s\n' "$dict" "$pad" ""; cat; } > "$1"
-}
 mkdir -p "$TMP/np"
 LC_ALL=C awk 'BEGIN { srand(3); for (i = 0; i < 48; i++) for (p = 0; p < 128; p++) printf "%c", int(rand() * 255) }' > "$TMP/x.bin"
 LC_ALL=C awk 'BEGIN { for (i = 0; i < 48; i++) printf "%c", i % 4 }' > "$TMP/y.bin"

@@ -12,13 +12,6 @@
 #   checkpoint, a checkpoint of another model, usage.
 . "$(dirname "$0")/cli_helpers.bash"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-npy() {  # npy FILE DESCR SHAPE < data: a .npy version 1.0 file, header padded to 64 bytes
-  local dict="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
-  local len=$(( ${#dict} + 1 )) pad
-  pad=$(( (64 - (10 + len) % 64) % 64 )); len=$((len + pad))
-  { printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))"
-    printf '%s%*s\n' "$dict" "$pad" ""; cat; } > "$1"
-}
 # images whose mean brightness of channel (label % 3) is raised: learnable in a few steps
 mkdir -p "$TMP/np" "$TMP/np6"
 LC_ALL=C awk 'BEGIN { srand(3); for (i = 0; i < 160; i++) for (p = 0; p < 64; p++) for (c = 0; c < 3; c++)
