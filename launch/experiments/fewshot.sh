@@ -62,7 +62,7 @@ for SPEC in "${CONFIGS[@]}"; do
     TRAINED[$CFG]=$(train "$CFG" "$OUT/runs/$NAME")
   fi
   CKPT=${TRAINED[$CFG]}
-  TEST=$(grep '"split": "test"' "$OUT/runs/$NAME/metrics.jsonl" | tail -1)
+  TEST=$(grep '"split": "test"' "$OUT/runs/$NAME/metrics.jsonl" | grep -v '"accuracy": null' | tail -1)   # the classifier's task
   SEEN_ACC=$(field accuracy "$TEST")
   for SHOT in 1 5; do
     for AUG in 1 "$AUGMENT"; do
