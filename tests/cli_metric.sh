@@ -79,6 +79,14 @@ out=$(LARCH_FAULT=1:5:hook timeout 60 "$MPIEXEC" -n 2 --oversubscribe -x LARCH_F
 [ "$st" -eq 1 ] && grep -q "rank 1: .*injected fault: hook failed at step 5" <<<"$out" \
   && pass "a failed gather on rank 1 ends both ranks with its message" || fail "gather fault: exit $st: $(tail -3 <<<"$out")"
 
+# a rank that fails as evaluation starts (before the evaluation's gathers)
+# ends every rank too, instead of leaving the others in a gather
+out=$(LARCH_FAULT=1:6:eval timeout 60 "$MPIEXEC" -n 2 --oversubscribe -x LARCH_FAULT "$LARCH" train "$CFG" \
+      --out "$TMP/efault" --set train.max_steps=6 --set train.eval_every=6 2>&1); st=$?
+[ "$st" -eq 1 ] && grep -q "injected fault: eval failed at step 6" <<<"$out" \
+  && pass "a failure on rank 1 as evaluation starts ends both ranks with its message" \
+  || fail "eval fault with a global-batch loss: exit $st (124: hung): $(tail -3 <<<"$out")"
+
 # errors and warnings
 expect 1 "train.accumulate = 2: a global-batch loss" -- timeout 60 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --set train.accumulate=2 --out "$TMP/o"
 expect 0 "" -- timeout 60 "$LARCH" train "$CFG" --set train.accumulate=2 --set loss.0.global=false --set train.max_steps=2 --out "$TMP/o2"

@@ -558,6 +558,10 @@ static larch_status evaluate(run_t *r, double *vals)
     double t0 = larch_comm_wtime();
     larch_status bs = average_buffers(r);
     if (!bs) bs = larch_comm_fault(r->comm, "eval");
+    /* A global-batch loss gathers in every batch below: a rank that failed
+     * above must not skip those gathers while the others enter them, so the
+     * ranks agree first whether to score at all. */
+    if (gathers_in_eval(m)) bs = larch_comm_check(r->comm, bs);
     larch_loader_seek(r->eval_loader, 0, 0);
     int steps = larch_loader_steps(r->eval_loader);
     for (int s = 0; !bs && s < steps; s++) {
