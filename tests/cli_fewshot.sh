@@ -91,6 +91,7 @@ expect 1 "needs 105 images of each class, but class 4 has" -- "$LARCH" "${FS[@]}
 expect 1 "--k 7: an episode has only 6 support images" -- "$LARCH" "${FS[@]}" --fewshot 3,2 --method knn --k 7
 expect 1 "--classes: class list '4-x': the range at '-x' has no end" -- "$LARCH" "${FS[@]}" --fewshot 3,2 --classes 4-x
 expect 2 "--fewshot 5: expected N,K" -- "$LARCH" "${FS[@]}" --fewshot 5
+expect 2 "N x K <= 65536" -- "$LARCH" "${FS[@]}" --fewshot 100,1000
 expect 2 "give one of --fewshot N,K and --zeroshot TABLE" -- "$LARCH" "${FS[@]}"
 expect 2 "--method mean: expected prototype or knn" -- "$LARCH" "${FS[@]}" --fewshot 3,2 --method mean
 expect 2 "--distance manhattan: expected euclidean or cosine" -- "$LARCH" "${FS[@]}" --fewshot 3,2 --distance manhattan

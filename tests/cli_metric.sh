@@ -88,6 +88,7 @@ out=$(LARCH_FAULT=1:6:eval timeout 60 "$MPIEXEC" -n 2 --oversubscribe -x LARCH_F
   || fail "eval fault with a global-batch loss: exit $st (124: hung): $(tail -3 <<<"$out")"
 
 # errors and warnings
+expect 1 "eps" -- "$LARCH" config "$CFG" --set model.7.eps=0          # 1 / sqrt(0) on a zero row
 expect 1 "train.accumulate = 2: a global-batch loss" -- timeout 60 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --set train.accumulate=2 --out "$TMP/o"
 expect 0 "" -- timeout 60 "$LARCH" train "$CFG" --set train.accumulate=2 --set loss.0.global=false --set train.max_steps=2 --out "$TMP/o2"
 expect 0 "loss.0.temperature is ignored: it applies to type supcon only" -- timeout 60 "$LARCH" train "$CFG" --set loss.0.temperature=0.5 --set train.max_steps=1 --out "$TMP/o3"

@@ -321,7 +321,7 @@ typedef struct larch_norm_opts {
 
 /* l2norm: y = x / sqrt(||x||^2 + eps) per sample over all its features. */
 typedef struct larch_l2norm_opts {
-    float eps;                /* added to the squared norm, 0..1 (1e-12)     */
+    float eps;                /* added to the squared norm, 1e-30..1 (1e-12) */
 } larch_l2norm_opts;
 #define LARCH_L2NORM_DEFAULTS {.eps = 1e-12f}
 
@@ -330,7 +330,7 @@ typedef struct larch_l2norm_opts {
  * outputs are the cosine logits that the arcface loss scores. */
 typedef struct larch_cosine_opts {
     int units;                /* required: output features (classes), 1..2^24 */
-    float eps;                /* added to the squared norms, 0..1 (1e-12)    */
+    float eps;                /* added to the squared norms, 1e-30..1 (1e-12) */
 } larch_cosine_opts;
 #define LARCH_COSINE_DEFAULTS {.units = 0, .eps = 1e-12f}
 

@@ -95,13 +95,15 @@ static int parse(int argc, char **argv, args_t *a)
         else if (!strcmp(o, "--fewshot")) {
             char *end, *end2;
             long n = strtol(v, &end, 10), k = *end == ',' ? strtol(end + 1, &end2, 10) : -1;
-            if (*end != ',' || end2 == end + 1 || *end2 || n < 2 || n > MAX_CLASSES || k < 1 || k > 100000) {
-                fprintf(stderr, "larch eval: --fewshot %s: expected N,K (N-way K-shot: 2 <= N, 1 <= K), e.g. 5,1\n", v);
+            /* the episode code keeps per-episode arrays of N x K and K + Q entries on the stack: bounded here */
+            if (*end != ',' || end2 == end + 1 || *end2 || n < 2 || n > MAX_CLASSES || k < 1 || k > 10000 || n * k > 65536) {
+                fprintf(stderr, "larch eval: --fewshot %s: expected N,K (N-way K-shot: 2 <= N <= %d, 1 <= K <= 10000, "
+                        "N x K <= 65536), e.g. 5,1\n", v, MAX_CLASSES);
                 return 2;
             }
             a->fewshot = 1, a->way = (int)n, a->shot = (int)k;
         } else if (!strcmp(o, "--episodes")) { if ((x = int_arg(o, v, 1, 10000000)) < 0) return 2; a->episodes = (int)x; }
-        else if (!strcmp(o, "--queries")) { if ((x = int_arg(o, v, 1, 100000)) < 0) return 2; a->queries = (int)x; }
+        else if (!strcmp(o, "--queries")) { if ((x = int_arg(o, v, 1, 10000)) < 0) return 2; a->queries = (int)x; }
         else if (!strcmp(o, "--k")) { if ((x = int_arg(o, v, 1, 100000)) < 0) return 2; a->k = (int)x; }
         else if (!strcmp(o, "--augment")) { if ((x = int_arg(o, v, 1, 1000)) < 0) return 2; a->augment = (int)x; }
         else if (!strcmp(o, "--batch")) { if ((x = int_arg(o, v, 1, 1 << 20)) < 0) return 2; a->batch = (int)x; }
@@ -170,8 +172,13 @@ static larch_status embed(larch_model *m, const larch_dataset *ds, int node, int
         o.flip = aug->flip, o.crop_pad = aug->crop_pad, o.resized_crop = aug->resized_crop, o.scale_lo = aug->scale[0],
         o.scale_hi = aug->scale[1], o.ratio_lo = aug->ratio[0], o.ratio_hi = aug->ratio[1];
     larch_loader *l = NULL;
-    larch_status s = larch_loader_create(&l, ds, &o);
-    if (s) return s;
+    /* every rank learns whether any loader failed before the sum below, so
+     * none is left in the sum alone */
+    larch_status s = larch_comm_check(comm, larch_loader_create(&l, ds, &o));
+    if (s) {
+        larch_loader_free(l);
+        return s;
+    }
     larch_loader_seek(l, epoch, 0);
     int steps = larch_loader_steps(l);
     for (int k = 0; k < steps; k++) {
@@ -364,7 +371,7 @@ int larch_cmd_eval_embedding(int argc, char **argv)
     if (!s && a.augment > 1 && (!(Esup = calloc((size_t)h.n * d + 1, sizeof *Esup)) || !(tmp = malloc(((size_t)h.n * d + 1) * sizeof *tmp))))
         s = larch_fail(LARCH_ERR_NOMEM, "support embeddings (%d x %d)", h.n, d);
     s = larch_comm_check(&comm, s);
-    if (!s) s = larch_model_plan(m, batch);
+    if (!s) s = larch_comm_check(&comm, larch_model_plan(m, batch));   /* embed() sums across ranks */
     if (!s) s = embed(m, &h, node, batch, &comm, seed, 0, &aug, E);
     s = larch_comm_check(&comm, s);
     for (int t = 1; !s && t < a.augment; t++) {

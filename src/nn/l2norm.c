@@ -51,7 +51,7 @@ typedef struct { int d; float eps; } l2norm_t;
 static larch_status l2norm_setup(larch_layer *L, const void *opts)
 {
     const larch_l2norm_opts o = opts ? *(const larch_l2norm_opts *)opts : (larch_l2norm_opts)LARCH_L2NORM_DEFAULTS;
-    larch_status s = larch_check_float(L, "eps", o.eps, 0, 1);
+    larch_status s = larch_check_float(L, "eps", o.eps, 1e-30f, 1);
     if (s) return s;
     l2norm_t *t = calloc(1, sizeof *t);
     if (!t) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
@@ -92,7 +92,7 @@ static larch_status cosine_setup(larch_layer *L, const void *opts)
 {
     const larch_cosine_opts o = opts ? *(const larch_cosine_opts *)opts : (larch_cosine_opts)LARCH_COSINE_DEFAULTS;
     larch_status s;
-    if ((s = larch_check_int(L, "units", o.units, 1, 1 << 24)) || (s = larch_check_float(L, "eps", o.eps, 0, 1)))
+    if ((s = larch_check_int(L, "units", o.units, 1, 1 << 24)) || (s = larch_check_float(L, "eps", o.eps, 1e-30f, 1)))
         return s;
     cosine_t *c = calloc(1, sizeof *c);
     if (!c) return larch_fail(LARCH_ERR_NOMEM, "out of memory");

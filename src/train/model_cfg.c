@@ -138,7 +138,7 @@ static larch_status gn_from(const larch_node *n, void *out)
 }
 
 static const larch_key l2norm_keys[] = {
-    {"eps", LARCH_T_FLOAT, "1e-12", 0, 1, NULL, NULL, "added to the squared norm: y = x / sqrt(||x||^2 + eps)"},
+    {"eps", LARCH_T_FLOAT, "1e-12", 1e-30, 1, NULL, NULL, "added to the squared norm: y = x / sqrt(||x||^2 + eps)"},
     {0}};
 static larch_status l2norm_from(const larch_node *n, void *out)
 {
@@ -148,7 +148,7 @@ static larch_status l2norm_from(const larch_node *n, void *out)
 
 static const larch_key cosine_keys[] = {
     {"units", LARCH_T_INT, NULL, 1, 1 << 24, NULL, NULL, "output features (classes): cosines to normalized weight rows"},
-    {"eps", LARCH_T_FLOAT, "1e-12", 0, 1, NULL, NULL, "added to the squared norms"},
+    {"eps", LARCH_T_FLOAT, "1e-12", 1e-30, 1, NULL, NULL, "added to the squared norms"},
     {0}};
 static larch_status cosine_from(const larch_node *n, void *out)
 {
