@@ -20,7 +20,7 @@ SRC=${1:?usage: layout_deps.sh SRC}
 # The intended order: a folder may include only from folders before it.
 # datasets/ (top level: the converters of `larch data convert`) sits
 # between the library and the program that links them.
-ORDER=(core nn optim parallel data io train datasets cli)
+ORDER=(core nn optim parallel data io train compress datasets cli)
 
 # public header -> the folder that implements it
 declare -A PUBLIC=(
@@ -31,6 +31,7 @@ declare -A PUBLIC=(
   [data.h]=data
   [cfg.h]=io [checkpoint.h]=io [safetensors.h]=io
   [model_cfg.h]=train [optim_cfg.h]=train [train.h]=train
+  [compress.h]=compress
   [larch.h]=umbrella
 )
 

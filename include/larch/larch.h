@@ -15,4 +15,5 @@
 #include "larch/checkpoint.h"
 #include "larch/safetensors.h"
 #include "larch/train.h"
+#include "larch/compress.h"
 #endif
