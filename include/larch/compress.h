@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include "larch/cfg.h"
+#include "larch/comm.h"
 #include "larch/data.h"
 #include "larch/error.h"
 
@@ -70,22 +71,25 @@ LARCH_API const larch_compress_method *larch_compress_find(const char *name);
 LARCH_API larch_status larch_compress_parse(const char *spec, const larch_compress_method **method,
                                             larch_node **opts);
 
-/* Measures one model (config + checkpoint) in this process: parameters,
- * nonzero parameters, bytes of the checkpoint on disk, test accuracy and
- * loss (first task), inference throughput at batch `batch` and latency at
- * batch 1 (median over `reps` passes, after warm-up), with `threads`
- * threads (0: the config's train.threads rule). */
+/* Measures one model (config + checkpoint), collective over c (a larch
+ * compress run uses one rank): parameters, nonzero parameters, bytes of the
+ * checkpoint on disk, test accuracy and loss of the first loss (when
+ * test_set is not NULL), inference throughput at batch `batch` (samples/s of
+ * an eval-mode forward: batch / the median time of `reps` passes, after
+ * warm-up) and latency at batch 1 (the median of `reps` passes), with
+ * `threads` threads (0: keep the current count). */
 typedef struct larch_compress_stats {
     long params, nonzero;
     long long file_bytes;
-    double accuracy, loss;
+    double accuracy, loss;           /* NaN without a test set                          */
+    long test_samples;
     double samples_per_s;            /* eval-mode forward, batch `batch`                */
     double latency_ms;               /* eval-mode forward, batch 1, median              */
     int batch;
     char kernels[128];               /* what ran the products: "openblas fp32", "onednn int8", ... */
 } larch_compress_stats;
 
-LARCH_API larch_status larch_compress_measure(const larch_node *cfg, const char *checkpoint,
+LARCH_API larch_status larch_compress_measure(const larch_comm *c, const larch_node *cfg, const char *checkpoint,
                                               const larch_dataset *test_set, int batch, int reps,
                                               int threads, larch_compress_stats *st);
 
