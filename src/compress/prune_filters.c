@@ -33,6 +33,8 @@ const larch_key larch_structured_keys[] = {
     {"norm", LARCH_T_ENUM, "l2", 0, 0, "l2|l1", NULL, "norm of each filter's/neuron's weights that ranks them"},
     {"layers", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL,
      "layers to prune (default: every conv2d and dense that can be, but not one that feeds a loss)"},
+    {"multiple", LARCH_T_INT, "1", 1, 1024, NULL, NULL,
+     "kept counts are rounded down to a multiple of this (vector-friendly widths; at least one multiple)"},
     {0}};
 
 /* A layer being pruned and what its output reaches. */
@@ -124,9 +126,11 @@ static double macs_with(const larch_model *m, const target *t, int nt, const int
     return total;
 }
 
-static int count_for(double f, int C)
+static int count_for(double f, int C, int mult)
 {
     int k = (int)lround(f * C);
+    if (mult > 1) k = k / mult * mult;
+    if (k < mult) k = mult;
     return k < 1 ? 1 : k > C ? C : k;
 }
 
@@ -175,6 +179,7 @@ larch_status larch_compress_structured(const larch_compress_src *src, larch_node
     if (s) { larch_node_free(opts); return s; }
     double keep = larch_cfg_float(opts, "keep"), flops = larch_cfg_float(opts, "flops");
     int l1 = !strcmp(larch_cfg_str(opts, "norm"), "l1");
+    int mult = (int)larch_cfg_int(opts, "multiple");
     const char **names = NULL;
     int n_names = larch_rw_opt_layers(opts, &names);
 
@@ -248,27 +253,27 @@ larch_status larch_compress_structured(const larch_compress_src *src, larch_node
     if (!cnt) { s = larch_fail(LARCH_ERR_NOMEM, "out of memory"); goto done; }
     const double macs0 = larch_rw_macs(m);
     if (keep > 0) {
-        for (int j = 0; j < nt; j++) cnt[j] = count_for(keep, t[j].C);
+        for (int j = 0; j < nt; j++) cnt[j] = count_for(keep, t[j].C, mult);
     } else {
         /* the largest uniform fraction whose multiply-adds fit the target */
-        for (int j = 0; j < nt; j++) cnt[j] = 1;
+        for (int j = 0; j < nt; j++) cnt[j] = count_for(0, t[j].C, mult);
         if (macs_with(m, t, nt, cnt) > flops * macs0) {
             double least = macs_with(m, t, nt, cnt) / macs0;
             free(cnt);
-            s = larch_fail(LARCH_ERR_INVALID, "structured: flops=%g is out of reach: with one channel left in each of the %d pruned layers "
-                           "the model still needs %.3f of its multiply-adds", flops, nt, least);
+            s = larch_fail(LARCH_ERR_INVALID, "structured: flops=%g is out of reach: with the fewest channels (%d) left in each of the %d pruned layers "
+                           "the model still needs %.3f of its multiply-adds", flops, mult, nt, least);
             goto done;
         }
         double lo = 0, hi = 1;
         for (int it = 0; it < 50; it++) {
             double mid = 0.5 * (lo + hi);
-            for (int j = 0; j < nt; j++) cnt[j] = count_for(mid, t[j].C);
+            for (int j = 0; j < nt; j++) cnt[j] = count_for(mid, t[j].C, mult);
             if (macs_with(m, t, nt, cnt) <= flops * macs0) lo = mid;
             else hi = mid;
         }
-        for (int j = 0; j < nt; j++) cnt[j] = count_for(lo, t[j].C);
-        if (macs_with(m, t, nt, cnt) > flops * macs0)   /* lo = 0 left: one each (checked above) */
-            for (int j = 0; j < nt; j++) cnt[j] = 1;
+        for (int j = 0; j < nt; j++) cnt[j] = count_for(lo, t[j].C, mult);
+        if (macs_with(m, t, nt, cnt) > flops * macs0)   /* lo = 0 left: the fewest (checked above) */
+            for (int j = 0; j < nt; j++) cnt[j] = count_for(0, t[j].C, mult);
     }
     for (int j = 0; j < nt; j++) {
         ranked *r = malloc((size_t)t[j].C * sizeof *r);
