@@ -318,6 +318,31 @@ static void test_structured_refusals(void)
     larch_node *cnn = load_text("cnn2.yaml", CNN);
     CHECK_FAIL(run("structured", cnn, ckpt, "x", &out), LARCH_ERR_SHAPE, "out.weight has shape");
     larch_node_free(cnn);
+    /* only a and b (skipped) and the output layer: nothing to prune */
+    larch_node *none = larch_node_clone(cfg);
+    CHECK_OK(larch_cfg_set(none, "model.3.units=4"));
+    larch_node *nl = larch_run_layers(none);
+    for (int k = 4; k < nl->n; k++) larch_node_free(nl->items[k]);
+    nl->n = 4;
+    larch_node *nonecfg = NULL;
+    char npath[400];
+    snprintf(npath, sizeof npath, "%s/none.yaml", dir);
+    CHECK_OK(larch_cfg_save(none, npath));
+    CHECK_OK(larch_run_load(npath, NULL, 0, &nonecfg));
+    larch_model *nmod = NULL;
+    if (nonecfg) CHECK_OK(larch_rw_build(nonecfg, &nmod));
+    if (nmod) {
+        char nck[4200];
+        save_model(nonecfg, nmod, "none", nck, sizeof nck);
+        CHECK_FAIL(run("structured", nonecfg, nck, "x", &out), LARCH_ERR_INVALID, "no layer of the model can be pruned; first: structured: layer 'a'");
+        larch_model_free(nmod);
+    }
+    larch_node_free(nonecfg);
+    larch_node_free(none);
+    larch_node *renamed = larch_node_clone(cfg);
+    CHECK_OK(larch_cfg_set(renamed, "model.3.name=fc9"));
+    CHECK_FAIL(run("structured", renamed, ckpt, "x", &out), LARCH_ERR_FORMAT, "2 tensor(s) missing (fresh    fc9.weight");
+    larch_node_free(renamed);
     larch_model_free(m);
     larch_node_free(cfg);
 }

@@ -187,7 +187,7 @@ larch_status larch_compress_structured(const larch_compress_src *src, larch_node
     larch_node *cfg = NULL;
     target *t = NULL;
     int *chain = NULL, *in_sel = NULL, nt = 0;
-    char skipped[256] = "";
+    char skipped[256] = "", why[256] = "";
     if (n_names < 0) s = larch_fail(LARCH_ERR_NOMEM, "out of memory");
     else if (keep > 0 && flops > 0) s = larch_fail(LARCH_ERR_INVALID, "structured: give keep or flops, not both");
     if (!s && keep == 0 && flops == 0) keep = 0.5;
@@ -225,12 +225,16 @@ larch_status larch_compress_structured(const larch_compress_src *src, larch_node
             s = a;
             goto done;
         } else if (!larch_rw_node_scored(m, i + 1)) {   /* (an output layer is not a candidate) */
+            if (!why[0]) snprintf(why, sizeof why, "%s", larch_errmsg());
             size_t len = strlen(skipped);
             if (len + strlen(L->name) + 4 < sizeof skipped) snprintf(skipped + len, sizeof skipped - len, "%s%s", len ? ", " : "", L->name);
         }
         free(trial);
     }
-    if (nt == 0) { s = larch_fail(LARCH_ERR_INVALID, "structured: no layer of the model can be pruned (skipped: %s)", skipped[0] ? skipped : "none"); goto done; }
+    if (nt == 0) {
+        s = larch_fail(LARCH_ERR_INVALID, "structured: no layer of the model can be pruned%s%s", why[0] ? "; first: " : "", why);
+        goto done;
+    }
 
     /* rank each target's channels */
     for (int j = 0; j < nt; j++) {

@@ -268,7 +268,8 @@ larch_status larch_rw_write(larch_node *cfg, const larch_model *m, const char *o
     /* the config as a run reads it: validated, defaults filled in */
     if (!s) s = larch_run_load(out->config_path, NULL, 0, &out->cfg);
     if (!s) s = save_as(out->checkpoint, m, out->cfg);
-    if (s) {
+    if (s) {   /* nothing half-written stays */
+        remove(out->config_path);
         larch_node_free(out->cfg);
         out->cfg = NULL;
     }
