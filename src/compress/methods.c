@@ -8,6 +8,10 @@
 #include <string.h>
 
 static const larch_compress_method methods[] = {
+    {"structured", "remove conv2d filters / dense neurons of smallest weight norm and shrink the layers: "
+                   "keep=0.5 | flops=F, norm=l2|l1, layers=[...]", larch_structured_keys, larch_compress_structured, 0},
+    {"svd", "truncated-SVD factorization of dense (and listed conv2d) layers into two: "
+            "rank=R | energy=E | size=0.5, layers=[...], force=false", larch_svd_keys, larch_compress_svd, 0},
     {0}
 };
 

@@ -5,4 +5,13 @@
 
 #include "larch/compress.h"
 
+/* structured pruning of conv2d filters and dense neurons (prune_filters.c) */
+extern const larch_key larch_structured_keys[];
+larch_status larch_compress_structured(const larch_compress_src *src, larch_node *opts, const char *out_base,
+                                       larch_compress_out *out);
+/* truncated-SVD factorization of dense and conv2d layers (factorize.c) */
+extern const larch_key larch_svd_keys[];
+larch_status larch_compress_svd(const larch_compress_src *src, larch_node *opts, const char *out_base,
+                                larch_compress_out *out);
+
 #endif
