@@ -4,6 +4,7 @@
  * checkpoint bytes, test accuracy, inference samples/s at batch 256 and
  * latency at batch 1 (docs/compression.md). One process. */
 #include "cli/cli.h"
+#include "compress/rewrite.h"
 #include "core/fs.h"
 #include "core/threads.h"
 #include "larch/larch.h"
@@ -230,6 +231,26 @@ int larch_cmd_compress(int argc, char **argv)
             snprintf(dir, sizeof dir, "runs/%.*s/compress", (int)(dot ? dot - base : (long)strlen(base)), base);
         }
         if (n_methods) s = larch_mkdir_p(dir);
+    }
+    /* The original as a model file like the methods write (parameters and
+     * buffers, no optimizer state), so that the bytes compare like with like. */
+    if (!s && n_methods) {
+        larch_model *om = NULL;
+        larch_node *ocfg = larch_node_clone(cfg);
+        larch_compress_out o;
+        memset(&o, 0, sizeof o);
+        char base[4200];
+        snprintf(base, sizeof base, "%s/original", dir);
+        if (!ocfg) s = larch_fail(LARCH_ERR_NOMEM, "config");
+        if (!s) s = larch_rw_load(ocfg, ckpt, &om);
+        if (!s) s = larch_rw_write(ocfg, om, base, &o);
+        if (!s) {
+            printf("compress: original: the model of %s without optimizer state -> %s\n", ckpt, o.checkpoint);
+            snprintf(e[0].ckpt, sizeof e[0].ckpt, "%s", o.checkpoint);
+        }
+        larch_node_free(o.cfg);
+        larch_node_free(ocfg);
+        larch_model_free(om);
     }
     larch_compress_src src = {.cfg = cfg, .checkpoint = ckpt, .train_set = &train};
     for (int k = 0; !s && k < n_methods; k++) {
