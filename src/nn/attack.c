@@ -92,6 +92,8 @@ larch_status larch_attack_ws_create(larch_attack_ws **out, const larch_model *m,
     return LARCH_OK;
 }
 
+int larch_attack_node(const larch_model *m) { return m->n_losses > 0 ? m->losses[0].node : m->n_layers; }
+
 int32_t larch_attack_target(uint64_t seed, uint32_t index, int32_t label, int classes)
 {
     if (classes < 2) return label;

@@ -72,6 +72,9 @@ float larch_attack_step_size(const larch_attack_opts *o);
 larch_status larch_attack_run(larch_model *m, larch_attack_ws *ws, const larch_batch *b, const larch_attack_opts *o,
                               float *x_adv, int32_t *pred, int32_t *target);
 
+/* The node whose outputs give loss 0's predictions (argmax: the class). */
+int larch_attack_node(const larch_model *m);
+
 /* The class a targeted attack aims sample `index` at: uniform over the
  * classes other than `label`. */
 int32_t larch_attack_target(uint64_t seed, uint32_t index, int32_t label, int classes);
