@@ -177,22 +177,24 @@ static int plot_grid(const char *png, const char *title, const float *clean_u, c
     FILE *d = open_memstream(&data, &len);
     if (!d) return 1;
     const int gap = 2, W = 3 * s.w + 2 * gap, Hh = n * s.h + (n - 1) * gap;
-    for (int i = 0; i < n; i++)
-        for (int col = 0; col < 3; col++)
-            for (int yy = 0; yy < s.h; yy++)
-                for (int xx = 0; xx < s.w; xx++) {
-                    int rgb[3];
-                    for (int c = 0; c < 3; c++) {
-                        int ch = s.c == 3 ? c : 0;
-                        size_t j = (((size_t)i * s.h + yy) * s.w + xx) * s.c + ch;
-                        float v = col == 0 ? clean_u[j] : col == 1 ? adv_u[j]
-                                : 0.5f + (adv_u[j] - clean_u[j]) / (2.0f * (eps > 0 ? eps : 1.0f));
-                        v = v < 0 ? 0 : v > 1 ? 1 : v;
-                        rgb[c] = (int)lrintf(255.0f * v);
-                    }
-                    fprintf(d, "%d %d %d %d %d\n", col * (s.w + gap) + xx, Hh - 1 - (i * (s.h + gap) + yy),
-                            rgb[0], rgb[1], rgb[2]);
+    /* row-major over the whole picture (gnuplot's rgbimage wants a regular grid), white gaps */
+    for (int Y = Hh - 1; Y >= 0; Y--) {
+        int i = Y / (s.h + gap), yy = Y % (s.h + gap);
+        for (int X = 0; X < W; X++) {
+            int col = X / (s.w + gap), xx = X % (s.w + gap);
+            int rgb[3] = {255, 255, 255};
+            if (yy < s.h && xx < s.w)
+                for (int c = 0; c < 3; c++) {
+                    int ch = s.c == 3 ? c : 0;
+                    size_t j = (((size_t)i * s.h + yy) * s.w + xx) * s.c + ch;
+                    float v = col == 0 ? clean_u[j] : col == 1 ? adv_u[j]
+                            : 0.5f + (adv_u[j] - clean_u[j]) / (2.0f * (eps > 0 ? eps : 1.0f));
+                    v = v < 0 ? 0 : v > 1 ? 1 : v;
+                    rgb[c] = (int)lrintf(255.0f * v);
                 }
+            fprintf(d, "%d %d %d %d %d\n", X, Hh - 1 - Y, rgb[0], rgb[1], rgb[2]);
+        }
+    }
     fprintf(d, "e\n");
     fclose(d);
     snprintf(head, sizeof head, "set terminal pngcairo size %d,%d\nset output '%s'\nset title '%s' noenhanced\n"

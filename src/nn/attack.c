@@ -228,7 +228,8 @@ larch_status larch_attack_run(larch_model *m, larch_attack_ws *ws, const larch_b
     memset(ws->done, 0, (size_t)(n > 0 ? n : 1));
     for (int i = 0; i < m->n_layers; i++) { ws->need_dw[i] = m->layers[i]->need_dw; m->layers[i]->need_dw = 0; }
     const int fgsm = o->method == LARCH_ATTACK_FGSM;
-    const int steps = fgsm ? 1 : o->steps, restarts = fgsm ? 1 : o->restarts;
+    const int moves = o->eps > 0.0f;                   /* eps 0: the clean inputs, one scoring forward */
+    const int steps = !moves ? 0 : fgsm ? 1 : o->steps, restarts = fgsm || !moves ? 1 : o->restarts;
     const float alpha = larch_attack_step_size(o);
     const int rand0 = o->random_start && o->eps > 0.0f;
     larch_pass p = {n, o->train, o->seed, o->step, b->sample0, 0, o->comm};
