@@ -64,8 +64,88 @@ static double mean_loss(larch_model *m, float *x, int32_t *y, int n)
     return larch_model_loss(m, &b, 0.0f, NULL) / n;
 }
 
+/* TRADES: L(theta) = sum CE(f(x), y) + beta sum KL(softmax f(x) || softmax f(x')) */
+static double trades_value(larch_model *m, larch_attack_ws *ws, const larch_batch *b, const larch_batch *ba, float beta)
+{
+    larch_pass p = {.n = b->n};
+    larch_model_forward(m, b, &p);
+    larch_trades_keep_clean(m, ws, b->n);
+    larch_model_forward(m, ba, &p);
+    double kl = larch_trades_adv_grad(m, ws, b->n, 0.0f);
+    larch_model_forward(m, b, &p);
+    return larch_model_loss(m, b, 0.0f, NULL) + beta * kl;
+}
+
+static void trades_case(void)
+{
+    larch_node *layers = NULL;
+    larch_model *m = NULL;
+    CHECK_OK(larch_cfg_parse("- {type: dense, units: 6}\n- {type: tanh}\n- {type: dense, units: 3}\n", "<t>", &layers));
+    CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 4}, layers, NULL, NULL, 9));
+    larch_node_free(layers);
+    if (!m) return;
+    larch_model_set_input_grad(m, 1);
+    CHECK_OK(larch_model_plan(m, 5));
+    larch_attack_ws *ws = NULL;
+    CHECK_OK(larch_attack_ws_create(&ws, m, 5));
+    CHECK_OK(larch_trades_check(m));
+    float x[20], xa[20];
+    int32_t y[5] = {0, 1, 2, 1, 0};
+    larch_rng r;
+    larch_rng_init(&r, 4, LARCH_RNG_USER, 0, 0);
+    for (int j = 0; j < 20; j++) x[j] = larch_rng_uniform(&r);
+    larch_batch b = {.n = 5, .x = x, .label = {y}}, ba = {.n = 5, .x = xa, .label = {y}};
+    static const float mean[1] = {0.0f}, std[1] = {1.0f};
+    larch_attack_opts o = {.method = LARCH_ATTACK_PGD, .eps = 0.3f, .steps = 5, .restarts = 1, .seed = 2, .n_norm = 1,
+                           .mean = mean, .std = std, .clip = 1, .lo = 0.0f, .hi = 1.0f};
+    CHECK_OK(larch_trades_craft(m, ws, &b, &o, xa));
+    /* the KL at x' exceeds the KL at the start x + 0.001 N(0, 1) (almost 0) and x' stays in the ball */
+    const float beta = 3.0f;
+    double l_adv = trades_value(m, ws, &b, &ba, beta), l_clean = trades_value(m, ws, &b, &b, beta);
+    CHECK(l_adv > l_clean + 1e-3, "trades: the crafted x' does not raise the KL: %g vs %g", l_adv, l_clean);
+    for (int j = 0; j < 20; j++) CHECK(fabsf(xa[j] - x[j]) <= 0.3f + 1e-5f && xa[j] >= 0 && xa[j] <= 1, "x'[%d] out of the ball", j);
+    /* the parameter gradient of L against central differences */
+    larch_pass p = {.n = 5};
+    larch_model_forward(m, &b, &p);
+    larch_trades_keep_clean(m, ws, 5);
+    larch_model_forward(m, &ba, &p);
+    larch_trades_adv_grad(m, ws, 5, beta);
+    larch_model_backward(m, &p);
+    larch_model_forward(m, &b, &p);
+    larch_model_loss(m, &b, 1.0f, NULL);
+    larch_trades_clean_grad(m, ws, 5, beta);
+    larch_pass pa = p;
+    pa.acc_grad = 1;
+    larch_model_backward(m, &pa);
+    size_t nf;
+    float *w = larch_model_flat_params(m, &nf), *g0 = larch_model_flat_grads(m, &nf);
+    float *g = malloc(nf * sizeof *g);
+    memcpy(g, g0, nf * sizeof *g);
+    int bad = 0, probed = 0;
+    for (int i = 0; i < larch_model_n_params(m); i++) {
+        const larch_param *pr = larch_model_param(m, i);
+        for (size_t j = pr->offset; j < pr->offset + pr->size; j++) {
+            float keep = w[j];
+            const double h = 1e-3;
+            w[j] = keep + (float)h; double fp = trades_value(m, ws, &b, &ba, beta);
+            w[j] = keep - (float)h; double fm = trades_value(m, ws, &b, &ba, beta);
+            w[j] = keep;
+            double num = (fp - fm) / (2 * h);
+            probed++;
+            if (fabs(num - g[j]) > 2e-2 * fmax(fabs(num) + fabs(g[j]), 1e-2)) {
+                if (bad++ < 3) fprintf(stderr, "trades: %s[%zu]: analytic %g, numeric %g\n", pr->name, j - pr->offset, g[j], num);
+            }
+        }
+    }
+    CHECK(bad == 0, "trades: %d of %d parameter gradients disagree with differences", bad, probed);
+    free(g);
+    larch_attack_ws_free(ws);
+    larch_model_free(m);
+}
+
 int main(void)
 {
+    trades_case();
     larch_model *m = build();
     if (!m) return check_result("test_attack");
     /* errors before the plan has the input gradient */
@@ -254,6 +334,7 @@ int main(void)
     m = NULL;
     CHECK_OK(larch_model_build(&m, (larch_shape){1, 1, 3}, layers, loss, NULL, 1));
     if (m) CHECK_FAIL(larch_attack_ws_create(&ws2, m, 4), LARCH_ERR_CONFIG, "classification");
+    if (m) CHECK_FAIL(larch_trades_check(m), LARCH_ERR_CONFIG, "one softmax_ce loss");
     larch_model_free(m);
     larch_node_free(layers);
     larch_node_free(loss);

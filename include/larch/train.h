@@ -169,7 +169,8 @@ typedef struct larch_fit_dist {
 typedef enum {
     LARCH_ADV_NONE = 0,
     LARCH_ADV_PGD = 1,       /* Madry et al. 2018: `steps` PGD steps from a random start */
-    LARCH_ADV_FGSM_RS = 2    /* Wong et al. 2020: one FGSM step of step_size from a random start */
+    LARCH_ADV_FGSM_RS = 2,   /* Wong et al. 2020: one FGSM step of step_size from a random start */
+    LARCH_ADV_TRADES = 3     /* Zhang et al. 2019: CE + trades_beta KL(f(x) || f(x')), x' maximizing the KL */
 } larch_adv_method;
 typedef struct larch_fit_adversarial {
     larch_adv_method method;
@@ -177,6 +178,7 @@ typedef struct larch_fit_adversarial {
     int steps;               /* [1, 1000] PGD steps                                            */
     double step_size;        /* [0, 1e6] 0: pgd 2.5 eps / steps, fgsm_rs 1.25 eps             */
     int l2;                  /* 1: L2 ball (default: L-infinity)                               */
+    double trades_beta;      /* [0, 1e6] TRADES: weight of the KL term (6)                     */
 } larch_fit_adversarial;
 
 typedef struct larch_fit_spec {

@@ -15,6 +15,8 @@ struct larch_attack_ws {
     int32_t *labels, *cur;     /* (max_batch): attacked labels (targeted: targets), predictions */
     uint8_t *done;             /* (max_batch): keep_best: a fooling iterate is kept */
     int *need_dw;              /* (n_layers): the layers' flags, restored after the attack */
+    int classes;               /* loss 0's outputs                                       */
+    double *p, *logq;          /* (max_batch, classes): TRADES' clean softmax, adversarial log-softmax */
 };
 
 larch_status larch_attack_check(const larch_attack_opts *o)
@@ -54,7 +56,7 @@ void larch_attack_ws_free(larch_attack_ws *ws)
 {
     if (!ws) return;
     free(ws->u0); free(ws->u); free(ws->xin);
-    free(ws->labels); free(ws->cur); free(ws->done); free(ws->need_dw);
+    free(ws->labels); free(ws->cur); free(ws->done); free(ws->need_dw); free(ws->p); free(ws->logq);
     free(ws);
 }
 
@@ -84,7 +86,10 @@ larch_status larch_attack_ws_create(larch_attack_ws **out, const larch_model *m,
     ws->cur = calloc((size_t)max_batch, sizeof *ws->cur);
     ws->done = calloc((size_t)max_batch, 1);
     ws->need_dw = calloc((size_t)m->n_layers + 1, sizeof *ws->need_dw);
-    if (!ws->u0 || !ws->u || !ws->xin || !ws->labels || !ws->cur || !ws->done || !ws->need_dw) {
+    ws->classes = (int)larch_shape_size(m->layers[m->losses[0].node - 1]->out_shape);
+    ws->p = calloc((size_t)max_batch * ws->classes, sizeof *ws->p);
+    ws->logq = calloc((size_t)max_batch * ws->classes, sizeof *ws->logq);
+    if (!ws->u0 || !ws->u || !ws->xin || !ws->labels || !ws->cur || !ws->done || !ws->need_dw || !ws->p || !ws->logq) {
         larch_attack_ws_free(ws);
         return larch_fail(LARCH_ERR_NOMEM, "attack: out of memory for a batch of %d", max_batch);
     }
@@ -280,5 +285,114 @@ larch_status larch_attack_run(larch_model *m, larch_attack_ws *ws, const larch_b
         }
     }
     for (int i = 0; i < m->n_layers; i++) m->layers[i]->need_dw = ws->need_dw[i];
+    return LARCH_OK;
+}
+
+/* ---- TRADES ---- */
+
+larch_status larch_trades_check(const larch_model *m)
+{
+    if (m->n_losses != 1 || m->losses[0].type != LARCH_LOSS_SOFTMAX_CE || m->losses[0].uncertainty)
+        return larch_fail(LARCH_ERR_CONFIG, "TRADES needs exactly one softmax_ce loss (without uncertainty weighting); "
+                          "the model has %d loss(es)%s%s", m->n_losses, m->n_losses ? ", the first '" : "",
+                          m->n_losses ? m->losses[0].name : "");
+    return LARCH_OK;
+}
+
+/* log-softmax of the n rows of the loss node's outputs */
+static void log_softmax_rows(const larch_model *m, const larch_attack_ws *ws, int n, double *out)
+{
+    const int C = ws->classes;
+    const float *z = m->node_y[m->losses[0].node];
+    for (int i = 0; i < n; i++) {
+        const float *r = z + (size_t)i * C;
+        double mx = r[0], sum = 0.0;
+        for (int k = 1; k < C; k++) mx = r[k] > mx ? r[k] : mx;
+        for (int k = 0; k < C; k++) sum += exp(r[k] - mx);
+        double lse = mx + log(sum);
+        for (int k = 0; k < C; k++) out[(size_t)i * C + k] = r[k] - lse;
+    }
+}
+
+void larch_trades_keep_clean(larch_model *m, larch_attack_ws *ws, int n)
+{
+    log_softmax_rows(m, ws, n, ws->p);
+    for (size_t j = 0; j < (size_t)n * ws->classes; j++) ws->p[j] = exp(ws->p[j]);
+}
+
+double larch_trades_adv_grad(larch_model *m, larch_attack_ws *ws, int n, float scale)
+{
+    const int C = ws->classes;
+    log_softmax_rows(m, ws, n, ws->logq);
+    float *g = m->node_dy[m->losses[0].node];
+    double kl = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < C; k++) {
+            size_t j = (size_t)i * C + k;
+            double p = ws->p[j], lq = ws->logq[j];
+            if (p > 0.0) kl += p * (log(p) - lq);
+            g[j] = (float)(scale * (exp(lq) - p));            /* d KL(p || q) / d z' = q - p */
+        }
+    return kl;
+}
+
+void larch_trades_clean_grad(larch_model *m, larch_attack_ws *ws, int n, float scale)
+{
+    const int C = ws->classes;
+    float *g = m->node_dy[m->losses[0].node];
+    for (int i = 0; i < n; i++) {
+        const double *p = ws->p + (size_t)i * C, *lq = ws->logq + (size_t)i * C;
+        double kl = 0.0;
+        for (int k = 0; k < C; k++) if (p[k] > 0.0) kl += p[k] * (log(p[k]) - lq[k]);
+        for (int k = 0; k < C; k++)                          /* d KL / d z_k = p_k (log p_k - log q_k - KL) */
+            g[(size_t)i * C + k] += (float)(scale * (p[k] > 0.0 ? p[k] * (log(p[k]) - lq[k] - kl) : 0.0));
+    }
+}
+
+larch_status larch_trades_craft(larch_model *m, larch_attack_ws *ws, const larch_batch *b, const larch_attack_opts *o,
+                                float *x_adv)
+{
+    larch_status s = larch_attack_check(o);
+    if (!s) s = larch_trades_check(m);
+    if (s) return s;
+    if (!m->arena || !m->node_dy[0])
+        return larch_fail(LARCH_ERR_INVALID, "attack: plan the model with larch_model_set_input_grad(m, 1)");
+    if (b->n > ws->max_batch || b->n > m->max_batch)
+        return larch_fail(LARCH_ERR_INVALID, "attack: batch %d is larger than the planned %d", b->n, ws->max_batch);
+    const int n = b->n;
+    const size_t in = ws->in;
+    larch_pass p = {n, o->train, o->seed, o->step, b->sample0, 0, o->comm};
+    larch_model_forward(m, b, &p);
+    larch_trades_keep_clean(m, ws, n);
+    for (size_t j = 0; j < (size_t)n * in; j++) {
+        int k = chan(o, j, ws->c);
+        ws->u0[j] = b->x[j] * o->std[k] + o->mean[k];
+    }
+    for (int i = 0; i < n; i++) {                              /* x + 0.001 N(0, 1), as the TRADES code starts */
+        larch_rng r;
+        larch_rng_init(&r, o->seed, LARCH_RNG_ATTACK + 2, b->sample0 + (uint32_t)i, o->stream);
+        float *u = ws->u + (size_t)i * in;
+        const float *u0 = ws->u0 + (size_t)i * in;
+        for (size_t j = 0; j < in; j++) u[j] = u0[j] + 0.001f * larch_rng_normal(&r);
+        if (o->eps > 0.0f) project(ws, o, u, u0);
+        else memcpy(u, u0, in * sizeof *u);
+    }
+    larch_batch bb = *b;
+    bb.x = ws->xin;
+    for (int i = 0; i < m->n_layers; i++) { ws->need_dw[i] = m->layers[i]->need_dw; m->layers[i]->need_dw = 0; }
+    larch_attack_opts up = *o;
+    up.targeted = 0;
+    const float alpha = o->step_size > 0.0f ? o->step_size : 2.5f * o->eps / (float)o->steps;
+    const float *g = m->node_dy[0];
+    for (int t = 0; o->eps > 0.0f && t < o->steps; t++) {
+        normalize(ws, o, ws->u, ws->xin, n);
+        larch_model_forward(m, &bb, &p);
+        larch_trades_adv_grad(m, ws, n, 1.0f);
+        larch_model_backward(m, &p);
+        for (int i = 0; i < n; i++)
+            ascend(ws, &up, alpha, ws->u + (size_t)i * in, ws->u0 + (size_t)i * in, g + (size_t)i * in);
+    }
+    for (int i = 0; i < m->n_layers; i++) m->layers[i]->need_dw = ws->need_dw[i];
+    normalize(ws, o, ws->u, x_adv, n);
     return LARCH_OK;
 }

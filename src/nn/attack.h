@@ -72,6 +72,27 @@ float larch_attack_step_size(const larch_attack_opts *o);
 larch_status larch_attack_run(larch_model *m, larch_attack_ws *ws, const larch_batch *b, const larch_attack_opts *o,
                               float *x_adv, int32_t *pred, int32_t *target);
 
+/* ---- TRADES (Zhang et al. 2019) ----
+ * loss = CE(f(x), y) + beta KL(softmax f(x) || softmax f(x')), with x' the
+ * maximizer of the KL within the eps ball, found by `steps` signed (or L2)
+ * gradient steps from x + 0.001 N(0, 1) (raw units). The model must have one
+ * softmax_ce loss (larch_trades_check). */
+larch_status larch_trades_check(const larch_model *m);
+/* x' for batch b (o: eps, steps, step size, norm, pass; method, restarts,
+ * targeted and keep_best are ignored) into x_adv, normalized. Runs one clean
+ * forward (p = softmax f(x)) and `steps` forward/backward passes on the KL. */
+larch_status larch_trades_craft(larch_model *m, larch_attack_ws *ws, const larch_batch *b, const larch_attack_opts *o,
+                                float *x_adv);
+/* After a forward of the clean batch: keeps p = softmax f(x) of its n samples. */
+void larch_trades_keep_clean(larch_model *m, larch_attack_ws *ws, int n);
+/* After a forward of x': writes d(scale KL)/d f(x') = scale (q - p) into the
+ * loss node's gradient (for larch_model_backward), keeps log q; returns the
+ * sum over the n samples of KL(p || q). */
+double larch_trades_adv_grad(larch_model *m, larch_attack_ws *ws, int n, float scale);
+/* After a forward of the clean batch and larch_model_loss (which wrote the
+ * CE gradient): adds d(scale KL)/d f(x) = scale p (log p - log q - KL) to it. */
+void larch_trades_clean_grad(larch_model *m, larch_attack_ws *ws, int n, float scale);
+
 /* The node whose outputs give loss 0's predictions (argmax: the class). */
 int larch_attack_node(const larch_model *m);
 

@@ -116,12 +116,14 @@ static const larch_key checkpoint_keys[] = {
     {0}};
 
 static const larch_key adversarial_keys[] = {
-    {"method", LARCH_T_ENUM, "none", 0, 0, "none|pgd|fgsm_rs", NULL,
-     "train on adversarial inputs: pgd (Madry et al. 2018) or fgsm_rs (one FGSM step from a random start, Wong et al. 2020)"},
+    {"method", LARCH_T_ENUM, "none", 0, 0, "none|pgd|fgsm_rs|trades", NULL,
+     "train on adversarial inputs: pgd (Madry et al. 2018), fgsm_rs (one FGSM step from a random start, Wong et al. "
+     "2020) or trades (CE + trades_beta KL(clean || adversarial), Zhang et al. 2019)"},
     {"eps", LARCH_T_FLOAT, "0.1", 0, 1e6, NULL, NULL, "attack radius in raw input units (pixels 0..1 of the raw image)"},
     {"steps", LARCH_T_INT, "7", 1, 1000, NULL, NULL, "pgd: attack steps per training step"},
     {"step_size", LARCH_T_FLOAT, "0", 0, 1e6, NULL, NULL, "attack step in raw units (0: pgd 2.5 eps / steps, fgsm_rs 1.25 eps)"},
     {"norm", LARCH_T_ENUM, "linf", 0, 0, "linf|l2", NULL, "the attack's ball"},
+    {"trades_beta", LARCH_T_FLOAT, "6", 0, 1e6, NULL, NULL, "trades: weight of the KL term (1/lambda of the paper)"},
     {0}};
 
 const larch_key larch_run_keys[] = {

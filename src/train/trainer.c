@@ -79,6 +79,7 @@ typedef struct run {
     float *adv_x;                        /* (local batch, input): the step's attacked inputs */
     float *adv_buffers;                  /* the running statistics before the attack passes */
     double t_attack;                     /* of t_steps: crafting the attacks */
+    int trades;                          /* TRADES: the KL term in the step's loss */
 } run_t;
 
 /* ---- setup ---- */
@@ -287,15 +288,18 @@ static larch_status adversarial_setup(run_t *r)
     const larch_fit_adversarial *a = &r->spec->adversarial;
     if (a->method == LARCH_ADV_NONE) return LARCH_OK;
     const larch_dataset *d = r->train;
-    r->adv = (larch_attack_opts){.method = a->method == LARCH_ADV_PGD ? LARCH_ATTACK_PGD : LARCH_ATTACK_FGSM,
+    r->trades = a->method == LARCH_ADV_TRADES;
+    r->adv = (larch_attack_opts){.method = a->method == LARCH_ADV_FGSM_RS ? LARCH_ATTACK_FGSM : LARCH_ATTACK_PGD,
                                  .norm = a->l2 ? LARCH_ATTACK_L2 : LARCH_ATTACK_LINF, .eps = (float)a->eps,
                                  .step_size = (float)a->step_size, .steps = a->steps, .restarts = 1, .random_start = 1,
                                  .keep_best = 0, .train = 1, .seed = r->seed, .comm = &r->hooks,
                                  .n_norm = d->n_norm, .mean = d->mean, .std = d->std,
                                  .clip = d->u8 != NULL || (d->ooc && d->ooc_u8), .lo = 0.0f, .hi = 1.0f};
+    static const char *const names[] = {"none", "pgd", "fgsm_rs", "trades"};
     larch_status s = larch_attack_check(&r->adv);
     if (!s) s = larch_attack_ws_create(&r->adv_ws, r->model, r->micro);
-    if (s) return larch_fail_context(s, "adversarial.method %s", a->method == LARCH_ADV_PGD ? "pgd" : "fgsm_rs");
+    if (!s && r->trades) s = larch_trades_check(r->model);
+    if (s) return larch_fail_context(s, "adversarial.method %s", names[a->method]);
     size_t in = larch_shape_size(r->model->input_shape);
     r->adv_x = larch_aligned_alloc((size_t)r->local * in * sizeof(float), "adversarial batch");
     r->adv_buffers = larch_aligned_alloc((r->model->n_buffer_floats + 1) * sizeof(float), "adversarial buffers");
@@ -690,7 +694,8 @@ static larch_status craft_adversarial(run_t *r, const larch_batch *b, long step)
             if (b->target[t]) mb.target[t] = b->target[t] + (size_t)a * r->micro * (size_t)b->target_dim[t];
         }
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
-        s = larch_attack_run(m, r->adv_ws, &mb, &o, r->adv_x + (size_t)a * r->micro * in, NULL, NULL);
+        float *xa = r->adv_x + (size_t)a * r->micro * in;
+        s = r->trades ? larch_trades_craft(m, r->adv_ws, &mb, &o, xa) : larch_attack_run(m, r->adv_ws, &mb, &o, xa, NULL, NULL);
     }
     if (m->n_buffer_floats) memcpy(m->buffer, r->adv_buffers, m->n_buffer_floats * sizeof(float));
     r->t_attack += larch_comm_wtime() - t0;
@@ -716,8 +721,23 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         }
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
         larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
+        if (r->trades) {                       /* CE(f(x)) + beta KL(f(x) || f(x')): x' first, then x */
+            float beta = (float)(r->spec->adversarial.trades_beta / r->batch);
+            larch_batch cb = mb;
+            cb.x = b->x + (size_t)a * r->micro * in;
+            if (m->n_buffer_floats) memcpy(r->adv_buffers, m->buffer, m->n_buffer_floats * sizeof(float));
+            larch_model_forward(m, &cb, &p);                  /* p = softmax f(x) (statistics untouched) */
+            larch_trades_keep_clean(m, r->adv_ws, cb.n);
+            if (m->n_buffer_floats) memcpy(m->buffer, r->adv_buffers, m->n_buffer_floats * sizeof(float));
+            larch_model_forward(m, &mb, &p);
+            local[0] += r->spec->adversarial.trades_beta * larch_trades_adv_grad(m, r->adv_ws, mb.n, beta);
+            larch_model_backward(m, &p);
+            p.acc_grad = 1;
+            mb = cb;                                          /* the CE term and its backward below, on x */
+        }
         larch_model_forward(m, &mb, &p);
         local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, r->stats);
+        if (r->trades) larch_trades_clean_grad(m, r->adv_ws, mb.n, (float)(r->spec->adversarial.trades_beta / r->batch));
         local[1] += mb.n;
         for (int k = 0; k < nl; k++) local[3 + k] += r->stats[k].loss_sum;
         if (a == r->accumulate - 1) larch_grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
@@ -903,7 +923,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
                 res->wall_seconds > 0 ? n / res->wall_seconds : 0.0);
         if (r->adv_ws)
             fprintf(r->log, "adversarial: %.2f s of the steps' %.2f s crafted the attacks (%s, eps %g, %d step(s) of %g)\n",
-                    r->t_attack, r->t_steps, r->adv.method == LARCH_ATTACK_PGD ? "pgd" : "fgsm_rs", r->adv.eps,
+                    r->t_attack, r->t_steps, r->trades ? "trades" : r->adv.method == LARCH_ATTACK_PGD ? "pgd" : "fgsm_rs", r->adv.eps,
                     r->adv.method == LARCH_ATTACK_PGD ? r->adv.steps : 1, larch_attack_step_size(&r->adv));
         fflush(r->log);
     }
