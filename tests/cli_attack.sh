@@ -6,7 +6,8 @@
 # - 2 ranks give the same JSON accuracies as 1 (the attack's randomness is
 #   keyed by global sample index);
 # - adversarial.method=pgd on tests/configs/synth_cnn_sync.yaml (SyncBatchNorm,
-#   dropout, augmentation) gives the same per-step losses on 1 and 2 ranks;
+#   dropout, augmentation) gives the same per-step losses on 1 and 2 ranks
+#   (trades: the first 2 steps; later within 2e-2, see below);
 # - PGD training raises the PGD accuracy over standard training;
 # - the PNG plot and the image grid (when gnuplot is installed);
 # - usage and input errors.
@@ -69,6 +70,18 @@ if command -v "$MPIEXEC" > /dev/null; then
     || fail "pgd training: 1 vs 2 ranks: $n steps, worst $worst"
   cmp -s <(losses "$TMP/p1") <(losses "$TMP/s1") && fail "pgd training losses equal standard training's" \
     || pass "pgd training trains on other inputs than standard training"
+  set -- --set adversarial.method=trades --set adversarial.eps=0.3 --set adversarial.steps=2 --set adversarial.trades_beta=3
+  "$LARCH" train "$CFG" --out "$TMP/t1" "$@" > "$TMP/t1.log" 2>&1 || fail "trades training, 1 rank: $(tail -3 "$TMP/t1.log")"
+  run 2 "$TMP/t2" "$@" || fail "trades training, 2 ranks: $(tail -3 "$TMP/t2.log")"
+  # The first 2 steps agree to print precision; later the signed steps of the KL
+  # gradient, tiny at the start x + 0.001 N(0, 1), amplify the rounding of the
+  # gradient sums' order (docs/adversarial.md): a looser bound over the run.
+  first=$(paste <(losses "$TMP/t1") <(losses "$TMP/t2") | head -2 | awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 > 0 ? $1 : 1); if (r > w) w = r} END {printf "%.3g", w + 0}')
+  worst=$(paste <(losses "$TMP/t1") <(losses "$TMP/t2") | awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 > 0 ? $1 : 1); if (r > w) w = r} END {printf "%.3g", w + 0}')
+  n=$(losses "$TMP/t1" | wc -l)
+  [ "$n" -ge 20 ] && awk -v a="$first" -v w="$worst" 'BEGIN{exit !(a <= 1e-6 && w <= 2e-2)}' \
+    && pass "trades training: 1 vs 2 ranks, first 2 steps within $first, all $n within $worst (relative)" \
+    || fail "trades training: 1 vs 2 ranks: $n steps, first 2 within $first, worst $worst"
 fi
 
 if command -v gnuplot > /dev/null; then
@@ -96,5 +109,7 @@ expect 1 "checkpoint" -- "$LARCH" attack "$SRC/tests/configs/synth_cnn_sync.yaml
 expect 1 "attacks need classification losses" -- "$LARCH" train "$SRC/tests/configs/metric_triplet.yaml" --out trip \
   --set adversarial.method=pgd --set train.max_steps=1
 expect 1 "adversarial.method" -- "$LARCH" train "$MLP" --out bad --set adversarial.method=cw
+expect 1 "TRADES needs exactly one softmax_ce loss" -- "$LARCH" train "$SRC/tests/configs/synth_multitask.yaml" --out mt \
+  --set adversarial.method=trades --set train.max_steps=1
 expect 1 "adversarial.steps" -- "$LARCH" train "$MLP" --out bad --set adversarial.method=pgd --set adversarial.steps=0
 finish cli_attack
