@@ -11,13 +11,18 @@
 #      at eps 0, 0.05, 0.1, 0.2 (--sanity adds PGD-40, 2 restarts and eps 1 for
 #      the standard model), and the standard model under attacks crafted on
 #      the fgsm_rs model (black-box transfer);
-#   3. writes OUT/table.md (the tables of docs/adversarial.md) and keeps each
+#   3. the cost, interleaved so that the machine's load hits every kind alike:
+#      ROUNDS rounds of standard / fgsm_rs / pgd-K / trades-K runs of
+#      TSTEPS steps each; the best step-window time per step of each kind,
+#      scaled to an epoch (234 steps of 256), and its ratio to standard;
+#   4. writes OUT/table.md (the tables of docs/adversarial.md) and keeps each
 #      attack's output, JSON lines and plots in OUT.
-# Usage: bash launch/experiments/adversarial.sh [--epochs E] [--eps EPS] [--pgd-steps K] [--samples N] [--out DIR]
-# Environment: BUILD (build). Takes ~25 min at the defaults on 2 cores.
+# Usage: bash launch/experiments/adversarial.sh [--epochs E] [--eps EPS] [--pgd-steps K] [--samples N]
+#        [--rounds R] [--timing-steps S] [--timing-only] [--out DIR]
+# Environment: BUILD (build). Takes ~35 min at the defaults on 2 busy cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-EPOCHS=1 EPS=0.1 K=7 SAMPLES=1000 OUT=/tmp/larch_adversarial
+EPOCHS=1 EPS=0.1 K=7 SAMPLES=1000 OUT=/tmp/larch_adversarial ROUNDS=2 TSTEPS=30 TIMING_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --epochs) EPOCHS=$2; shift 2 ;;
@@ -25,7 +30,10 @@ while [ $# -gt 0 ]; do
     --pgd-steps) K=$2; shift 2 ;;
     --samples) SAMPLES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --timing-steps) TSTEPS=$2; shift 2 ;;
+    --timing-only) TIMING_ONLY=1; shift ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "adversarial.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +42,43 @@ LARCH=$BUILD/larch
 CFG=launch/configs/fmnist_cnn.yaml
 [ -x "$LARCH" ] || { echo "adversarial.sh: $LARCH not built" >&2; exit 1; }
 mkdir -p "$OUT"
+kind_args() {  # the --set options of a kind of training
+  case $1 in
+    standard) ;;
+    fgsm_rs) echo "--set adversarial.method=fgsm_rs --set adversarial.eps=$EPS" ;;
+    pgd) echo "--set adversarial.method=pgd --set adversarial.eps=$EPS --set adversarial.steps=$K" ;;
+    trades) echo "--set adversarial.method=trades --set adversarial.eps=$EPS --set adversarial.steps=$K" ;;
+  esac
+}
+timing() {
+  declare -A BEST
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for kind in standard fgsm_rs pgd trades; do
+      rm -rf "$OUT/time_$kind"
+      # shellcheck disable=SC2046
+      "$LARCH" train "$CFG" --out "$OUT/time_$kind" --set train.max_steps="$TSTEPS" --set checkpoint.at_end=false \
+          --set train.eval_samples=1000 $(kind_args $kind) > "$OUT/time_$kind.log" 2>&1
+      t=$(sed -n 's/^time: \([0-9.]*\) s in \([0-9]*\) steps.*/\1/p' "$OUT/time_$kind.log")
+      echo "round $r $kind: $t s for $TSTEPS steps" >&2
+      if [ -z "${BEST[$kind]:-}" ] || awk -v a="$t" -v b="${BEST[$kind]}" 'BEGIN{exit !(a < b)}'; then BEST[$kind]=$t; fi
+    done
+  done
+  {
+    echo "Cost of a training step, fmnist_cnn, batch 256, $(nproc) cores shared; best of $ROUNDS interleaved rounds of $TSTEPS steps"
+    echo "(step window: batches, attacks, passes, updates), scaled to an epoch of 234 steps:"
+    echo
+    echo "| training | s / step | s / epoch | x standard |"
+    echo "|---|---|---|---|"
+    for kind in standard fgsm_rs pgd trades; do
+      name=$kind; [ $kind = pgd ] && name="pgd-$K"; [ $kind = trades ] && name="trades-$K"
+      python3 -c "
+t, b = ${BEST[$kind]} / $TSTEPS, ${BEST[standard]} / $TSTEPS
+print('| $name | %.3f | %.0f | %.2f |' % (t, t * 234, t / b))"
+    done
+  } > "$OUT/timing.md"
+  cat "$OUT/timing.md"
+}
+if [ "$TIMING_ONLY" = 1 ]; then timing; exit 0; fi
 declare -A SECS STEPS CKPT ACC
 for kind in standard fgsm_rs pgd; do
   set -- --set train.epochs="$EPOCHS" --set checkpoint.at_end=true
@@ -104,3 +149,4 @@ print('| $name | %d | %.1f | %.1f | %.2f | ${ACC[$kind]} |' % (n, s, epe, epe / 
   done
 } > "$OUT/table.md"
 cat "$OUT/table.md"
+timing
