@@ -27,7 +27,8 @@ enum {
     LARCH_RNG_DROPOUT  = 0x4000,
     LARCH_RNG_SYNTH    = 0x5000,
     LARCH_RNG_USER     = 0x6000,
-    LARCH_RNG_EPISODE  = 0x7000     /* few-shot evaluation episodes (src/data/fewshot.c) */
+    LARCH_RNG_EPISODE  = 0x7000,    /* few-shot evaluation episodes (src/data/fewshot.c) */
+    LARCH_RNG_ATTACK   = 0x8000     /* adversarial attacks: random starts, targets (src/nn/attack.c) */
 };
 
 /* One Philox4x32-10 block: out = philox(ctr, key). */

@@ -161,6 +161,26 @@ typedef struct larch_fit_dist {
     double timeout_s;        /* [0, 1e7] watchdog on collectives (0 = off)                   */
 } larch_fit_dist;
 
+/* Adversarial training (docs/adversarial.md): each step trains on attacked
+ * inputs crafted against the current model in training mode. eps, step_size
+ * in raw input units (pixels 0..1). The random starts are drawn from
+ * (seed, LARCH_RNG_ATTACK, global sample index, step): every rank count
+ * trains on the same adversarial batch. */
+typedef enum {
+    LARCH_ADV_NONE = 0,
+    LARCH_ADV_PGD = 1,       /* Madry et al. 2018: `steps` PGD steps from a random start */
+    LARCH_ADV_FGSM_RS = 2,   /* Wong et al. 2020: one FGSM step of step_size from a random start */
+    LARCH_ADV_TRADES = 3     /* Zhang et al. 2019: CE + trades_beta KL(f(x) || f(x')), x' maximizing the KL */
+} larch_adv_method;
+typedef struct larch_fit_adversarial {
+    larch_adv_method method;
+    double eps;              /* [0, 1e6] radius                                               */
+    int steps;               /* [1, 1000] PGD steps                                            */
+    double step_size;        /* [0, 1e6] 0: pgd 2.5 eps / steps, fgsm_rs 1.25 eps             */
+    int l2;                  /* 1: L2 ball (default: L-infinity)                               */
+    double trades_beta;      /* [0, 1e6] TRADES: weight of the KL term (6)                     */
+} larch_fit_adversarial;
+
 typedef struct larch_fit_spec {
     /* Built by the caller, finalized, the same layers on every rank (rank 0's
      * parameters and buffers are broadcast at the start). larch_fit plans it,
@@ -176,6 +196,7 @@ typedef struct larch_fit_spec {
     larch_fit_data data;
     larch_fit_checkpoint checkpoint;
     larch_fit_dist dist;
+    larch_fit_adversarial adversarial;   /* method LARCH_ADV_NONE by default */
     /* The validated config the spec came from (larch_train), or NULL. It is
      * what DIR/config.yaml and each checkpoint record, what the ranks compare
      * (a hash) and what a resume compares (larch_ckpt_check_resume). With

@@ -55,6 +55,8 @@ static void usage(FILE *f)
             "        eval-mode outputs (logits or a layer's) of every sample, in file order\n"
             "  compress CONFIG --checkpoint FILE [--method NAME[:key=value,...]]... [--add LABEL=CFG:CKPT]...\n"
             "        quantize, prune or factorize a trained model and measure every result (docs/compression.md)\n"
+            "  attack CONFIG --checkpoint FILE [--eps LIST] [--method fgsm,pgd] [--json F] [--png F] [--grid F]\n"
+            "        robust accuracy under FGSM / PGD attacks per epsilon (docs/adversarial.md)\n"
             "  import FILE.safetensors --config CFG [--map RULES] --out CKPT.h5\n"
             "  export CKPT.h5 --config CFG --format safetensors --out FILE [--map RULES]\n"
             "        PyTorch weights (safetensors) to a larch checkpoint and back (docs/backbones.md)\n"
@@ -104,6 +106,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "data")) return larch_cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "predict")) return larch_cmd_predict(argc - 1, argv + 1);
     if (!strcmp(cmd, "compress")) return larch_cmd_compress(argc - 1, argv + 1);
+    if (!strcmp(cmd, "attack")) return larch_cmd_attack(argc - 1, argv + 1);
     if (!strcmp(cmd, "import")) return larch_cmd_import(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return larch_cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);

@@ -26,6 +26,8 @@ larch_fit_spec larch_fit_defaults(void)
                                           .allow_changes = NULL, .n_allow_changes = 0};
     s.dist = (larch_fit_dist){.bucket_mb = 25.0, .first_bucket_mb = 1.0, .overlap = 1, .comm_thread = 0, .compress = LARCH_COMPRESS_NONE,
                               .shard_optimizer = 0, .timeout_s = 600.0};
+    s.adversarial = (larch_fit_adversarial){.method = LARCH_ADV_NONE, .eps = 0.1, .steps = 7, .step_size = 0.0, .l2 = 0,
+                                            .trades_beta = 6.0};
     return s;
 }
 
@@ -51,11 +53,16 @@ larch_status larch_fit_validate(const larch_fit_spec *spec)
         {"train.progress_seconds", t->progress_seconds, 0, 3600}, {"data.augment.crop_pad", spec->data.crop_pad, 0, 64},
         {"checkpoint.every_steps", (double)c->every_steps, 0, (double)(1L << 40)}, {"checkpoint.keep", c->keep, 0, 1000000},
         {"dist.bucket_mb", d->bucket_mb, 0.001, 65536}, {"dist.first_bucket_mb", d->first_bucket_mb, 0.001, 65536},
-        {"dist.timeout_s", d->timeout_s, 0, 1e7}};
+        {"dist.timeout_s", d->timeout_s, 0, 1e7}, {"adversarial.eps", spec->adversarial.eps, 0, 1e6},
+        {"adversarial.steps", spec->adversarial.steps, 1, 1000}, {"adversarial.step_size", spec->adversarial.step_size, 0, 1e6},
+        {"adversarial.trades_beta", spec->adversarial.trades_beta, 0, 1e6}};
     for (size_t i = 0; i < sizeof ranges / sizeof *ranges; i++)
         if (!(ranges[i].v >= ranges[i].lo && ranges[i].v <= ranges[i].hi))
             return larch_fail(LARCH_ERR_INVALID, "%s = %g is out of range [%g, %g]", ranges[i].name, ranges[i].v,
                               ranges[i].lo, ranges[i].hi);
+    if (spec->adversarial.method != LARCH_ADV_NONE && spec->adversarial.method != LARCH_ADV_PGD &&
+        spec->adversarial.method != LARCH_ADV_FGSM_RS && spec->adversarial.method != LARCH_ADV_TRADES)
+        return larch_fail(LARCH_ERR_INVALID, "adversarial.method: %d is not a larch_adv_method", (int)spec->adversarial.method);
     if (t->precision != LARCH_PRECISION_FP32 && t->precision != LARCH_PRECISION_BF16)
         return larch_fail(LARCH_ERR_INVALID, "train.precision: %d is not a larch_precision", (int)t->precision);
     if (d->compress != LARCH_COMPRESS_NONE && d->compress != LARCH_COMPRESS_FP16 && d->compress != LARCH_COMPRESS_BF16)
@@ -244,6 +251,14 @@ larch_status larch_fit_spec_to_cfg(const larch_fit_spec *spec, larch_node **out)
         str(f, c->allow_changes[i]);
     }
     fprintf(f, "]\n");
+    const larch_fit_adversarial *a = &spec->adversarial;
+    static const char *const adv_method[] = {"none", "pgd", "fgsm_rs", "trades"};
+    fprintf(f, "adversarial:\n  method: %s\n", adv_method[a->method]);
+    key_num(f, "eps", a->eps);
+    fprintf(f, "  steps: %d\n", a->steps);
+    key_num(f, "step_size", a->step_size);
+    fprintf(f, "  norm: %s\n", a->l2 ? "l2" : "linf");
+    key_num(f, "trades_beta", a->trades_beta);
     if (fclose(f) != 0 || !text) { free(text); return larch_fail(LARCH_ERR_NOMEM, "out of memory"); }
     larch_node *root = NULL;
     larch_status s = larch_cfg_parse(text, "<larch_fit spec>", &root);

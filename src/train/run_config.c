@@ -115,6 +115,17 @@ static const larch_key checkpoint_keys[] = {
      "config keys (or prefixes: optim) a resume may change, e.g. [train.epochs, optim.lr] (docs/checkpoints.md)"},
     {0}};
 
+static const larch_key adversarial_keys[] = {
+    {"method", LARCH_T_ENUM, "none", 0, 0, "none|pgd|fgsm_rs|trades", NULL,
+     "train on adversarial inputs: pgd (Madry et al. 2018), fgsm_rs (one FGSM step from a random start, Wong et al. "
+     "2020) or trades (CE + trades_beta KL(clean || adversarial), Zhang et al. 2019)"},
+    {"eps", LARCH_T_FLOAT, "0.1", 0, 1e6, NULL, NULL, "attack radius in raw input units (pixels 0..1 of the raw image)"},
+    {"steps", LARCH_T_INT, "7", 1, 1000, NULL, NULL, "pgd: attack steps per training step"},
+    {"step_size", LARCH_T_FLOAT, "0", 0, 1e6, NULL, NULL, "attack step in raw units (0: pgd 2.5 eps / steps, fgsm_rs 1.25 eps)"},
+    {"norm", LARCH_T_ENUM, "linf", 0, 0, "linf|l2", NULL, "the attack's ball"},
+    {"trades_beta", LARCH_T_FLOAT, "6", 0, 1e6, NULL, NULL, "trades: weight of the KL term (1/lambda of the paper)"},
+    {0}};
+
 const larch_key larch_run_keys[] = {
     {"train", LARCH_T_MAP, "{}", 0, 0, NULL, train_keys, "training loop"},
     {"optim", LARCH_T_MAP, "{}", 0, 0, NULL, larch_optim_keys, "optimizer"},
@@ -122,6 +133,7 @@ const larch_key larch_run_keys[] = {
     {"data", LARCH_T_MAP, "{}", 0, 0, NULL, data_keys, "dataset"},
     {"dist", LARCH_T_MAP, "{}", 0, 0, NULL, dist_keys, "data-parallel communication"},
     {"checkpoint", LARCH_T_MAP, "{}", 0, 0, NULL, checkpoint_keys, "saving and resuming (docs/checkpoints.md)"},
+    {"adversarial", LARCH_T_MAP, "{}", 0, 0, NULL, adversarial_keys, "adversarial training (docs/adversarial.md)"},
     {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL,
      "list of layers, or {layers: [...], init_from: {...}} (docs/transfer.md)"},
     {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},

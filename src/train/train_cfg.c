@@ -59,6 +59,15 @@ larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec
                         : !strcmp(compress, "bf16") ? LARCH_COMPRESS_BF16 : LARCH_COMPRESS_NONE;
     spec->dist.shard_optimizer = larch_cfg_bool(dist, "shard_optimizer");
     spec->dist.timeout_s = larch_cfg_float(dist, "timeout_s");
+    const larch_node *adv = larch_map_get(cfg, "adversarial");
+    const char *am = larch_cfg_str(adv, "method");
+    spec->adversarial.method = !strcmp(am, "pgd") ? LARCH_ADV_PGD : !strcmp(am, "fgsm_rs") ? LARCH_ADV_FGSM_RS
+                              : !strcmp(am, "trades") ? LARCH_ADV_TRADES : LARCH_ADV_NONE;
+    spec->adversarial.eps = larch_cfg_float(adv, "eps");
+    spec->adversarial.steps = (int)larch_cfg_int(adv, "steps");
+    spec->adversarial.step_size = larch_cfg_float(adv, "step_size");
+    spec->adversarial.l2 = !strcmp(larch_cfg_str(adv, "norm"), "l2");
+    spec->adversarial.trades_beta = larch_cfg_float(adv, "trades_beta");
     spec->config = cfg;
     larch_status s = larch_sched_opts_from_cfg(larch_map_get(cfg, "sched"), &spec->sched);
     if (!s) s = larch_optim_opts_from_cfg(larch_map_get(cfg, "optim"), &spec->optim);

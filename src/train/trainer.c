@@ -22,6 +22,7 @@
 #include "core/threads.h"
 #include "core/fs.h"
 #include "parallel/grad_sync.h"
+#include "nn/attack.h"
 
 #include <errno.h>
 #include <math.h>
@@ -72,6 +73,13 @@ typedef struct run {
     double last_eval_s;                  /* the last evaluation's seconds */
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
+    /* adversarial training (spec->adversarial; docs/adversarial.md) */
+    larch_attack_ws *adv_ws;
+    larch_attack_opts adv;
+    float *adv_x;                        /* (local batch, input): the step's attacked inputs */
+    float *adv_buffers;                  /* the running statistics before the attack passes */
+    double t_attack;                     /* of t_steps: crafting the attacks */
+    int trades;                          /* TRADES: the KL term in the step's loss */
 } run_t;
 
 /* ---- setup ---- */
@@ -273,6 +281,32 @@ static larch_status lock_dirs(run_t *r)
     return s;
 }
 
+/* Adversarial training: the attack's options from the spec and the
+ * training data's normalization, its workspace and buffers (plan time). */
+static larch_status adversarial_setup(run_t *r)
+{
+    const larch_fit_adversarial *a = &r->spec->adversarial;
+    if (a->method == LARCH_ADV_NONE) return LARCH_OK;
+    const larch_dataset *d = r->train;
+    r->trades = a->method == LARCH_ADV_TRADES;
+    r->adv = (larch_attack_opts){.method = a->method == LARCH_ADV_FGSM_RS ? LARCH_ATTACK_FGSM : LARCH_ATTACK_PGD,
+                                 .norm = a->l2 ? LARCH_ATTACK_L2 : LARCH_ATTACK_LINF, .eps = (float)a->eps,
+                                 .step_size = (float)a->step_size, .steps = a->steps, .restarts = 1, .random_start = 1,
+                                 .keep_best = 0, .train = 1, .seed = r->seed, .comm = &r->hooks,
+                                 .n_norm = d->n_norm, .mean = d->mean, .std = d->std,
+                                 .clip = d->u8 != NULL || (d->ooc && d->ooc_u8), .lo = 0.0f, .hi = 1.0f};
+    static const char *const names[] = {"none", "pgd", "fgsm_rs", "trades"};
+    larch_status s = larch_attack_check(&r->adv);
+    if (!s) s = larch_attack_ws_create(&r->adv_ws, r->model, r->micro);
+    if (!s && r->trades) s = larch_trades_check(r->model);
+    if (s) return larch_fail_context(s, "adversarial.method %s", names[a->method]);
+    size_t in = larch_shape_size(r->model->input_shape);
+    r->adv_x = larch_aligned_alloc((size_t)r->local * in * sizeof(float), "adversarial batch");
+    r->adv_buffers = larch_aligned_alloc((r->model->n_buffer_floats + 1) * sizeof(float), "adversarial buffers");
+    if (!r->adv_x || !r->adv_buffers) return LARCH_ERR_NOMEM;
+    return LARCH_OK;
+}
+
 static larch_status setup(run_t *r)
 {
     larch_status s = read_settings(r);
@@ -296,7 +330,9 @@ static larch_status setup(run_t *r)
     larch_grad_sync_plan(r->sync);                      /* the groups are known now: buckets of trainable tensors only */
     if (shard && r->comm->size > 1) r->optim->sum_hooks = &r->hooks;
     int eval_local = r->eval_batch / r->comm->size;
+    if (r->spec->adversarial.method != LARCH_ADV_NONE) larch_model_set_input_grad(r->model, 1);
     if ((s = larch_model_plan(r->model, r->micro > eval_local ? r->micro : eval_local))) return s;
+    if ((s = adversarial_setup(r))) return s;
     if ((s = larch_comm_check(r->comm, larch_model_set_precision(r->model, r->spec->train.precision)))) return s;
 
     const larch_fit_data *d = &r->spec->data;
@@ -330,6 +366,9 @@ static long count_params(const larch_model *m)
 
 static void teardown(run_t *r)
 {
+    larch_attack_ws_free(r->adv_ws);
+    free(r->adv_x);
+    free(r->adv_buffers);
     larch_loader_free(r->loader);
     larch_loader_free(r->eval_loader);
     larch_grad_sync_free(r->sync);
@@ -630,6 +669,39 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
 
 /* ---- the step ---- */
 
+/* Adversarial training: every micro-batch of the step attacked against the
+ * current parameters in training mode, before any training backward (the
+ * attack's passes leave the parameter gradients unspecified and the
+ * gradient sync is not armed yet). The running statistics are restored
+ * afterwards: only the training passes update them. Every rank runs the
+ * same passes, so SyncBatchNorm's sums pair up. */
+static larch_status craft_adversarial(run_t *r, const larch_batch *b, long step)
+{
+    larch_model *m = r->model;
+    size_t in = larch_shape_size(m->input_shape);
+    double t0 = larch_comm_wtime();
+    if (m->n_buffer_floats) memcpy(r->adv_buffers, m->buffer, m->n_buffer_floats * sizeof(float));
+    larch_attack_opts o = r->adv;
+    o.step = (uint32_t)step;
+    o.stream = (uint32_t)step;
+    larch_status s = LARCH_OK;
+    for (int a = 0; a < r->accumulate && !s; a++) {
+        larch_batch mb = *b;
+        mb.n = r->micro;
+        mb.x = b->x + (size_t)a * r->micro * in;
+        for (int t = 0; t < LARCH_MAX_TARGETS; t++) {
+            if (b->label[t]) mb.label[t] = b->label[t] + (size_t)a * r->micro;
+            if (b->target[t]) mb.target[t] = b->target[t] + (size_t)a * r->micro * (size_t)b->target_dim[t];
+        }
+        mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
+        float *xa = r->adv_x + (size_t)a * r->micro * in;
+        s = r->trades ? larch_trades_craft(m, r->adv_ws, &mb, &o, xa) : larch_attack_run(m, r->adv_ws, &mb, &o, xa, NULL, NULL);
+    }
+    if (m->n_buffer_floats) memcpy(m->buffer, r->adv_buffers, m->n_buffer_floats * sizeof(float));
+    r->t_attack += larch_comm_wtime() - t0;
+    return s;
+}
+
 /* One optimizer step on batch b; returns the mean loss over the global batch. */
 static larch_status train_step(run_t *r, const larch_batch *b, long step, double *loss_out)
 {
@@ -638,18 +710,34 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     int nl = m->n_losses;
     larch_comm_set_step(r->comm, step + 1);
     double local[3 + LARCH_MAX_TARGETS * 2] = {0.0};  /* loss sum, samples, stop requests, per-task loss sums */
+    larch_status as = r->adv_ws ? craft_adversarial(r, b, step) : LARCH_OK;
     for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
         larch_batch mb = *b;
         mb.n = r->micro;
-        mb.x = b->x + (size_t)a * r->micro * in;
+        mb.x = (r->adv_ws ? r->adv_x : b->x) + (size_t)a * r->micro * in;
         for (int t = 0; t < LARCH_MAX_TARGETS; t++) {      /* labels and float targets follow x */
             if (b->label[t]) mb.label[t] = b->label[t] + (size_t)a * r->micro;
             if (b->target[t]) mb.target[t] = b->target[t] + (size_t)a * r->micro * (size_t)b->target_dim[t];
         }
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
         larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
+        if (r->trades) {                       /* CE(f(x)) + beta KL(f(x) || f(x')): x' first, then x */
+            float beta = (float)(r->spec->adversarial.trades_beta / r->batch);
+            larch_batch cb = mb;
+            cb.x = b->x + (size_t)a * r->micro * in;
+            if (m->n_buffer_floats) memcpy(r->adv_buffers, m->buffer, m->n_buffer_floats * sizeof(float));
+            larch_model_forward(m, &cb, &p);                  /* p = softmax f(x) (statistics untouched) */
+            larch_trades_keep_clean(m, r->adv_ws, cb.n);
+            if (m->n_buffer_floats) memcpy(m->buffer, r->adv_buffers, m->n_buffer_floats * sizeof(float));
+            larch_model_forward(m, &mb, &p);
+            local[0] += r->spec->adversarial.trades_beta * larch_trades_adv_grad(m, r->adv_ws, mb.n, beta);
+            larch_model_backward(m, &p);
+            p.acc_grad = 1;
+            mb = cb;                                          /* the CE term and its backward below, on x */
+        }
         larch_model_forward(m, &mb, &p);
         local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, r->stats);
+        if (r->trades) larch_trades_clean_grad(m, r->adv_ws, mb.n, (float)(r->spec->adversarial.trades_beta / r->batch));
         local[1] += mb.n;
         for (int k = 0; k < nl; k++) local[3 + k] += r->stats[k].loss_sum;
         if (a == r->accumulate - 1) larch_grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
@@ -661,6 +749,7 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
      * failed, so every rank learns of a failure there, before the next
      * collective, with the failing rank's message. */
     larch_status s = larch_grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
+    if (!s) s = as;
     if (!s) s = r->hook_status;                             /* SyncBatchNorm's sums */
     if (!s) s = larch_loader_status(r->loader);             /* out of core: a failed read */
     double penalty = larch_model_penalty(m, 1);
@@ -832,6 +921,10 @@ static larch_status loop(run_t *r, larch_train_result *res)
                 1e3 * r->t_wait / (double)(res->steps - first), r->t_eval, r->eval_samples,
                 r->t_eval > 0 ? (double)r->eval_samples / r->t_eval : 0.0, r->t_ckpt, r->t_log, res->wall_seconds,
                 res->wall_seconds > 0 ? n / res->wall_seconds : 0.0);
+        if (r->adv_ws)
+            fprintf(r->log, "adversarial: %.2f s of the steps' %.2f s crafted the attacks (%s, eps %g, %d step(s) of %g)\n",
+                    r->t_attack, r->t_steps, r->trades ? "trades" : r->adv.method == LARCH_ATTACK_PGD ? "pgd" : "fgsm_rs", r->adv.eps,
+                    r->adv.method == LARCH_ATTACK_PGD ? r->adv.steps : 1, larch_attack_step_size(&r->adv));
         fflush(r->log);
     }
     return LARCH_OK;
