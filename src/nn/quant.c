@@ -142,11 +142,11 @@ void larch_q_free(larch_layer *L)
 
 static larch_status replan(larch_model *m) { return m->arena ? larch_model_plan(m, m->max_batch) : LARCH_OK; }
 
-larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scale, const float *range)
+larch_status larch_q8_set(larch_layer *L, const int8_t *wq, const float *scale, const float *range)
 {
     int rows, cols;
     if (!larch_q_layer_ok(L, &rows, &cols))
-        return LARCH_LAYER_FAIL(L, LARCH_ERR_INVALID, "%s", "only dense and conv2d layers run int8");
+        return LARCH_LAYER_FAIL(L, LARCH_ERR_INVALID, "%s", "only dense and conv2d layers are quantized to int8");
     struct larch_qlayer *q = larch_q_get(L);
     if (!q) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     free(q->wq);
@@ -163,6 +163,15 @@ larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scal
     q->has_range = 1;
     q->store = LARCH_QSTORE_INT8;
     larch_q8_dequant(wq, rows, cols, scale, larch_layer_param(L, 0));
+    return LARCH_OK;
+}
+
+larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scale, const float *range)
+{
+    larch_status s = larch_q8_set(L, wq, scale, range);
+    if (s) return s;
+    struct larch_qlayer *q = L->q;
+    const int rows = q->rows;
 #ifdef LARCH_HAVE_DNNL
     int u8;
     float xs = larch_q8_act_scale(range[0], range[1], &u8);
@@ -177,7 +186,7 @@ larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scal
         larch_conv_geom(L, &g.k, &g.stride, &g.pad);
         g.oh = L->out_shape.h, g.ow = L->out_shape.w;
     } else {
-        g.cin = cols, g.cout = rows;
+        g.cin = q->cols, g.cout = rows;
     }
     const float *bias = L->n_param > 1 ? larch_layer_param(L, 1) : NULL;
     q->kernel = larch_i8_create(&g, wq, os, bias, u8);
@@ -188,6 +197,7 @@ larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scal
     q->int8_active = 1;
     return replan(L->model);
 #else
+    (void)rows;
     return LARCH_LAYER_FAIL(L, LARCH_ERR_INVALID, "%s", "int8 inference needs oneDNN, and this larch was built without it "
                             "(LARCH_ONEDNN=OFF or libdnnl not found); evaluate the float model instead");
 #endif

@@ -77,7 +77,11 @@ int larch_q_layer_ok(const larch_layer *L, int *rows, int *cols);
 struct larch_qlayer *larch_q_get(larch_layer *L);
 void larch_q_free(larch_layer *L);
 
-/* int8 inference for L: wq (rows, cols), per-row scales, the input range
+/* Stores int8 weights, scales and input range in L's state (checkpoint
+ * format int8) and writes the dequantized weights into its parameter,
+ * without the kernel (larch compress). */
+larch_status larch_q8_set(larch_layer *L, const int8_t *wq, const float *scale, const float *range);
+/* int8 inference for L (larch_q8_set, then): wq (rows, cols), per-row scales, the input range
  * [lo, hi]. Writes the dequantized weights into the layer's parameter,
  * makes the oneDNN primitive (not available: LARCH_ERR_INVALID naming the
  * layer; a build without oneDNN) and re-plans a planned model. */
