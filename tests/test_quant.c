@@ -179,6 +179,39 @@ static void test_kernels(void)
     check_layer_int8("[{type: conv2d, filters: 8, kernel: 3, padding: 1}]", (larch_shape){9, 9, 5}, 1, "conv 3x3 u8");
     check_layer_int8("[{type: conv2d, filters: 6, kernel: 3, stride: 2, bias: false}]", (larch_shape){10, 9, 4}, 0, "conv stride 2 s8");
     check_layer_int8("[{type: conv2d, filters: 16, kernel: 1}]", (larch_shape){5, 5, 16}, 0, "conv 1x1 s8");
+    /* a batchnorm folded into the int8 conv (negative scales too), with the relu after it as a post-op */
+    for (int with_relu = 0; with_relu < 2; with_relu++) {
+        const char *y = with_relu ? "[{type: conv2d, filters: 6, kernel: 3, padding: 1}, {type: batchnorm}, {type: relu}]"
+                                  : "[{type: conv2d, filters: 6, kernel: 3, padding: 1, bias: false}, {type: batchnorm}]";
+        larch_shape in = {6, 7, 3};
+        larch_model *q = build(y, in, 4), *f = build(y, in, 4);
+        if (!q || !f) continue;
+        for (size_t i = 0; i < q->n_floats; i++) q->param[i] = 0.5f * sym((uint32_t)i + 31u);
+        for (size_t i = 0; i < q->n_buffer_floats; i++) q->buffer[i] = 0.3f * sym((uint32_t)i + 7u) + (i >= 6 ? 0.6f : 0.0f);
+        memcpy(f->buffer, q->buffer, q->n_buffer_floats * sizeof(float));
+        size_t per = larch_shape_size(in), on = 4 * larch_shape_size(q->layers[1]->out_shape);
+        float *x = malloc(4 * per * sizeof *x), *xf = malloc(4 * per * sizeof *x);
+        for (size_t i = 0; i < 4 * per; i++) x[i] = sym((uint32_t)i + 1234u);
+        quantize_layer(q->layers[0], -1.0f, 1.0f);
+        memcpy(f->param, q->param, q->n_floats * sizeof(float));
+        larch_fq_act(x, 4 * per, -1.0f, 1.0f, xf);
+        larch_batch bq = {.n = 4, .x = x}, bf = {.n = 4, .x = xf};
+        larch_pass p = {.n = 4};
+        larch_model_forward(q, &bq, &p);
+        larch_model_forward(f, &bf, &p);
+        CHECK(larch_q8_ran(q) == 1 && q->layers[0]->q->fold == q->layers[1], "the conv ran int8 with the batchnorm folded");
+        double worst = 0;
+        const float *yq = q->node_y[q->n_layers], *yf = f->node_y[f->n_layers];
+        for (size_t i = 0; i < on; i++) worst = fmax(worst, fabs(yq[i] - yf[i]));
+        CHECK(worst < 1e-4, "folded batchnorm%s: max |int8 - float| %g", with_relu ? " + relu" : "", worst);
+        /* a training pass: float conv, batchnorm on its own */
+        larch_pass pt = {.n = 4, .train = 1};
+        larch_model_forward(q, &bq, &pt);
+        CHECK(larch_q8_ran(q) == 0, "a training pass runs float");
+        free(x); free(xf);
+        larch_model_free(q);
+        larch_model_free(f);
+    }
     /* oneDNN 2.x adds the bias before the output scale: a model with a large bias shows the difference */
     larch_model *m = build("[{type: dense, units: 2}]", (larch_shape){1, 1, 3}, 1);
     if (m) {

@@ -33,7 +33,7 @@ typedef struct {
 
 struct larch_i8_kernel {
     larch_i8_geom g;
-    int u8;
+    int u8, relu;
     int8_t *wq;
     float *scale, *bias;       /* bias: bias[c] / scale[c] (NULL: none) */
     int n_entries, cap;
@@ -53,13 +53,14 @@ static void entry_free(entry_t *e)
 }
 
 larch_i8_kernel *larch_i8_create(const larch_i8_geom *g, const int8_t *wq, const float *out_scale, const float *bias,
-                                 int src_u8)
+                                 int src_u8, int relu)
 {
     size_t K = (size_t)(g->conv ? g->k * g->k : 1) * g->cin, cout = (size_t)g->cout;
     larch_i8_kernel *k = calloc(1, sizeof *k);
     if (!k) return NULL;
     k->g = *g;
     k->u8 = src_u8 != 0;
+    k->relu = relu != 0;
     k->wq = malloc(K * cout);
     k->scale = malloc(cout * sizeof(float));
     k->bias = bias ? malloc(cout * sizeof(float)) : NULL;
@@ -145,6 +146,14 @@ static int entry_build(larch_i8_kernel *k, entry_t *e, int n)
     if (!ok(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)) ||
         !ok(dnnl_primitive_attr_set_output_scales(attr, g->cout, 1 << 1, k->scale)))
         goto out;
+    if (k->relu) {
+        dnnl_post_ops_t po;
+        if (!ok(dnnl_post_ops_create(&po))) goto out;
+        int bad = !ok(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f)) ||
+                  !ok(dnnl_primitive_attr_set_post_ops(attr, po));
+        dnnl_post_ops_destroy(po);
+        if (bad) goto out;
+    }
     if (g->conv) {
         const dnnl_dims_t strides = {g->stride, g->stride}, pad = {g->pad, g->pad};
         dnnl_convolution_desc_t cd;

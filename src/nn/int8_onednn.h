@@ -27,10 +27,10 @@ typedef struct larch_i8_geom {
 } larch_i8_geom;
 
 /* wq: (cout, K) s8 weights; out_scale[c] = x_scale * w_scale[c]; bias
- * (cout floats) or NULL; src_u8: the input is u8 (else s8). Copies what it
- * needs. NULL when oneDNN has no CPU engine or memory ran out. */
+ * (cout floats) or NULL; src_u8: the input is u8 (else s8); relu: y =
+ * max(y, 0) as a post-op. Copies what it needs. NULL when oneDNN has no CPU engine or memory ran out. */
 larch_i8_kernel *larch_i8_create(const larch_i8_geom *g, const int8_t *wq, const float *out_scale, const float *bias,
-                                 int src_u8);
+                                 int src_u8, int relu);
 void larch_i8_free(larch_i8_kernel *k);
 
 /* Makes (or finds) the primitive for batch n: 0 and the scratch bytes a

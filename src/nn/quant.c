@@ -140,6 +140,19 @@ void larch_q_free(larch_layer *L)
     L->q = NULL;
 }
 
+/* The one layer that reads L's output, when nothing else (no loss) does. */
+static larch_layer *only_reader(const larch_layer *L)
+{
+    const larch_model *m = L->model;
+    int node = L->index + 1, n = 0;
+    larch_layer *r = NULL;
+    for (int i = 0; i < m->n_layers; i++)
+        for (int k = 0; k < m->layers[i]->n_in; k++)
+            if (m->layers[i]->in_node[k] == node) { r = m->layers[i]; n++; }
+    for (int i = 0; i < m->n_losses; i++) n += m->losses[i].node == node;
+    return n == 1 ? r : NULL;
+}
+
 static larch_status replan(larch_model *m) { return m->arena ? larch_model_plan(m, m->max_batch) : LARCH_OK; }
 
 larch_status larch_q8_set(larch_layer *L, const int8_t *wq, const float *scale, const float *range)
@@ -153,6 +166,7 @@ larch_status larch_q8_set(larch_layer *L, const int8_t *wq, const float *scale, 
     free(q->wscale);
     kernel_free(q);
     q->int8_active = 0;
+    q->fold = NULL;
     q->wq = malloc((size_t)rows * cols);
     q->wscale = malloc((size_t)rows * sizeof(float));
     if (!q->wq || !q->wscale) return larch_fail(LARCH_ERR_NOMEM, "layer '%s': out of memory for int8 weights", L->name);
@@ -189,8 +203,29 @@ larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scal
         g.cin = q->cols, g.cout = rows;
     }
     const float *bias = L->n_param > 1 ? larch_layer_param(L, 1) : NULL;
-    q->kernel = larch_i8_create(&g, wq, os, bias, u8);
+    larch_layer *bn = g.conv ? only_reader(L) : NULL;
+    float *fb = NULL, *fa = NULL;
+    int relu = 0;
+    if (bn && bn->ops == &larch_batchnorm_ops && bn->n_in == 1 && (fa = malloc((size_t)rows * sizeof *fa)) &&
+        (fb = malloc((size_t)rows * sizeof *fb)) && larch_q_get(bn)) {
+        /* y = a (scale acc + bias) + b = (a scale) acc + (a bias + b) */
+        larch_batchnorm_eval_affine(bn, fa, fb);
+        for (int r = 0; r < rows; r++) {
+            fb[r] += fa[r] * (bias ? bias[r] : 0.0f);
+            os[r] *= fa[r];
+            if (os[r] == 0.0f) os[r] = 1e-30f;   /* a channel the batchnorm zeroes: bias alone */
+        }
+        bias = fb;
+        larch_layer *r = only_reader(bn);
+        relu = r && r->ops == &larch_relu_ops;   /* max(y, 0) twice is once: also when the relu runs itself */
+        q->fold = bn;
+    } else {
+        bn = NULL;
+    }
+    q->kernel = larch_i8_create(&g, wq, os, bias, u8, relu);
     free(os);
+    free(fa);
+    free(fb);
     if (!q->kernel) return LARCH_LAYER_FAIL(L, LARCH_ERR_NOMEM, "%s", "oneDNN's int8 kernel could not be created (no CPU engine or no memory)");
     if (larch_i8_prepare(q->kernel, 1, NULL))
         return LARCH_LAYER_FAIL(L, LARCH_ERR_INVALID, "%s", "oneDNN has no int8 implementation of this layer's shape");
@@ -284,8 +319,9 @@ int larch_q_forward_int8(larch_layer *L, const larch_pass *p)
         int u8;
         float xs = larch_q8_act_scale(q->range[0], q->range[1], &u8);
         larch_q8_act(L->x[0], (size_t)p->n * in_size(L), xs, u8, L->scratch);
-        if (!larch_i8_forward(q->kernel, p->n, L->scratch, L->y, (char *)L->scratch + xb)) {
+        if (!larch_i8_forward(q->kernel, p->n, L->scratch, q->fold ? q->fold->y : L->y, (char *)L->scratch + xb)) {
             q->last_int8 = 1;
+            if (q->fold) q->fold->q->fold_wrote = 1;
             return 1;
         }
     }
@@ -296,6 +332,13 @@ int larch_q_forward_int8(larch_layer *L, const larch_pass *p)
                 "from the dequantized weights\n", L->name, p->n);
     }
     return 0;
+}
+
+int larch_q_folded(larch_layer *L, const larch_pass *p)
+{
+    int wrote = L->q->fold_wrote && !p->train;
+    L->q->fold_wrote = 0;
+    return wrote;
 }
 
 /* The global batch's range: min and max over every rank's (identical on all ranks). */

@@ -44,6 +44,9 @@ struct larch_qlayer {
     int last_int8;            /* the last forward ran it                                    */
     int warned;
     size_t scratch_cap;       /* scratch floats planned                                     */
+    larch_layer *fold;        /* conv2d: the batchnorm folded into its int8 kernel, whose
+                                 eval output the kernel writes (NULL: none)                 */
+    int fold_wrote;           /* batchnorm: this pass's output was written by the conv      */
     /* QAT */
     int qat;
     long start_step;
@@ -84,11 +87,18 @@ larch_status larch_q8_set(larch_layer *L, const int8_t *wq, const float *scale, 
 /* int8 inference for L (larch_q8_set, then): wq (rows, cols), per-row scales, the input range
  * [lo, hi]. Writes the dequantized weights into the layer's parameter,
  * makes the oneDNN primitive (not available: LARCH_ERR_INVALID naming the
- * layer; a build without oneDNN) and re-plans a planned model. */
+ * layer; a build without oneDNN) and re-plans a planned model. A conv2d
+ * whose only reader is a batchnorm gets that batchnorm's eval-mode affine
+ * map (running statistics at this call) folded into its output scales and
+ * bias, and a relu post-op when the batchnorm's only reader is a relu; its
+ * int8 passes then write the batchnorm's output. */
 larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scale, const float *range);
 /* How many layers of m run int8 in eval passes; `kernels` (may be NULL,
  * len bytes) receives "onednn int8 (<impl>)" of the first. */
 int larch_q8_count(const larch_model *m, char *kernels, size_t len);
+/* batchnorm hook (eval): 1 when the int8 conv before it wrote its output
+ * in this pass (the batchnorm then does nothing). */
+int larch_q_folded(larch_layer *L, const larch_pass *p);
 /* Test hook: how many layers ran int8 in their last forward. */
 int larch_q8_ran(const larch_model *m);
 

@@ -4,6 +4,7 @@
  * trainer a C program calls (trainer.c). */
 #include "train/fit_internal.h"
 #include "train/quant_cfg.h"
+#include "nn/quant.h"
 #include "larch/checkpoint.h"
 #include "larch/model_cfg.h"
 #include "larch/optim_cfg.h"
@@ -122,6 +123,10 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
         spec.train_set = &train;
         spec.test_set = &test;
         s = larch_fit_run(&spec, comm, opts, res, rep.text);
+        char k8[160];
+        int n8 = larch_q8_count(m, k8, sizeof k8);       /* an int8 model (quantize.format: int8): what ran */
+        if (!s && n8 && opts->log && comm->rank == 0)
+            fprintf(opts->log, "int8: %d of %d quantized layer(s) ran %s in the last evaluation pass\n", larch_q8_ran(m), n8, k8);
     } else {
         larch_comm_watchdog(comm, 0.0);
     }
