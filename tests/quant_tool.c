@@ -4,6 +4,9 @@
  *
  *   quant_tool compress CONFIG CHECKPOINT METHOD[:k=v,...] OUT_BASE
  *       runs a method of larch/compress.h: writes OUT_BASE.yaml and .h5
+ *   quant_tool float CONFIG CHECKPOINT OUT.h5
+ *       the checkpoint's model without optimizer state (the float baseline
+ *       of the size comparisons)
  *   quant_tool bench [--batch B] [--reps R] [--threads T] CONFIG CHECKPOINT [CONFIG CHECKPOINT ...]
  *       for each model, in one process: parameters, checkpoint bytes, test
  *       accuracy, eval-mode forward samples/s at batch B (median of R
@@ -119,6 +122,9 @@ static int bench(int argc, char **argv)
                               larch_map_get(M->cfg, "regularization"), 0) ||
             larch_model_plan(M->m, batch) || larch_ckpt_load(M->ckpt, &one, M->m, NULL, NULL))
             return fail(M->ckpt);
+        if (!strcmp(larch_cfg_str(larch_map_get(M->cfg, "train"), "precision"), "bf16") &&
+            larch_model_set_precision(M->m, LARCH_PRECISION_BF16))
+            return fail("train.precision: bf16");
         for (int p = 0; p < larch_model_n_params(M->m); p++) M->params += (long)larch_model_param(M->m, p)->size;
         struct stat st;
         M->bytes = stat(M->ckpt, &st) == 0 ? (long long)st.st_size : -1;
@@ -167,8 +173,9 @@ static int bench(int argc, char **argv)
         char impl[128];
         int conv_total, conv_dnn = larch_conv_onednn_count(M->m, &conv_total), q8 = larch_q8_count(M->m, impl, sizeof impl);
         time_pass(M->m, &test, x, batch);
-        snprintf(M->kernels, sizeof M->kernels, "%d int8 layer(s) ran %d%s%s; %d/%d float conv on oneDNN", q8,
-                 larch_q8_ran(M->m), q8 ? " " : "", q8 ? impl : "", conv_dnn, conv_total);
+        snprintf(M->kernels, sizeof M->kernels, "%d int8 layer(s) ran %d%s%s; %d/%d %s conv on oneDNN", q8,
+                 larch_q8_ran(M->m), q8 ? " " : "", q8 ? impl : "", conv_dnn, conv_total,
+                 larch_model_precision(M->m) == LARCH_PRECISION_BF16 ? "bf16" : "float");
         printf("{\"config\":\"%s\",\"checkpoint\":\"%s\",\"params\":%ld,\"bytes\":%lld,\"accuracy\":%.4f,\"samples_per_s\":%.0f,"
                "\"batch\":%d,\"latency_ms\":%.3f,\"reps\":%d,\"threads\":%d,\"kernels\":\"%s\"}\n", M->cfg_path, M->ckpt,
                M->params, M->bytes, M->acc, M->tput, batch, M->lat, reps, larch_threads_get(), M->kernels);
@@ -190,8 +197,33 @@ static int bench(int argc, char **argv)
     return 0;
 }
 
+static int strip(int argc, char **argv)
+{
+    if (argc != 5) { fprintf(stderr, "usage: quant_tool float CONFIG CHECKPOINT OUT.h5\n"); return 2; }
+    larch_node *cfg = NULL;
+    larch_model *m = NULL;
+    larch_shape shape;
+    int classes;
+    larch_ckpt_meta meta;
+    char dir[] = "/tmp/quant_tool_XXXXXX", path[4200];
+    if (larch_run_load(argv[2], NULL, 0, &cfg) || larch_run_input(cfg, &shape, &classes) ||
+        larch_model_build(&m, shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"), larch_map_get(cfg, "regularization"), 0) ||
+        larch_ckpt_load(argv[3], &one, m, NULL, &meta))
+        return fail(argv[3]);
+    if (!mkdtemp(dir)) return 1;
+    if (larch_ckpt_save(dir, 0, &one, m, NULL, &meta, path, sizeof path)) return fail("save");
+    char cmd[9000];
+    snprintf(cmd, sizeof cmd, "mv '%s' '%s' && rmdir '%s'", path, argv[4], dir);
+    int rc = system(cmd);
+    larch_ckpt_meta_free(&meta);
+    larch_model_free(m);
+    larch_node_free(cfg);
+    return rc != 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "float")) return strip(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "compress")) return compress(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "bench")) return bench(argc, argv);
     fprintf(stderr, "usage: quant_tool compress|bench ... (see tests/quant_tool.c)\n");
