@@ -327,6 +327,16 @@ static void test_checkpoints(const char *dir)
     CHECK(larch_q8_ran(b) == 2, "both layers ran int8 after the load (%d)", larch_q8_ran(b));
     }
     CHECK_OK(larch_ckpt_verify(path, NULL));
+    {
+        larch_model *t = net();
+        larch_init_map map;
+        larch_init_report rep;
+        memset(&map, 0, sizeof map);
+        memset(&rep, 0, sizeof rep);
+        CHECK_FAIL(larch_ckpt_init_from(path, t, &map, &rep), LARCH_ERR_FORMAT, "/quant/conv/weight is int8");
+        larch_init_report_free(&rep);
+        larch_model_free(t);
+    }
     FILE *devnull = fopen("/dev/null", "w");
     CHECK_OK(larch_ckpt_info(path, devnull));
     /* errors naming the tensor */
@@ -390,6 +400,18 @@ static void test_checkpoints(const char *dir)
                   bf ? "bf16" : "fp16", pp->name, worst);
         }
         CHECK(c->layers[0]->q && c->layers[0]->q->store == (bf ? LARCH_QSTORE_BF16 : LARCH_QSTORE_FP16), "the format is kept");
+        /* model.init_from reads the 16-bit weights as float */
+        larch_model *t = net();
+        larch_init_map map;
+        larch_init_report rep;
+        memset(&map, 0, sizeof map);
+        memset(&rep, 0, sizeof rep);
+        for (size_t i = 0; i < t->n_floats; i++) t->param[i] = 0.0f;
+        CHECK_OK(larch_ckpt_init_from(path, t, &map, &rep));
+        CHECK(rep.loaded == t->n_params && rep.fresh == 0, "init_from: %d loaded, %d fresh", rep.loaded, rep.fresh);
+        CHECK(memcmp(t->param, c->param, c->n_floats * sizeof(float)) == 0, "init_from = load for 16-bit weights");
+        larch_init_report_free(&rep);
+        larch_model_free(t);
         CHECK_OK(larch_ckpt_verify(path, NULL));
         larch_model_free(c);
         unlink(path);

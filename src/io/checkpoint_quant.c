@@ -257,3 +257,22 @@ larch_status larch_ckpt_quant_read(hid_t file, const char *path, larch_model *m)
     }
     return s;
 }
+
+larch_status larch_ckpt_quant_init_path(hid_t file, const char *path, const char *src, char *dpath, size_t len)
+{
+    char q[640];
+    snprintf(q, sizeof q, "/quant/%s", src);
+    const char *slash = strchr(src, '/');
+    char group[600];
+    snprintf(group, sizeof group, "/quant/%.*s", slash ? (int)(slash - src) : 0, src);
+    if (!slash || !has_group(file, group) || H5Lexists(file, q, H5P_DEFAULT) <= 0) return LARCH_OK;
+    hid_t d = H5Dopen2(file, q, H5P_DEFAULT), t = d >= 0 ? H5Dget_type(d) : -1;
+    int int8 = t >= 0 && H5Tget_class(t) == H5T_INTEGER;
+    if (t >= 0) H5Tclose(t);
+    if (d >= 0) H5Dclose(d);
+    if (int8)
+        return larch_fail(LARCH_ERR_FORMAT, "model.init_from %s: tensor %s is int8 (an int8 model is for inference): "
+                          "initialize from the float checkpoint it was quantized from", path, q);
+    snprintf(dpath, len, "%s", q);
+    return LARCH_OK;
+}

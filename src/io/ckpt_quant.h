@@ -16,4 +16,9 @@ int larch_ckpt_quant_in_file(hid_t file, const larch_model *m, const larch_param
  * QAT ranges); a group naming no layer of m is an error. */
 larch_status larch_ckpt_quant_read(hid_t file, const char *path, larch_model *m);
 
+/* model.init_from: when the file holds "<layer>/<tensor>" (src) under
+ * /quant in 16 bits, dpath becomes its path (read as float through HDF5);
+ * int8 is an error (its scales are needed); otherwise dpath is unchanged. */
+larch_status larch_ckpt_quant_init_path(hid_t file, const char *path, const char *src, char *dpath, size_t len);
+
 #endif
