@@ -16,6 +16,7 @@
 #include "larch/larch.h"
 #include "larch/compress.h"
 #include "core/threads.h"
+#include "core/blas.h"
 #include "nn/layers.h"
 #include "nn/quant.h"
 
@@ -177,8 +178,8 @@ static int bench(int argc, char **argv)
                  larch_q8_ran(M->m), q8 ? " " : "", q8 ? impl : "", conv_dnn, conv_total,
                  larch_model_precision(M->m) == LARCH_PRECISION_BF16 ? "bf16" : "float");
         printf("{\"config\":\"%s\",\"checkpoint\":\"%s\",\"params\":%ld,\"bytes\":%lld,\"accuracy\":%.4f,\"samples_per_s\":%.0f,"
-               "\"batch\":%d,\"latency_ms\":%.3f,\"reps\":%d,\"threads\":%d,\"kernels\":\"%s\"}\n", M->cfg_path, M->ckpt,
-               M->params, M->bytes, M->acc, M->tput, batch, M->lat, reps, larch_threads_get(), M->kernels);
+               "\"batch\":%d,\"latency_ms\":%.3f,\"reps\":%d,\"threads\":%d,\"kernels\":\"%s; openblas %s\"}\n", M->cfg_path,
+               M->ckpt, M->params, M->bytes, M->acc, M->tput, batch, M->lat, reps, larch_threads_get(), M->kernels, larch_blas_corename());
         if (k > 0)
             printf("  vs first: accuracy %+.2f points, throughput x%.2f, latency x%.2f, bytes x%.3f\n", 100 * (M->acc - ms[0].acc),
                    M->tput / ms[0].tput, M->lat / ms[0].lat, (double)M->bytes / (double)ms[0].bytes);

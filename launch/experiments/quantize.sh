@@ -9,14 +9,16 @@
 #      the 10,000 test images, eval-mode samples/s at batch 256 and latency at
 #      batch 1, medians of REPS passes interleaved across the models) with
 #      1 and 2 threads, and the float model again in train.precision bf16.
+#      The bf16-stored model computes exactly like the float one (float
+#      weights rounded to bf16): its ratio to fp32 is the run's noise.
 # Writes OUT/<name>_t<threads>.jsonl and prints the tables' rows.
 # Usage: bash launch/experiments/quantize.sh [OUT, default docs/compression/quantization_runs]
-# Environment: BUILD (build), REPS (30), WORK (/tmp/larch_quantize: runs and models).
+# Environment: BUILD (build), REPS (100), WORK (/tmp/larch_quantize: runs and models).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-docs/compression/quantization_runs}
 BUILD=${BUILD:-build}
-REPS=${REPS:-30}
+REPS=${REPS:-100}
 WORK=${WORK:-/tmp/larch_quantize}
 TOOL=$BUILD/tests/quant_tool
 [ "${LARCH_KEEP_CORETYPE:-0}" = 1 ] || unset OPENBLAS_CORETYPE
