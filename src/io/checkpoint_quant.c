@@ -21,6 +21,7 @@
 #include "core/half.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,7 +216,14 @@ static larch_status read_layer(hid_t file, const char *path, larch_layer *L)
         snprintf(spath, sizeof spath, "%s/weight_scale", gpath);
         s = !wq || !sc ? larch_fail(LARCH_ERR_NOMEM, "out of memory") : read_raw(file, path, dpath, p, H5T_INTEGER, 1, H5T_NATIVE_INT8, wq);
         if (!s) s = read_vec(file, path, spath, (hsize_t)q->rows, sc, 1);
-        if (!s) s = larch_q8_attach(L, wq, sc, range);
+        if (!s && larch_q8_available()) s = larch_q8_attach(L, wq, sc, range);
+        else if (!s) {                    /* no oneDNN: the float model with the dequantized weights */
+            s = larch_q8_set(L, wq, sc, range);
+            static int warned;
+            if (!s && !warned++)
+                fprintf(stderr, "larch: warning: %s holds int8 layers and this larch was built without oneDNN: they compute "
+                        "in float from the dequantized weights\n", path);
+        }
         if (s) s = larch_fail_context(s, "checkpoint %s: layer '%s'", path, L->name);
         free(wq);
         free(sc);

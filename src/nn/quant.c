@@ -140,6 +140,7 @@ void larch_q_free(larch_layer *L)
     L->q = NULL;
 }
 
+#ifdef LARCH_HAVE_DNNL
 /* The one layer that reads L's output, when nothing else (no loss) does. */
 static larch_layer *only_reader(const larch_layer *L)
 {
@@ -152,6 +153,7 @@ static larch_layer *only_reader(const larch_layer *L)
     for (int i = 0; i < m->n_losses; i++) n += m->losses[i].node == node;
     return n == 1 ? r : NULL;
 }
+#endif
 
 static larch_status replan(larch_model *m) { return m->arena ? larch_model_plan(m, m->max_batch) : LARCH_OK; }
 
@@ -178,6 +180,15 @@ larch_status larch_q8_set(larch_layer *L, const int8_t *wq, const float *scale, 
     q->store = LARCH_QSTORE_INT8;
     larch_q8_dequant(wq, rows, cols, scale, larch_layer_param(L, 0));
     return LARCH_OK;
+}
+
+int larch_q8_available(void)
+{
+#ifdef LARCH_HAVE_DNNL
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 larch_status larch_q8_attach(larch_layer *L, const int8_t *wq, const float *scale, const float *range)
@@ -288,7 +299,9 @@ larch_status larch_qat_enable(larch_model *m, const char *const *layers, int n_l
 /* ---- hooks ---- */
 
 static size_t in_size(const larch_layer *L) { return larch_shape_size(L->in_shape[0]); }
+#ifdef LARCH_HAVE_DNNL
 static size_t round64(size_t b) { return (b + 63) / 64 * 64; }
+#endif
 
 size_t larch_q_scratch(const larch_layer *L, int n)
 {

@@ -84,6 +84,8 @@ void larch_q_free(larch_layer *L);
  * format int8) and writes the dequantized weights into its parameter,
  * without the kernel (larch compress). */
 larch_status larch_q8_set(larch_layer *L, const int8_t *wq, const float *scale, const float *range);
+/* Whether this larch has the int8 kernels (built with oneDNN). */
+int larch_q8_available(void);
 /* int8 inference for L (larch_q8_set, then): wq (rows, cols), per-row scales, the input range
  * [lo, hi]. Writes the dequantized weights into the layer's parameter,
  * makes the oneDNN primitive (not available: LARCH_ERR_INVALID naming the
