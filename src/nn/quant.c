@@ -4,6 +4,7 @@
 #include "nn/quant.h"
 #include "nn/layers.h"
 #include "core/threads.h"
+#include "core/dispatch.h"
 #ifdef LARCH_HAVE_DNNL
 #include "nn/int8_onednn.h"
 #endif
@@ -59,7 +60,7 @@ void larch_fq_weights(const float *W, int rows, int cols, float *out)
 
 typedef struct { const float *x; float inv, s, qlo, qhi; void *out; int mode; } act_job;  /* mode 0 s8, 1 u8, 2 fake */
 
-static void act_range(void *ctx, size_t lo, size_t hi)
+static LARCH_HOT void act_range(void *ctx, size_t lo, size_t hi)
 {
     const act_job *j = ctx;
     const float *restrict x = j->x;
