@@ -599,7 +599,19 @@ static void test_methods(const char *dir)
     CHECK_OK(larch_ckpt_load(out.checkpoint, &one, q, NULL, NULL));
     CHECK_FAIL(larch_quant_apply_cfg(back, q, 0), LARCH_ERR_CONFIG, "int8 model runs inference only");
     CHECK_OK(larch_quant_apply_cfg(back, q, 1));
-    if (larch_conv_onednn_built()) CHECK(larch_q8_count(q, NULL, 0) == 2, "both layers int8 after the load");
+    if (larch_conv_onednn_built()) {
+        CHECK(larch_q8_count(q, NULL, 0) == 2, "both layers int8 after the load");
+        /* a program that trains the loaded int8 model: refused by larch_fit */
+        larch_fit_spec spec;
+        CHECK_OK(larch_fit_spec_from_cfg(back, &spec));
+        spec.model = q;
+        spec.train_set = &tr;
+        spec.test_set = &te;
+        larch_train_opts to = {0};
+        larch_train_result res;
+        CHECK_FAIL(larch_fit(&spec, &one, &to, &res), LARCH_ERR_INVALID, "can be evaluated, not trained");
+        larch_fit_spec_release(&spec);
+    }
     larch_model_free(q);
     larch_node_free(back);
     larch_node_free(out.cfg);
