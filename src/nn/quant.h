@@ -68,8 +68,7 @@ void larch_q8_act(const float *x, size_t n, float scale, int u8, void *out);
 /* Fake quantization: per-row int8 weights dequantized; inputs on the grid of [lo, hi]. */
 void larch_fq_weights(const float *W, int rows, int cols, float *out);
 void larch_fq_act(const float *x, size_t n, float lo, float hi, float *out);
-/* The min and max of x[0..n) (0, 0 when n = 0); the percentile p (in
- * [50, 100]) of |x| as a histogram-free exact order statistic (sorts a copy). */
+/* The min and max of x[0..n) (0, 0 when n = 0). */
 void larch_minmax(const float *x, size_t n, float *lo, float *hi);
 
 /* ---- layer state ---- */
