@@ -9,7 +9,7 @@
 #   rest of the errors, bf16 and the checks of the tensors: test_quant.c);
 # - quantization-aware training (quantize.qat) gives the same per-step
 #   losses on 1 and 2 ranks, stores its learned input ranges, and int8 on its
-#   checkpoint uses them.
+#   checkpoint uses them; resuming it without QAT is refused.
 # The methods run through build/tests/quant_tool until `larch compress` does.
 . "$(dirname "$0")/cli_helpers.bash"
 TOOL=$(dirname "$LARCH")/tests/quant_tool
@@ -54,6 +54,7 @@ if command -v "$MPIEXEC" > /dev/null; then
   [ "$n" -eq 8 ] && awk -v w="$worst" 'BEGIN{exit !(w <= 1e-4)}' && pass "QAT: 1 vs 2 ranks, $n steps, worst relative loss difference $worst" \
     || fail "QAT 1 vs 2 ranks: $n steps, worst relative loss difference $worst"
   QCK=$(ck "$TMP/q2" 8)
+  expect 1 "quantize.qat" -- "$LARCH" train "$CFG" --out "$TMP/q2" --set train.max_steps=10 --set checkpoint.resume=auto
   expect 0 "/quant/conv1/input_range" -- "$LARCH" ckpt info "$QCK"
   expect 0 "from QAT's ranges" -- "$TOOL" compress "$TMP/q2/config.yaml" "$QCK" int8 "$TMP/qi8"
   out=$("$LARCH" eval "$TMP/qi8.yaml" --checkpoint "$TMP/qi8.h5" 2>&1)
