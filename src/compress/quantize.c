@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #define MAX_Q_LAYERS 256
+#define PCT_MAX_VALUES ((size_t)1 << 22)   /* percentile calibration: values kept per layer (16 MiB) */
 
 const larch_key larch_quant_half_keys[] = {
     {"layers", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL, "dense and conv2d layers to store in 16 bits ([] = all)"},
@@ -212,13 +213,14 @@ static larch_status calibrate(job_t *j, const larch_dataset *train, int samples,
     larch_status s = larch_model_plan(m, batch);
     if (s) return s;
     float *store[MAX_Q_LAYERS] = {0};
-    size_t used[MAX_Q_LAYERS] = {0};
+    size_t used[MAX_Q_LAYERS] = {0}, stride[MAX_Q_LAYERS] = {0}, seen[MAX_Q_LAYERS] = {0};
     for (int i = 0; i < j->n_sel; i++) {
         range[i][0] = INFINITY;
         range[i][1] = -INFINITY;
-        size_t per = larch_shape_size(j->sel[i]->in_shape[0]);
-        if (pct && !(store[i] = malloc((size_t)samples * per * sizeof(float)))) s = larch_fail(LARCH_ERR_NOMEM,
-            "int8 calibration: out of memory keeping %d samples of layer '%s''s input (%zu values each)", samples, j->sel[i]->name, per);
+        size_t total = (size_t)samples * larch_shape_size(j->sel[i]->in_shape[0]);
+        stride[i] = (total + PCT_MAX_VALUES - 1) / PCT_MAX_VALUES;   /* every stride-th value: at most PCT_MAX_VALUES */
+        if (pct && !(store[i] = malloc((total / stride[i] + 1) * sizeof(float))))
+            s = larch_fail(LARCH_ERR_NOMEM, "int8 calibration: out of memory keeping layer '%s''s inputs", j->sel[i]->name);
     }
     larch_loader *ld = NULL;
     larch_loader_opts lo = {.global_batch = batch, .rank = 0, .world = 1, .shuffle = 1, .drop_last = 0, .seed = seed};
@@ -238,8 +240,9 @@ static larch_status calibrate(job_t *j, const larch_dataset *train, int samples,
             larch_minmax(L->x[0], cnt, &lo_, &hi_);
             range[i][0] = fminf(range[i][0], lo_);
             range[i][1] = fmaxf(range[i][1], hi_);
-            if (store[i]) memcpy(store[i] + used[i], L->x[0], cnt * sizeof(float));
-            used[i] += cnt;
+            for (size_t k = 0; store[i] && k < cnt; k++)
+                if ((seen[i] + k) % stride[i] == 0) store[i][used[i]++] = L->x[0][k];
+            seen[i] += cnt;
         }
         done += bt.n;
     }
