@@ -8,6 +8,13 @@
 #include <string.h>
 
 static const larch_compress_method methods[] = {
+    {"fp16", "weights of dense/conv2d layers stored as IEEE half; options: layers=[...] (default all)",
+     larch_quant_half_keys, larch_compress_fp16, 0},
+    {"bf16", "weights of dense/conv2d layers stored as bfloat16; options: layers=[...] (default all)",
+     larch_quant_half_keys, larch_compress_bf16, 0},
+    {"int8", "int8 weights (per output channel) and inputs, run by oneDNN's int8 kernels; options: samples=512, "
+     "calibration=auto|minmax|percentile|qat, percentile=99.99, batch=256, layers=[...]",
+     larch_quant_int8_keys, larch_compress_int8, 1},
     {"structured", "remove conv2d filters / dense neurons of smallest weight norm and shrink the layers: "
                    "keep=0.5 | flops=F, norm=l2|l1, layers=[...]", larch_structured_keys, larch_compress_structured, 0},
     {"svd", "truncated-SVD factorization of dense (and listed conv2d) layers into two: "

@@ -14,6 +14,7 @@
  * needs, and the ranks agree once at the end.
  */
 #include "io/ckpt_internal.h"
+#include "io/ckpt_quant.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "core/fs.h"
 
@@ -147,6 +148,7 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
     larch_status s = LARCH_OK;
     for (int i = 0; !s && i < m->n_params; i++) {
         const larch_param *p = &m->params[i];
+        if (larch_ckpt_quant_replaces(m, p)) continue;   /* under /quant (checkpoint_quant.c) */
         larch_ckpt_param_path(dpath, sizeof dpath, m, p);
         int nd = larch_ckpt_param_dims(p, dims);
         larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, m->param + p->offset)
@@ -161,6 +163,7 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
                                  : LARCH_OK;
         s = larch_comm_check(c, mine);
     }
+    if (!s) s = larch_comm_check(c, root ? larch_ckpt_quant_write(w->file, w->lcpl, w->path, m) : LARCH_OK);
     if (s || !o) return s;
     float *full = NULL;                 /* rank 0, sharded: one whole tensor of state */
     if (sharded) {
@@ -449,6 +452,7 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
     larch_status s = LARCH_OK;
     for (int i = 0; !s && i < m->n_params; i++) {
         const larch_param *p = &m->params[i];
+        if (larch_ckpt_quant_in_file(file, m, p)) continue;   /* quantized: /quant (checkpoint_quant.c) */
         larch_ckpt_param_path(dpath, sizeof dpath, m, p);
         int nd = larch_ckpt_param_dims(p, dims);
         s = larch_ckpt_read_tensor(file, path, dpath, nd, dims, 0, p->size, m->param + p->offset);
@@ -459,6 +463,7 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
         dims[0] = b->size;
         s = larch_ckpt_read_tensor(file, path, dpath, 1, dims, 0, b->size, m->buffer + b->offset);
     }
+    if (!s) s = larch_ckpt_quant_read(file, path, m);
     if (s || !o) return s;
     if (strcmp(meta->optimizer, o->name) != 0)
         return larch_fail(LARCH_ERR_CONFIG, "checkpoint %s holds the state of optimizer '%s', the config uses '%s'",

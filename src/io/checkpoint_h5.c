@@ -466,7 +466,10 @@ larch_status larch_ckpt_tensor_shape(hid_t file, const char *path, const char *d
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
     int nd = H5Sget_simple_extent_ndims(sp);
     larch_status s = LARCH_OK;
-    if (H5Tget_class(t) != H5T_FLOAT || H5Tget_size(t) != 4)
+    /* quantized tensors (checkpoint_quant.c) read as float through HDF5's conversion */
+    int quant = !strncmp(dpath, "/quant/", 7) && ((H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1) ||
+                                                   (H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 2));
+    if (!quant && (H5Tget_class(t) != H5T_FLOAT || H5Tget_size(t) != 4))
         s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s is not float32", path, dpath);
     else if (nd < 1 || nd > CKPT_MAX_DIMS)
         s = larch_fail(LARCH_ERR_FORMAT, "checkpoint %s: tensor %s has %d dimensions", path, dpath, nd);

@@ -11,6 +11,7 @@
  * used are counted too, since a typo in a rename shows up there first.
  */
 #include "io/ckpt_internal.h"
+#include "io/ckpt_quant.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 
 #include <fnmatch.h>
@@ -92,6 +93,9 @@ static larch_status init_tensor(init_ctx *c, hid_t file, const char *group, cons
     int fnd;
     hsize_t fdims[CKPT_MAX_DIMS];
     larch_status s = strchr(src, '/') ? larch_ckpt_tensor_shape(file, c->path, dpath, &fnd, fdims) : LARCH_OK;
+    if (!s && strchr(src, '/') && fnd == 0 && !strcmp(group, "params") &&   /* a 16-bit weight (checkpoint_quant.c) */
+        !(s = larch_ckpt_quant_init_path(file, c->path, src, dpath, sizeof dpath)) && !strncmp(dpath, "/quant/", 7))
+        s = larch_ckpt_tensor_shape(file, c->path, dpath, &fnd, fdims);
     if (s) return s;
     if (!strchr(src, '/') || fnd == 0) {
         c->rep->fresh++;

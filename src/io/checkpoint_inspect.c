@@ -136,20 +136,31 @@ static herr_t visit(hid_t root, const char *name, const H5L_info_t *info, void *
     }
     free(buf);
     if (s) { w->status = s; return 1; }
+    /* the stored type: float32, or a quantized tensor's (checkpoint_quant.c) */
+    const char *dtype = "float32";
+    size_t esize = 4;
+    hid_t d = H5Dopen2(w->file, dpath, H5P_DEFAULT), t = d >= 0 ? H5Dget_type(d) : -1;
+    if (t >= 0 && H5Tget_size(t) != 4) {
+        esize = H5Tget_size(t);
+        int is_bf16 = H5Tget_class(t) == H5T_FLOAT && H5Tget_ebias(t) == 127;
+        dtype = H5Tget_class(t) == H5T_INTEGER ? "int8" : is_bf16 ? "bf16" : "fp16";
+    }
+    if (t >= 0) H5Tclose(t);
+    if (d >= 0) H5Dclose(d);
     if (!finite && w->verify) {
         w->status = larch_fail(LARCH_ERR_NUMERIC, "checkpoint %s: tensor %s holds NaN or Inf values", w->path, dpath);
         return 1;
     }
     w->n_tensors++;
     w->n_values += (long)n;
-    w->bytes += 4.0 * (double)n;
+    w->bytes += (double)esize * (double)n;
     if (w->out && !w->verify) {
         char shape[128];
         size_t o = (size_t)snprintf(shape, sizeof shape, "(");
         for (int k = 0; k < nd && o < sizeof shape; k++)
             o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%llu", k ? ", " : "", (unsigned long long)dims[k]);
         if (o < sizeof shape) snprintf(shape + o, sizeof shape - o, ")");
-        fprintf(w->out, "  %-44s %-22s float32  %14.6g%s\n", dpath, shape, sqrt(sq), finite ? "" : "  (non-finite)");
+        fprintf(w->out, "  %-44s %-22s %-8s %14.6g%s\n", dpath, shape, dtype, sqrt(sq), finite ? "" : "  (non-finite)");
     }
     return 0;
 }

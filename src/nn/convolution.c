@@ -31,6 +31,7 @@
 #include "nn/layers.h"
 #include "core/blas.h"
 #include "core/dispatch.h"
+#include "nn/quant.h"
 #ifdef LARCH_HAVE_DNNL
 #include "nn/conv_onednn.h"
 #endif
@@ -212,7 +213,7 @@ static int use_onednn(larch_layer *L, int n, void **xsave)
     if (!(d->dnn && n > 0 && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, is_bf16(L), &need, &save) &&
           need <= d->scratch_cap))
         return 0;
-    if (save && save <= d->save_cap) *xsave = L->saved;
+    if (save && save <= d->save_cap) *xsave = L->saved + larch_q_saved(L, L->model->max_batch);   /* after QAT's x */
     return 1;
 #else
     (void)L; (void)n;
@@ -230,7 +231,8 @@ static size_t conv_scratch(const larch_layer *L, int n)
         s = need;
     d->scratch_cap = s;
 #endif
-    return s;
+    size_t q = larch_q_scratch(L, n);
+    return q > s ? q : s;
 }
 
 /* Saved between the passes: oneDNN's bf16 copy of x, when the weight
@@ -244,10 +246,16 @@ static size_t conv_saved(const larch_layer *L, int n)
     if (!(d->dnn && L->need_dw && onednn_wanted(L) && !larch_onednn_conv_prepare(d->dnn, n, L->need_backward, is_bf16(L), &need, &save)))
         save = 0;
     d->save_cap = save;
-#else
-    (void)L; (void)n;
 #endif
-    return save;
+    return save + larch_q_saved(L, n);   /* QAT's fake-quantized x first */
+}
+
+void larch_conv_geom(const larch_layer *L, int *k, int *stride, int *pad)
+{
+    const conv_t *d = L->priv;
+    *k = d->k;
+    *stride = d->stride;
+    *pad = d->pad;
 }
 
 int larch_conv_onednn_count(const larch_model *m, int *conv_layers)
@@ -327,12 +335,15 @@ static void conv_forward(larch_layer *L, const larch_pass *p)
 {
     conv_t *d = L->priv;
     larch_shape in = L->in_shape[0];
-    const float *W = larch_layer_param(L, 0);                          // (cout, K)
+    d->last_onednn = 0;
+    if (L->q && larch_q_forward_int8(L, p)) return;                    // int8 inference (quant.c)
+    const float *W = larch_layer_param(L, 0), *x = L->x[0];           // (cout, K), (n, h, w, cin)
+    if (L->q) larch_q_operands(L, p, 1, &x, &W);                       // QAT: fake-quantized operands
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
     void *xsave;
     d->last_onednn = use_onednn(L, p->n, &xsave);
 #ifdef LARCH_HAVE_DNNL
-    if (d->last_onednn && !larch_onednn_conv_forward(d->dnn, p->n, is_bf16(L), L->x[0], W, d->bias ? larch_layer_param(L, 1) : NULL, L->y,
+    if (d->last_onednn && !larch_onednn_conv_forward(d->dnn, p->n, is_bf16(L), x, W, d->bias ? larch_layer_param(L, 1) : NULL, L->y,
                                                      L->scratch, xsave))
         return;
     d->last_onednn = 0;                                                 // a failed primitive: the GEMM path
@@ -346,7 +357,7 @@ static void conv_forward(larch_layer *L, const larch_pass *p)
     for (int b0 = 0; b0 < p->n; b0 += chunk) {
         int nb = p->n - b0 < chunk ? p->n - b0 : chunk;
         const size_t rows = (size_t)nb * ohw;                           // <= INT_MAX: see chunk in setup
-        const float *cols = L->x[0] + (size_t)b0 * in_per;              // direct: x (rows, cin) is cols
+        const float *cols = x + (size_t)b0 * in_per;                    // direct: x (rows, cin) is cols
         if (!d->direct) {
             im2col(d, in, cols, nb, L->scratch);
             cols = L->scratch;
@@ -360,7 +371,8 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
 {
     conv_t *d = L->priv;
     larch_shape in = L->in_shape[0];
-    const float *W = larch_layer_param(L, 0);
+    const float *W = larch_layer_param(L, 0), *x0 = L->x[0];
+    if (L->q) larch_q_operands(L, p, 0, &x0, &W);                      // QAT: the forward's operands (straight-through)
     float *dW = larch_layer_grad(L, 0);
     const size_t in_per = larch_shape_size(in), ohw = (size_t)d->oh * d->ow, cout = (size_t)d->cout;
     if (L->need_dw && d->bias)                                          // db = sum over the n*oh*ow rows of dy
@@ -368,9 +380,11 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
 #ifdef LARCH_HAVE_DNNL
     void *xsave;                                                        // filled by this pass's forward when it ran oneDNN
     if (p->n > 0 && use_onednn(L, p->n, &xsave) &&
-        !larch_onednn_conv_backward(d->dnn, p->n, is_bf16(L), L->x[0], L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
-                                    L->need_dw ? dW : NULL, p->acc_grad, L->scratch, xsave, d->last_onednn))
+        !larch_onednn_conv_backward(d->dnn, p->n, is_bf16(L), x0, L->dy, W, L->need_dx[0] ? L->dx[0] : NULL, L->dx_acc[0],
+                                    L->need_dw ? dW : NULL, p->acc_grad, L->scratch, xsave, d->last_onednn)) {
+        if (L->q && L->need_dx[0]) larch_q_ste_mask(L, p->n, L->dx[0], L->dx_acc[0]);
         return;
+    }
 #endif
     if (L->need_dw && !p->acc_grad && p->n == 0) memset(dW, 0, cout * d->K * sizeof(float));
     const int chunk = chunk_of(d);
@@ -378,7 +392,7 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
         int nb = p->n - b0 < chunk ? p->n - b0 : chunk;
         const int rows = (int)((size_t)nb * ohw);                       // fits: see chunk in setup
         const float *dy = L->dy + (size_t)b0 * ohw * cout;              // (rows, cout)
-        const float *x = L->x[0] + (size_t)b0 * in_per;
+        const float *x = x0 + (size_t)b0 * in_per;
         if (L->need_dw) {
             const float *cols = x;                                      // direct: x is cols
             if (!d->direct) {
@@ -401,6 +415,7 @@ static void conv_backward(larch_layer *L, const larch_pass *p)
             col2im(d, in, L->scratch, nb, dx);
         }
     }
+    if (L->q && L->need_dx[0]) larch_q_ste_mask(L, p->n, L->dx[0], L->dx_acc[0]);
 }
 
 static int conv_gemms(const larch_layer *L, int n, int train, larch_gemm_shape *out, int cap)

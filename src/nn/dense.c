@@ -5,6 +5,7 @@
  */
 #include "nn/layers.h"
 #include "core/blas.h"
+#include "nn/quant.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,9 @@ static void dense_init(larch_layer *L, uint64_t seed)
 static void dense_forward(larch_layer *L, const larch_pass *p)
 {
     dense_t *d = L->priv;
-    const float *W = larch_layer_param(L, 0);  // (units, in)
+    if (L->q && larch_q_forward_int8(L, p)) return;   // int8 inference (quant.c)
+    const float *W = larch_layer_param(L, 0), *x = L->x[0];  // (units, in), (n, in)
+    if (L->q) larch_q_operands(L, p, 1, &x, &W);       // QAT: fake-quantized operands
     float beta = 0.0f;
     if (d->bias) {                              // y = broadcast b, then y += x W^T
         const float *b = larch_layer_param(L, 1);
@@ -49,28 +52,35 @@ static void dense_forward(larch_layer *L, const larch_pass *p)
         beta = 1.0f;
     }
     if (p->n == 0) return;
-    larch_layer_gemm(L, 0, 1, p->n, d->units, d->in, 1.0f, L->x[0], d->in, W, d->in, beta, L->y, d->units);
+    larch_layer_gemm(L, 0, 1, p->n, d->units, d->in, 1.0f, x, d->in, W, d->in, beta, L->y, d->units);
 }
 
 static void dense_backward(larch_layer *L, const larch_pass *p)
 {
     dense_t *d = L->priv;
     int n = p->n;
+    const float *x = L->x[0], *W = larch_layer_param(L, 0);
+    if (L->q) larch_q_operands(L, p, 0, &x, &W);       // QAT: the forward's operands (straight-through)
     if (L->need_dw) {
         float beta = p->acc_grad ? 1.0f : 0.0f;
         // dW (units, in) = dy^T (units, n) x (n, in)
         if (n > 0)
-            larch_layer_gemm(L, 1, 0, d->units, d->in, n, 1.0f, L->dy, d->units, L->x[0], d->in, beta,
+            larch_layer_gemm(L, 1, 0, d->units, d->in, n, 1.0f, L->dy, d->units, x, d->in, beta,
                         larch_layer_grad(L, 0), d->in);
         else if (!p->acc_grad)
             memset(larch_layer_grad(L, 0), 0, (size_t)d->units * d->in * sizeof(float));
         if (d->bias)                            // db = sum over samples of dy (in double)
             larch_channel_sums(L->dy, NULL, (size_t)n, d->units, larch_layer_grad(L, 1), NULL, p->acc_grad);
     }
-    if (L->need_dx[0] && n > 0)                 // dx (n, in) = dy (n, units) W (units, in)
-        larch_layer_gemm(L, 0, 0, n, d->in, d->units, 1.0f, L->dy, d->units, larch_layer_param(L, 0),
+    if (L->need_dx[0] && n > 0) {               // dx (n, in) = dy (n, units) W (units, in)
+        larch_layer_gemm(L, 0, 0, n, d->in, d->units, 1.0f, L->dy, d->units, W,
                     d->in, L->dx_acc[0] ? 1.0f : 0.0f, L->dx[0], d->in);
+        if (L->q) larch_q_ste_mask(L, n, L->dx[0], L->dx_acc[0]);
+    }
 }
+
+static size_t dense_saved(const larch_layer *L, int n) { return larch_q_saved(L, n); }
+static size_t dense_scratch(const larch_layer *L, int n) { return larch_q_scratch(L, n); }
 
 static int dense_gemms(const larch_layer *L, int n, int train, larch_gemm_shape *out, int cap)
 {
@@ -88,6 +98,6 @@ static void dense_destroy(larch_layer *L) { free(L->priv); }
 
 const larch_layer_ops larch_dense_ops = {
     .type = "dense", .min_inputs = 1, .max_inputs = 1,
-    .setup = dense_setup, .init = dense_init, .forward = dense_forward,
+    .setup = dense_setup, .saved_size = dense_saved, .scratch_size = dense_scratch, .init = dense_init, .forward = dense_forward,
     .backward = dense_backward, .gemms = dense_gemms, .destroy = dense_destroy,
 };

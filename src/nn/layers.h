@@ -45,6 +45,13 @@ void larch_batchnorm_fuse_relu(larch_layer *L, int on);
  * normal chunking), so small tests cover several chunks. */
 void larch_conv_test_chunk(int samples);
 
+/* Eval-mode batchnorm as y = a[c] x + b[c] (running statistics; for
+ * folding into an int8 convolution, nn/quant.c). */
+void larch_batchnorm_eval_affine(larch_layer *L, float *a, float *b);
+
+/* A conv2d layer's kernel size, stride and padding (nn/quant.c). */
+void larch_conv_geom(const larch_layer *L, int *k, int *stride, int *pad);
+
 /* How many conv2d layers of m ran oneDNN in their last forward (of
  * *conv_layers conv2d layers; for `larch bench step` and the tests). */
 int larch_conv_onednn_count(const larch_model *m, int *conv_layers);

@@ -5,6 +5,7 @@
  * See include/larch/model.h for the contract. */
 #include "nn/layers.h"
 #include "nn/loss.h"
+#include "nn/quant.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -295,6 +296,7 @@ static void layer_free(larch_layer *L)
 {
     if (!L) return;
     if (L->ops && L->ops->destroy) L->ops->destroy(L);
+    larch_q_free(L);
     free(L);
 }
 

@@ -34,6 +34,7 @@ struct larch_layer {
     int need_dw;                      /* some parameter is trainable           */
     int need_backward;                /* a loss depends on this layer          */
     larch_status decl_status;         /* setup declared an invalid tensor      */
+    struct larch_qlayer *q;           /* quantization state (nn/quant.h), NULL: none */
 };
 
 /* A loss as the model keeps it (built from larch_loss_opts). */

@@ -19,6 +19,7 @@
 #include "nn/layers.h"
 #include "core/dispatch.h"
 #include "core/threads.h"
+#include "nn/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -278,6 +279,7 @@ static void bn_combine(const double *part, int nb, int C, double *out)
 
 static void bn_fwd_op(larch_layer *L, const larch_pass *p)
 {
+    if (L->q && larch_q_folded(L, p)) return;     /* eval: the int8 conv before it wrote y (nn/quant.c) */
     norm_t *q = L->priv;
     const int C = L->in_shape[0].c;
     const size_t rows = (size_t)p->n * L->in_shape[0].h * L->in_shape[0].w;   // (n h w) rows of c
@@ -348,6 +350,18 @@ static void bn_bwd_op(larch_layer *L, const larch_pass *p)
 }
 
 void larch_batchnorm_fuse_relu(larch_layer *L, int on) { ((norm_t *)L->priv)->relu = on != 0; }
+
+void larch_batchnorm_eval_affine(larch_layer *L, float *a, float *b)
+{
+    norm_t *q = L->priv;
+    const int C = L->in_shape[0].c;
+    const float *rm = larch_layer_buffer(L, 0), *rv = larch_layer_buffer(L, 1);
+    for (int c = 0; c < C; c++) {
+        float invstd = 1.0f / sqrtf(rv[c] + q->eps), s = q->affine ? larch_layer_param(L, 0)[c] : 1.0f;
+        a[c] = s * invstd;
+        b[c] = (q->affine ? larch_layer_param(L, 1)[c] : 0.0f) - rm[c] * a[c];
+    }
+}
 
 /* ---- group statistics (layernorm, groupnorm, instancenorm) ---- */
 

@@ -256,7 +256,7 @@ larch_status larch_ckpt_check_resume(const char *path, const larch_ckpt_meta *me
     }
     if (now) complete_model(now);
     if (old) {
-        static const char *const sections[] = {"optim", "sched", "loss", "regularization", NULL};
+        static const char *const sections[] = {"optim", "sched", "loss", "regularization", "quantize", NULL};
         for (int i = 0; sections[i]; i++) diff(d, sections[i], larch_map_get(old, sections[i]), larch_map_get(now, sections[i]));
         diff(d, "model", larch_run_layers(old), larch_run_layers(now));
         diff(d, "data", larch_map_get(old, "data"), larch_map_get(now, "data"));

@@ -9,6 +9,7 @@
 #include "larch/data.h"
 #include "io/attributes.h"
 #include "io/cfg_internal.h"
+#include "train/quant_cfg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,8 @@ const larch_key larch_run_keys[] = {
      "list of layers, or {layers: [...], init_from: {...}} (docs/transfer.md)"},
     {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},
     {"regularization", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "list of penalties"},
+    {"quantize", LARCH_T_MAP, "{}", 0, 0, NULL, larch_quantize_keys,
+     "quantized weights and quantization-aware training (docs/compression/quantization.md)"},
     {0}};
 
 static const larch_key init_from_keys[] = {

@@ -3,6 +3,8 @@
  * (with model.init_from) and a larch_fit_spec, and runs larch_fit, the
  * trainer a C program calls (trainer.c). */
 #include "train/fit_internal.h"
+#include "train/quant_cfg.h"
+#include "nn/quant.h"
 #include "larch/checkpoint.h"
 #include "larch/model_cfg.h"
 #include "larch/optim_cfg.h"
@@ -123,12 +125,17 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
     if (!s) s = larch_model_build(&m, train.shape, larch_run_layers(cfg), larch_map_get(cfg, "loss"),
                                   larch_map_get(cfg, "regularization"), spec.train.seed);
     if (!s) s = init_from(cfg, comm, m, comm->rank == 0 ? opts->log : NULL, &rep);
+    if (!s) s = larch_quant_apply_cfg(cfg, m, opts->eval_only);   /* quantize: QAT, int8 for inference only */
     s = larch_comm_check(comm, s);
     if (!s) {
         spec.model = m;
         spec.train_set = &train;
         spec.test_set = &test;
         s = larch_fit_run(&spec, comm, opts, res, rep.text);
+        char k8[160];
+        int n8 = larch_q8_count(m, k8, sizeof k8);       /* an int8 model (quantize.format: int8): what ran */
+        if (!s && n8 && opts->log && comm->rank == 0)
+            fprintf(opts->log, "int8: %d of %d quantized layer(s) ran %s in the last evaluation pass\n", larch_q8_ran(m), n8, k8);
     } else {
         larch_comm_watchdog(comm, 0.0);
     }

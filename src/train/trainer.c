@@ -13,6 +13,7 @@
  */
 #include "larch/train.h"
 #include "train/fit_internal.h"
+#include "nn/quant.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "larch/data.h"
 #include "larch/rng.h"
@@ -959,6 +960,8 @@ larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, c
     larch_comm_set_step(comm, 0);
     /* the watchdog (dist.timeout_s) covers setup's agreements too */
     larch_status s = larch_fit_validate(spec);
+    if (!s && !opts->eval_only && larch_q8_count(spec->model, NULL, 0))   /* int8 kernels attached (nn/quant.h) */
+        s = larch_fail(LARCH_ERR_INVALID, "the model runs int8 kernels (an int8 checkpoint): it can be evaluated, not trained");
     if (!s) s = larch_comm_watchdog(comm, spec->dist.timeout_s);
     if (!s && spec->config) r.cfg = spec->config;
     else if (!s && !(s = larch_fit_spec_to_cfg(spec, &r.own_cfg))) r.cfg = r.own_cfg;
