@@ -9,6 +9,7 @@
 #include "larch/train.h"
 #include "core/blas.h"
 #include "nn/layers.h"
+#include "nn/quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -82,7 +83,11 @@ static void describe_kernels(const larch_model *m, char *out, size_t len)
 {
     int convs = 0, onednn = larch_conv_onednn_count(m, &convs);
     const char *prec = m->precision == LARCH_PRECISION_BF16 ? "bf16" : "fp32";
-    if (convs && onednn == convs)
+    char q8[96] = "";
+    int n8 = larch_q8_count(m, q8, sizeof q8);
+    if (n8)
+        snprintf(out, len, "%d layer(s) %s, rest %s", n8, q8, prec);
+    else if (convs && onednn == convs)
         snprintf(out, len, "%s, conv onednn", prec);
     else if (convs && onednn)
         snprintf(out, len, "%s, conv onednn %d/%d", prec, onednn, convs);
