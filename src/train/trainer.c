@@ -22,6 +22,7 @@
 #include "core/threads.h"
 #include "core/fs.h"
 #include "parallel/grad_sync.h"
+#include "train/phase_times.h"
 
 #include <errno.h>
 #include <math.h>
@@ -72,6 +73,7 @@ typedef struct run {
     double last_eval_s;                  /* the last evaluation's seconds */
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
+    larch_phases ph;                     /* per-phase times of the log window (phase_times.h) */
 } run_t;
 
 /* ---- setup ---- */
@@ -318,7 +320,7 @@ static larch_status setup(run_t *r)
     if (r->max_steps > 0 && r->max_steps < r->total_steps) r->total_steps = r->max_steps;
     if ((s = larch_sched_init(&r->sched, &r->spec->sched, r->spec->optim.lr, r->total_steps, r->steps_per_epoch)))
         return s;
-    return LARCH_OK;
+    return larch_phases_init(&r->ph, r->comm->rank, r->comm->size);
 }
 
 static long count_params(const larch_model *m)
@@ -338,6 +340,7 @@ static void teardown(run_t *r)
     larch_node_free(r->own_cfg);
     if (r->metrics) fclose(r->metrics);
     free(r->lineage);
+    larch_phases_free(&r->ph);
     larch_dir_unlock(&r->lock_ckpt);
     larch_dir_unlock(&r->lock_out);
 }
@@ -425,6 +428,7 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
     if (s) return larch_fail_context(s, "saving the checkpoint of step %ld", done);
     r->last_saved = done;
     r->t_ckpt += larch_comm_wtime() - t0;
+    larch_phases_add(&r->ph, LARCH_PH_CKPT, larch_comm_wtime() - t0);
     if (r->log) {
         fprintf(r->log, "checkpoint step %ld -> %s (%.2f s)\n", done, res->checkpoint, larch_comm_wtime() - t0);
         fflush(r->log);
@@ -595,6 +599,7 @@ static larch_status evaluate(run_t *r, double *vals)
     }
     r->last_eval_s = larch_comm_wtime() - t0;
     r->t_eval += r->last_eval_s;
+    larch_phases_add(&r->ph, LARCH_PH_EVAL, r->last_eval_s);
     r->eval_samples += (long)sums[2];
     return LARCH_OK;
 }
@@ -638,6 +643,7 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     int nl = m->n_losses;
     larch_comm_set_step(r->comm, step + 1);
     double local[3 + LARCH_MAX_TARGETS * 2] = {0.0};  /* loss sum, samples, stop requests, per-task loss sums */
+    double tp0 = larch_comm_wtime();
     for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
         larch_batch mb = *b;
         mb.n = r->micro;
@@ -660,7 +666,9 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
      * the step with the loss sums, the stop requests and how many ranks
      * failed, so every rank learns of a failure there, before the next
      * collective, with the failing rank's message. */
+    double tp1 = larch_comm_wtime();
     larch_status s = larch_grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
+    double tp2 = larch_comm_wtime();
     if (!s) s = r->hook_status;                             /* SyncBatchNorm's sums */
     if (!s) s = larch_loader_status(r->loader);             /* out of core: a failed read */
     double penalty = larch_model_penalty(m, 1);
@@ -671,7 +679,12 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     if (!s) s = gs;
     if (!s) s = r->hook_status;                             /* the clipping norm's sum */
     local[2] = stop_signal ? 1.0 : 0.0;
-    if ((s = larch_comm_agree_sum(r->comm, "loss", s, local, 3 + nl))) return s;
+    double tp3 = larch_comm_wtime();
+    s = larch_comm_agree_sum(r->comm, "loss", s, local, 3 + nl);
+    larch_phases_add(&r->ph, LARCH_PH_COMPUTE, tp1 - tp0);
+    larch_phases_add(&r->ph, LARCH_PH_SYNC, (tp2 - tp1) + (larch_comm_wtime() - tp3));   /* the loss sum waits too */
+    larch_phases_add(&r->ph, LARCH_PH_OPTIM, tp3 - tp2);
+    if (s) return s;
     if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
     for (int k = 0; k < nl; k++) r->task_loss[k] = local[3 + k] / local[1];
     double loss = local[0] / local[1] + penalty;
@@ -774,9 +787,11 @@ static larch_status loop(run_t *r, larch_train_result *res)
         win_wait += t1 - t0;
         r->t_steps += now - t0;
         r->t_wait += t1 - t0;
+        larch_phases_add(&r->ph, LARCH_PH_DATA, t1 - t0);
         double lr = larch_sched_lr(&r->sched, step);
         if (done % r->log_every == 0 || done == r->total_steps) {
             double sps = win_steps > 0 ? (double)(done - log_step) * r->batch / win_steps : 0.0;
+            if ((s = larch_phases_gather(&r->ph, r->comm))) return s;   /* every rank: one small collective */
             if (r->metrics) {
                 char num[32];
                 long n_sync = 0, early = 0;
@@ -791,6 +806,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
                         r->comm->size > 1 ? larch_grad_sync_buckets(r->sync) : 0,
                         n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
+                larch_phases_write_json(&r->ph, r->metrics);
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
             }
