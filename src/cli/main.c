@@ -3,6 +3,7 @@
 #include "larch/larch.h"
 
 #include "core/blas.h"
+#include "train/run_report.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -87,6 +88,7 @@ int main(int argc, char **argv)
     if (train) sigprocmask(SIG_BLOCK, &stops, NULL);
     prefer_avx512_blas(argv);
     if (train) {
+        larch_report_set_command(argc, argv);     /* recorded in RUN_DIR/run.json */
         larch_catch_stop_signals();
         sigprocmask(SIG_UNBLOCK, &stops, NULL);
     }

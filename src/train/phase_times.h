@@ -17,6 +17,7 @@ extern const char *const larch_phase_keys[LARCH_PH_N];
 
 typedef struct larch_phases {
     double win[LARCH_PH_N];   /* this rank's seconds since the last record      */
+    double tot[LARCH_PH_N];   /* this rank's seconds since the loop started     */
     double *all;              /* world x LARCH_PH_N, filled by larch_phases_gather */
     int world, rank;
     int slowest;              /* after a gather: the rank with the largest sum   */
@@ -26,7 +27,11 @@ typedef struct larch_phases {
 larch_status larch_phases_init(larch_phases *p, int rank, int world);
 void larch_phases_free(larch_phases *p);
 
-static inline void larch_phases_add(larch_phases *p, int phase, double seconds) { p->win[phase] += seconds; }
+static inline void larch_phases_add(larch_phases *p, int phase, double seconds)
+{
+    p->win[phase] += seconds;
+    p->tot[phase] += seconds;
+}
 
 /* Collective (every rank, at the same log record): every rank's window to
  * all, the slowest rank found, and the window restarted. */

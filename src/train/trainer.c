@@ -23,6 +23,7 @@
 #include "core/fs.h"
 #include "parallel/grad_sync.h"
 #include "train/phase_times.h"
+#include "train/run_report.h"
 
 #include <errno.h>
 #include <math.h>
@@ -74,6 +75,7 @@ typedef struct run {
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
     larch_phases ph;                     /* per-phase times of the log window (phase_times.h) */
+    int report_warned;                   /* the HTML report could not be written (said once) */
 } run_t;
 
 /* ---- setup ---- */
@@ -633,6 +635,24 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
     if (r->log) fflush(r->log);
 }
 
+/* ---- the run report ---- */
+
+/* Rank 0: DIR/run.json and DIR/report.html (run_report.h) at the start
+ * (info), at each evaluation (neither) and at the end (end). A failure is a
+ * warning, once: it never stops training nor replaces the run's error. */
+static void report_refresh(run_t *r, const larch_report_info *info, const larch_report_totals *end)
+{
+    if (r->comm->rank != 0 || !r->opts->out_dir || r->opts->eval_only) return;
+    char err[1400];
+    int bad = info ? larch_report_start(r->opts->out_dir, info, err, sizeof err)
+            : end ? larch_report_finish(r->opts->out_dir, end, err, sizeof err) : 0;
+    if (!bad && !info) bad = larch_report_write(r->opts->out_dir, NULL, err, sizeof err);
+    if (bad && !r->report_warned) {
+        fprintf(r->log ? r->log : stderr, "larch: warning: the run report is not written: %s\n", err);
+        r->report_warned = 1;
+    }
+}
+
 /* ---- the step ---- */
 
 /* One optimizer step on batch b; returns the mean loss over the global batch. */
@@ -828,6 +848,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
         if ((r->eval_every > 0 ? done % r->eval_every == 0 : epoch_end) || done == r->total_steps) {
             if ((s = evaluate(r, vals))) return s;
             report_eval(r, done, vals, res);
+            report_refresh(r, NULL, NULL);
         }
         res->epochs = (int)(done / r->steps_per_epoch);
         if (r->stop_requested) {                             /* preemption: save, then stop */
@@ -931,7 +952,20 @@ larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, c
                 : larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before the first step: nothing "
                              "to checkpoint; a rerun starts afresh", signal_name(stop_signal));
         if (opts->handle_signals) s = larch_comm_check(comm, s);
-        if (!s) s = loop(&r, res);
+        if (!s) {
+            larch_report_info info = {comm->size, larch_blas_threads(), r.batch, count_params(r.model), r.total_steps,
+                                      r.steps_per_epoch, r.start_step, larch_blas_corename(), r.ckpt_dir};
+            report_refresh(&r, &info, NULL);
+            s = loop(&r, res);
+            char status[700];
+            snprintf(status, sizeof status, "%s%s", s == LARCH_OK ? "finished" : s == LARCH_ERR_INTERRUPTED ? "stopped: " : "failed: ",
+                     s == LARCH_OK ? "" : larch_errmsg());
+            double wall = res->wall_seconds;
+            for (int k = 0; wall <= 0 && k < LARCH_PH_N; k++) wall += r.ph.tot[k];
+            larch_report_totals end = {status, res->steps, wall, res->samples_per_s, {0}};
+            memcpy(end.phases, r.ph.tot, sizeof end.phases);
+            report_refresh(&r, NULL, &end);
+        }
         if (own)
             for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old[i], NULL);
     }
