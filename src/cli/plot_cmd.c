@@ -48,7 +48,8 @@ typedef struct curve {                  /* one line of a panel */
 
 enum { C_TRAIN_LOSS, C_TASK_LOSS, C_TEST_LOSS, C_TEST_ACC, C_LR, C_SPS, C_PHASE };
 
-static int curve_points(FILE *g, const curve *c, int axis)
+/* Writes the curve's points (g may be NULL: only counted); *ymin: their smallest y. */
+static int curve_points(FILE *g, const curve *c, int axis, double *ymin)
 {
     const larch_run_metrics *m = c->run;
     int n = 0;
@@ -57,7 +58,8 @@ static int curve_points(FILE *g, const curve *c, int axis)
             const larch_rm_eval *e = &m->eval[i];
             double y = c->kind == C_TEST_LOSS ? e->loss : e->accuracy;
             if (e->task != c->task || !isfinite(y)) continue;
-            fprintf(g, "%.9g %.9g\n", xof(axis, e->step, e->epoch, e->time), y);
+            if (y < *ymin) *ymin = y;
+            if (g) fprintf(g, "%.9g %.9g\n", xof(axis, e->step, e->epoch, e->time), y);
             n++;
         }
     } else {
@@ -70,17 +72,21 @@ static int curve_points(FILE *g, const curve *c, int axis)
                      : c->kind == C_LR ? t->lr : c->kind == C_SPS ? t->samples_per_s
                      : t->has_phases && steps > 0 ? 1e3 * t->phases[c->phase] / (double)steps : NAN;
             if (!isfinite(y)) continue;
-            fprintf(g, "%.9g %.9g\n", xof(axis, t->step, t->epoch, t->time), y);
+            if (y < *ymin) *ymin = y;
+            if (g) fprintf(g, "%.9g %.9g\n", xof(axis, t->step, t->epoch, t->time), y);
             n++;
         }
     }
-    fprintf(g, "e\n");
+    if (g) fprintf(g, "e\n");
     return n;
 }
 
 /* One panel: a plot command with an inline data block per curve. */
 static void panel(FILE *g, const char *title, const char *ylabel, int logy, const curve *cs, int n, int axis)
 {
+    double ymin = INFINITY;
+    for (int i = 0; i < n; i++) curve_points(NULL, &cs[i], axis, &ymin);
+    logy = logy && n > 0 && ymin > 0;             /* a log axis only for positive values */
     fprintf(g, "set title '%s'\nset ylabel '%s'\n%s\n", title, ylabel, logy ? "set logscale y" : "unset logscale y");
     if (n == 0) {
         fprintf(g, "set label 1 'no data' at graph 0.5,0.5 center\nplot [0:1][0:1] 2 notitle\nunset label 1\n");
@@ -90,16 +96,13 @@ static void panel(FILE *g, const char *title, const char *ylabel, int logy, cons
     for (int i = 0; i < n; i++)
         fprintf(g, "%s'-' using 1:2 with linespoints pt 7 ps 0.4 lw 1.5 title '%s'", i ? ", " : "", cs[i].title);
     fprintf(g, "\n");
-    for (int i = 0; i < n; i++) curve_points(g, &cs[i], axis);
+    for (int i = 0; i < n; i++) curve_points(g, &cs[i], axis, &ymin);
 }
 
 static int has_data(const curve *c, int axis)
 {
-    FILE *null = fopen("/dev/null", "w");
-    if (!null) return 1;
-    int n = curve_points(null, c, axis);
-    fclose(null);
-    return n > 0;
+    double ymin = INFINITY;
+    return curve_points(NULL, c, axis, &ymin) > 0;
 }
 
 static int plot_runs(const larch_run_metrics *runs, int n_runs, const char *png, int axis, int w, int h)
