@@ -532,9 +532,14 @@ int larch_report_write(const char *dir, const char *out, char *err, size_t err_l
     if (!cd) { snprintf(ckd, sizeof ckd, "%s/checkpoints", dir); cd = ckd; }
     checkpoints(f, cd);
     config_section(f, dir);
-    fprintf(f, "<script>(function(){var n=document.querySelectorAll('svg.chart polyline.curve').length;"
-               "var e=document.getElementById('js-status');e.textContent=n+' curves drawn.';"
-               "e.setAttribute('data-curves',String(n));})();</script>\n</body></html>\n");
+    /* the curves the browser laid out with a non-empty box, or a single point's
+     * marker (the browser test reads data-drawn) */
+    fprintf(f, "<script>(function(){var c=document.querySelectorAll('svg.chart polyline.curve'),d=0;"
+               "for(var i=0;i<c.length;i++){var b=c[i].getBBox(),m=c[i].nextElementSibling;"
+               "if(b.width>0||b.height>0||(m&&m.tagName=='circle'&&m.getBBox().width>0))d++;}"
+               "var e=document.getElementById('js-status');e.textContent=d+' of '+c.length+' curves drawn.';"
+               "e.setAttribute('data-curves',String(c.length));e.setAttribute('data-drawn',String(d));})();</script>\n"
+               "</body></html>\n");
     int bad = ferror(f);
     if (fclose(f) != 0) bad = 1;
     json_object_put(info);
