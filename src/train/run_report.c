@@ -5,7 +5,7 @@
  * every 30 s. */
 #include "train/run_report.h"
 #include "train/run_metrics.h"
-#include "larch/larch.h"
+#include "larch/version.h"
 
 #include <json-c/json.h>
 
