@@ -76,6 +76,7 @@ typedef struct run {
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
     larch_phases ph;                     /* per-phase times of the log window (phase_times.h) */
     int report_warned;                   /* the HTML report could not be written (said once) */
+    double report_t;                     /* when it was last written (larch_comm_wtime) */
 } run_t;
 
 /* ---- setup ---- */
@@ -638,11 +639,15 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
 /* ---- the run report ---- */
 
 /* Rank 0: DIR/run.json and DIR/report.html (run_report.h) at the start
- * (info), at each evaluation (neither) and at the end (end). A failure is a
- * warning, once: it never stops training nor replaces the run's error. */
-static void report_refresh(run_t *r, const larch_report_info *info, const larch_report_totals *end)
+ * (info), at each evaluation and, at most every 30 s, at log records
+ * (neither), and at the end (end). A failure is a warning, once: it never
+ * stops training nor replaces the run's error. */
+static void report_refresh(run_t *r, const larch_report_info *info, const larch_report_totals *end, int throttle)
 {
     if (r->comm->rank != 0 || !r->opts->out_dir || r->opts->eval_only) return;
+    double now = larch_comm_wtime();
+    if (throttle && now - r->report_t < 30.0) return;
+    if (!info) r->report_t = now;
     char err[1400];
     int bad = info ? larch_report_start(r->opts->out_dir, info, err, sizeof err)
             : end ? larch_report_finish(r->opts->out_dir, end, err, sizeof err) : 0;
@@ -829,6 +834,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
                 larch_phases_write_json(&r->ph, r->metrics);
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
+                report_refresh(r, NULL, NULL, 1);
             }
             log_step = done;
             win_steps = win_wait = 0.0;
@@ -848,7 +854,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
         if ((r->eval_every > 0 ? done % r->eval_every == 0 : epoch_end) || done == r->total_steps) {
             if ((s = evaluate(r, vals))) return s;
             report_eval(r, done, vals, res);
-            report_refresh(r, NULL, NULL);
+            report_refresh(r, NULL, NULL, 0);
         }
         res->epochs = (int)(done / r->steps_per_epoch);
         if (r->stop_requested) {                             /* preemption: save, then stop */
@@ -955,7 +961,8 @@ larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, c
         if (!s) {
             larch_report_info info = {comm->size, larch_blas_threads(), r.batch, count_params(r.model), r.total_steps,
                                       r.steps_per_epoch, r.start_step, larch_blas_corename(), r.ckpt_dir};
-            report_refresh(&r, &info, NULL);
+            r.report_t = larch_comm_wtime();          /* the first page: at 30 s or the first evaluation */
+            report_refresh(&r, &info, NULL, 0);
             s = loop(&r, res);
             char status[700];
             snprintf(status, sizeof status, "%s%s", s == LARCH_OK ? "finished" : s == LARCH_ERR_INTERRUPTED ? "stopped: " : "failed: ",
@@ -964,7 +971,7 @@ larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, c
             for (int k = 0; wall <= 0 && k < LARCH_PH_N; k++) wall += r.ph.tot[k];
             larch_report_totals end = {status, res->steps, wall, res->samples_per_s, {0}};
             memcpy(end.phases, r.ph.tot, sizeof end.phases);
-            report_refresh(&r, NULL, &end);
+            report_refresh(&r, NULL, &end, 0);
         }
         if (own)
             for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old[i], NULL);
