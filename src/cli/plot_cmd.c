@@ -43,6 +43,7 @@ static void quote_safe(char *dst, size_t len, const char *src)
 typedef struct curve {                  /* one line of a panel */
     const larch_run_metrics *run;
     int kind, task, phase;
+    int color, dash;                    /* a run's color in every panel; tasks and phases: dashes */
     char title[400];
 } curve;
 
@@ -94,7 +95,8 @@ static void panel(FILE *g, const char *title, const char *ylabel, int logy, cons
     }
     fprintf(g, "plot ");
     for (int i = 0; i < n; i++)
-        fprintf(g, "%s'-' using 1:2 with linespoints pt 7 ps 0.4 lw 1.5 title '%s'", i ? ", " : "", cs[i].title);
+        fprintf(g, "%s'-' using 1:2 with linespoints pt 7 ps 0.4 lw 1.5 lc %d dt %d title '%s'", i ? ", " : "", cs[i].color,
+                cs[i].dash, cs[i].title);
     fprintf(g, "\n");
     for (int i = 0; i < n; i++) curve_points(g, &cs[i], axis, &ymin);
 }
@@ -121,7 +123,7 @@ static int plot_runs(const larch_run_metrics *runs, int n_runs, const char *png,
             const larch_run_metrics *m = &runs[r];
             char name[120];
             quote_safe(name, sizeof name, m->name);
-            curve c = {.run = m};
+            curve c = {.run = m, .color = r + 1, .dash = 1};
             if (p == 0) {
                 c.kind = C_TRAIN_LOSS;
                 snprintf(c.title, sizeof c.title, "%s%s", name, m->multi_task ? ": total" : "");
@@ -129,6 +131,7 @@ static int plot_runs(const larch_run_metrics *runs, int n_runs, const char *png,
                 for (int k = 0; m->multi_task && k < m->n_tasks; k++) {
                     c.kind = C_TASK_LOSS;
                     c.task = k;
+                    c.dash = k + 2;
                     char t[80];
                     quote_safe(t, sizeof t, m->tasks[k]);
                     snprintf(c.title, sizeof c.title, "%s: %s", name, t);
@@ -138,6 +141,7 @@ static int plot_runs(const larch_run_metrics *runs, int n_runs, const char *png,
                 for (int k = 0; k < m->n_tasks; k++) {
                     c.kind = p == 1 ? C_TEST_LOSS : C_TEST_ACC;
                     c.task = k;
+                    c.dash = m->n_tasks > 1 ? k + 2 : 1;
                     char t[80];
                     quote_safe(t, sizeof t, m->tasks[k]);
                     if (m->n_tasks > 1) snprintf(c.title, sizeof c.title, "%s: %s", name, t);
@@ -152,6 +156,8 @@ static int plot_runs(const larch_run_metrics *runs, int n_runs, const char *png,
                 for (int k = LARCH_PH_DATA; k <= LARCH_PH_OPTIM; k++) {
                     c.kind = C_PHASE;
                     c.phase = k;
+                    c.color = n_runs == 1 ? k + 1 : r + 1;    /* one run: a color per phase */
+                    c.dash = n_runs == 1 ? 1 : k + 1;
                     snprintf(c.title, sizeof c.title, "%s: %s", name, phase_names[k]);
                     if (has_data(&c, axis)) cs[n++] = c;
                 }
