@@ -5,7 +5,8 @@
 #   compute time positive;
 # - `larch train` writes RUN_DIR/run.json (status, ranks, command) and the
 #   self-contained RUN_DIR/report.html (curves, final accuracy, checkpoints,
-#   config; nothing fetched), and a report it cannot write only warns;
+#   config; nothing fetched), a failed run's status, and a report it
+#   cannot write only warns;
 # - `larch report` rebuilds the page, `larch plot` draws one and two runs
 #   (--x step|epoch|time) and a multi-task run; their usage and input errors.
 . "$(dirname "$0")/cli_helpers.bash"
@@ -56,6 +57,12 @@ mkdir -p "$TMP/w/report.html"
 [ "$st" -eq 0 ] && grep -q 'warning: the run report is not written' "$TMP/w.log" && [ "$(grep -c 'run report' "$TMP/w.log")" -eq 1 ] \
   && pass "unwritable report: one warning, exit 0" || fail "unwritable report: exit $st: $(tail -3 "$TMP/w.log")"
 
+# a failed run: its own error and exit status; run.json and the page say so
+"$LARCH" train "$CFG" --set optim.lr=100 --out "$TMP/nan" > "$TMP/nan.log" 2>&1; st=$?
+[ "$st" -eq 1 ] && grep -q 'error: the training loss is' "$TMP/nan.log" && grep -q '"status":"failed: the training loss is' "$TMP/nan/run.json" \
+  && grep -q 'class="status">failed: the training loss is' "$TMP/nan/report.html" && pass "failed run: status in run.json and the page" \
+  || fail "failed run: exit $st, $(tail -1 "$TMP/nan.log"), $(grep status "$TMP/nan/run.json" 2>&1)"
+
 # larch plot
 png_ok() { [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = "211PNG" ] && [ "$(stat -c %s "$1")" -gt 20000 ]; }
 "$LARCH" train "$CFG" --set train.epochs=1 --set optim.lr=0.01 --out "$TMP/lr01" > /dev/null 2>&1 || fail "second run"
@@ -67,6 +74,8 @@ done
 expect 0 "wrote $TMP/mt.png" -- "$LARCH" plot "$TMP/mt" --png "$TMP/mt.png"
 grep -q 'data-label="coarse"' "$TMP/mt/report.html" && pass "multi-task report: per-task curves" || fail "multi-task report lacks task curves"
 expect 2 "usage: larch plot" -- "$LARCH" plot "$R"
+expect 0 "usage: larch plot" -- "$LARCH" plot --help
+expect 0 "usage: larch report" -- "$LARCH" report --help
 expect 2 "--x bogus: expected step, epoch or time" -- "$LARCH" plot "$R" --png "$TMP/b.png" --x bogus
 expect 2 "--size 5: expected W,H" -- "$LARCH" plot "$R" --png "$TMP/b.png" --size 5
 expect 1 "$TMP/none/metrics.jsonl: No such file or directory" -- "$LARCH" plot "$R" "$TMP/none" --png "$TMP/b.png"
