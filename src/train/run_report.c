@@ -230,8 +230,9 @@ static void chart(FILE *f, const char *title, const char *xlabel, const series *
         fprintf(f, "<polyline class=\"curve\" fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" data-label=\"", c);
         esc(f, s[i].label);
         fprintf(f, "\" points=\"");
+        int stride = s[i].n > 1500 ? (s[i].n + 1499) / 1500 : 1;   /* at most ~1500 points a curve (and the last) */
         for (int j = 0; j < s[i].n; j++)
-            if (isfinite(s[i].x[j]) && isfinite(s[i].y[j]))
+            if ((j % stride == 0 || j == s[i].n - 1) && isfinite(s[i].x[j]) && isfinite(s[i].y[j]))
                 fprintf(f, "%.1f,%.1f ", L + (s[i].x[j] - x0) / (x1 - x0) * pw, T + ph - (s[i].y[j] - y0) / (y1 - y0) * ph);
         fprintf(f, "\"/>");
         if (s[i].n == 1)
