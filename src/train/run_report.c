@@ -384,8 +384,8 @@ static void throughput(FILE *f, const larch_run_metrics *m, json_object *info)
     if (!have) { fprintf(f, "<p>No per-phase times in metrics.jsonl (a run of an older larch).</p>\n"); return; }
     double all0 = 0, alls = 0;
     for (int k = 0; k < LARCH_PH_N; k++) { all0 += r0[k]; alls += slow[k]; }
-    fprintf(f, "<table class=\"phases\"><tr><th>phase</th><th>rank 0 (s)</th><th>share</th><th>ms per step</th>"
-               "<th>slowest rank per window (s)</th></tr>\n");
+    fprintf(f, "<table class=\"phases\"><tr><th>phase</th><th>rank 0, %s (s)</th><th>share</th><th>ms per step</th>"
+               "<th>the slowest rank of each window, summed (s)</th></tr>\n", finished ? "whole loop" : "logged windows");
     for (int k = 0; k < LARCH_PH_N; k++)
         fprintf(f, "<tr><td>%s</td><td>%.3f</td><td>%.1f%%</td><td>%.3f</td><td>%.3f</td></tr>\n", phase_names[k], r0[k],
                 all0 > 0 ? 100 * r0[k] / all0 : 0.0, steps > 0 ? 1e3 * r0[k] / (double)steps : 0.0, slow[k]);
