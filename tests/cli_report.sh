@@ -57,6 +57,12 @@ mkdir -p "$TMP/w/report.html"
 [ "$st" -eq 0 ] && grep -q 'warning: the run report is not written' "$TMP/w.log" && [ "$(grep -c 'run report' "$TMP/w.log")" -eq 1 ] \
   && pass "unwritable report: one warning, exit 0" || fail "unwritable report: exit $st: $(tail -3 "$TMP/w.log")"
 
+# a running run's page reloads itself (run.json as larch train writes it at the start)
+mkdir -p "$TMP/live"; cp "$R/metrics.jsonl" "$R/config.yaml" "$TMP/live/"
+sed 's/"status":"finished"/"status":"running"/' "$R/run.json" > "$TMP/live/run.json"
+"$LARCH" report "$TMP/live" 2> /dev/null && grep -q '<meta http-equiv="refresh" content="30">' "$TMP/live/report.html" \
+  && grep -q 'class="status">running<' "$TMP/live/report.html" && pass "running: the page reloads itself" || fail "running run: no reload"
+
 # a failed run: its own error and exit status; run.json and the page say so
 "$LARCH" train "$CFG" --set optim.lr=100 --out "$TMP/nan" > "$TMP/nan.log" 2>&1; st=$?
 [ "$st" -eq 1 ] && grep -q 'error: the training loss is' "$TMP/nan.log" && grep -q '"status":"failed: the training loss is' "$TMP/nan/run.json" \
