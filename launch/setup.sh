@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what larch needs from Debian's packages. Idempotent: packages that
 # are already installed are skipped, so a second run does nothing.
+# Usage: bash launch/setup.sh [--test]
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libopenmpi-dev openmpi-bin
@@ -8,6 +9,9 @@ PKGS=(build-essential cmake pkg-config
       libhdf5-openmpi-dev hdf5-tools
       libyaml-dev zlib1g-dev libpng-dev libjpeg-dev libjson-c-dev
       dataset-fashion-mnist gnuplot-nox)
+# --test (launch/test.sh): also what only the tests use; Debian's chromium
+# renders the HTML run report in tests/report_browser.sh (skipped without it).
+if [ "${1:-}" = "--test" ]; then PKGS+=(chromium); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -4,7 +4,7 @@
 # test in both builds. CTest sets the MPI root/oversubscribe variables itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash launch/setup.sh
+bash launch/setup.sh --test
 JOBS=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS"

@@ -15,6 +15,8 @@ int larch_cmd_ckpt(int argc, char **argv);
 int larch_cmd_config(int argc, char **argv);
 int larch_cmd_bench(int argc, char **argv);
 int larch_cmd_schedule(int argc, char **argv);
+int larch_cmd_plot(int argc, char **argv);     /* plot_cmd.c: curves of runs (gnuplot) */
+int larch_cmd_report(int argc, char **argv);   /* report_cmd.c: a run's HTML report */
 int larch_cmd_data(int argc, char **argv);
 int larch_cmd_predict(int argc, char **argv);
 int larch_cmd_compress(int argc, char **argv);   /* compress_cmd.c */

@@ -3,6 +3,7 @@
 #include "larch/larch.h"
 
 #include "core/blas.h"
+#include "train/run_report.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -62,6 +63,10 @@ static void usage(FILE *f)
             "        PyTorch weights (safetensors) to a larch checkpoint and back (docs/backbones.md)\n"
             "  schedule CONFIG [--set key=value ...] [--every N] [--png FILE]\n"
             "        print (or plot) the learning rate of every step without training\n"
+            "  plot RUN_DIR [RUN_DIR ...] --png FILE [--x step|epoch|time]\n"
+            "        training and test curves, learning rate, samples/s and time by phase of runs, overlaid\n"
+            "  report RUN_DIR [--out FILE]\n"
+            "        write the run's self-contained HTML report (RUN_DIR/report.html; docs/watching.md)\n"
             "\n"
             "options:\n"
             "  -h, --help     this help (also: larch <command> --help)\n"
@@ -85,6 +90,7 @@ int main(int argc, char **argv)
     if (train) sigprocmask(SIG_BLOCK, &stops, NULL);
     prefer_avx512_blas(argv);
     if (train) {
+        larch_report_set_command(argc, argv);     /* recorded in RUN_DIR/run.json */
         larch_catch_stop_signals();
         sigprocmask(SIG_UNBLOCK, &stops, NULL);
     }
@@ -103,6 +109,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "config")) return larch_cmd_config(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return larch_cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "schedule")) return larch_cmd_schedule(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plot")) return larch_cmd_plot(argc - 1, argv + 1);
+    if (!strcmp(cmd, "report")) return larch_cmd_report(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) return larch_cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "predict")) return larch_cmd_predict(argc - 1, argv + 1);
     if (!strcmp(cmd, "compress")) return larch_cmd_compress(argc - 1, argv + 1);

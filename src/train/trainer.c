@@ -24,6 +24,8 @@
 #include "core/fs.h"
 #include "parallel/grad_sync.h"
 #include "nn/attack.h"
+#include "train/phase_times.h"
+#include "train/run_report.h"
 
 #include <errno.h>
 #include <math.h>
@@ -81,6 +83,9 @@ typedef struct run {
     float *adv_buffers;                  /* the running statistics before the attack passes */
     double t_attack;                     /* of t_steps: crafting the attacks */
     int trades;                          /* TRADES: the KL term in the step's loss */
+    larch_phases ph;                     /* per-phase times of the log window (phase_times.h) */
+    int report_warned;                   /* the HTML report could not be written (said once) */
+    double report_t;                     /* when it was last written (larch_comm_wtime) */
 } run_t;
 
 /* ---- setup ---- */
@@ -355,7 +360,7 @@ static larch_status setup(run_t *r)
     if (r->max_steps > 0 && r->max_steps < r->total_steps) r->total_steps = r->max_steps;
     if ((s = larch_sched_init(&r->sched, &r->spec->sched, r->spec->optim.lr, r->total_steps, r->steps_per_epoch)))
         return s;
-    return LARCH_OK;
+    return larch_phases_init(&r->ph, r->comm->rank, r->comm->size);
 }
 
 static long count_params(const larch_model *m)
@@ -378,6 +383,7 @@ static void teardown(run_t *r)
     larch_node_free(r->own_cfg);
     if (r->metrics) fclose(r->metrics);
     free(r->lineage);
+    larch_phases_free(&r->ph);
     larch_dir_unlock(&r->lock_ckpt);
     larch_dir_unlock(&r->lock_out);
 }
@@ -465,6 +471,7 @@ static larch_status save_checkpoint(run_t *r, long done, larch_train_result *res
     if (s) return larch_fail_context(s, "saving the checkpoint of step %ld", done);
     r->last_saved = done;
     r->t_ckpt += larch_comm_wtime() - t0;
+    larch_phases_add(&r->ph, LARCH_PH_CKPT, larch_comm_wtime() - t0);
     if (r->log) {
         fprintf(r->log, "checkpoint step %ld -> %s (%.2f s)\n", done, res->checkpoint, larch_comm_wtime() - t0);
         fflush(r->log);
@@ -635,6 +642,7 @@ static larch_status evaluate(run_t *r, double *vals)
     }
     r->last_eval_s = larch_comm_wtime() - t0;
     r->t_eval += r->last_eval_s;
+    larch_phases_add(&r->ph, LARCH_PH_EVAL, r->last_eval_s);
     r->eval_samples += (long)sums[2];
     return LARCH_OK;
 }
@@ -666,6 +674,28 @@ static void report_eval(run_t *r, long step, const double *vals, larch_train_res
     }
     if (r->metrics) fflush(r->metrics);
     if (r->log) fflush(r->log);
+}
+
+/* ---- the run report ---- */
+
+/* Rank 0: DIR/run.json and DIR/report.html (run_report.h) at the start
+ * (info), at each evaluation and, at most every 30 s, at log records
+ * (neither), and at the end (end). A failure is a warning, once: it never
+ * stops training nor replaces the run's error. */
+static void report_refresh(run_t *r, const larch_report_info *info, const larch_report_totals *end, int throttle)
+{
+    if (r->comm->rank != 0 || !r->opts->out_dir || r->opts->eval_only) return;
+    double now = larch_comm_wtime();
+    if (throttle && now - r->report_t < 30.0) return;
+    if (!info) r->report_t = now;
+    char err[1400];
+    int bad = info ? larch_report_start(r->opts->out_dir, info, err, sizeof err)
+            : end ? larch_report_finish(r->opts->out_dir, end, err, sizeof err) : 0;
+    if (!bad && !info) bad = larch_report_write(r->opts->out_dir, NULL, err, sizeof err);
+    if (bad && !r->report_warned) {
+        fprintf(r->log ? r->log : stderr, "larch: warning: the run report is not written: %s\n", err);
+        r->report_warned = 1;
+    }
 }
 
 /* ---- the step ---- */
@@ -711,6 +741,7 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     int nl = m->n_losses;
     larch_comm_set_step(r->comm, step + 1);
     double local[3 + LARCH_MAX_TARGETS * 2] = {0.0};  /* loss sum, samples, stop requests, per-task loss sums */
+    double tp0 = larch_comm_wtime();
     larch_status as = r->adv_ws ? craft_adversarial(r, b, step) : LARCH_OK;
     for (int a = 0; a < r->accumulate; a++) {     /* micro-batches share one step */
         larch_batch mb = *b;
@@ -749,8 +780,10 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
      * the step with the loss sums, the stop requests and how many ranks
      * failed, so every rank learns of a failure there, before the next
      * collective, with the failing rank's message. */
+    double tp1 = larch_comm_wtime();
     larch_status s = larch_grad_sync_finish(r->sync);              /* sum of 1/B-scaled grads over ranks */
     if (!s) s = as;
+    double tp2 = larch_comm_wtime();
     if (!s) s = r->hook_status;                             /* SyncBatchNorm's sums */
     if (!s) s = larch_loader_status(r->loader);             /* out of core: a failed read */
     double penalty = larch_model_penalty(m, 1);
@@ -761,7 +794,12 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     if (!s) s = gs;
     if (!s) s = r->hook_status;                             /* the clipping norm's sum */
     local[2] = stop_signal ? 1.0 : 0.0;
-    if ((s = larch_comm_agree_sum(r->comm, "loss", s, local, 3 + nl))) return s;
+    double tp3 = larch_comm_wtime();
+    s = larch_comm_agree_sum(r->comm, "loss", s, local, 3 + nl);
+    larch_phases_add(&r->ph, LARCH_PH_COMPUTE, tp1 - tp0);
+    larch_phases_add(&r->ph, LARCH_PH_SYNC, (tp2 - tp1) + (larch_comm_wtime() - tp3));   /* the loss sum waits too */
+    larch_phases_add(&r->ph, LARCH_PH_OPTIM, tp3 - tp2);
+    if (s) return s;
     if (local[2] > 0.0) r->stop_requested = 1;              /* every rank sees the same sum */
     for (int k = 0; k < nl; k++) r->task_loss[k] = local[3 + k] / local[1];
     double loss = local[0] / local[1] + penalty;
@@ -864,9 +902,11 @@ static larch_status loop(run_t *r, larch_train_result *res)
         win_wait += t1 - t0;
         r->t_steps += now - t0;
         r->t_wait += t1 - t0;
+        larch_phases_add(&r->ph, LARCH_PH_DATA, t1 - t0);
         double lr = larch_sched_lr(&r->sched, step);
         if (done % r->log_every == 0 || done == r->total_steps) {
             double sps = win_steps > 0 ? (double)(done - log_step) * r->batch / win_steps : 0.0;
+            if ((s = larch_phases_gather(&r->ph, r->comm))) return s;   /* every rank: one small collective */
             if (r->metrics) {
                 char num[32];
                 long n_sync = 0, early = 0;
@@ -881,8 +921,10 @@ static larch_status loop(run_t *r, larch_train_result *res)
                         r->comm->size > 1 ? larch_grad_sync_buckets(r->sync) : 0,
                         n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
+                larch_phases_write_json(&r->ph, r->metrics);
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
+                report_refresh(r, NULL, NULL, 1);
             }
             log_step = done;
             win_steps = win_wait = 0.0;
@@ -902,6 +944,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
         if ((r->eval_every > 0 ? done % r->eval_every == 0 : epoch_end) || done == r->total_steps) {
             if ((s = evaluate(r, vals))) return s;
             report_eval(r, done, vals, res);
+            report_refresh(r, NULL, NULL, 0);
         }
         res->epochs = (int)(done / r->steps_per_epoch);
         if (r->stop_requested) {                             /* preemption: save, then stop */
@@ -1011,7 +1054,21 @@ larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, c
                 : larch_fail(LARCH_ERR_INTERRUPTED, "stopped by %s during start-up, before the first step: nothing "
                              "to checkpoint; a rerun starts afresh", signal_name(stop_signal));
         if (opts->handle_signals) s = larch_comm_check(comm, s);
-        if (!s) s = loop(&r, res);
+        if (!s) {
+            larch_report_info info = {comm->size, larch_blas_threads(), r.batch, count_params(r.model), r.total_steps,
+                                      r.steps_per_epoch, r.start_step, larch_blas_corename(), r.ckpt_dir};
+            r.report_t = larch_comm_wtime();          /* the first page: at 30 s or the first evaluation */
+            report_refresh(&r, &info, NULL, 0);
+            s = loop(&r, res);
+            char status[700];
+            snprintf(status, sizeof status, "%s%s", s == LARCH_OK ? "finished" : s == LARCH_ERR_INTERRUPTED ? "stopped: " : "failed: ",
+                     s == LARCH_OK ? "" : larch_errmsg());
+            double wall = res->wall_seconds;
+            for (int k = 0; wall <= 0 && k < LARCH_PH_N; k++) wall += r.ph.tot[k];
+            larch_report_totals end = {status, res->steps, wall, res->samples_per_s, {0}};
+            memcpy(end.phases, r.ph.tot, sizeof end.phases);
+            report_refresh(&r, NULL, &end, 0);
+        }
         if (own)
             for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old[i], NULL);
     }
