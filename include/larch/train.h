@@ -161,6 +161,17 @@ typedef struct larch_fit_dist {
     double timeout_s;        /* [0, 1e7] watchdog on collectives (0 = off)                   */
 } larch_fit_dist;
 
+/* Knowledge distillation (Hinton et al. 2015; docs/compression/distillation.md):
+ * the teacher runs forward in evaluation mode on every micro-batch, and the
+ * student's first softmax_ce loss becomes alpha T^2 KL(softmax(t / T) ||
+ * softmax(s / T)) + (1 - alpha) CE. */
+typedef struct larch_fit_distill {
+    larch_model *teacher;    /* NULL = off; finalized, its parameters loaded, the same on every rank
+                                (larch_fit plans it; the caller frees it after larch_fit)          */
+    double alpha;            /* [0, 1] weight of the distillation term                           */
+    double temperature;      /* [0.01, 100] T                                                    */
+} larch_fit_distill;
+
 typedef struct larch_fit_spec {
     /* Built by the caller, finalized, the same layers on every rank (rank 0's
      * parameters and buffers are broadcast at the start). larch_fit plans it,
@@ -176,6 +187,8 @@ typedef struct larch_fit_spec {
     larch_fit_data data;
     larch_fit_checkpoint checkpoint;
     larch_fit_dist dist;
+    larch_prune_opts prune;          /* gradual magnitude pruning (sparsity 0 = off)  */
+    larch_fit_distill distill;       /* knowledge distillation (teacher NULL = off)   */
     /* The validated config the spec came from (larch_train), or NULL. It is
      * what DIR/config.yaml and each checkpoint record, what the ranks compare
      * (a hash) and what a resume compares (larch_ckpt_check_resume). With

@@ -26,6 +26,8 @@ larch_fit_spec larch_fit_defaults(void)
                                           .allow_changes = NULL, .n_allow_changes = 0};
     s.dist = (larch_fit_dist){.bucket_mb = 25.0, .first_bucket_mb = 1.0, .overlap = 1, .comm_thread = 0, .compress = LARCH_COMPRESS_NONE,
                               .shard_optimizer = 0, .timeout_s = 600.0};
+    s.prune = (larch_prune_opts)LARCH_PRUNE_DEFAULTS;
+    s.distill = (larch_fit_distill){.teacher = NULL, .alpha = 0.9, .temperature = 4.0};
     return s;
 }
 
@@ -79,6 +81,12 @@ larch_status larch_fit_validate(const larch_fit_spec *spec)
     if (t->batch_size % t->accumulate != 0)
         return larch_fail(LARCH_ERR_INVALID, "train.accumulate: the batch of %d is not divisible into %d micro-batches",
                           t->batch_size, t->accumulate);
+    const larch_fit_distill *ds = &spec->distill;
+    if (ds->teacher && (!(ds->alpha >= 0 && ds->alpha <= 1) || !(ds->temperature >= 0.01 && ds->temperature <= 100)))
+        return larch_fail(LARCH_ERR_INVALID, "distill: alpha = %g must be in [0, 1] and temperature = %g in [0.01, 100]",
+                          ds->alpha, ds->temperature);
+    if (ds->teacher && !ds->teacher->finalized)
+        return larch_fail(LARCH_ERR_INVALID, "distill: the teacher model is not finalized (larch_model_finalize)");
     larch_status s = larch_optim_validate(&spec->optim, NULL);
     if (!s) s = larch_sched_validate(&spec->sched, NULL);
     if (s) return s;

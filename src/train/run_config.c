@@ -115,6 +115,28 @@ static const larch_key checkpoint_keys[] = {
      "config keys (or prefixes: optim) a resume may change, e.g. [train.epochs, optim.lr] (docs/checkpoints.md)"},
     {0}};
 
+static const larch_key prune_keys[] = {
+    {"sparsity", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL,
+     "final fraction of the selected weights set to zero, s_f (0 = no pruning; docs/compression/pruning.md)"},
+    {"initial_sparsity", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL, "sparsity s_i at start_step (at most sparsity)"},
+    {"start_step", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "t0: optimizer steps done at the first pruning step"},
+    {"end_step", LARCH_T_INT, "-1", -1, 1L << 40, NULL, NULL,
+     "last pruning step (reaches sparsity); -1 = three quarters of the run"},
+    {"every", LARCH_T_INT, "100", 1, 1L << 40, NULL, NULL, "steps between pruning steps (dt)"},
+    {"scope", LARCH_T_ENUM, "layer", 0, 0, "layer|global", NULL,
+     "layer: each tensor pruned to the sparsity; global: one magnitude threshold over all selected tensors"},
+    {"layers", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL,
+     "globs on layer names whose weights are pruned (dense and conv2d only; [] = all of them)"},
+    {0}};
+
+static const larch_key distill_keys[] = {
+    {"teacher", LARCH_T_STRING, "", 0, 0, NULL, NULL,
+     "the teacher's config (YAML; \"\" = no distillation; docs/compression/distillation.md)"},
+    {"checkpoint", LARCH_T_STRING, "", 0, 0, NULL, NULL, "the teacher's parameters (a larch checkpoint)"},
+    {"alpha", LARCH_T_FLOAT, "0.9", 0, 1, NULL, NULL, "weight of alpha T^2 KL(teacher || student); 1 - alpha on the labels"},
+    {"temperature", LARCH_T_FLOAT, "4", 0.01, 100, NULL, NULL, "softmax temperature T of both"},
+    {0}};
+
 const larch_key larch_run_keys[] = {
     {"train", LARCH_T_MAP, "{}", 0, 0, NULL, train_keys, "training loop"},
     {"optim", LARCH_T_MAP, "{}", 0, 0, NULL, larch_optim_keys, "optimizer"},
@@ -122,6 +144,8 @@ const larch_key larch_run_keys[] = {
     {"data", LARCH_T_MAP, "{}", 0, 0, NULL, data_keys, "dataset"},
     {"dist", LARCH_T_MAP, "{}", 0, 0, NULL, dist_keys, "data-parallel communication"},
     {"checkpoint", LARCH_T_MAP, "{}", 0, 0, NULL, checkpoint_keys, "saving and resuming (docs/checkpoints.md)"},
+    {"prune", LARCH_T_MAP, "{}", 0, 0, NULL, prune_keys, "gradual magnitude pruning during training"},
+    {"distill", LARCH_T_MAP, "{}", 0, 0, NULL, distill_keys, "knowledge distillation from a teacher model"},
     {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL,
      "list of layers, or {layers: [...], init_from: {...}} (docs/transfer.md)"},
     {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},

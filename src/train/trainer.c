@@ -22,6 +22,8 @@
 #include "core/threads.h"
 #include "core/fs.h"
 #include "parallel/grad_sync.h"
+#include "optim/prune.h"     /* gradual magnitude pruning (docs/compression/pruning.md) */
+#include "nn/loss.h"         /* the loss distillation replaces (docs/compression/distillation.md) */
 
 #include <errno.h>
 #include <math.h>
@@ -72,6 +74,9 @@ typedef struct run {
     double last_eval_s;                  /* the last evaluation's seconds */
     larch_loss_stats stats[LARCH_MAX_TARGETS * 2];
     double task_loss[LARCH_MAX_TARGETS * 2];   /* last step's mean loss per task */
+    larch_pruner *pruner;                /* spec->prune.sparsity > 0, else NULL */
+    larch_model *teacher;                /* spec->distill.teacher (planned here), or NULL */
+    int teacher_node;                    /* the teacher output it reads */
 } run_t;
 
 /* ---- setup ---- */
@@ -273,6 +278,29 @@ static larch_status lock_dirs(run_t *r)
     return s;
 }
 
+/* Distillation: the teacher reads the student's batches and scores as many
+ * classes as the student's first softmax_ce loss; planned for a micro-batch. */
+static larch_status setup_teacher(run_t *r)
+{
+    larch_model *t = r->spec->distill.teacher, *m = r->model;
+    if (!t) return LARCH_OK;
+    int k = larch_distill_loss_index(m), kt = larch_distill_loss_index(t);
+    if (k < 0) return larch_fail(LARCH_ERR_CONFIG, "distill: the student has no softmax_ce loss to distill into");
+    if (kt < 0) return larch_fail(LARCH_ERR_CONFIG, "distill.teacher: the teacher has no softmax_ce loss (its logits)");
+    larch_shape a = m->input_shape, b = t->input_shape;
+    if (a.h != b.h || a.w != b.w || a.c != b.c)
+        return larch_fail(LARCH_ERR_SHAPE, "distill.teacher: the teacher's input is (%d, %d, %d), the student's (%d, %d, %d)",
+                          b.h, b.w, b.c, a.h, a.w, a.c);
+    size_t cs = larch_shape_size(larch_model_node_shape(m, m->losses[k].node));
+    size_t ct = larch_shape_size(larch_model_node_shape(t, t->losses[kt].node));
+    if (cs != ct)
+        return larch_fail(LARCH_ERR_SHAPE, "distill.teacher: the teacher scores %zu classes (loss '%s'), the student %zu "
+                          "(loss '%s')", ct, t->losses[kt].name, cs, m->losses[k].name);
+    r->teacher = t;
+    r->teacher_node = t->losses[kt].node;
+    return larch_model_plan(t, r->micro);
+}
+
 static larch_status setup(run_t *r)
 {
     larch_status s = read_settings(r);
@@ -318,7 +346,10 @@ static larch_status setup(run_t *r)
     if (r->max_steps > 0 && r->max_steps < r->total_steps) r->total_steps = r->max_steps;
     if ((s = larch_sched_init(&r->sched, &r->spec->sched, r->spec->optim.lr, r->total_steps, r->steps_per_epoch)))
         return s;
-    return LARCH_OK;
+    if (r->spec->prune.sparsity > 0.0 &&
+        (s = larch_pruner_create(&r->pruner, r->model, &r->spec->prune, r->total_steps)))
+        return s;
+    return setup_teacher(r);
 }
 
 static long count_params(const larch_model *m)
@@ -330,6 +361,8 @@ static long count_params(const larch_model *m)
 
 static void teardown(run_t *r)
 {
+    larch_pruner_free(r->pruner);
+    if (r->model) r->model->distill_logits = NULL;
     larch_loader_free(r->loader);
     larch_loader_free(r->eval_loader);
     larch_grad_sync_free(r->sync);
@@ -648,8 +681,16 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
         }
         mb.sample0 = b->sample0 + (uint32_t)(a * r->micro);
         larch_pass p = {mb.n, 1, r->seed, (uint32_t)step, mb.sample0, a > 0, &r->hooks};
+        if (r->teacher) {                         /* its logits of this micro-batch, evaluation mode */
+            larch_pass tp = {mb.n, 0, r->seed, (uint32_t)step, mb.sample0, 0, NULL};
+            larch_model_forward(r->teacher, &mb, &tp);
+            m->distill_logits = r->teacher->node_y[r->teacher_node];
+            m->distill_alpha = (float)r->spec->distill.alpha;
+            m->distill_temperature = (float)r->spec->distill.temperature;
+        }
         larch_model_forward(m, &mb, &p);
         local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, r->stats);
+        m->distill_logits = NULL;                 /* evaluation scores plain cross-entropy */
         local[1] += mb.n;
         for (int k = 0; k < nl; k++) local[3 + k] += r->stats[k].loss_sum;
         if (a == r->accumulate - 1) larch_grad_sync_begin(r->sync);   /* buckets start as backward finishes them */
@@ -666,8 +707,10 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     double penalty = larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
+    if (r->pruner) larch_pruner_mask_grad(r->pruner);        /* pruned weights: no gradient, no state */
     larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step));
     larch_status gs = larch_grad_sync_gather(r->sync);            /* sharded: everyone's updated slice to all */
+    if (r->pruner) larch_pruner_apply(r->pruner);            /* after every step (and after the gather) */
     if (!s) s = gs;
     if (!s) s = r->hook_status;                             /* the clipping norm's sum */
     local[2] = stop_signal ? 1.0 : 0.0;
@@ -761,6 +804,13 @@ static larch_status loop(run_t *r, larch_train_result *res)
         if (step > first && step % r->steps_per_epoch == 0 && (s = thaw(r, step / r->steps_per_epoch))) return s;
         /* the step window: from asking the loader for the batch to the end
          * of the update (evaluation, checkpoints and output are outside) */
+        if (r->pruner && larch_pruner_due(r->pruner, step)) {   /* the parameters are the same on every rank */
+            larch_pruner_update(r->pruner, larch_pruner_target(r->pruner, step), r->optim);
+            if (r->log) {
+                fprintf(r->log, "prune step %ld: sparsity %.4f\n", step, larch_pruner_sparsity(r->pruner));
+                fflush(r->log);
+            }
+        }
         double t0 = larch_comm_wtime();
         const larch_batch *b = larch_loader_next(r->loader, &epoch, &istep);
         double t1 = larch_comm_wtime();
@@ -791,6 +841,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
                         r->comm->size > 1 ? larch_grad_sync_buckets(r->sync) : 0,
                         n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
+                if (r->pruner) fprintf(r->metrics, ", \"sparsity\": %.6f", larch_pruner_sparsity(r->pruner));
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
             }
