@@ -8,6 +8,8 @@
 #include <string.h>
 
 static const larch_compress_method methods[] = {
+    {"prune", "one-shot magnitude pruning stored sparse: sparsity=0.9, scope=layer|global, layers=[globs] "
+              "(docs/compression/pruning.md)", larch_compress_prune_keys, larch_compress_prune, 0},
     {0}
 };
 

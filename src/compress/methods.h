@@ -5,4 +5,9 @@
 
 #include "larch/compress.h"
 
+/* prune_magnitude.c: one-shot magnitude pruning stored sparse (method "prune"). */
+extern const larch_key larch_compress_prune_keys[];
+larch_status larch_compress_prune(const larch_compress_src *src, larch_node *opts, const char *out_base,
+                                  larch_compress_out *out);
+
 #endif

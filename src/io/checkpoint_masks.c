@@ -12,6 +12,7 @@
  * tensors with at least one pruned value; a tensor without one loads as
  * unpruned. */
 #include "io/ckpt_internal.h"
+#include "io/ckpt_sparse.h"
 #include "nn/model_internal.h"   /* model->prune_mask */
 
 #include <stdio.h>
@@ -19,6 +20,15 @@
 #include <string.h>
 
 #define DEFLATE_LEVEL 4
+
+static int sparse_on = 1;
+
+int larch_ckpt_sparse_storage(int on)
+{
+    int was = sparse_on;
+    sparse_on = on != 0;
+    return was;
+}
 
 static int sparse_enough(const float *src, size_t n)
 {
@@ -55,7 +65,7 @@ larch_status larch_ckpt_write_tensor(hid_t file, hid_t lcpl, const char *path, c
 {
     size_t n = 1;
     for (int k = 0; k < ndim; k++) n *= (size_t)dims[k];
-    if (sparse_enough(src, n) && H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 && H5Zfilter_avail(H5Z_FILTER_SHUFFLE) > 0)
+    if (sparse_on && sparse_enough(src, n) && H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 && H5Zfilter_avail(H5Z_FILTER_SHUFFLE) > 0)
         return write_deflated(file, lcpl, path, dpath, ndim, dims, src);
     return larch_ckpt_write_chunked(file, lcpl, path, dpath, ndim, dims, src);
 }
@@ -90,7 +100,7 @@ larch_status larch_ckpt_write_mask(hid_t file, hid_t lcpl, const char *path, con
     hsize_t dims[CKPT_MAX_DIMS];
     mask_path(dpath, sizeof dpath, m, p);
     int nd = larch_ckpt_param_dims(p, dims);
-    larch_status s = H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 ? write_deflated(file, lcpl, path, dpath, nd, dims, v)
+    larch_status s = sparse_on && H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 ? write_deflated(file, lcpl, path, dpath, nd, dims, v)
                                                              : larch_ckpt_write_chunked(file, lcpl, path, dpath, nd, dims, v);
     free(v);
     return s;
