@@ -342,6 +342,8 @@ static void test_method(const larch_comm *c)
     const larch_node *pr = larch_map_get(back, "prune");
     CHECK(pr && larch_cfg_float(pr, "sparsity") == 0.8 && larch_cfg_float(pr, "initial_sparsity") == 0.8 &&
           larch_cfg_int(pr, "end_step") == 0 && !strcmp(larch_cfg_str(pr, "scope"), "global"), "prune section");
+    const larch_node *init = larch_run_init_from(back);
+    CHECK(init && !strcmp(larch_cfg_str(init, "file"), out.checkpoint), "model.init_from.file = the written checkpoint");
     larch_model *m2 = NULL;
     CHECK_OK(larch_model_build(&m2, (larch_shape){1, 1, 64}, larch_run_layers(back), NULL, NULL, 3));
     CHECK_OK(larch_ckpt_load(out.checkpoint, c, m2, NULL, NULL));
@@ -350,6 +352,18 @@ static void test_method(const larch_comm *c)
     for (size_t j = 0; j < w->size; j++) zeros += m2->param[w->offset + j] == 0.0f;
     for (size_t j = 0; j < w2->size; j++) zeros2 += m2->param[w2->offset + j] == 0.0f;
     CHECK(zeros == (size_t)(0.8 * (double)w->size + 0.5) && zeros2 == 0, "%zu zeros in fc1, %zu in out", zeros, zeros2);
+    /* fine-tuning with the written prune section: step 0's masks are exactly the zeros */
+    larch_fit_spec spec;
+    CHECK_OK(larch_fit_spec_from_cfg(back, &spec));
+    larch_pruner *p = NULL;
+    CHECK_OK(larch_pruner_create(&p, m2, &spec.prune, 100));
+    CHECK(larch_pruner_due(p, 0) && larch_pruner_target(p, 0) == 0.8 && !larch_pruner_due(p, 1), "one pruning step, at 0");
+    larch_pruner_update(p, larch_pruner_target(p, 0), NULL);
+    size_t same = 0;
+    for (size_t j = 0; j < w->size; j++) same += (m2->prune_mask[w->offset + j] == 0) == (m2->param[w->offset + j] == 0.0f);
+    CHECK(same == w->size, "the masks select the zeros (%zu of %zu agree)", same, w->size);
+    larch_pruner_free(p);
+    larch_fit_spec_release(&spec);
     larch_node_free(out.cfg);
     larch_node_free(back);
     larch_node_free(opts);

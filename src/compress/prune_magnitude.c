@@ -8,9 +8,9 @@
  * (src/optim/prune.c). It writes OUT.h5, a step-0 checkpoint of the pruned
  * model whose mostly-zero tensors are stored deflated along with their masks
  * (src/io/checkpoint_masks.c), and OUT.yaml, the config with a prune
- * section (initial_sparsity = sparsity, start_step = end_step = 0) so that
- * `larch train OUT.yaml --set model.init_from=OUT.h5` fine-tunes with the
- * same weights held at zero: at step 0 the masks are recomputed from |w|,
+ * section (initial_sparsity = sparsity, start_step = end_step = 0) and
+ * model.init_from.file = OUT.h5, so that `larch train OUT.yaml` fine-tunes
+ * with the same weights held at zero: at step 0 the masks are recomputed from |w|,
  * which selects exactly the zeros the method wrote. The summary line gives
  * the sparsity and the bytes of OUT.h5 against the same file written dense
  * (measured: the file is written both ways). */
@@ -80,6 +80,29 @@ static larch_status save_as(const char *out, const larch_model *m, const larch_n
     return s;
 }
 
+/* model.init_from.file = the written checkpoint, so that `larch train
+ * OUT.yaml` fine-tunes the pruned weights (a layer list becomes the map
+ * {layers: [...], init_from: {file: ...}}). */
+static larch_status init_from_out(larch_node *cfg, const char *ckpt)
+{
+    larch_node *model = larch_map_get(cfg, "model");
+    if (model && model->kind == LARCH_NODE_SEQ) {
+        larch_node *wrap = NULL;
+        larch_status s = larch_cfg_parse("{layers: [], init_from: {file: \"\"}}", "prune", &wrap);
+        if (s) return s;
+        for (int i = 0; i < cfg->n; i++)
+            if (!strcmp(cfg->keys[i], "model")) {
+                larch_node_free(wrap->items[0]);
+                wrap->items[0] = model;
+                cfg->items[i] = wrap;
+                break;
+            }
+    }
+    char set[4200];
+    snprintf(set, sizeof set, "model.init_from.file=\"%s\"", ckpt);
+    return larch_cfg_set(cfg, set);
+}
+
 static long long file_bytes(const char *path)
 {
     struct stat st;
@@ -133,9 +156,9 @@ larch_status larch_compress_prune(const larch_compress_src *src, larch_node *opt
     char set[4200];
     const char *scope = po.global ? "global" : "layer";
     double sp = po.sparsity;
-    snprintf(set, sizeof set, "prune.sparsity=%.17g", sp);
+    snprintf(set, sizeof set, "prune.sparsity=%.15g", sp);
     if (!s) s = larch_cfg_set(cfg, set);
-    snprintf(set, sizeof set, "prune.initial_sparsity=%.17g", sp);
+    snprintf(set, sizeof set, "prune.initial_sparsity=%.15g", sp);
     if (!s) s = larch_cfg_set(cfg, set);
     if (!s) s = larch_cfg_set(cfg, "prune.start_step=0");
     if (!s) s = larch_cfg_set(cfg, "prune.end_step=0");
@@ -146,9 +169,10 @@ larch_status larch_compress_prune(const larch_compress_src *src, larch_node *opt
         n += (size_t)snprintf(set + n, sizeof set - n, "%s\"%s\"", i ? ", " : "", names[i]);
     if (n < sizeof set) snprintf(set + n, sizeof set - n, "]");
     if (!s) s = larch_cfg_set(cfg, set);
-    if (!s) s = larch_cfg_check(cfg, "", larch_run_keys, NULL);
     snprintf(out->config_path, sizeof out->config_path, "%s.yaml", out_base);
     snprintf(out->checkpoint, sizeof out->checkpoint, "%s.h5", out_base);
+    if (!s) s = init_from_out(cfg, out->checkpoint);
+    if (!s) s = larch_cfg_check(cfg, "", larch_run_keys, NULL);
     if (!s) s = larch_cfg_save(cfg, out->config_path);
     /* OUT.h5, and the same file dense for the record */
     long long dense = -1, sparse = -1;
