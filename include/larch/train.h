@@ -44,7 +44,8 @@ LARCH_API larch_status larch_run_load(const char *path, const char *const *sets,
  * key, its place and why: a key of another optimizer or schedule, a warmup
  * shape without warmup, label_smoothing of an mse loss, log_var_init without
  * `weighting: uncertainty`, regularization q of an l1/l2 penalty, the bucket
- * and overlap settings under dist.shard_optimizer. Keys at their default are
+ * and overlap settings under dist.shard_optimizer, prune keys while
+ * prune.sparsity is 0, distill keys without distill.teacher. Keys at their default are
  * not reported, so a resolved config.yaml (every key written) adds none. */
 LARCH_API larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w);
 

@@ -2,7 +2,7 @@
  * in run_config.c and optim_cfg.c), its validation (the schema's ranges,
  * naming the field), and the config tree recorded for a spec that came
  * without one (a C program's run: config.yaml, the checkpoints' config and
- * the resume comparison). */
+ * the resume comparison; with the prune and distill settings). */
 #include "train/fit_internal.h"
 #include "larch/optim_cfg.h"
 #include "nn/model_internal.h"   /* the model's input shape */
@@ -252,6 +252,22 @@ larch_status larch_fit_spec_to_cfg(const larch_fit_spec *spec, larch_node **out)
         str(f, c->allow_changes[i]);
     }
     fprintf(f, "]\n");
+    const larch_prune_opts *pr = &spec->prune;       /* what a resume compares (resume_check.c) */
+    fprintf(f, "prune:\n");
+    key_num(f, "sparsity", pr->sparsity);
+    key_num(f, "initial_sparsity", pr->initial_sparsity);
+    fprintf(f, "  start_step: %ld\n  end_step: %ld\n  every: %ld\n  scope: %s\n  layers: [", pr->start_step,
+            pr->end_step, pr->every, pr->global ? "global" : "layer");
+    for (int i = 0; i < pr->n_layers; i++) {
+        if (i) fputs(", ", f);
+        str(f, pr->layers[i]);
+    }
+    fprintf(f, "]\n");
+    if (spec->distill.teacher) {
+        fprintf(f, "distill:\n  teacher: \"(the program's model)\"\n");
+        key_num(f, "alpha", spec->distill.alpha);
+        key_num(f, "temperature", spec->distill.temperature);
+    }
     if (fclose(f) != 0 || !text) { free(text); return larch_fail(LARCH_ERR_NOMEM, "out of memory"); }
     larch_node *root = NULL;
     larch_status s = larch_cfg_parse(text, "<larch_fit spec>", &root);

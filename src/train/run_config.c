@@ -350,6 +350,20 @@ larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
                 s = larch_warn(w, "%s: dist.%s is ignored: with dist.shard_optimizer the gradients are summed in one "
                                "reduce-scatter after backward, without buckets or overlap",
                                place(d, shard_ignores[i], where, sizeof where), shard_ignores[i]);
+    const larch_node *pr = larch_map_get(cfg, "prune");      /* pruning off: its other keys do nothing */
+    static const char *const prune_rest[] = {"initial_sparsity", "start_step", "end_step", "every", "scope", "layers"};
+    if (pr && larch_cfg_float(pr, "sparsity") == 0.0)
+        for (int i = 0; !s && i < 6; i++)
+            if (set_to_other(pr, prune_keys, prune_rest[i]))
+                s = larch_warn(w, "%s: prune.%s is ignored: prune.sparsity is 0 (no pruning)",
+                               place(pr, prune_rest[i], where, sizeof where), prune_rest[i]);
+    const larch_node *ds = larch_map_get(cfg, "distill");
+    static const char *const distill_rest[] = {"checkpoint", "alpha", "temperature"};
+    if (ds && !larch_cfg_str(ds, "teacher")[0])
+        for (int i = 0; !s && i < 3; i++)
+            if (set_to_other(ds, distill_keys, distill_rest[i]))
+                s = larch_warn(w, "%s: distill.%s is ignored: distill.teacher is not set (no distillation)",
+                               place(ds, distill_rest[i], where, sizeof where), distill_rest[i]);
     const larch_node *dd = larch_map_get(cfg, "data");
     static const char *const balanced_keys[] = {"classes_per_batch", "samples_per_class"};
     if (strcmp(larch_cfg_str(dd, "sampler"), "class_balanced") != 0)
