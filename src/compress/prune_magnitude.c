@@ -12,13 +12,15 @@
  * model.init_from.file = OUT.h5, so that `larch train OUT.yaml` fine-tunes
  * with the same weights held at zero: at step 0 the masks are recomputed from |w|,
  * which selects exactly the zeros the method wrote. The summary line gives
- * the sparsity and the bytes of OUT.h5 against the same file written dense
- * (measured: the file is written both ways). */
+ * the sparsity and the bytes of OUT.h5 against the same weights written
+ * dense and without masks, as any checkpoint (measured: the file is written
+ * both ways). */
 #include "compress/methods.h"
 #include "larch/checkpoint.h"
 #include "larch/train.h"
 #include "optim/prune.h"
 #include "io/ckpt_sparse.h"
+#include "nn/model_internal.h"   /* model->prune_mask */
 
 #include <errno.h>
 #include <libgen.h>
@@ -180,7 +182,9 @@ larch_status larch_compress_prune(const larch_compress_src *src, larch_node *opt
         char dpath[4200];
         snprintf(dpath, sizeof dpath, "%s.dense-tmp.h5", out_base);
         int was = larch_ckpt_sparse_storage(0);
+        m->prune_mask = NULL;                       /* the unpruned file: no masks either */
         s = save_as(dpath, m, cfg);
+        m->prune_mask = p->mask;
         larch_ckpt_sparse_storage(was);
         dense = file_bytes(dpath);
         unlink(dpath);
