@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The pruning measurement (docs/compression/pruning.md) on Fashion-MNIST
+# (launch/configs/fmnist_cnn.yaml, 3 epochs):
+#   dense       the config as shipped
+#   gradual     the same run with prune.sparsity SPARSITY (0.9): Zhu & Gupta's
+#               schedule from step 0 to three quarters of the run, every 100 steps
+#   oneshot_*   the dense checkpoint pruned once by the `prune` method (per
+#               layer and global), evaluated as written, then fine-tuned for
+#               one epoch (`larch train OUT.yaml`, lr 0.01, masks held)
+# and tabulates test accuracy, the sparsity of the weights, the bytes of the
+# checkpoint files (training checkpoints hold the momentum too; the method
+# writes weights only and reports the same weights written dense) and the
+# evaluation throughput of each (the same dense kernels run either way).
+# Writes OUT/ and OUT/results.md.
+# Usage: bash launch/experiments/prune.sh [OUT, default runs/prune]
+# Environment: BUILD (build), THREADS (0 = cores), SPARSITY (0.9), DENSE (a
+# finished dense run directory to reuse, e.g. runs/distill/teacher).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-runs/prune}
+BUILD=${BUILD:-build}
+THREADS=${THREADS:-0}
+SP=${SPARSITY:-0.9}
+CFG=launch/configs/fmnist_cnn.yaml
+[ -x "$BUILD/larch" ] || { echo "prune.sh: $BUILD/larch not built" >&2; exit 1; }
+mkdir -p "$OUT"
+if [ ! -x "$BUILD/prune_oneshot" ]; then
+  cc -O2 -Iinclude launch/experiments/prune_oneshot.c -L"$BUILD" -llarch -Wl,-rpath,"$PWD/$BUILD" -o "$BUILD/prune_oneshot"
+fi
+accuracy() { grep '"split": "test"' "$1" | tail -1 | sed 's/.*"accuracy": \([0-9.e-]*\).*/\1/'; }
+evalrate() { grep '"split": "test"' "$1" | tail -1 | sed 's/.*"eval_samples_per_s": \([0-9.e-]*\).*/\1/'; }
+bytes() { stat -c %s "$1"; }
+last() { ls "$1"/checkpoints/ckpt-*.h5 | tail -1; }
+
+DENSE=${DENSE:-$OUT/dense}
+if [ ! -f "$DENSE/metrics.jsonl" ]; then
+  "$BUILD/larch" train $CFG --out "$DENSE" --set train.threads="$THREADS" > "$DENSE.log" 2>&1
+fi
+if [ ! -f "$OUT/gradual/metrics.jsonl" ]; then
+  "$BUILD/larch" train $CFG --out "$OUT/gradual" --set train.threads="$THREADS" --set prune.sparsity="$SP" > "$OUT/gradual.log" 2>&1
+fi
+row() {  # row NAME METRICS CKPT SPARSITY
+  echo "| $1 | $(accuracy "$2") | $4 | $(bytes "$3") | $(evalrate "$2") |"
+}
+{
+  echo "| model | test accuracy | weight sparsity | checkpoint bytes | eval samples/s |"
+  echo "|---|---|---|---|---|"
+  row "dense (training checkpoint, with momentum)" "$DENSE/metrics.jsonl" "$(last "$DENSE")" 0
+  sp=$(grep '"sparsity"' "$OUT/gradual/metrics.jsonl" | tail -1 | sed 's/.*"sparsity": \([0-9.]*\).*/\1/')
+  row "gradual $SP (training checkpoint, with momentum and masks)" "$OUT/gradual/metrics.jsonl" "$(last "$OUT/gradual")" "$sp"
+  for scope in layer global; do
+    base=$OUT/oneshot_$scope
+    sum=$("$BUILD/prune_oneshot" $CFG "$(last "$DENSE")" "$base" "sparsity=$SP,scope=$scope")
+    "$BUILD/larch" eval "$base.yaml" --checkpoint "$base.h5" --out "$base.eval" > "$base.eval.log" 2>&1
+    dense_bytes=$(sed 's/.* \([0-9]*\) written dense.*/\1/' <<<"$sum")
+    echo "| one-shot $scope $SP (the method's OUT.h5: weights + masks; the same weights dense: $dense_bytes) |" \
+         "$(accuracy "$base.eval/metrics.jsonl") | $SP | $(bytes "$base.h5") | $(evalrate "$base.eval/metrics.jsonl") |"
+    if [ ! -f "$base.ft/metrics.jsonl" ]; then
+      "$BUILD/larch" train "$base.yaml" --out "$base.ft" --set train.threads="$THREADS" --set train.epochs=1 \
+        --set optim.lr=0.01 --set sched.warmup_epochs=0 > "$base.ft.log" 2>&1
+    fi
+    row "one-shot $scope $SP + 1 epoch fine-tuning (training checkpoint)" "$base.ft/metrics.jsonl" "$(last "$base.ft")" "$SP"
+  done
+} | tee "$OUT/results.md"
