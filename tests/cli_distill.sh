@@ -37,7 +37,7 @@ bad2() {  # the same on 2 ranks: every rank stops, none hangs
   expect 1 "$needle" -- timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$STUDENT" --out "$TMP/err" "$@"
 }
 bad "distill.teacher" --set distill.teacher="$TMP/none.yaml" --set distill.checkpoint="$TCK"
-bad2 "distill.checkpoint" --set distill.teacher="$SRC/tests/configs/synth_mlp.yaml" --set distill.checkpoint="$TMP/none.h5"
+bad2 "distill.checkpoint: cannot read the teacher's checkpoint" --set distill.teacher="$SRC/tests/configs/synth_mlp.yaml" --set distill.checkpoint="$TMP/none.h5"
 bad "distill.checkpoint: the teacher" --set distill.teacher="$SRC/tests/configs/synth_mlp.yaml"
 sed 's/units: 32/units: 24/' "$SRC/tests/configs/synth_mlp.yaml" > "$TMP/other.yaml"
 bad "has shape (32, 16) but the model's fc1.weight has shape (24, 16)" --set distill.teacher="$TMP/other.yaml" --set distill.checkpoint="$TCK"

@@ -7,9 +7,11 @@
 #include "larch/model_cfg.h"
 #include "larch/optim_cfg.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec)
 {
@@ -109,6 +111,8 @@ static larch_status build_teacher(const larch_node *cfg, const larch_dataset *tr
     const char *ckpt = larch_cfg_str(ds, "checkpoint");
     if (!ckpt[0])
         return larch_fail(LARCH_ERR_CONFIG, "distill.checkpoint: the teacher %s needs its parameters (a checkpoint file)", tpath);
+    if (access(ckpt, R_OK) != 0)
+        return larch_fail(LARCH_ERR_IO, "distill.checkpoint: cannot read the teacher's checkpoint %s: %s", ckpt, strerror(errno));
     larch_node *tcfg = NULL;
     larch_status s = larch_run_load(tpath, NULL, 0, &tcfg);
     if (s) return larch_fail_context(s, "distill.teacher");
