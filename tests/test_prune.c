@@ -343,7 +343,8 @@ static void test_method(const larch_comm *c)
     CHECK(pr && larch_cfg_float(pr, "sparsity") == 0.8 && larch_cfg_float(pr, "initial_sparsity") == 0.8 &&
           larch_cfg_int(pr, "end_step") == 0 && !strcmp(larch_cfg_str(pr, "scope"), "global"), "prune section");
     const larch_node *init = larch_run_init_from(back);
-    CHECK(init && !strcmp(larch_cfg_str(init, "file"), out.checkpoint), "model.init_from.file = the written checkpoint");
+    CHECK(init && !strcmp(larch_cfg_str(init, "file"), out.checkpoint), "model.init_from.file = the written checkpoint "
+          "(absolute: %s)", init ? larch_cfg_str(init, "file") : "none");
     larch_model *m2 = NULL;
     CHECK_OK(larch_model_build(&m2, (larch_shape){1, 1, 64}, larch_run_layers(back), NULL, NULL, 3));
     CHECK_OK(larch_ckpt_load(out.checkpoint, c, m2, NULL, NULL));

@@ -100,8 +100,9 @@ static larch_status init_from_out(larch_node *cfg, const char *ckpt)
                 break;
             }
     }
-    char set[4200];
-    snprintf(set, sizeof set, "model.init_from.file=\"%s\"", ckpt);
+    char set[8400], cwd[4096] = "";
+    if (ckpt[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = '\0';   /* absolute: OUT.yaml works from anywhere */
+    snprintf(set, sizeof set, "model.init_from.file=\"%s%s%s\"", cwd, cwd[0] ? "/" : "", ckpt);
     return larch_cfg_set(cfg, set);
 }
 
