@@ -2,7 +2,8 @@
 # cli_distill.sh LARCH SRC - knowledge distillation through the program:
 # - a teacher trained briefly; a smaller student distilled from it on 1 and
 #   2 ranks gives the same losses (summation-order tolerance) and a
-#   different trajectory from the student trained alone;
+#   different trajectory from the student trained alone; with alpha 0 the
+#   losses of the student alone;
 # - errors before step 1 (on 2 ranks: every rank, no hang): the teacher config or
 #   checkpoint missing, a checkpoint of another model, a teacher scoring a
 #   different number of classes.
@@ -26,6 +27,12 @@ paste <(losses "$TMP/d1") <(losses "$TMP/d2") | awk '{d = $1 - $2; if (d < 0) d 
   || fail "1 vs 2 ranks: $(paste <(losses "$TMP/d1") <(losses "$TMP/d2") | head -5)"
 [ "$(losses "$TMP/d1" | tail -1)" != "$(losses "$TMP/alone" | tail -1)" ] && pass "distillation changes the loss" \
   || fail "the distilled loss equals the student's alone"
+# alpha 0: the distillation loss is the cross-entropy, the run the student's alone (up to rounding: the
+# teacher's forward pass on every micro-batch leaves the student's computation alone)
+run 1 "$TMP/a0" "${D[@]}" --set distill.alpha=0 || fail "alpha 0: $(tail -3 "$TMP/a0.log")"
+paste <(losses "$TMP/a0") <(losses "$TMP/alone") | awk '{d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * ($1 < 0 ? -$1 : $1) + 1e-6) bad++; n++}
+  END {exit !(n == 12 && bad == 0)}' && pass "alpha 0: the losses of the student alone" \
+  || fail "alpha 0 vs alone: $(paste <(losses "$TMP/a0") <(losses "$TMP/alone") | head -5)"
 
 # errors: on 2 ranks, every rank, before any step
 bad() {  # bad NEEDLE --set ...: one process

@@ -2,8 +2,9 @@
 # The pruning measurement (docs/compression/pruning.md) on Fashion-MNIST
 # (launch/configs/fmnist_cnn.yaml, 3 epochs):
 #   dense       the config as shipped
-#   gradual     the same run with prune.sparsity SPARSITY (0.9): Zhu & Gupta's
-#               schedule from step 0 to three quarters of the run, every 100 steps
+#   gradual_*   the same run with prune.sparsity SPARSITY (0.9), per layer and
+#               global: Zhu & Gupta's schedule from step 0 to three quarters
+#               of the run, every 100 steps
 #   oneshot_*   the dense checkpoint pruned once by the `prune` method (per
 #               layer and global), evaluated as written, then fine-tuned for
 #               one epoch (`larch train OUT.yaml`, lr 0.01, masks held)
@@ -36,9 +37,12 @@ DENSE=${DENSE:-$OUT/dense}
 if [ ! -f "$DENSE/metrics.jsonl" ]; then
   "$BUILD/larch" train $CFG --out "$DENSE" --set train.threads="$THREADS" > "$DENSE.log" 2>&1
 fi
-if [ ! -f "$OUT/gradual/metrics.jsonl" ]; then
-  "$BUILD/larch" train $CFG --out "$OUT/gradual" --set train.threads="$THREADS" --set prune.sparsity="$SP" > "$OUT/gradual.log" 2>&1
-fi
+for scope in layer global; do
+  if [ ! -f "$OUT/gradual_$scope/metrics.jsonl" ]; then
+    "$BUILD/larch" train $CFG --out "$OUT/gradual_$scope" --set train.threads="$THREADS" --set prune.sparsity="$SP" \
+      --set prune.scope=$scope > "$OUT/gradual_$scope.log" 2>&1
+  fi
+done
 row() {  # row NAME METRICS CKPT SPARSITY
   echo "| $1 | $(accuracy "$2") | $4 | $(bytes "$3") | $(evalrate "$2") |"
 }
@@ -46,8 +50,11 @@ row() {  # row NAME METRICS CKPT SPARSITY
   echo "| model | test accuracy | weight sparsity | checkpoint bytes | eval samples/s |"
   echo "|---|---|---|---|---|"
   row "dense (training checkpoint, with momentum)" "$DENSE/metrics.jsonl" "$(last "$DENSE")" 0
-  sp=$(grep '"sparsity"' "$OUT/gradual/metrics.jsonl" | tail -1 | sed 's/.*"sparsity": \([0-9.]*\).*/\1/')
-  row "gradual $SP (training checkpoint, with momentum and masks)" "$OUT/gradual/metrics.jsonl" "$(last "$OUT/gradual")" "$sp"
+  for scope in layer global; do
+    sp=$(grep '"sparsity"' "$OUT/gradual_$scope/metrics.jsonl" | tail -1 | sed 's/.*"sparsity": \([0-9.]*\).*/\1/')
+    row "gradual $scope $SP (training checkpoint, with momentum and masks)" "$OUT/gradual_$scope/metrics.jsonl" \
+        "$(last "$OUT/gradual_$scope")" "$sp"
+  done
   for scope in layer global; do
     base=$OUT/oneshot_$scope
     sum=$("$BUILD/prune_oneshot" $CFG "$(last "$DENSE")" "$base" "sparsity=$SP,scope=$scope")
