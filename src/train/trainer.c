@@ -802,8 +802,6 @@ static larch_status loop(run_t *r, larch_train_result *res)
     for (long step = first; step < r->total_steps; step++) {
         int epoch, istep;
         if (step > first && step % r->steps_per_epoch == 0 && (s = thaw(r, step / r->steps_per_epoch))) return s;
-        /* the step window: from asking the loader for the batch to the end
-         * of the update (evaluation, checkpoints and output are outside) */
         if (r->pruner && larch_pruner_due(r->pruner, step)) {   /* the parameters are the same on every rank */
             larch_pruner_update(r->pruner, larch_pruner_target(r->pruner, step), r->optim);
             if (r->log) {
@@ -811,6 +809,8 @@ static larch_status loop(run_t *r, larch_train_result *res)
                 fflush(r->log);
             }
         }
+        /* the step window: from asking the loader for the batch to the end
+         * of the update (evaluation, checkpoints and output are outside) */
         double t0 = larch_comm_wtime();
         const larch_batch *b = larch_loader_next(r->loader, &epoch, &istep);
         double t1 = larch_comm_wtime();
