@@ -14,7 +14,8 @@
 # evaluation throughput of each (the same dense kernels run either way).
 # Writes OUT/ and OUT/results.md.
 # Usage: bash launch/experiments/prune.sh [OUT, default runs/prune]
-# Environment: BUILD (build), THREADS (0 = cores), SPARSITY (0.9), DENSE (a
+# Environment: BUILD (build), THREADS (0 = cores), SPARSITY (0.9), CFG (the
+# config, launch/configs/fmnist_cnn.yaml), DENSE (a
 # finished dense run directory to reuse, e.g. runs/distill/teacher).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,7 @@ OUT=${1:-runs/prune}
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-0}
 SP=${SPARSITY:-0.9}
-CFG=launch/configs/fmnist_cnn.yaml
+CFG=${CFG:-launch/configs/fmnist_cnn.yaml}
 [ -x "$BUILD/larch" ] || { echo "prune.sh: $BUILD/larch not built" >&2; exit 1; }
 mkdir -p "$OUT"
 if [ ! -x "$BUILD/prune_oneshot" ]; then
