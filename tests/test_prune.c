@@ -3,8 +3,10 @@
  * global thresholds on small tensors (ties to the lower position), masks
  * held through optimizer steps (weights, gradients and state zero), the
  * checkpoint round trip of masks and deflated sparse tensors, damaged mask
- * data named in the error, the `prune` compression method, and the
- * distillation loss against its formula and finite differences. */
+ * data named in the error, the `prune` compression method, the
+ * distillation loss against its formula and finite differences, and
+ * larch_train in this process: distillation with alpha 0 is training alone,
+ * the teacher's errors, the prune keys' errors. */
 #include "check.h"
 #include "io/ckpt_internal.h"
 #include "larch/larch.h"
@@ -440,6 +442,92 @@ static void test_distill(void)
     CHECK(bad == 0, "%d gradient coordinates differ", bad);
 }
 
+/* ---- larch_train in this process: distillation and the config's keys ---- */
+
+static const char *MLP =
+    "train: {batch_size: 64, epochs: 2, max_steps: 12, seed: 3, log_every: 1, threads: 1}\n"
+    "optim: {name: sgd, lr: 0.05, momentum: 0.9}\n"
+    "data: {name: synthetic, synthetic: {n_train: 1024, n_test: 256, classes: %d, shape: [4, 4, 1], noise: 0.5}}\n"
+    "model:\n  - {type: dense, name: fc1, units: %d}\n  - {type: relu}\n  - {type: dense, name: out, units: %d}\n";
+
+static void write_cfg(const char *name, int classes, int units, char *path, size_t len)
+{
+    snprintf(path, len, "%s/%s.yaml", dir, name);
+    FILE *f = fopen(path, "w");
+    fprintf(f, MLP, classes, units, classes);
+    fclose(f);
+}
+
+/* Trains `cfg` with the overrides into dir/out; returns the status. */
+static larch_status train(const larch_comm *c, const char *cfgpath, const char *out, const char *const *sets, int n,
+                          larch_train_result *res)
+{
+    larch_node *cfg = NULL;
+    char od[400];
+    snprintf(od, sizeof od, "%s/%s", dir, out);
+    larch_status s = larch_run_load(cfgpath, sets, n, &cfg);
+    larch_train_opts o = {.out_dir = od};
+    if (!s) s = larch_train(cfg, c, &o, res);
+    larch_node_free(cfg);
+    return s;
+}
+
+static void test_train(const larch_comm *c)
+{
+    char teacher[400], student[400], other[400], five[400], tck[600], fck[600];
+    write_cfg("teacher", 4, 32, teacher, sizeof teacher);
+    write_cfg("student", 4, 8, student, sizeof student);
+    write_cfg("other", 4, 24, other, sizeof other);
+    write_cfg("five", 5, 32, five, sizeof five);
+    larch_train_result r, alone, a0, a8;
+    CHECK_OK(train(c, teacher, "teacher", NULL, 0, &r));
+    snprintf(tck, sizeof tck, "%s/teacher/checkpoints/ckpt-00000012.h5", dir);
+    const char *two[] = {"train.max_steps=2"};
+    CHECK_OK(train(c, five, "five", two, 1, &r));
+    snprintf(fck, sizeof fck, "%s/five/checkpoints/ckpt-00000002.h5", dir);
+
+    /* alpha 0 is the student alone (the teacher's forward leaves the student's computation alone) */
+    char set_t[500], set_c[700], set_o[500], set_f[500], set_fc[700];
+    snprintf(set_t, sizeof set_t, "distill.teacher=%s", teacher);
+    snprintf(set_c, sizeof set_c, "distill.checkpoint=%s", tck);
+    CHECK_OK(train(c, student, "alone", NULL, 0, &alone));
+    const char *d0[] = {set_t, set_c, "distill.alpha=0"}, *d8[] = {set_t, set_c, "distill.alpha=0.8", "distill.temperature=3"};
+    CHECK_OK(train(c, student, "a0", d0, 3, &a0));
+    CHECK_OK(train(c, student, "a8", d8, 4, &a8));
+    CHECK(fabs(a0.final_loss - alone.final_loss) <= 1e-5 * fabs(alone.final_loss) &&
+          fabs(a0.test_loss - alone.test_loss) <= 1e-5 * fabs(alone.test_loss),
+          "alpha 0: loss %.9g / test %.9g, alone %.9g / %.9g", a0.final_loss, a0.test_loss, alone.final_loss, alone.test_loss);
+    CHECK(fabs(a8.final_loss - alone.final_loss) > 1e-3, "alpha 0.8 changes the training loss (%g vs %g)", a8.final_loss,
+          alone.final_loss);
+
+    /* the teacher's errors */
+    const char *no_cfg[] = {"distill.teacher=/nonexistent.yaml", set_c};
+    CHECK_FAIL(train(c, student, "e", no_cfg, 2, &r), LARCH_ERR_IO, "distill.teacher: cannot open config /nonexistent.yaml");
+    const char *no_ck[] = {set_t, "distill.checkpoint=/nonexistent.h5"};
+    CHECK_FAIL(train(c, student, "e", no_ck, 2, &r), LARCH_ERR_IO, "distill.checkpoint: cannot read the teacher's checkpoint");
+    const char *unset[] = {set_t};
+    CHECK_FAIL(train(c, student, "e", unset, 1, &r), LARCH_ERR_CONFIG, "needs its parameters");
+    snprintf(set_o, sizeof set_o, "distill.teacher=%s", other);
+    const char *wrong[] = {set_o, set_c};
+    CHECK_FAIL(train(c, student, "e", wrong, 2, &r), LARCH_ERR_SHAPE, "has shape (32, 16) but the model's fc1.weight has shape (24, 16)");
+    snprintf(set_f, sizeof set_f, "distill.teacher=%s", five);
+    snprintf(set_fc, sizeof set_fc, "distill.checkpoint=%s", fck);
+    const char *classes[] = {set_f, set_fc};
+    CHECK_FAIL(train(c, student, "e", classes, 2, &r), LARCH_ERR_SHAPE, "the teacher scores 5 classes (loss 'main'), the student 4");
+    const char *bad_alpha[] = {set_t, set_c, "distill.alpha=1.5"};
+    CHECK_FAIL(train(c, student, "e", bad_alpha, 3, &r), LARCH_ERR_CONFIG, "distill.alpha");
+
+    /* the prune section's schema errors name the key */
+    const char *sp[] = {"prune.sparsity=1.5"}, *scope[] = {"prune.scope=rows"}, *every[] = {"prune.every=0"};
+    CHECK_FAIL(train(c, student, "e", sp, 1, &r), LARCH_ERR_CONFIG, "prune.sparsity");
+    CHECK_FAIL(train(c, student, "e", scope, 1, &r), LARCH_ERR_CONFIG, "prune.scope");
+    CHECK_FAIL(train(c, student, "e", every, 1, &r), LARCH_ERR_CONFIG, "prune.every");
+    const char *init[] = {"prune.sparsity=0.5", "prune.initial_sparsity=0.6"};
+    CHECK_FAIL(train(c, student, "e", init, 2, &r), LARCH_ERR_INVALID, "prune.initial_sparsity = 0.6 is out of range");
+    const char *end[] = {"prune.sparsity=0.5", "prune.start_step=10", "prune.end_step=5"};
+    CHECK_FAIL(train(c, student, "e", end, 3, &r), LARCH_ERR_INVALID, "prune.end_step = 5 is before prune.start_step = 10");
+}
+
 int main(int argc, char **argv)
 {
     larch_comm comm;
@@ -453,6 +541,7 @@ int main(int argc, char **argv)
     test_checkpoint(&comm);
     test_method(&comm);
     test_distill();
+    test_train(&comm);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (!getenv("KEEP") && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
