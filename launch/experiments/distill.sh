@@ -10,13 +10,15 @@
 # teacher's (top-1 agreement, mean KL; `larch predict`, h5dump, awk).
 # Writes OUT/{teacher,alone,distilled}/ and appends to OUT/results.md.
 # Usage: bash launch/experiments/distill.sh [OUT, default runs/distill]
-# Environment: BUILD (build), THREADS (train.threads, 0 = cores), ALPHA, T.
+# Environment: BUILD (build), THREADS (train.threads, 0 = cores), ALPHA, T,
+# TEACHER_EPOCHS (3: the students' recipe; 10: a stronger teacher).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-runs/distill}
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-0}
 ALPHA=${ALPHA:-0.9}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-3}
 T=${T:-4}
 [ -x "$BUILD/larch" ] || { echo "distill.sh: $BUILD/larch not built" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -24,11 +26,11 @@ accuracy() { grep '"split": "test"' "$1/metrics.jsonl" | tail -1 | sed 's/.*"acc
 params() { grep -o '; [0-9]* parameters' "$1.log" | head -1 | tr -dc 0-9; }
 train() {  # train NAME CONFIG [--set ...]
   local name=$1 cfg=$2; shift 2
-  [ -f "$OUT/$name/metrics.jsonl" ] && grep -q '"epoch": 3.0000, "split"' "$OUT/$name/metrics.jsonl" && return 0
+  [ -f "$OUT/$name.log" ] && grep -q "^done:" "$OUT/$name.log" && return 0     # finished before
   rm -rf "${OUT:?}/$name"
   "$BUILD/larch" train "$cfg" --out "$OUT/$name" --set train.threads="$THREADS" "$@" > "$OUT/$name.log" 2>&1
 }
-train teacher launch/configs/fmnist_cnn.yaml
+train teacher launch/configs/fmnist_cnn.yaml --set train.epochs="$TEACHER_EPOCHS"
 TCK=$(ls "$OUT"/teacher/checkpoints/ckpt-*.h5 | tail -1)
 train alone launch/configs/fmnist_cnn_student.yaml
 train distilled launch/configs/fmnist_cnn_student.yaml --set distill.teacher=launch/configs/fmnist_cnn.yaml \
@@ -57,7 +59,7 @@ agree() {  # agree TEACHER.pred.h5 STUDENT.pred.h5 -> "agreement | KL"
 {
   echo "| model | parameters | test accuracy | top-1 agreement with the teacher | KL(teacher \|\| model) |"
   echo "|---|---|---|---|---|"
-  echo "| teacher (fmnist_cnn.yaml) | $(params "$OUT/teacher") | $(accuracy "$OUT/teacher") | 1 | 0 |"
+  echo "| teacher (fmnist_cnn.yaml, $TEACHER_EPOCHS epochs) | $(params "$OUT/teacher") | $(accuracy "$OUT/teacher") | 1 | 0 |"
   echo "| student alone (fmnist_cnn_student.yaml) | $(params "$OUT/alone") | $(accuracy "$OUT/alone") | $(agree "$OUT/teacher.pred.h5" "$OUT/alone.pred.h5") |"
   echo "| student distilled (alpha $ALPHA, T $T) | $(params "$OUT/distilled") | $(accuracy "$OUT/distilled") | $(agree "$OUT/teacher.pred.h5" "$OUT/distilled.pred.h5") |"
 } | tee -a "$OUT/results.md"
