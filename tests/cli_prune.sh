@@ -8,8 +8,7 @@
 # - 1, 2 and 4 ranks (and 2 ranks with dist.shard_optimizer) prune the same
 #   weights (identical masks) with equal parameters up to summation order;
 # - a bad prune key is an error naming it on every rank of 2, before step 1
-#   (the other key errors: tests/test_prune.c); prune keys set without
-#   prune.sparsity are warned about.
+#   (the other key errors and the warnings: tests/test_prune.c).
 . "$(dirname "$0")/cli_helpers.bash"
 command -v "$MPIEXEC" > /dev/null || { echo "cli_prune: no mpiexec"; exit 1; }
 command -v h5diff > /dev/null || { echo "cli_prune: h5diff missing (hdf5-tools)"; exit 1; }
@@ -50,5 +49,4 @@ done
 # an error on every rank before step 1, no rank left waiting (the keys' other errors: tests/test_prune.c)
 expect 1 "prune.layers: 'nope*' matches no dense or conv2d layer" -- \
   timeout 120 "$MPIEXEC" -n 2 --oversubscribe "$LARCH" train "$CFG" --out "$TMP/e4" --set prune.sparsity=0.5 --set 'prune.layers=[nope*]'
-expect 0 "prune.every is ignored: prune.sparsity is 0" -- "$LARCH" train "$CFG" --out "$TMP/w1" --set prune.every=7 --set train.max_steps=1
 finish cli_prune

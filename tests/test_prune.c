@@ -517,6 +517,21 @@ static void test_train(const larch_comm *c)
     const char *bad_alpha[] = {set_t, set_c, "distill.alpha=1.5"};
     CHECK_FAIL(train(c, student, "e", bad_alpha, 3, &r), LARCH_ERR_CONFIG, "distill.alpha");
 
+    /* keys without effect are warned about */
+    const char *idle[] = {"prune.every=7", "distill.alpha=0.5"};
+    larch_node *cfg = NULL;
+    CHECK_OK(larch_run_load(student, idle, 2, &cfg));
+    larch_warnings w = {0};
+    CHECK_OK(larch_run_warnings(cfg, &w));
+    int pw = 0, dw = 0;
+    for (int i = 0; i < w.n; i++) {
+        pw += strstr(w.msg[i], "prune.every is ignored: prune.sparsity is 0") != NULL;
+        dw += strstr(w.msg[i], "distill.alpha is ignored: distill.teacher is not set") != NULL;
+    }
+    CHECK(pw == 1 && dw == 1 && w.n == 2, "%d warning(s): prune %d, distill %d", w.n, pw, dw);
+    larch_warnings_free(&w);
+    larch_node_free(cfg);
+
     /* the prune section's schema errors name the key */
     const char *sp[] = {"prune.sparsity=1.5"}, *scope[] = {"prune.scope=rows"}, *every[] = {"prune.every=0"};
     CHECK_FAIL(train(c, student, "e", sp, 1, &r), LARCH_ERR_CONFIG, "prune.sparsity");
