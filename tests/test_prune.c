@@ -499,6 +499,13 @@ static void test_train(const larch_comm *c)
           "alpha 0: loss %.9g / test %.9g, alone %.9g / %.9g", a0.final_loss, a0.test_loss, alone.final_loss, alone.test_loss);
     CHECK(fabs(a8.final_loss - alone.final_loss) > 1e-3, "alpha 0.8 changes the training loss (%g vs %g)", a8.final_loss,
           alone.final_loss);
+    /* micro-batches (train.accumulate): the teacher scores each one; the same run */
+    larch_train_result acc;
+    const char *d8acc[] = {set_t, set_c, "distill.alpha=0.8", "distill.temperature=3", "train.accumulate=4"};
+    CHECK_OK(train(c, student, "a8acc", d8acc, 5, &acc));
+    CHECK(fabs(acc.final_loss - a8.final_loss) <= 1e-5 * fabs(a8.final_loss) &&
+          fabs(acc.test_loss - a8.test_loss) <= 1e-5 * fabs(a8.test_loss),
+          "accumulate 4: loss %.9g / test %.9g, 1: %.9g / %.9g", acc.final_loss, acc.test_loss, a8.final_loss, a8.test_loss);
 
     /* the teacher's errors */
     const char *no_cfg[] = {"distill.teacher=/nonexistent.yaml", set_c};
