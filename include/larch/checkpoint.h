@@ -23,9 +23,14 @@
  *                                     tensor's own step count (int64)
  *   /optim/mu_product/<layer>         (format 2) attribute <tensor>: its NAdam
  *                                     momentum product (float64; nadam only)
+ *   /masks/<layer>/<tensor>           float32 0/1: a pruning run's mask (tensors
+ *                                     with a pruned value; read into a pruning
+ *                                     run, docs/compression/pruning.md)
  * (format 1 had one count and one product for all tensors: attributes t and
  * mu_product of /optim).
  *
+ * A tensor at least half zeros is stored with the shuffle and deflate
+ * filters before the checksum (the same float32 dataset for every reader).
  * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a read
  * detects corrupted bytes; the attributes are covered by meta_checksum and
  * range- and cross-checked on every read. A save writes a uniquely named

@@ -231,6 +231,26 @@ LARCH_API double larch_sched_momentum(const larch_sched *s, long step);
  * it leaves it alone. Returns 0 (buf "") for other schedules. */
 LARCH_API int larch_sched_momentum_note(const larch_sched *s, const larch_optim *o, char *buf, size_t len);
 
+/* Gradual magnitude pruning (Zhu & Gupta 2017; docs/compression/pruning.md):
+ * at steps t0, t0 + every, ..., t0 + n every <= end_step the masks of the
+ * selected weight tensors are recomputed from |w| to the sparsity
+ * s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n every))^3, and after every
+ * optimizer step the pruned weights are zero. */
+typedef struct larch_prune_opts {
+    double sparsity;              /* [0, 0.999] final sparsity s_f (0 = off)                 */
+    double initial_sparsity;      /* [0, sparsity] s_i at start_step                         */
+    long start_step;              /* [0, 2^40] t0: optimizer steps done at the first pruning */
+    long end_step;                /* [-1, 2^40] last pruning step >= start_step; -1 = three
+                                     quarters of the run                                     */
+    long every;                   /* [1, 2^40] steps between pruning steps (dt)              */
+    int global;                   /* 1: one threshold over all selected tensors; 0: per tensor */
+    const char *const *layers;    /* globs on layer names (dense and conv2d only); NULL = all */
+    int n_layers;
+} larch_prune_opts;
+
+#define LARCH_PRUNE_DEFAULTS {.sparsity = 0.0, .initial_sparsity = 0.0, .start_step = 0, .end_step = -1, \
+                              .every = 100, .global = 0, .layers = NULL, .n_layers = 0}
+
 #ifdef __cplusplus
 }
 #endif

@@ -44,7 +44,8 @@ LARCH_API larch_status larch_run_load(const char *path, const char *const *sets,
  * key, its place and why: a key of another optimizer or schedule, a warmup
  * shape without warmup, label_smoothing of an mse loss, log_var_init without
  * `weighting: uncertainty`, regularization q of an l1/l2 penalty, the bucket
- * and overlap settings under dist.shard_optimizer. Keys at their default are
+ * and overlap settings under dist.shard_optimizer, prune keys while
+ * prune.sparsity is 0, distill keys without distill.teacher. Keys at their default are
  * not reported, so a resolved config.yaml (every key written) adds none. */
 LARCH_API larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w);
 
@@ -180,6 +181,16 @@ typedef struct larch_fit_adversarial {
     int l2;                  /* 1: L2 ball (default: L-infinity)                               */
     double trades_beta;      /* [0, 1e6] TRADES: weight of the KL term (6)                     */
 } larch_fit_adversarial;
+/* Knowledge distillation (Hinton et al. 2015; docs/compression/distillation.md):
+ * the teacher runs forward in evaluation mode on every micro-batch, and the
+ * student's first softmax_ce loss becomes alpha T^2 KL(softmax(t / T) ||
+ * softmax(s / T)) + (1 - alpha) CE. */
+typedef struct larch_fit_distill {
+    larch_model *teacher;    /* NULL = off; finalized, its parameters loaded, the same on every rank
+                                (larch_fit plans it; the caller frees it after larch_fit)          */
+    double alpha;            /* [0, 1] weight of the distillation term                           */
+    double temperature;      /* [0.01, 100] T                                                    */
+} larch_fit_distill;
 
 typedef struct larch_fit_spec {
     /* Built by the caller, finalized, the same layers on every rank (rank 0's
@@ -197,6 +208,8 @@ typedef struct larch_fit_spec {
     larch_fit_checkpoint checkpoint;
     larch_fit_dist dist;
     larch_fit_adversarial adversarial;   /* method LARCH_ADV_NONE by default */
+    larch_prune_opts prune;          /* gradual magnitude pruning (sparsity 0 = off)  */
+    larch_fit_distill distill;       /* knowledge distillation (teacher NULL = off)   */
     /* The validated config the spec came from (larch_train), or NULL. It is
      * what DIR/config.yaml and each checkpoint record, what the ranks compare
      * (a hash) and what a resume compares (larch_ckpt_check_resume). With

@@ -19,6 +19,8 @@ static const larch_compress_method methods[] = {
                    "keep=0.5 | flops=F, norm=l2|l1, layers=[...]", larch_structured_keys, larch_compress_structured, 0},
     {"svd", "truncated-SVD factorization of dense (and listed conv2d) layers into two: "
             "rank=R | energy=E | size=0.5, layers=[...], force=false", larch_svd_keys, larch_compress_svd, 0},
+    {"prune", "one-shot magnitude pruning stored sparse: sparsity=0.9, scope=layer|global, layers=[globs] "
+              "(docs/compression/pruning.md)", larch_compress_prune_keys, larch_compress_prune, 0},
     {0}
 };
 

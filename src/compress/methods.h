@@ -18,5 +18,9 @@ larch_status larch_compress_structured(const larch_compress_src *src, larch_node
 extern const larch_key larch_svd_keys[];
 larch_status larch_compress_svd(const larch_compress_src *src, larch_node *opts, const char *out_base,
                                 larch_compress_out *out);
+/* prune_magnitude.c: one-shot magnitude pruning stored sparse (method "prune"). */
+extern const larch_key larch_compress_prune_keys[];
+larch_status larch_compress_prune(const larch_compress_src *src, larch_node *opts, const char *out_base,
+                                  larch_compress_out *out);
 
 #endif

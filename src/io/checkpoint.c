@@ -151,8 +151,9 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
         if (larch_ckpt_quant_replaces(m, p)) continue;   /* under /quant (checkpoint_quant.c) */
         larch_ckpt_param_path(dpath, sizeof dpath, m, p);
         int nd = larch_ckpt_param_dims(p, dims);
-        larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, m->param + p->offset)
+        larch_status mine = root ? larch_ckpt_write_tensor(w->file, w->lcpl, w->path, dpath, nd, dims, m->param + p->offset)
                                  : LARCH_OK;
+        if (!mine && root) mine = larch_ckpt_write_mask(w->file, w->lcpl, w->path, m, i);   /* pruning (checkpoint_masks.c) */
         s = larch_comm_check(c, mine);
     }
     for (int i = 0; !s && i < m->n_buffers; i++) {
@@ -190,7 +191,7 @@ static larch_status write_all(const writer *w, const larch_comm *c, const larch_
             larch_ckpt_state_path(dpath, sizeof dpath, o->state_names[k], m, p);
             int nd = larch_ckpt_param_dims(p, dims);
             if (s) break;
-            larch_status mine = root ? larch_ckpt_write_chunked(w->file, w->lcpl, w->path, dpath, nd, dims, src) : LARCH_OK;
+            larch_status mine = root ? larch_ckpt_write_tensor(w->file, w->lcpl, w->path, dpath, nd, dims, src) : LARCH_OK;
                 s = larch_comm_check(c, mine);
         }
     }
@@ -457,6 +458,7 @@ static larch_status read_all(hid_t file, const char *path, larch_model *m, larch
         int nd = larch_ckpt_param_dims(p, dims);
         s = larch_ckpt_read_tensor(file, path, dpath, nd, dims, 0, p->size, m->param + p->offset);
     }
+    if (!s) s = larch_ckpt_read_masks(file, path, m);        /* pruning (checkpoint_masks.c) */
     for (int i = 0; !s && i < m->n_buffers; i++) {
         const larch_buffer *b = &m->buffers[i];
         larch_ckpt_buffer_path(dpath, sizeof dpath, m, b);

@@ -102,6 +102,19 @@ larch_status larch_ckpt_write_chunked(hid_t file, hid_t lcpl, const char *path, 
  * what is wrong. */
 int larch_ckpt_read_chunked(hid_t d, int ndim, const hsize_t *dims, float *dst);
 
+/* checkpoint_masks.c: a tensor at least half zeros is written with the
+ * shuffle and deflate filters (before Fletcher32), others as
+ * larch_ckpt_write_chunked; the pruning mask of parameter i as
+ * /masks/<layer>/<tensor> (float32 0/1, only when m->prune_mask prunes some
+ * of it); reading the masks into m->prune_mask (when set: a tensor without
+ * one is unpruned; a value other than 0/1, or a nonzero weight where the
+ * mask prunes, is LARCH_ERR_FORMAT naming the tensor). */
+larch_status larch_ckpt_write_tensor(hid_t file, hid_t lcpl, const char *path, const char *dpath, int ndim,
+                                     const hsize_t *dims, const float *src);
+larch_status larch_ckpt_write_mask(hid_t file, hid_t lcpl, const char *path, const larch_model *m, int i);
+larch_status larch_ckpt_read_masks(hid_t file, const char *path, larch_model *m);
+int larch_ckpt_mask_count(const larch_model *m);
+
 /* A model parameter's logical shape as hsize_t. */
 int larch_ckpt_param_dims(const larch_param *p, hsize_t *dims);
 

@@ -240,7 +240,11 @@ double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, 
             larch_metric_loss(m, l, b, grad_scale, scale, dz, acc, &st);
         } else if (l->type == LARCH_LOSS_SOFTMAX_CE) {
             assert(b->label[l->target]);
-            softmax_ce(m->node_y[l->node], b->label[l->target], b->n, dim, l->label_smoothing, scale, dz, acc, &st);
+            if (m->distill_logits && k == larch_distill_loss_index(m))   /* distill.c */
+                larch_distill_ce(m->node_y[l->node], m->distill_logits, b->label[l->target], b->n, dim, l->label_smoothing,
+                                 m->distill_alpha, m->distill_temperature, scale, dz, acc, &st);
+            else
+                softmax_ce(m->node_y[l->node], b->label[l->target], b->n, dim, l->label_smoothing, scale, dz, acc, &st);
         } else if (l->on_targets) {
             assert(b->target[l->target] && b->target_dim[l->target] == dim);
             mse(m->node_y[l->node], b->target[l->target], NULL, b->n, dim, scale, dz, acc, &st);

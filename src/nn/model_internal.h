@@ -133,6 +133,14 @@ struct larch_model {
      * gradient range [offset, offset + count) of the flat buffer. */
     void (*grads_ready)(void *ctx, size_t offset, size_t count);
     void *grads_ready_ctx;
+    /* Magnitude pruning (src/optim/prune.c): n_floats bytes, 0 = pruned;
+     * owned by the pruner, NULL when the run does not prune. Checkpoints
+     * save and load it (src/io/checkpoint_masks.c). */
+    unsigned char *prune_mask;
+    /* Distillation (src/nn/distill.c): the teacher's logits of the current
+     * micro-batch (n, C), read by the first softmax_ce loss; NULL = off. */
+    const float *distill_logits;
+    float distill_alpha, distill_temperature;
 };
 
 #endif

@@ -10,7 +10,7 @@
 larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, const larch_train_opts *opts,
                            larch_train_result *res, const char *init_text);
 
-/* The record of a spec without a config tree: the sections train, optim,
+/* The record of a spec without a config tree: the sections train, optim, prune,
  * sched, data (prefetch, augment), dist and checkpoint with every value,
  * parsed from generated YAML (numbers written so that they read back
  * exactly). */

@@ -2,7 +2,7 @@
  * in run_config.c and optim_cfg.c), its validation (the schema's ranges,
  * naming the field), and the config tree recorded for a spec that came
  * without one (a C program's run: config.yaml, the checkpoints' config and
- * the resume comparison). */
+ * the resume comparison; with the prune and distill settings). */
 #include "train/fit_internal.h"
 #include "larch/optim_cfg.h"
 #include "nn/model_internal.h"   /* the model's input shape */
@@ -28,6 +28,8 @@ larch_fit_spec larch_fit_defaults(void)
                               .shard_optimizer = 0, .timeout_s = 600.0};
     s.adversarial = (larch_fit_adversarial){.method = LARCH_ADV_NONE, .eps = 0.1, .steps = 7, .step_size = 0.0, .l2 = 0,
                                             .trades_beta = 6.0};
+    s.prune = (larch_prune_opts)LARCH_PRUNE_DEFAULTS;
+    s.distill = (larch_fit_distill){.teacher = NULL, .alpha = 0.9, .temperature = 4.0};
     return s;
 }
 
@@ -86,6 +88,12 @@ larch_status larch_fit_validate(const larch_fit_spec *spec)
     if (t->batch_size % t->accumulate != 0)
         return larch_fail(LARCH_ERR_INVALID, "train.accumulate: the batch of %d is not divisible into %d micro-batches",
                           t->batch_size, t->accumulate);
+    const larch_fit_distill *ds = &spec->distill;
+    if (ds->teacher && (!(ds->alpha >= 0 && ds->alpha <= 1) || !(ds->temperature >= 0.01 && ds->temperature <= 100)))
+        return larch_fail(LARCH_ERR_INVALID, "distill: alpha = %g must be in [0, 1] and temperature = %g in [0.01, 100]",
+                          ds->alpha, ds->temperature);
+    if (ds->teacher && !ds->teacher->finalized)
+        return larch_fail(LARCH_ERR_INVALID, "distill: the teacher model is not finalized (larch_model_finalize)");
     larch_status s = larch_optim_validate(&spec->optim, NULL);
     if (!s) s = larch_sched_validate(&spec->sched, NULL);
     if (s) return s;
@@ -259,6 +267,22 @@ larch_status larch_fit_spec_to_cfg(const larch_fit_spec *spec, larch_node **out)
     key_num(f, "step_size", a->step_size);
     fprintf(f, "  norm: %s\n", a->l2 ? "l2" : "linf");
     key_num(f, "trades_beta", a->trades_beta);
+    const larch_prune_opts *pr = &spec->prune;       /* what a resume compares (resume_check.c) */
+    fprintf(f, "prune:\n");
+    key_num(f, "sparsity", pr->sparsity);
+    key_num(f, "initial_sparsity", pr->initial_sparsity);
+    fprintf(f, "  start_step: %ld\n  end_step: %ld\n  every: %ld\n  scope: %s\n  layers: [", pr->start_step,
+            pr->end_step, pr->every, pr->global ? "global" : "layer");
+    for (int i = 0; i < pr->n_layers; i++) {
+        if (i) fputs(", ", f);
+        str(f, pr->layers[i]);
+    }
+    fprintf(f, "]\n");
+    if (spec->distill.teacher) {
+        fprintf(f, "distill:\n  teacher: \"(the program's model)\"\n");
+        key_num(f, "alpha", spec->distill.alpha);
+        key_num(f, "temperature", spec->distill.temperature);
+    }
     if (fclose(f) != 0 || !text) { free(text); return larch_fail(LARCH_ERR_NOMEM, "out of memory"); }
     larch_node *root = NULL;
     larch_status s = larch_cfg_parse(text, "<larch_fit spec>", &root);

@@ -258,6 +258,9 @@ larch_status larch_ckpt_check_resume(const char *path, const larch_ckpt_meta *me
     if (old) {
         static const char *const sections[] = {"optim", "sched", "loss", "regularization", "quantize", NULL};
         for (int i = 0; sections[i]; i++) diff(d, sections[i], larch_map_get(old, sections[i]), larch_map_get(now, sections[i]));
+        static const char *const newer[] = {"prune", "distill", "adversarial", NULL};   /* sections older checkpoints lack */
+        for (int i = 0; newer[i]; i++)
+            if (larch_map_get(old, newer[i])) diff(d, newer[i], larch_map_get(old, newer[i]), larch_map_get(now, newer[i]));
         diff(d, "model", larch_run_layers(old), larch_run_layers(now));
         diff(d, "data", larch_map_get(old, "data"), larch_map_get(now, "data"));
     } else if (meta->optimizer[0]) {           /* no config text: what the attributes say */

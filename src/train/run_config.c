@@ -127,6 +127,28 @@ static const larch_key adversarial_keys[] = {
     {"trades_beta", LARCH_T_FLOAT, "6", 0, 1e6, NULL, NULL, "trades: weight of the KL term (1/lambda of the paper)"},
     {0}};
 
+static const larch_key prune_keys[] = {
+    {"sparsity", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL,
+     "final fraction of the selected weights set to zero, s_f (0 = no pruning; docs/compression/pruning.md)"},
+    {"initial_sparsity", LARCH_T_FLOAT, "0", 0, 0.999, NULL, NULL, "sparsity s_i at start_step (at most sparsity)"},
+    {"start_step", LARCH_T_INT, "0", 0, 1L << 40, NULL, NULL, "t0: optimizer steps done at the first pruning step"},
+    {"end_step", LARCH_T_INT, "-1", -1, 1L << 40, NULL, NULL,
+     "last pruning step (reaches sparsity); -1 = three quarters of the run"},
+    {"every", LARCH_T_INT, "100", 1, 1L << 40, NULL, NULL, "steps between pruning steps (dt)"},
+    {"scope", LARCH_T_ENUM, "layer", 0, 0, "layer|global", NULL,
+     "layer: each tensor pruned to the sparsity; global: one magnitude threshold over all selected tensors"},
+    {"layers", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL,
+     "globs on layer names whose weights are pruned (dense and conv2d only; [] = all of them)"},
+    {0}};
+
+static const larch_key distill_keys[] = {
+    {"teacher", LARCH_T_STRING, "", 0, 0, NULL, NULL,
+     "the teacher's config (YAML; \"\" = no distillation; docs/compression/distillation.md)"},
+    {"checkpoint", LARCH_T_STRING, "", 0, 0, NULL, NULL, "the teacher's parameters (a larch checkpoint)"},
+    {"alpha", LARCH_T_FLOAT, "0.9", 0, 1, NULL, NULL, "weight of alpha T^2 KL(teacher || student); 1 - alpha on the labels"},
+    {"temperature", LARCH_T_FLOAT, "4", 0.01, 100, NULL, NULL, "softmax temperature T of both"},
+    {0}};
+
 const larch_key larch_run_keys[] = {
     {"train", LARCH_T_MAP, "{}", 0, 0, NULL, train_keys, "training loop"},
     {"optim", LARCH_T_MAP, "{}", 0, 0, NULL, larch_optim_keys, "optimizer"},
@@ -135,6 +157,8 @@ const larch_key larch_run_keys[] = {
     {"dist", LARCH_T_MAP, "{}", 0, 0, NULL, dist_keys, "data-parallel communication"},
     {"checkpoint", LARCH_T_MAP, "{}", 0, 0, NULL, checkpoint_keys, "saving and resuming (docs/checkpoints.md)"},
     {"adversarial", LARCH_T_MAP, "{}", 0, 0, NULL, adversarial_keys, "adversarial training (docs/adversarial.md)"},
+    {"prune", LARCH_T_MAP, "{}", 0, 0, NULL, prune_keys, "gradual magnitude pruning during training"},
+    {"distill", LARCH_T_MAP, "{}", 0, 0, NULL, distill_keys, "knowledge distillation from a teacher model"},
     {"model", LARCH_T_ANY, NULL, 0, 0, NULL, NULL,
      "list of layers, or {layers: [...], init_from: {...}} (docs/transfer.md)"},
     {"loss", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "loss or list of losses (default softmax_ce on the last layer)"},
@@ -341,6 +365,20 @@ larch_status larch_run_warnings(const larch_node *cfg, larch_warnings *w)
                 s = larch_warn(w, "%s: dist.%s is ignored: with dist.shard_optimizer the gradients are summed in one "
                                "reduce-scatter after backward, without buckets or overlap",
                                place(d, shard_ignores[i], where, sizeof where), shard_ignores[i]);
+    const larch_node *pr = larch_map_get(cfg, "prune");      /* pruning off: its other keys do nothing */
+    static const char *const prune_rest[] = {"initial_sparsity", "start_step", "end_step", "every", "scope", "layers"};
+    if (pr && larch_cfg_float(pr, "sparsity") == 0.0)
+        for (int i = 0; !s && i < 6; i++)
+            if (set_to_other(pr, prune_keys, prune_rest[i]))
+                s = larch_warn(w, "%s: prune.%s is ignored: prune.sparsity is 0 (no pruning)",
+                               place(pr, prune_rest[i], where, sizeof where), prune_rest[i]);
+    const larch_node *ds = larch_map_get(cfg, "distill");
+    static const char *const distill_rest[] = {"checkpoint", "alpha", "temperature"};
+    if (ds && !larch_cfg_str(ds, "teacher")[0])
+        for (int i = 0; !s && i < 3; i++)
+            if (set_to_other(ds, distill_keys, distill_rest[i]))
+                s = larch_warn(w, "%s: distill.%s is ignored: distill.teacher is not set (no distillation)",
+                               place(ds, distill_rest[i], where, sizeof where), distill_rest[i]);
     const larch_node *dd = larch_map_get(cfg, "data");
     static const char *const balanced_keys[] = {"classes_per_batch", "samples_per_class"};
     if (strcmp(larch_cfg_str(dd, "sampler"), "class_balanced") != 0)

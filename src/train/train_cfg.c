@@ -9,9 +9,11 @@
 #include "larch/model_cfg.h"
 #include "larch/optim_cfg.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec)
 {
@@ -70,6 +72,29 @@ larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec
     spec->adversarial.step_size = larch_cfg_float(adv, "step_size");
     spec->adversarial.l2 = !strcmp(larch_cfg_str(adv, "norm"), "l2");
     spec->adversarial.trades_beta = larch_cfg_float(adv, "trades_beta");
+    const larch_node *pr = larch_map_get(cfg, "prune");
+    if (pr) {                       /* the layer globs point into cfg */
+        spec->prune.sparsity = larch_cfg_float(pr, "sparsity");
+        spec->prune.initial_sparsity = larch_cfg_float(pr, "initial_sparsity");
+        spec->prune.start_step = larch_cfg_int(pr, "start_step");
+        spec->prune.end_step = larch_cfg_int(pr, "end_step");
+        spec->prune.every = larch_cfg_int(pr, "every");
+        spec->prune.global = strcmp(larch_cfg_str(pr, "scope"), "global") == 0;
+        const larch_node *ls = larch_map_get(pr, "layers");
+        int n = ls && ls->kind == LARCH_NODE_SEQ ? ls->n : 0;
+        if (n > 0) {
+            const char **names = calloc((size_t)n, sizeof *names);
+            if (!names) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+            for (int i = 0; i < n; i++) names[i] = ls->items[i]->scalar;
+            spec->prune.layers = names;
+            spec->prune.n_layers = n;
+        }
+    }
+    const larch_node *ds = larch_map_get(cfg, "distill");
+    if (ds) {                       /* the teacher model itself: larch_train builds it */
+        spec->distill.alpha = larch_cfg_float(ds, "alpha");
+        spec->distill.temperature = larch_cfg_float(ds, "temperature");
+    }
     spec->config = cfg;
     larch_status s = larch_sched_opts_from_cfg(larch_map_get(cfg, "sched"), &spec->sched);
     if (!s) s = larch_optim_opts_from_cfg(larch_map_get(cfg, "optim"), &spec->optim);
@@ -78,7 +103,49 @@ larch_status larch_fit_spec_from_cfg(const larch_node *cfg, larch_fit_spec *spec
 
 void larch_fit_spec_release(larch_fit_spec *spec)
 {
-    if (spec) larch_optim_opts_release(&spec->optim);
+    if (!spec) return;
+    larch_optim_opts_release(&spec->optim);
+    free((void *)spec->prune.layers);
+    spec->prune.layers = NULL;
+    spec->prune.n_layers = 0;
+}
+
+/* distill.teacher: the teacher model from its config and checkpoint, built
+ * on every rank (the same file on each: no broadcast needed); every tensor
+ * of the teacher must come from the checkpoint. */
+static larch_status build_teacher(const larch_node *cfg, const larch_dataset *train, larch_model **out)
+{
+    *out = NULL;
+    const larch_node *ds = larch_map_get(cfg, "distill");
+    const char *tpath = ds ? larch_cfg_str(ds, "teacher") : "";
+    if (!tpath[0]) return LARCH_OK;
+    const char *ckpt = larch_cfg_str(ds, "checkpoint");
+    if (!ckpt[0])
+        return larch_fail(LARCH_ERR_CONFIG, "distill.checkpoint: the teacher %s needs its parameters (a checkpoint file)", tpath);
+    if (access(ckpt, R_OK) != 0)
+        return larch_fail(LARCH_ERR_IO, "distill.checkpoint: cannot read the teacher's checkpoint %s: %s", ckpt, strerror(errno));
+    larch_node *tcfg = NULL;
+    larch_status s = larch_run_load(tpath, NULL, 0, &tcfg);
+    if (s) return larch_fail_context(s, "distill.teacher");
+    larch_model *t = NULL;
+    s = larch_model_build(&t, train->shape, larch_run_layers(tcfg), larch_map_get(tcfg, "loss"),
+                          larch_map_get(tcfg, "regularization"), (uint64_t)larch_cfg_int(larch_map_get(tcfg, "train"), "seed"));
+    if (s) s = larch_fail_context(s, "distill.teacher %s", tpath);
+    larch_init_map map;
+    memset(&map, 0, sizeof map);
+    map.buffers = 1;
+    larch_init_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (!s) s = larch_ckpt_init_from(ckpt, t, &map, &rep);
+    if (s) s = larch_fail_context(s, "distill.checkpoint");
+    else if (rep.fresh > 0 || rep.skipped > 0)
+        s = larch_fail(LARCH_ERR_SHAPE, "distill.checkpoint %s: %d tensor(s) of the teacher %s are missing from it or shaped "
+                       "differently (a checkpoint of another model?)", ckpt, rep.fresh + rep.skipped, tpath);
+    larch_init_report_free(&rep);
+    larch_node_free(tcfg);
+    if (s) { larch_model_free(t); return s; }
+    *out = t;
+    return LARCH_OK;
 }
 
 /* model.init_from: rank 0 loads the selected tensors (larch_fit broadcasts
@@ -126,8 +193,11 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
                                   larch_map_get(cfg, "regularization"), spec.train.seed);
     if (!s) s = init_from(cfg, comm, m, comm->rank == 0 ? opts->log : NULL, &rep);
     if (!s) s = larch_quant_apply_cfg(cfg, m, opts->eval_only);   /* quantize: QAT, int8 for inference only */
+    larch_model *teacher = NULL;
+    if (!s) s = build_teacher(cfg, &train, &teacher);
     s = larch_comm_check(comm, s);
     if (!s) {
+        spec.distill.teacher = teacher;
         spec.model = m;
         spec.train_set = &train;
         spec.test_set = &test;
@@ -140,6 +210,7 @@ larch_status larch_train(larch_node *cfg, const larch_comm *comm, const larch_tr
         larch_comm_watchdog(comm, 0.0);
     }
     larch_fit_spec_release(&spec);
+    larch_model_free(teacher);
     larch_model_free(m);
     larch_dataset_free(&train);
     larch_dataset_free(&test);

@@ -26,6 +26,8 @@
 #include "nn/attack.h"
 #include "train/phase_times.h"
 #include "train/run_report.h"
+#include "optim/prune.h"     /* gradual magnitude pruning (docs/compression/pruning.md) */
+#include "nn/loss.h"         /* the loss distillation replaces (docs/compression/distillation.md) */
 
 #include <errno.h>
 #include <math.h>
@@ -86,6 +88,9 @@ typedef struct run {
     larch_phases ph;                     /* per-phase times of the log window (phase_times.h) */
     int report_warned;                   /* the HTML report could not be written (said once) */
     double report_t;                     /* when it was last written (larch_comm_wtime) */
+    larch_pruner *pruner;                /* spec->prune.sparsity > 0, else NULL */
+    larch_model *teacher;                /* spec->distill.teacher (planned here), or NULL */
+    int teacher_node;                    /* the teacher output it reads */
 } run_t;
 
 /* ---- setup ---- */
@@ -313,6 +318,29 @@ static larch_status adversarial_setup(run_t *r)
     return LARCH_OK;
 }
 
+/* Distillation: the teacher reads the student's batches and scores as many
+ * classes as the student's first softmax_ce loss; planned for a micro-batch. */
+static larch_status setup_teacher(run_t *r)
+{
+    larch_model *t = r->spec->distill.teacher, *m = r->model;
+    if (!t) return LARCH_OK;
+    int k = larch_distill_loss_index(m), kt = larch_distill_loss_index(t);
+    if (k < 0) return larch_fail(LARCH_ERR_CONFIG, "distill: the student has no softmax_ce loss to distill into");
+    if (kt < 0) return larch_fail(LARCH_ERR_CONFIG, "distill.teacher: the teacher has no softmax_ce loss (its logits)");
+    larch_shape a = m->input_shape, b = t->input_shape;
+    if (a.h != b.h || a.w != b.w || a.c != b.c)
+        return larch_fail(LARCH_ERR_SHAPE, "distill.teacher: the teacher's input is (%d, %d, %d), the student's (%d, %d, %d)",
+                          b.h, b.w, b.c, a.h, a.w, a.c);
+    size_t cs = larch_shape_size(larch_model_node_shape(m, m->losses[k].node));
+    size_t ct = larch_shape_size(larch_model_node_shape(t, t->losses[kt].node));
+    if (cs != ct)
+        return larch_fail(LARCH_ERR_SHAPE, "distill.teacher: the teacher scores %zu classes (loss '%s'), the student %zu "
+                          "(loss '%s')", ct, t->losses[kt].name, cs, m->losses[k].name);
+    r->teacher = t;
+    r->teacher_node = t->losses[kt].node;
+    return larch_model_plan(t, r->micro);
+}
+
 static larch_status setup(run_t *r)
 {
     larch_status s = read_settings(r);
@@ -360,6 +388,10 @@ static larch_status setup(run_t *r)
     if (r->max_steps > 0 && r->max_steps < r->total_steps) r->total_steps = r->max_steps;
     if ((s = larch_sched_init(&r->sched, &r->spec->sched, r->spec->optim.lr, r->total_steps, r->steps_per_epoch)))
         return s;
+    if (r->spec->prune.sparsity > 0.0 &&
+        (s = larch_pruner_create(&r->pruner, r->model, &r->spec->prune, r->total_steps)))
+        return s;
+    if ((s = setup_teacher(r))) return s;
     return larch_phases_init(&r->ph, r->comm->rank, r->comm->size);
 }
 
@@ -375,6 +407,8 @@ static void teardown(run_t *r)
     larch_attack_ws_free(r->adv_ws);
     free(r->adv_x);
     free(r->adv_buffers);
+    larch_pruner_free(r->pruner);
+    if (r->model) r->model->distill_logits = NULL;
     larch_loader_free(r->loader);
     larch_loader_free(r->eval_loader);
     larch_grad_sync_free(r->sync);
@@ -767,8 +801,16 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
             p.acc_grad = 1;
             mb = cb;                                          /* the CE term and its backward below, on x */
         }
+        if (r->teacher) {                         /* its logits of this micro-batch, evaluation mode */
+            larch_pass tp = {mb.n, 0, r->seed, (uint32_t)step, mb.sample0, 0, NULL};
+            larch_model_forward(r->teacher, &mb, &tp);
+            m->distill_logits = r->teacher->node_y[r->teacher_node];
+            m->distill_alpha = (float)r->spec->distill.alpha;
+            m->distill_temperature = (float)r->spec->distill.temperature;
+        }
         larch_model_forward(m, &mb, &p);
         local[0] += larch_model_loss(m, &mb, 1.0f / (float)r->batch, r->stats);
+        m->distill_logits = NULL;                 /* evaluation scores plain cross-entropy */
         if (r->trades) larch_trades_clean_grad(m, r->adv_ws, mb.n, (float)(r->spec->adversarial.trades_beta / r->batch));
         local[1] += mb.n;
         for (int k = 0; k < nl; k++) local[3 + k] += r->stats[k].loss_sum;
@@ -789,8 +831,10 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     double penalty = larch_model_penalty(m, 1);
     double mom = larch_sched_momentum(&r->sched, step);
     if (mom >= 0.0) larch_optim_set_momentum(r->optim, (float)mom);
+    if (r->pruner) larch_pruner_mask_grad(r->pruner);        /* pruned weights: no gradient, no state */
     larch_optim_step(r->optim, (float)larch_sched_lr(&r->sched, step));
     larch_status gs = larch_grad_sync_gather(r->sync);            /* sharded: everyone's updated slice to all */
+    if (r->pruner) larch_pruner_apply(r->pruner);            /* after every step (and after the gather) */
     if (!s) s = gs;
     if (!s) s = r->hook_status;                             /* the clipping norm's sum */
     local[2] = stop_signal ? 1.0 : 0.0;
@@ -887,6 +931,13 @@ static larch_status loop(run_t *r, larch_train_result *res)
     for (long step = first; step < r->total_steps; step++) {
         int epoch, istep;
         if (step > first && step % r->steps_per_epoch == 0 && (s = thaw(r, step / r->steps_per_epoch))) return s;
+        if (r->pruner && larch_pruner_due(r->pruner, step)) {   /* the parameters are the same on every rank */
+            larch_pruner_update(r->pruner, larch_pruner_target(r->pruner, step), r->optim);
+            if (r->log) {
+                fprintf(r->log, "prune step %ld: sparsity %.4f\n", step, larch_pruner_sparsity(r->pruner));
+                fflush(r->log);
+            }
+        }
         /* the step window: from asking the loader for the batch to the end
          * of the update (evaluation, checkpoints and output are outside) */
         double t0 = larch_comm_wtime();
@@ -922,6 +973,7 @@ static larch_status loop(run_t *r, larch_train_result *res)
                         n_sync ? (double)early / (double)n_sync : 0.0, now - t_start);
                 if (r->model->n_losses > 1) write_tasks(r);
                 larch_phases_write_json(&r->ph, r->metrics);
+                if (r->pruner) fprintf(r->metrics, ", \"sparsity\": %.6f", larch_pruner_sparsity(r->pruner));
                 fprintf(r->metrics, "}\n");
                 fflush(r->metrics);
                 report_refresh(r, NULL, NULL, 1);
