@@ -76,7 +76,7 @@ LARCH_API larch_status larch_compress_parse(const char *spec, const larch_compre
  * checkpoint on disk, test accuracy and loss of the first loss (when
  * test_set is not NULL), inference throughput at batch `batch` (samples/s of
  * an eval-mode forward: batch / the median time of `reps` passes, after
- * warm-up) and latency at batch 1 (the median of `reps` passes), with
+ * warm-up) and latency at batch 1 (the median of 10 x `reps` passes), with
  * `threads` threads (0: keep the current count). */
 typedef struct larch_compress_stats {
     long params, nonzero;

@@ -28,9 +28,11 @@ static void usage(FILE *f)
                "  Writes DIR/<method>.yaml and DIR/<method>.h5 for each method (DIR: runs/<config name>/compress),\n"
                "  then measures the original, each result and each --add model (a fine-tuned or distilled one)\n"
                "  in this run and prints a table: parameters, nonzero, checkpoint bytes, test accuracy, eval\n"
-               "  samples/s at --batch (256) and latency at batch 1 (median of --reps passes, median over\n"
+               "  samples/s at --batch (256) and latency at batch 1 (median of --reps passes, 10 x at batch 1; median over\n"
                "  --rounds interleaved rounds), and the kernels that ran. --json FILE: one JSON line per model.\n"
-               "  Without --method, only the original and the --add models are measured.\n"
+               "  Without --method, only the original and the --add models are measured. The original and an --add\n"
+               "  model from a training checkpoint are measured as model files without optimizer state\n"
+               "  (DIR/original.h5, DIR/<label>.h5) so that the bytes compare like with like.\n"
                "methods:\n");
     for (int i = 0; i < n; i++) fprintf(f, "  %-10s %s\n", ms[i].name, ms[i].help ? ms[i].help : "");
     if (!n) fprintf(f, "  (none built in)\n");
@@ -230,11 +232,11 @@ int larch_cmd_compress(int argc, char **argv)
             const char *dot = strrchr(base, '.');
             snprintf(dir, sizeof dir, "runs/%.*s/compress", (int)(dot ? dot - base : (long)strlen(base)), base);
         }
-        if (n_methods) s = larch_mkdir_p(dir);
+        if (n_methods || n_adds) s = larch_mkdir_p(dir);
     }
     /* The original as a model file like the methods write (parameters and
      * buffers, no optimizer state), so that the bytes compare like with like. */
-    if (!s && n_methods) {
+    if (!s && (n_methods || n_adds)) {
         larch_model *om = NULL;
         larch_node *ocfg = larch_node_clone(cfg);
         larch_compress_out o;
@@ -275,6 +277,38 @@ int larch_cmd_compress(int argc, char **argv)
         printf("compress: %s: %s -> %s, %s\n", methods[k], o.summary, o.config_path, o.checkpoint);
     }
     n = 1 + n_methods + n_adds;
+    /* An --add model from a training checkpoint is measured, like the
+     * original, as its model file without optimizer state. */
+    for (int k = 0; !s && k < n_adds; k++) {
+        entry *x = &e[1 + n_methods + k];
+        larch_ckpt_meta meta;
+        memset(&meta, 0, sizeof meta);
+        if ((s = larch_ckpt_read_meta(x->ckpt, &meta))) {
+            s = larch_fail_context(s, "--add %s", adds[k]);
+            break;
+        }
+        int has_state = meta.optimizer[0] != 0;
+        larch_ckpt_meta_free(&meta);
+        if (!has_state) continue;
+        larch_model *am = NULL;
+        larch_compress_out o;
+        memset(&o, 0, sizeof o);
+        char base[4200];
+        snprintf(base, sizeof base, "%s/%s", dir, x->label);
+        s = larch_rw_load(x->cfg, x->ckpt, &am);
+        if (!s) s = larch_rw_write(x->cfg, am, base, &o);
+        if (!s) {
+            printf("compress: %s: the model of %s without optimizer state -> %s\n", x->label, x->ckpt, o.checkpoint);
+            snprintf(x->ckpt, sizeof x->ckpt, "%s", o.checkpoint);
+            larch_node_free(x->cfg);
+            x->cfg = o.cfg;
+            o.cfg = NULL;
+        } else {
+            s = larch_fail_context(s, "--add %s", adds[k]);
+        }
+        larch_node_free(o.cfg);
+        larch_model_free(am);
+    }
 
     /* measurement: interleaved rounds, accuracy in the first */
     for (int i = 0; !s && i < n; i++) {
