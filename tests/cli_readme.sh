@@ -22,7 +22,7 @@
 # A command with a placeholder this test does not know fails the test.
 . "$(dirname "$0")/cli_helpers.bash"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-SKIP=("bash launch/experiments/transfer.sh" "bash launch/experiments/fewshot.sh")
+SKIP=("bash launch/experiments/transfer.sh" "bash launch/experiments/fewshot.sh" "bash launch/experiments/compress.sh")
 README=$SRC/README.md
 DATA=/usr/share/datasets/fashion-mnist
 
