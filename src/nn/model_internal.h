@@ -132,6 +132,12 @@ struct larch_model {
      * gradient range [offset, offset + count) of the flat buffer. */
     void (*grads_ready)(void *ctx, size_t offset, size_t count);
     void *grads_ready_ctx;
+    /* normalizing flows (flow.c): d(loss)/d(logdet) per sample of the last
+     * flow_nll scoring, its per-sample workspace (2 max_batch), the split
+     * priors' temperature in the inverse pass */
+    float flow_dld;
+    float *flow_ld;
+    float flow_temp;
 };
 
 #endif
