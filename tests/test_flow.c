@@ -317,6 +317,9 @@ int main(void)
     nll_grad("nll actnorm", "[{type: actnorm}]", S(2, 2, 3));
     nll_grad("nll invconv", "[{type: invconv}]", S(2, 2, 4));
     nll_grad("nll coupling", "[{type: coupling, hidden: 5}]", S(3, 3, 4));
+    /* 46 x 46 pixels: one sample per GEMM chunk, so the chunked path runs 2-3 chunks */
+    layer_case("coupling, chunked", "[{type: coupling, hidden: 2}]", S(46, 46, 2), 0, 0);
+    nll_grad("nll coupling, chunked", "[{type: coupling, hidden: 2}]", S(46, 46, 2));
     nll_grad("nll split", "[{type: split}]", S(2, 3, 5));
     nll_grad("nll whole model", "[{type: squeeze}, {type: actnorm}, {type: invconv}, {type: coupling, hidden: 4},"
                                 " {type: split}, {type: actnorm}, {type: invconv}, {type: coupling, hidden: 4}]", S(4, 4, 2));

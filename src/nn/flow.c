@@ -491,87 +491,110 @@ static size_t cp_saved(const larch_layer *L, int n)
     const cp_priv *q = L->priv;
     return (size_t)n * (cp_hw(q) * ((size_t)q->hidden + 2 * (size_t)q->cb) + 1);
 }
+/* Samples per GEMM chunk: about 4096 rows (pixels) per product. */
+static int flow_chunk(size_t HW, int n)
+{
+    int ch = (int)(4096 / HW);
+    if (ch < 1) ch = 1;
+    return ch < n ? ch : n;
+}
+static void im2col_n(const float *x, int nb, int H, int W, int ldx, int cin, float *col)
+{
+    size_t HW = (size_t)H * W;
+    for (int s = 0; s < nb; s++) im2col3(x + s * HW * ldx, H, W, ldx, cin, col + s * HW * 9 * cin);
+}
+static void col2im_n_add(const float *col, int nb, int H, int W, int ldx, int cin, float *dx)
+{
+    size_t HW = (size_t)H * W;
+    for (int s = 0; s < nb; s++) col2im3_add(col + s * HW * 9 * cin, H, W, ldx, cin, dx + s * HW * ldx);
+}
+/* scratch: col, dcol (ch HW 9 max(ca, hidden)), dh (ch HW hidden), out2/dout2 (ch HW 2 cb) */
 static size_t cp_scratch(const larch_layer *L, int n)
 {
-    (void)n;
     const cp_priv *q = L->priv;
     size_t big = (size_t)9 * (q->ca > q->hidden ? q->ca : q->hidden);
-    return cp_hw(q) * (2 * big + q->hidden + 4 * (size_t)q->cb);
+    return (size_t)flow_chunk(cp_hw(q), n) * cp_hw(q) * (2 * big + q->hidden + 2 * (size_t)q->cb);
 }
-/* The conv net on one sample's xa (ldx floats per pixel): h (HW, hidden)
- * after relu, out2 (HW, 2 cb) = (t, r). */
-static void cp_net(larch_layer *L, const float *xa, int ldx, float *h, float *out2, float *col)
+/* The conv net on nb samples' xa (ldx floats per pixel): h (nb HW, hidden)
+ * after relu, out2 (nb HW, 2 cb) = (t, r). */
+static void cp_net(larch_layer *L, const float *xa, int ldx, int nb, float *h, float *out2, float *col)
 {
     cp_priv *q = L->priv;
-    int HW = (int)cp_hw(q);
-    im2col3(xa, q->H, q->W, ldx, q->ca, col);
-    conv3_fwd(col, HW, q->ca, larch_layer_param(L, 0), larch_layer_param(L, 1), q->hidden, h);
-    for (size_t k = 0; k < (size_t)HW * q->hidden; k++) h[k] = h[k] > 0.0f ? h[k] : 0.0f;
-    im2col3(h, q->H, q->W, q->hidden, q->hidden, col);
-    conv3_fwd(col, HW, q->hidden, larch_layer_param(L, 2), larch_layer_param(L, 3), 2 * q->cb, out2);
+    int rows = nb * (int)cp_hw(q);
+    im2col_n(xa, nb, q->H, q->W, ldx, q->ca, col);
+    conv3_fwd(col, rows, q->ca, larch_layer_param(L, 0), larch_layer_param(L, 1), q->hidden, h);
+    for (size_t k = 0; k < (size_t)rows * q->hidden; k++) h[k] = h[k] > 0.0f ? h[k] : 0.0f;
+    im2col_n(h, nb, q->H, q->W, q->hidden, q->hidden, col);
+    conv3_fwd(col, rows, q->hidden, larch_layer_param(L, 2), larch_layer_param(L, 3), 2 * q->cb, out2);
 }
 static void cp_forward(larch_layer *L, const larch_pass *p)
 {
     cp_priv *q = L->priv;
     size_t HW = cp_hw(q);
-    int C = q->C, ca = q->ca, cb = q->cb;
+    int C = q->C, ca = q->ca, cb = q->cb, ch = flow_chunk(HW, p->n);
     size_t big = (size_t)9 * (q->ca > q->hidden ? q->ca : q->hidden);
-    float *col = L->scratch, *out2 = col + HW * big;
+    float *col = L->scratch, *out2 = col + (size_t)ch * HW * big;
     float *ld = L->saved + (size_t)p->n * HW * ((size_t)q->hidden + 2 * (size_t)cb);
-    for (int i = 0; i < p->n; i++) {
-        const float *x = L->x[0] + (size_t)i * HW * C;
-        float *y = L->y + (size_t)i * HW * C;
-        float *h = L->saved + (size_t)i * HW * q->hidden;
-        float *t = L->saved + (size_t)p->n * HW * q->hidden + (size_t)i * HW * 2 * cb, *s = t + HW * cb;
-        cp_net(L, x, C, h, out2, col);
-        double sum = 0;
-        for (size_t r = 0; r < HW; r++)
-            for (int c = 0; c < cb; c++) {
-                float tv = out2[r * 2 * cb + c], rv = out2[r * 2 * cb + cb + c];
-                float sv = 1.0f / (1.0f + expf(-(rv + 2.0f)));
-                t[r * cb + c] = tv;
-                s[r * cb + c] = sv;
-                sum += log((double)sv);
-                y[r * C + ca + c] = (x[r * C + ca + c] + tv) * sv;
-            }
-        for (size_t r = 0; r < HW; r++) memcpy(y + r * C, x + r * C, (size_t)ca * sizeof(float));
-        ld[i] = (float)sum;
+    for (int i0 = 0; i0 < p->n; i0 += ch) {
+        int nb = p->n - i0 < ch ? p->n - i0 : ch;
+        cp_net(L, L->x[0] + (size_t)i0 * HW * C, C, nb, L->saved + (size_t)i0 * HW * q->hidden, out2, col);
+        for (int si = 0; si < nb; si++) {
+            int i = i0 + si;
+            const float *x = L->x[0] + (size_t)i * HW * C, *o2 = out2 + (size_t)si * HW * 2 * cb;
+            float *y = L->y + (size_t)i * HW * C;
+            float *t = L->saved + (size_t)p->n * HW * q->hidden + (size_t)i * HW * 2 * cb, *s = t + HW * cb;
+            double sum = 0;
+            for (size_t r = 0; r < HW; r++)
+                for (int c = 0; c < cb; c++) {
+                    float tv = o2[r * 2 * cb + c], rv = o2[r * 2 * cb + cb + c];
+                    float sv = 1.0f / (1.0f + expf(-(rv + 2.0f)));
+                    t[r * cb + c] = tv;
+                    s[r * cb + c] = sv;
+                    sum += log((double)sv);
+                    y[r * C + ca + c] = (x[r * C + ca + c] + tv) * sv;
+                }
+            for (size_t r = 0; r < HW; r++) memcpy(y + r * C, x + r * C, (size_t)ca * sizeof(float));
+            ld[i] = (float)sum;
+        }
     }
 }
 static void cp_backward(larch_layer *L, const larch_pass *p)
 {
     cp_priv *q = L->priv;
     size_t HW = cp_hw(q);
-    int C = q->C, ca = q->ca, cb = q->cb, hid = q->hidden;
-    size_t big = (size_t)9 * (ca > hid ? ca : hid);
-    float *col = L->scratch, *dcol = col + HW * big, *dh = dcol + HW * big, *dout2 = dh + HW * hid;
+    int C = q->C, ca = q->ca, cb = q->cb, hid = q->hidden, ch = flow_chunk(HW, p->n);
+    size_t big = (size_t)9 * (ca > hid ? ca : hid), CH = (size_t)ch * HW;
+    float *col = L->scratch, *dcol = col + CH * big, *dh = dcol + CH * big, *dout2 = dh + CH * hid;
     float dld = dld_of(L);
     dw_begin(L, p);
     float *dw1 = L->need_dw ? larch_layer_grad(L, 0) : NULL, *db1 = larch_layer_grad(L, 1);
     float *dw2 = L->need_dw ? larch_layer_grad(L, 2) : NULL, *db2 = larch_layer_grad(L, 3);
-    for (int i = 0; i < p->n; i++) {
-        const float *x = L->x[0] + (size_t)i * HW * C, *dy = L->dy + (size_t)i * HW * C;
-        const float *h = L->saved + (size_t)i * HW * hid;
-        const float *t = L->saved + (size_t)p->n * HW * hid + (size_t)i * HW * 2 * cb, *s = t + HW * cb;
-        float *dx = L->need_dx[0] ? L->dx[0] + (size_t)i * HW * C : NULL;
-        for (size_t r = 0; r < HW; r++)
+    for (int i0 = 0; i0 < p->n; i0 += ch) {
+        int nb = p->n - i0 < ch ? p->n - i0 : ch, rows = nb * (int)HW;
+        const float *x = L->x[0] + (size_t)i0 * HW * C, *dy = L->dy + (size_t)i0 * HW * C;
+        const float *h = L->saved + (size_t)i0 * HW * hid;
+        const float *t = L->saved + (size_t)p->n * HW * hid + (size_t)i0 * HW * 2 * cb;
+        float *dx = L->need_dx[0] ? L->dx[0] + (size_t)i0 * HW * C : NULL;
+        for (size_t r = 0; r < (size_t)rows; r++) {
+            const float *tr = t + (r / HW) * HW * 2 * cb + (r % HW) * cb, *sr = tr + HW * cb;
             for (int c = 0; c < cb; c++) {
-                float g = dy[r * C + ca + c], sv = s[r * cb + c], xt = x[r * C + ca + c] + t[r * cb + c];
+                float g = dy[r * C + ca + c], sv = sr[c], xt = x[r * C + ca + c] + tr[c];
                 dout2[r * 2 * cb + c] = g * sv;                                               /* d t */
                 dout2[r * 2 * cb + cb + c] = g * xt * sv * (1.0f - sv) + dld * (1.0f - sv);   /* d r */
                 if (dx) larch_store(&dx[r * C + ca + c], g * sv, L->dx_acc[0]);
             }
-        im2col3(h, q->H, q->W, hid, hid, col);
-        conv3_bwd(col, (int)HW, hid, larch_layer_param(L, 2), 2 * cb, dout2, dw2, db2, dcol);
-        memset(dh, 0, HW * hid * sizeof(float));
-        col2im3_add(dcol, q->H, q->W, hid, hid, dh);
-        for (size_t k = 0; k < HW * hid; k++) if (!(h[k] > 0.0f)) dh[k] = 0.0f;
-        im2col3(x, q->H, q->W, C, ca, col);
-        conv3_bwd(col, (int)HW, ca, larch_layer_param(L, 0), hid, dh, dw1, db1, dx ? dcol : NULL);
+        }
+        im2col_n(h, nb, q->H, q->W, hid, hid, col);
+        conv3_bwd(col, rows, hid, larch_layer_param(L, 2), 2 * cb, dout2, dw2, db2, dcol);
+        memset(dh, 0, (size_t)rows * hid * sizeof(float));
+        col2im_n_add(dcol, nb, q->H, q->W, hid, hid, dh);
+        for (size_t k = 0; k < (size_t)rows * hid; k++) if (!(h[k] > 0.0f)) dh[k] = 0.0f;
+        im2col_n(x, nb, q->H, q->W, C, ca, col);
+        conv3_bwd(col, rows, ca, larch_layer_param(L, 0), hid, dh, dw1, db1, dx ? dcol : NULL);
         if (dx) {
-            for (size_t r = 0; r < HW; r++)
+            for (size_t r = 0; r < (size_t)rows; r++)
                 for (int c = 0; c < ca; c++) larch_store(&dx[r * C + c], dy[r * C + c], L->dx_acc[0]);
-            col2im3_add(dcol, q->H, q->W, C, ca, dx);
+            col2im_n_add(dcol, nb, q->H, q->W, C, ca, dx);
         }
     }
 }
@@ -579,14 +602,15 @@ static void cp_inverse(larch_layer *L, const larch_pass *p)
 {
     cp_priv *q = L->priv;
     size_t HW = cp_hw(q);
-    int C = q->C, ca = q->ca, cb = q->cb;
+    int C = q->C, ca = q->ca, cb = q->cb, ch = flow_chunk(HW, p->n);
     size_t big = (size_t)9 * (q->ca > q->hidden ? q->ca : q->hidden);
-    float *col = L->scratch, *out2 = col + HW * big, *h = L->saved;
-    for (int i = 0; i < p->n; i++) {
-        const float *y = L->y + (size_t)i * HW * C;
-        float *x = (float *)L->x[0] + (size_t)i * HW * C;
-        cp_net(L, y, C, h, out2, col);
-        for (size_t r = 0; r < HW; r++) {
+    float *col = L->scratch, *out2 = col + (size_t)ch * HW * big, *h = L->saved;
+    for (int i0 = 0; i0 < p->n; i0 += ch) {
+        int nb = p->n - i0 < ch ? p->n - i0 : ch;
+        const float *y = L->y + (size_t)i0 * HW * C;
+        float *x = (float *)L->x[0] + (size_t)i0 * HW * C;
+        cp_net(L, y, C, nb, h, out2, col);
+        for (size_t r = 0; r < (size_t)nb * HW; r++) {
             memcpy(x + r * C, y + r * C, (size_t)ca * sizeof(float));
             for (int c = 0; c < cb; c++) {
                 float sv = 1.0f / (1.0f + expf(-(out2[r * 2 * cb + cb + c] + 2.0f)));

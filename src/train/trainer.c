@@ -15,6 +15,7 @@
 #include "train/fit_internal.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "larch/data.h"
+#include "larch/flow.h"
 #include "larch/rng.h"
 #include "larch/optim.h"
 #include "larch/checkpoint.h"
@@ -127,6 +128,12 @@ static larch_status check_heads(const run_t *r)
             if (outs != (size_t)r->train->n_targets)
                 return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d float "
                                   "targets per sample", l->name, m->layers[l->node - 1]->name, outs, r->train->n_targets);
+            continue;
+        }
+        if (l->type == LARCH_LOSS_FLOW_NLL) {   /* a density: no labels (docs/flows.md) */
+            if (!larch_model_is_flow(m))
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s' (flow_nll): the model is not a flow (a chain of dequantize, "
+                                  "actnorm, invconv, coupling, squeeze and split layers)", l->name);
             continue;
         }
         int classes = larch_dataset_classes(r->train, l->target);
