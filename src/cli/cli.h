@@ -17,6 +17,7 @@ int larch_cmd_bench(int argc, char **argv);
 int larch_cmd_schedule(int argc, char **argv);
 int larch_cmd_data(int argc, char **argv);
 int larch_cmd_predict(int argc, char **argv);
+int larch_cmd_sample(int argc, char **argv);    /* normalizing flows: sample_cmd.c */
 int larch_cmd_compress(int argc, char **argv);   /* compress_cmd.c */
 int larch_cmd_import(int argc, char **argv);   /* and export: import_cmd.c */
 int larch_cmd_export(int argc, char **argv);
