@@ -48,4 +48,5 @@ expect 1 "8-bit pixels" -- "$LARCH" sample "$CFG" --baseline
 
 # flow_nll needs a flow
 expect 1 "the model is not a flow" -- "$LARCH" train "$SRC/tests/configs/synth_mlp.yaml" --set loss.type=flow_nll --out "$TMP/bad"
+expect 1 "set data.mean: [0] and data.std: [1]" -- "$LARCH" train "$SRC/launch/configs/fmnist_glow.yaml" --set 'data.mean=[]' --set 'data.std=[]' --set train.max_steps=1 --out "$TMP/bad2"
 finish cli_flows

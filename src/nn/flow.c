@@ -13,6 +13,7 @@
 #include "core/blas.h"
 #include "larch/flow.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -831,6 +832,7 @@ void larch_model_set_flow_temperature(larch_model *m, float t) { m->flow_temp = 
 
 float *larch_model_flow_logdet(larch_model *m, int n, float *out)
 {
+    assert(m->flow_ld && n <= m->max_batch);   /* after larch_model_plan and a forward of n samples */
     larch_pass p = {.n = n};
     memset(out, 0, (size_t)n * sizeof(float));
     float *tmp = m->flow_ld + m->max_batch;
