@@ -548,10 +548,12 @@ static void cp_forward(larch_layer *L, const larch_pass *p)
             for (size_t r = 0; r < HW; r++)
                 for (int c = 0; c < cb; c++) {
                     float tv = o2[r * 2 * cb + c], rv = o2[r * 2 * cb + cb + c];
-                    float sv = 1.0f / (1.0f + expf(-(rv + 2.0f)));
+                    double a = (double)rv + 2.0;   /* log sigmoid(a), stable for any a */
+                    double ls = a > 0 ? -log1p(exp(-a)) : a - log1p(exp(a));
+                    float sv = (float)exp(ls);
                     t[r * cb + c] = tv;
                     s[r * cb + c] = sv;
-                    sum += log((double)sv);
+                    sum += ls;
                     y[r * C + ca + c] = (x[r * C + ca + c] + tv) * sv;
                 }
             for (size_t r = 0; r < HW; r++) memcpy(y + r * C, x + r * C, (size_t)ca * sizeof(float));
