@@ -368,8 +368,9 @@ static void ic_weight(larch_layer *L)
     for (int i = 0; i < C; i++)
         for (int j = 0; j < C; j++) {
             size_t ij = (size_t)i * C + j;
-            q->Lm[ij] = j < i ? lower[ij] : (i == j ? 1.0f : 0.0f);
-            q->Um[ij] = j > i ? upper[ij] : (i == j ? sign[i] * expf(logs[i]) : 0.0f);
+            /* the unused triangles enter as 0 * value: a NaN stored there (a corrupt checkpoint) still shows */
+            q->Lm[ij] = j < i ? lower[ij] : (i == j ? 1.0f : 0.0f) + 0.0f * lower[ij];
+            q->Um[ij] = j > i ? upper[ij] : (i == j ? sign[i] * expf(logs[i]) : 0.0f) + 0.0f * upper[ij];
         }
     larch_sgemm(0, 0, C, C, C, 1.0f, q->Lm, C, q->Um, C, 0.0f, q->A, C);
     for (int i = 0; i < C; i++) memcpy(q->W + (size_t)i * C, q->A + (size_t)(int)perm[i] * C, (size_t)C * sizeof(float));
@@ -524,7 +525,7 @@ static void cp_net(larch_layer *L, const float *xa, int ldx, int nb, float *h, f
     int rows = nb * (int)cp_hw(q);
     im2col_n(xa, nb, q->H, q->W, ldx, q->ca, col);
     conv3_fwd(col, rows, q->ca, larch_layer_param(L, 0), larch_layer_param(L, 1), q->hidden, h);
-    for (size_t k = 0; k < (size_t)rows * q->hidden; k++) h[k] = h[k] > 0.0f ? h[k] : 0.0f;
+    for (size_t k = 0; k < (size_t)rows * q->hidden; k++) h[k] = h[k] < 0.0f ? 0.0f : h[k];   /* relu; NaN stays */
     im2col_n(h, nb, q->H, q->W, q->hidden, q->hidden, col);
     conv3_fwd(col, rows, q->hidden, larch_layer_param(L, 2), larch_layer_param(L, 3), 2 * q->cb, out2);
 }
@@ -591,7 +592,7 @@ static void cp_backward(larch_layer *L, const larch_pass *p)
         conv3_bwd(col, rows, hid, larch_layer_param(L, 2), 2 * cb, dout2, dw2, db2, dcol);
         memset(dh, 0, (size_t)rows * hid * sizeof(float));
         col2im_n_add(dcol, nb, q->H, q->W, hid, hid, dh);
-        for (size_t k = 0; k < (size_t)rows * hid; k++) if (!(h[k] > 0.0f)) dh[k] = 0.0f;
+        for (size_t k = 0; k < (size_t)rows * hid; k++) if (h[k] == 0.0f) dh[k] = 0.0f;
         im2col_n(x, nb, q->H, q->W, C, ca, col);
         conv3_bwd(col, rows, ca, larch_layer_param(L, 0), hid, dh, dw1, db1, dx ? dcol : NULL);
         if (dx) {
