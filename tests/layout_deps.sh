@@ -25,7 +25,7 @@ ORDER=(core nn optim parallel data io train compress datasets cli)
 # public header -> the folder that implements it
 declare -A PUBLIC=(
   [error.h]=core [rng.h]=core [version.h]=core
-  [model.h]=nn
+  [model.h]=nn [flow.h]=nn
   [optim.h]=optim
   [comm.h]=parallel
   [data.h]=data

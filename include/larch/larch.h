@@ -8,6 +8,7 @@
 #include "larch/cfg.h"
 #include "larch/model.h"
 #include "larch/model_cfg.h"
+#include "larch/flow.h"
 #include "larch/data.h"
 #include "larch/optim.h"
 #include "larch/optim_cfg.h"

@@ -347,7 +347,8 @@ typedef enum {
     LARCH_LOSS_SOFTMAX_CE, LARCH_LOSS_MSE,
     /* metric learning (docs/metric_learning.md): embeddings and labels */
     LARCH_LOSS_TRIPLET, LARCH_LOSS_CONTRASTIVE, LARCH_LOSS_CENTER, LARCH_LOSS_SUPCON,
-    LARCH_LOSS_ARCFACE       /* cosine logits (layer type cosine) and labels */
+    LARCH_LOSS_ARCFACE,      /* cosine logits (layer type cosine) and labels */
+    LARCH_LOSS_FLOW_NLL      /* normalizing flows: bits/dim of the last node and the layers' logdets (larch/flow.h) */
 } larch_loss_type;
 /* Triplet mining over the (global) batch (Hermans et al. 2017). */
 typedef enum { LARCH_MINING_BATCH_HARD, LARCH_MINING_BATCH_ALL } larch_mining;

@@ -19,6 +19,7 @@ int larch_cmd_plot(int argc, char **argv);     /* plot_cmd.c: curves of runs (gn
 int larch_cmd_report(int argc, char **argv);   /* report_cmd.c: a run's HTML report */
 int larch_cmd_data(int argc, char **argv);
 int larch_cmd_predict(int argc, char **argv);
+int larch_cmd_sample(int argc, char **argv);    /* normalizing flows: sample_cmd.c */
 int larch_cmd_compress(int argc, char **argv);   /* compress_cmd.c */
 int larch_cmd_attack(int argc, char **argv);     /* attack_cmd.c */
 int larch_cmd_import(int argc, char **argv);   /* and export: import_cmd.c */

@@ -54,6 +54,8 @@ static void usage(FILE *f)
             "        convert a dataset (idx, cifar, npy, folder) to larch's HDF5 layout, or describe one\n"
             "  predict CONFIG --checkpoint FILE --data FILE.h5[:/group] --out OUT.h5 [--layer NAME] [--batch N]\n"
             "        eval-mode outputs (logits or a layer's) of every sample, in file order\n"
+            "  sample CONFIG --checkpoint FILE --png OUT.png [--n N] [--temperature T]\n"
+            "        samples of a normalizing flow as a PNG grid (docs/flows.md)\n"
             "  compress CONFIG --checkpoint FILE [--method NAME[:key=value,...]]... [--add LABEL=CFG:CKPT]...\n"
             "        quantize, prune or factorize a trained model and measure every result (docs/compression.md)\n"
             "  attack CONFIG --checkpoint FILE [--eps LIST] [--method fgsm,pgd] [--json F] [--png F] [--grid F]\n"
@@ -113,6 +115,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "report")) return larch_cmd_report(argc - 1, argv + 1);
     if (!strcmp(cmd, "data")) return larch_cmd_data(argc - 1, argv + 1);
     if (!strcmp(cmd, "predict")) return larch_cmd_predict(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sample")) return larch_cmd_sample(argc - 1, argv + 1);
     if (!strcmp(cmd, "compress")) return larch_cmd_compress(argc - 1, argv + 1);
     if (!strcmp(cmd, "attack")) return larch_cmd_attack(argc - 1, argv + 1);
     if (!strcmp(cmd, "import")) return larch_cmd_import(argc - 1, argv + 1);

@@ -19,6 +19,7 @@
  */
 #include "nn/layers.h"
 #include "nn/loss.h"
+#include "nn/flow_internal.h"
 #include "core/dispatch.h"
 
 #include <assert.h>
@@ -38,7 +39,7 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
     for (int i = 0; i < m->n_losses; i++)
         if (strcmp(m->losses[i].name, name) == 0)
             return larch_fail(LARCH_ERR_INVALID, "loss '%s': task name '%s' is used twice", name, name);
-    if ((int)o.type < (int)LARCH_LOSS_SOFTMAX_CE || (int)o.type > (int)LARCH_LOSS_ARCFACE)
+    if ((int)o.type < (int)LARCH_LOSS_SOFTMAX_CE || (int)o.type > (int)LARCH_LOSS_FLOW_NLL)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s': type = %d is not a larch_loss_type", name, (int)o.type);
     if (o.mining != LARCH_MINING_BATCH_HARD && o.mining != LARCH_MINING_BATCH_ALL)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s': mining = %d is not a larch_mining", name, (int)o.mining);
@@ -69,6 +70,9 @@ larch_status larch_model_add_loss(larch_model *m, const larch_loss_opts *opts)
     if (o.type == LARCH_LOSS_CENTER && o.weighting == LARCH_WEIGHTING_UNCERTAINTY)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s' (center): weighting: uncertainty has no likelihood for a center "
                           "loss; give it a fixed weight (lambda)", name);
+    if (o.type == LARCH_LOSS_FLOW_NLL && o.weighting == LARCH_WEIGHTING_UNCERTAINTY)
+        return larch_fail(LARCH_ERR_INVALID, "loss '%s' (flow_nll): weighting: uncertainty does not apply; give it a fixed "
+                          "weight", name);
     if (larch_loss_pairwise(o.type) && o.weighting == LARCH_WEIGHTING_UNCERTAINTY)
         return larch_fail(LARCH_ERR_INVALID, "loss '%s': weighting: uncertainty is for softmax_ce, mse and arcface; a "
                           "pairwise loss takes a fixed weight", name);
@@ -235,7 +239,9 @@ double larch_model_loss(larch_model *m, const larch_batch *b, float grad_scale, 
         for (int j = 0; j < k; j++) if (m->losses[j].node == l->node) acc = 1;
         double w = larch_model_task_weight(m, k);
         float scale = grad_scale * (float)w;
-        if (l->type != LARCH_LOSS_SOFTMAX_CE && l->type != LARCH_LOSS_MSE) {
+        if (l->type == LARCH_LOSS_FLOW_NLL) {
+            larch_flow_nll(m, l, b, scale, dz, acc, &st);
+        } else if (l->type != LARCH_LOSS_SOFTMAX_CE && l->type != LARCH_LOSS_MSE) {
             assert(b->label[l->target] || b->n == 0);
             larch_metric_loss(m, l, b, grad_scale, scale, dz, acc, &st);
         } else if (l->type == LARCH_LOSS_SOFTMAX_CE) {

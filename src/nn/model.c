@@ -6,6 +6,7 @@
 #include "nn/layers.h"
 #include "nn/loss.h"
 #include "nn/quant.h"
+#include "nn/flow_internal.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -41,6 +42,7 @@ larch_status larch_model_create(larch_model **out, larch_shape input)
     larch_model *m = larch_calloc(1, sizeof *m, "model");
     if (!m) return LARCH_ERR_NOMEM;
     m->input_shape = input;
+    m->flow_temp = 1.0f;
     *out = m;
     return LARCH_OK;
 }
@@ -473,6 +475,7 @@ void larch_model_free(larch_model *m)
     free(m->node_dy);
     free(m->node_dy_written);
     free(m->loss_ws);
+    free(m->flow_ld);
     free(m);
 }
 
@@ -616,6 +619,7 @@ larch_status larch_model_plan(larch_model *m, int max_batch)
     }
     free(y_off);
     m->max_batch = max_batch;
+    if (larch_flow_plan(m, max_batch)) return larch_fail_context(LARCH_ERR_NOMEM, "planning batch %d", max_batch);
     /* the metric losses' workspace (gathered global batch, pair matrices) */
     free(m->loss_ws);
     m->loss_ws = NULL;

@@ -141,6 +141,12 @@ struct larch_model {
      * micro-batch (n, C), read by the first softmax_ce loss; NULL = off. */
     const float *distill_logits;
     float distill_alpha, distill_temperature;
+    /* normalizing flows (flow.c): d(loss)/d(logdet) per sample of the last
+     * flow_nll scoring, its per-sample workspace (2 max_batch), the split
+     * priors' temperature in the inverse pass */
+    float flow_dld;
+    float *flow_ld;
+    float flow_temp;
 };
 
 #endif

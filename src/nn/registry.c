@@ -1,10 +1,11 @@
 /* registry.c - the table of layer types: the built-in ones, then those a
  * program registers (larch_layer_register). */
 #include "nn/layers.h"
+#include "nn/flow_internal.h"
 
 #include <string.h>
 
-#define N_BUILTIN 19
+#define N_BUILTIN 25
 #define MAX_REGISTERED 32
 
 static const larch_layer_ops *g_types[N_BUILTIN + MAX_REGISTERED] = {
@@ -13,6 +14,8 @@ static const larch_layer_ops *g_types[N_BUILTIN + MAX_REGISTERED] = {
     &larch_leaky_relu_ops, &larch_gelu_ops,     &larch_tanh_ops,      &larch_sigmoid_ops,
     &larch_dropout_ops,   &larch_batchnorm_ops, &larch_layernorm_ops, &larch_groupnorm_ops,
     &larch_instancenorm_ops, &larch_l2norm_ops, &larch_cosine_ops,
+    &larch_dequantize_ops, &larch_actnorm_ops, &larch_invconv_ops, &larch_coupling_ops, &larch_squeeze_ops,
+    &larch_split_ops,
 };
 static int g_n_types = N_BUILTIN;
 

@@ -10,6 +10,7 @@
  * way through larch_model_add_loss / larch_model_add_penalty.
  */
 #include "larch/model_cfg.h"
+#include "larch/flow.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,24 @@ static larch_status cosine_from(const larch_node *n, void *out)
     return LARCH_OK;
 }
 
+static const larch_key deq_keys[] = {
+    {"levels", LARCH_T_INT, "256", 2, 65536, NULL, NULL, "intensity levels of the data (inputs k / (levels - 1) in [0, 1])"},
+    {0}};
+static larch_status deq_from(const larch_node *n, void *out)
+{
+    ((larch_dequantize_opts *)out)->levels = (int)larch_cfg_int(n, "levels");
+    return LARCH_OK;
+}
+
+static const larch_key coupling_keys[] = {
+    {"hidden", LARCH_T_INT, "64", 1, 4096, NULL, NULL, "channels of the coupling's hidden 3x3 conv"},
+    {0}};
+static larch_status coupling_from(const larch_node *n, void *out)
+{
+    ((larch_coupling_opts *)out)->hidden = (int)larch_cfg_int(n, "hidden");
+    return LARCH_OK;
+}
+
 #define DESC(type_, keys_, opts_t, from_) {type_, keys_, sizeof(opts_t), from_}
 #define PLAIN(type_) {type_, no_keys, 0, NULL}
 static const larch_cfg_layer g_builtin[] = {
@@ -180,6 +199,12 @@ static const larch_cfg_layer g_builtin[] = {
     DESC("instancenorm", ln_keys, larch_norm_opts, norm_from),
     DESC("l2norm", l2norm_keys, larch_l2norm_opts, l2norm_from),
     DESC("cosine", cosine_keys, larch_cosine_opts, cosine_from),
+    DESC("dequantize", deq_keys, larch_dequantize_opts, deq_from),
+    PLAIN("actnorm"),
+    PLAIN("invconv"),
+    DESC("coupling", coupling_keys, larch_coupling_opts, coupling_from),
+    PLAIN("squeeze"),
+    PLAIN("split"),
 };
 #define N_BUILTIN ((int)(sizeof g_builtin / sizeof g_builtin[0]))
 #define MAX_REGISTERED 32
@@ -188,7 +213,8 @@ static const larch_cfg_layer *g_descs[N_BUILTIN + MAX_REGISTERED] = {
     &g_builtin[0],  &g_builtin[1],  &g_builtin[2],  &g_builtin[3],  &g_builtin[4],  &g_builtin[5],
     &g_builtin[6],  &g_builtin[7],  &g_builtin[8],  &g_builtin[9],  &g_builtin[10], &g_builtin[11],
     &g_builtin[12], &g_builtin[13], &g_builtin[14], &g_builtin[15], &g_builtin[16], &g_builtin[17],
-    &g_builtin[18],
+    &g_builtin[18], &g_builtin[19], &g_builtin[20], &g_builtin[21], &g_builtin[22], &g_builtin[23],
+    &g_builtin[24],
 };
 static int g_n_descs = N_BUILTIN;
 
@@ -343,7 +369,7 @@ larch_status larch_model_add_cfg(larch_model *m, larch_node *opts)
 /* ---- losses and penalties ---- */
 
 const larch_key larch_loss_keys[] = {
-    {"type", LARCH_T_ENUM, "softmax_ce", 0, 0, "softmax_ce|mse|triplet|contrastive|center|supcon|arcface", NULL,
+    {"type", LARCH_T_ENUM, "softmax_ce", 0, 0, "softmax_ce|mse|triplet|contrastive|center|supcon|arcface|flow_nll", NULL,
      "loss function (metric learning: docs/metric_learning.md)"},
     {"name", LARCH_T_STRING, "main", 0, 0, NULL, NULL, "task name in metrics"},
     {"input", LARCH_T_STRING, "", 0, 0, NULL, NULL, "scored layer (default: the last)"},
@@ -390,11 +416,11 @@ larch_status larch_model_add_loss_cfg(larch_model *m, larch_node *opts)
     if (s) return s;
     larch_loss_opts o = LARCH_LOSS_DEFAULTS;
     o.name = larch_cfg_str(opts, "name");
-    static const char *const types[] = {"softmax_ce", "mse", "triplet", "contrastive", "center", "supcon", "arcface"};
+    static const char *const types[] = {"softmax_ce", "mse", "triplet", "contrastive", "center", "supcon", "arcface", "flow_nll"};
     static const larch_loss_type type_of[] = {LARCH_LOSS_SOFTMAX_CE, LARCH_LOSS_MSE, LARCH_LOSS_TRIPLET,
                                               LARCH_LOSS_CONTRASTIVE, LARCH_LOSS_CENTER, LARCH_LOSS_SUPCON,
-                                              LARCH_LOSS_ARCFACE};
-    for (int i = 0; i < 7; i++)
+                                              LARCH_LOSS_ARCFACE, LARCH_LOSS_FLOW_NLL};
+    for (int i = 0; i < 8; i++)
         if (strcmp(larch_cfg_str(opts, "type"), types[i]) == 0) o.type = type_of[i];
     o.input = larch_cfg_str(opts, "input");
     int node = o.input[0] ? larch_model_node(m, o.input) : larch_model_n_layers(m);

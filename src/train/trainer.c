@@ -16,6 +16,7 @@
 #include "nn/quant.h"
 #include "nn/model_internal.h"   /* the model's layout (library-internal) */
 #include "larch/data.h"
+#include "larch/flow.h"
 #include "larch/rng.h"
 #include "larch/optim.h"
 #include "larch/checkpoint.h"
@@ -146,6 +147,17 @@ static larch_status check_heads(const run_t *r)
             if (outs != (size_t)r->train->n_targets)
                 return larch_fail(LARCH_ERR_SHAPE, "loss '%s' scores layer '%s' with %zu outputs, but the data has %d float "
                                   "targets per sample", l->name, m->layers[l->node - 1]->name, outs, r->train->n_targets);
+            continue;
+        }
+        if (l->type == LARCH_LOSS_FLOW_NLL) {   /* a density: no labels (docs/flows.md) */
+            if (!larch_model_is_flow(m))
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s' (flow_nll): the model is not a flow (a chain of dequantize, "
+                                  "actnorm, invconv, coupling, squeeze and split layers)", l->name);
+            int identity = 1;
+            for (int c = 0; c < r->train->n_norm; c++) identity &= r->train->mean[c] == 0.0f && r->train->std[c] == 1.0f;
+            if (strcmp(larch_layer_type(m->layers[0]), "dequantize") == 0 && (r->train->u8 || r->train->ooc_u8) && !identity)
+                return larch_fail(LARCH_ERR_CONFIG, "loss '%s' (flow_nll): layer '%s' (dequantize) needs the pixels as "
+                                  "k / 255 in [0, 1]: set data.mean: [0] and data.std: [1]", l->name, m->layers[0]->name);
             continue;
         }
         int classes = larch_dataset_classes(r->train, l->target);
