@@ -13,7 +13,8 @@
 # medians of 20 passes, median of 3 interleaved rounds).
 #   launch/experiments/shrink.sh [BUILD_DIR] [OUT_DIR]
 # Writes OUT_DIR/results.md (accuracy as written and after the fine-tune, what
-# each method did) and OUT_DIR/timing_{cnn,mlp}.md (the tables; .jsonl: --json).
+# each method did) and OUT_DIR/timing_{cnn,mlp}.md (the tables; .jsonl: --json;
+# the fine-tuned checkpoints' bytes there include their optimizer state).
 # Environment: FT, extra arguments of the fine-tunes (FT="--set train.max_steps=3"
 # checks the script in a minute; the documented numbers are without it).
 set -euo pipefail
