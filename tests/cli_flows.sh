@@ -13,10 +13,12 @@ CFG=$SRC/tests/configs/flow_synth.yaml
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 RUN_TIMEOUT=120
 losses() { grep '"samples_per_s"' "$1/metrics.jsonl" | sed 's/.*"loss": \([^,]*\),.*/\1/'; }
-for np in 1 2 4; do
+# the sanitizer build leaves out 4 ranks: the 2-rank run covers the same collectives
+NPS="2 4"; [ "${LARCH_TEST_SANITIZED:-OFF}" = ON ] && NPS=2
+for np in 1 $NPS; do
   run $np "$TMP/r$np" || fail "$np ranks: $(tail -3 "$TMP/r$np.log")"
 done
-for np in 2 4; do
+for np in $NPS; do
   n=$(losses "$TMP/r1" | wc -l)
   worst=$(paste <(losses "$TMP/r1") <(losses "$TMP/r$np") | awk '{d = $1 - $2; if (d < 0) d = -d; r = d / ($1 > 0 ? $1 : 1); if (r > w) w = r} END {printf "%.3g", w + 0}')
   [ "$n" -eq 8 ] && awk -v w="$worst" 'BEGIN{exit !(w <= 1e-5)}' && pass "1 vs $np ranks: $n steps of bits/dim, worst relative difference $worst" \
