@@ -16,6 +16,7 @@
  * dense and without masks, as any checkpoint (measured: the file is written
  * both ways). */
 #include "compress/methods.h"
+#include "compress/rewrite.h"
 #include "larch/checkpoint.h"
 #include "larch/train.h"
 #include "optim/prune.h"
@@ -36,51 +37,6 @@ const larch_key larch_compress_prune_keys[] = {
      "layer: every tensor to the sparsity; global: one magnitude threshold over all selected tensors"},
     {"layers", LARCH_T_STRINGS, "[]", 0, 0, NULL, NULL, "globs on layer names (dense and conv2d; [] = all)"},
     {0}};
-
-/* Saves m as a step-0 checkpoint at exactly `out` (larch_ckpt_save writes
- * DIR/ckpt-00000000.h5: a fresh directory beside `out`, then a rename). */
-static larch_status save_as(const char *out, const larch_model *m, const larch_node *cfg)
-{
-    larch_comm comm;
-    larch_status s = larch_comm_init(&comm, NULL, NULL);
-    if (s) return s;
-    if (comm.size != 1) {
-        larch_comm_finalize(&comm);
-        return larch_fail(LARCH_ERR_INVALID, "compression method prune runs in one process (started on %d ranks)", comm.size);
-    }
-    char dir[4200], path[4400], tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s", out);
-    if (snprintf(dir, sizeof dir, "%s/.larch-prune-XXXXXX", dirname(tmp)) >= (int)sizeof dir) {
-        larch_comm_finalize(&comm);
-        return larch_fail(LARCH_ERR_INVALID, "%s: path too long", out);
-    }
-    if (!mkdtemp(dir)) {
-        larch_comm_finalize(&comm);
-        return larch_fail(LARCH_ERR_IO, "%s: cannot create a directory beside it: %s", out, strerror(errno));
-    }
-    larch_ckpt_meta meta;
-    memset(&meta, 0, sizeof meta);
-    meta.world_size = 1;
-    meta.global_batch = larch_cfg_int(larch_map_get(cfg, "train"), "batch_size");
-    meta.steps_per_epoch = 1;
-    larch_ckpt_new_run_id(meta.run_id, sizeof meta.run_id);
-    char lineage[64];
-    snprintf(lineage, sizeof lineage, "%s:0", meta.run_id);
-    meta.lineage = lineage;
-    size_t len = 0;
-    char *text = NULL;
-    FILE *mf = open_memstream(&text, &len);
-    s = mf ? larch_cfg_write(cfg, mf) : larch_fail(LARCH_ERR_NOMEM, "config text");
-    if (mf) fclose(mf);
-    meta.config = text;
-    if (!s) s = larch_ckpt_save(dir, 0, &comm, m, NULL, &meta, path, sizeof path);
-    free(text);
-    if (!s && rename(path, out) != 0) s = larch_fail(LARCH_ERR_IO, "cannot move %s to %s: %s", path, out, strerror(errno));
-    if (s) remove(path);
-    rmdir(dir);
-    larch_comm_finalize(&comm);
-    return s;
-}
 
 /* model.init_from.file = the written checkpoint, so that `larch train
  * OUT.yaml` fine-tunes the pruned weights (a layer list becomes the map
@@ -184,13 +140,13 @@ larch_status larch_compress_prune(const larch_compress_src *src, larch_node *opt
         snprintf(dpath, sizeof dpath, "%s.dense-tmp.h5", out_base);
         int was = larch_ckpt_sparse_storage(0);
         m->prune_mask = NULL;                       /* the unpruned file: no masks either */
-        s = save_as(dpath, m, cfg);
+        s = larch_rw_save_checkpoint(dpath, m, cfg);
         m->prune_mask = p->mask;
         larch_ckpt_sparse_storage(was);
         dense = file_bytes(dpath);
         unlink(dpath);
     }
-    if (!s) s = save_as(out->checkpoint, m, cfg);
+    if (!s) s = larch_rw_save_checkpoint(out->checkpoint, m, cfg);
     if (!s) {
         sparse = file_bytes(out->checkpoint);
         snprintf(out->summary, sizeof out->summary,

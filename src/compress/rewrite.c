@@ -205,10 +205,9 @@ long larch_rw_params(const larch_model *m)
     return n;
 }
 
-/* Saves m as a step-0 checkpoint at exactly `path`: larch_ckpt_save writes
- * DIR/ckpt-00000000.h5, so it writes into a fresh directory beside `path`
- * and the file is moved (as `larch import` does). */
-static larch_status save_as(const char *path, const larch_model *m, const larch_node *cfg)
+/* larch_ckpt_save writes DIR/ckpt-00000000.h5, so this writes into a fresh
+ * directory beside `path` and moves the file (as `larch import` does). */
+larch_status larch_rw_save_checkpoint(const char *path, const larch_model *m, const larch_node *cfg)
 {
     char dir[4200], written[4400], tmp[4200];
     snprintf(tmp, sizeof tmp, "%s", path);
@@ -267,7 +266,7 @@ larch_status larch_rw_write(larch_node *cfg, const larch_model *m, const char *o
     larch_status s = larch_cfg_save(cfg, out->config_path);
     /* the config as a run reads it: validated, defaults filled in */
     if (!s) s = larch_run_load(out->config_path, NULL, 0, &out->cfg);
-    if (!s) s = save_as(out->checkpoint, m, out->cfg);
+    if (!s) s = larch_rw_save_checkpoint(out->checkpoint, m, out->cfg);
     if (s) {   /* nothing half-written stays */
         remove(out->config_path);
         larch_node_free(out->cfg);

@@ -61,6 +61,10 @@ long larch_rw_params(const larch_model *m);
 larch_status larch_rw_write(larch_node *cfg, const larch_model *m, const char *out_base,
                             larch_compress_out *out);
 
+/* Saves m as a step-0 checkpoint without optimizer state at exactly `path`,
+ * recording the run config cfg (one process: see larch_rw_write). */
+larch_status larch_rw_save_checkpoint(const char *path, const larch_model *m, const larch_node *cfg);
+
 /* The `layers` option of a method: the names of its list (NULL, 0 when the
  * option is absent or empty; -1: out of memory). The array is malloc'ed
  * (free it), the strings point into opts. */
