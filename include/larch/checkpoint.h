@@ -100,6 +100,15 @@ LARCH_API larch_status larch_ckpt_save(const char *dir, int keep, const larch_co
                                        const larch_model *m, const larch_optim *o,
                                        const larch_ckpt_meta *meta, char *path_out, size_t path_len);
 
+/* One process (c->size must be 1): writes m (no optimizer state) as a
+ * model-only checkpoint at exactly `path`, with cfg's text as its config
+ * (the file `larch train --set model.init_from=PATH` and `larch eval` read).
+ * meta (may be NULL) supplies the metadata to keep (a rewritten model keeps
+ * its source's step and lineage); NULL writes a fresh step-0 run. The file
+ * is saved beside `path` and renamed into place: a failure leaves nothing. */
+LARCH_API larch_status larch_ckpt_save_model(const char *path, const larch_comm *c, const larch_model *m,
+                                             const larch_node *cfg, const larch_ckpt_meta *meta);
+
 /* Collective: loads a checkpoint written for the same model (the same tensor
  * names and shapes; anything missing, extra or differently shaped is an
  * error naming the tensor) into m and, when o != NULL, the optimizer state of

@@ -7,8 +7,6 @@
 #include "larch/safetensors.h"
 #include "larch/train.h"
 
-#include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,39 +76,6 @@ static larch_status build_model(const io_args *a, larch_node **cfg, larch_model 
     return s;
 }
 
-/* Saves m as a step-0 checkpoint at exactly `out`: larch_ckpt_save writes
- * DIR/ckpt-00000000.h5, so it writes into a fresh directory beside `out`
- * and the file is renamed. */
-static larch_status save_as(const char *out, const larch_comm *comm, const larch_model *m, const larch_node *cfg)
-{
-    char dir[4200], path[4400], tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s", out);
-    if (snprintf(dir, sizeof dir, "%s/.larch-import-XXXXXX", dirname(tmp)) >= (int)sizeof dir)
-        return larch_fail(LARCH_ERR_INVALID, "--out %s: path too long", out);
-    if (!mkdtemp(dir)) return larch_fail(LARCH_ERR_IO, "--out %s: cannot create a directory beside it: %s", out, strerror(errno));
-    larch_ckpt_meta meta;
-    memset(&meta, 0, sizeof meta);
-    meta.world_size = 1;
-    meta.global_batch = larch_cfg_int(larch_map_get(cfg, "train"), "batch_size");
-    meta.steps_per_epoch = 1;
-    larch_ckpt_new_run_id(meta.run_id, sizeof meta.run_id);
-    char lineage[64];
-    snprintf(lineage, sizeof lineage, "%s:0", meta.run_id);
-    meta.lineage = lineage;
-    size_t len = 0;
-    char *text = NULL;
-    FILE *mf = open_memstream(&text, &len);
-    larch_status s = mf ? larch_cfg_write(cfg, mf) : larch_fail(LARCH_ERR_NOMEM, "config text");
-    if (mf) fclose(mf);
-    meta.config = text;
-    if (!s) s = larch_ckpt_save(dir, 0, comm, m, NULL, &meta, path, sizeof path);
-    free(text);
-    if (!s && rename(path, out) != 0) s = larch_fail(LARCH_ERR_IO, "cannot move %s to %s: %s", path, out, strerror(errno));
-    if (s) remove(path);
-    rmdir(dir);
-    return s;
-}
-
 int larch_cmd_import(int argc, char **argv)
 {
     io_args a;
@@ -128,7 +93,7 @@ int larch_cmd_import(int argc, char **argv)
     if (!s && a.map) s = larch_st_map_read(a.map, &map);
     if (!s) s = larch_st_read(a.in, &f);
     if (!s) s = larch_st_to_model(&f, a.in, map, m, a.verbose ? stdout : NULL);
-    if (!s) s = save_as(a.out, &comm, m, cfg);
+    if (!s) s = larch_ckpt_save_model(a.out, &comm, m, cfg, NULL);
     if (!s) {
         size_t n_values = 0;
         for (int i = 0; i < f.n; i++) n_values += f.t[i].count;

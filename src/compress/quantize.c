@@ -14,8 +14,6 @@
 #include "larch/train.h"
 #include "nn/quant.h"
 
-#include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -126,26 +124,7 @@ static larch_status job_write(job_t *j, const char *format, const char *out_base
     snprintf(out->config_path, sizeof out->config_path, "%s.yaml", out_base);
     snprintf(out->checkpoint, sizeof out->checkpoint, "%s.h5", out_base);
     if ((s = larch_cfg_save(j->cfg, out->config_path))) return s;
-    /* the checkpoint: larch_ckpt_save writes DIR/ckpt-<step>.h5, so into a
-     * fresh directory beside out_base, then renamed */
-    char dir[4200], tmp[4200], path[4400];
-    snprintf(tmp, sizeof tmp, "%s", out_base);
-    if (snprintf(dir, sizeof dir, "%s/.larch-quant-XXXXXX", dirname(tmp)) >= (int)sizeof dir)
-        return larch_fail(LARCH_ERR_INVALID, "%s: path too long", out_base);
-    if (!mkdtemp(dir)) return larch_fail(LARCH_ERR_IO, "%s: cannot create a directory beside it: %s", out_base, strerror(errno));
-    larch_ckpt_meta meta = j->meta;
-    size_t tlen = 0;
-    char *text = NULL;
-    FILE *mf = open_memstream(&text, &tlen);
-    s = mf ? larch_cfg_write(j->cfg, mf) : larch_fail(LARCH_ERR_NOMEM, "config text");
-    if (mf) fclose(mf);
-    meta.config = text;
-    if (!s) s = larch_ckpt_save(dir, 0, &one_process, j->m, NULL, &meta, path, sizeof path);
-    free(text);
-    if (!s && rename(path, out->checkpoint) != 0)
-        s = larch_fail(LARCH_ERR_IO, "cannot move %s to %s: %s", path, out->checkpoint, strerror(errno));
-    if (s) remove(path);
-    rmdir(dir);
+    s = larch_ckpt_save_model(out->checkpoint, &one_process, j->m, j->cfg, &j->meta);
     larch_node *back = NULL;
     if (!s) s = larch_run_load(out->config_path, NULL, 0, &back);
     larch_node_free(back);

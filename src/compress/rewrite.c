@@ -6,8 +6,6 @@
 #include "larch/train.h"
 #include "nn/model_internal.h"
 
-#include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,42 +203,12 @@ long larch_rw_params(const larch_model *m)
     return n;
 }
 
-/* larch_ckpt_save writes DIR/ckpt-00000000.h5, so this writes into a fresh
- * directory beside `path` and moves the file (as `larch import` does). */
 larch_status larch_rw_save_checkpoint(const char *path, const larch_model *m, const larch_node *cfg)
 {
-    char dir[4200], written[4400], tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    if (snprintf(dir, sizeof dir, "%s/.larch-compress-XXXXXX", dirname(tmp)) >= (int)sizeof dir)
-        return larch_fail(LARCH_ERR_INVALID, "%s: path too long", path);
-    if (!mkdtemp(dir)) return larch_fail(LARCH_ERR_IO, "%s: cannot create a directory beside it: %s", path, strerror(errno));
     larch_comm comm;
     larch_status s = larch_comm_init(&comm, NULL, NULL);
-    if (s) { rmdir(dir); return s; }
-    if (comm.size != 1)
-        s = larch_fail(LARCH_ERR_INVALID, "writing %s: compression runs on one process (not under mpirun -n %d)", path, comm.size);
-    larch_ckpt_meta meta;
-    memset(&meta, 0, sizeof meta);
-    meta.world_size = 1;
-    meta.global_batch = larch_cfg_int(larch_map_get(cfg, "train"), "batch_size");
-    meta.steps_per_epoch = 1;
-    larch_ckpt_new_run_id(meta.run_id, sizeof meta.run_id);
-    char lineage[64];
-    snprintf(lineage, sizeof lineage, "%s:0", meta.run_id);
-    meta.lineage = lineage;
-    size_t len = 0;
-    char *text = NULL;
-    FILE *mf = s ? NULL : open_memstream(&text, &len);
-    if (!s && !mf) s = larch_fail(LARCH_ERR_NOMEM, "config text");
-    if (!s) s = larch_cfg_write(cfg, mf);
-    if (mf) fclose(mf);
-    meta.config = text;
-    written[0] = 0;
-    if (!s) s = larch_ckpt_save(dir, 0, &comm, m, NULL, &meta, written, sizeof written);
-    free(text);
-    if (!s && rename(written, path) != 0) s = larch_fail(LARCH_ERR_IO, "cannot move %s to %s: %s", written, path, strerror(errno));
-    if (s && written[0]) remove(written);
-    rmdir(dir);
+    if (s) return s;
+    s = larch_ckpt_save_model(path, &comm, m, cfg, NULL);
     larch_comm_finalize(&comm);
     return s;
 }
