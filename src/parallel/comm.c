@@ -536,8 +536,8 @@ static void diagnose(comm_impl *m, MPI_Request *req, long *query)
     static char msg[4096];
     if (!m->threads) {
         snprintf(msg, sizeof msg, "watchdog: waited %.1f s (dist.timeout_s = %g) in %s at step %ld (collective #%ld); "
-                 "the MPI library does not provide MPI_THREAD_MULTIPLE, so the other ranks were not asked which one "
-                 "is missing; ending this rank", waited, m->timeout_s, what, step, seq);
+                 "MPI runs without MPI_THREAD_MULTIPLE (LARCH_MPI_THREAD_LEVEL, or the library does not provide it), "
+                 "so the other ranks were not asked which one is missing; ending this rank", waited, m->timeout_s, what, step, seq);
         fprintf(stderr, "larch: rank %d: %s\n", rank, msg);
         fflush(stderr);
         _exit(1);
