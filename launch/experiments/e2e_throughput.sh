@@ -11,10 +11,11 @@
 #           metrics.jsonl's samples_per_s means) and the wall samples/s of
 #           the loop (evaluation and output included), the loader wait per
 #           step, and the evaluation's samples/s.
-# Prints one JSON line per measurement and a markdown table of the best
-# round of each (train / bench ratios).
+# Prints one JSON line per measurement, a markdown table of the best
+# round of each (train / bench ratios), and the medians of the paired
+# ratios (each round's train / that round's bench) with their range.
 # Usage: bash launch/experiments/e2e_throughput.sh [--steps N] [--rounds R] [--out DIR]
-# Environment: BUILD (build), CONFIGS ("fmnist_cnn fmnist_mlp").
+# Environment: BUILD (build), CONFIGS ("fmnist_cnn fmnist_mlp"), LAYOUTS ("1x2 2x1").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STEPS=120 ROUNDS=2 OUT=/tmp/larch_e2e_throughput
@@ -23,12 +24,13 @@ while [ $# -gt 0 ]; do
     --steps) STEPS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "e2e_throughput.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 BUILD=${BUILD:-build}
 CONFIGS=${CONFIGS:-"fmnist_cnn fmnist_mlp"}
+LAYOUTS=${LAYOUTS:-"1x2 2x1"}
 [ "${LARCH_KEEP_CORETYPE:-0}" = 1 ] || unset OPENBLAS_CORETYPE
 [ -x "$BUILD/larch" ] || { echo "e2e_throughput.sh: $BUILD/larch not built" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -41,7 +43,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for C in $CONFIGS; do
     CFG=launch/configs/$C.yaml
     BATCH=$("$BUILD/larch" config "$CFG" 2> /dev/null | sed -n 's/^  batch_size: //p' | head -1)
-    for L in 1x2 2x1; do
+    for L in $LAYOUTS; do
       RANKS=${L%x*} THR=${L#*x}
       # the benchmark of one step on the per-rank batch
       out=$(mpiexec --oversubscribe --bind-to none -n "$RANKS" "$BUILD/larch" bench step "$CFG" --batch $((BATCH / RANKS)) \
@@ -82,3 +84,18 @@ awk -F'[:,]' '{ for (i = 1; i < NF; i++) { k = $i; gsub(/[{}" ]/, "", k); v = $(
      END { for (i = 1; i <= n; i++) { k = order[i]
              printf "| %s | %.0f | %.0f | %.3f | %.0f | %.3f | %.3f | %.0f |\n", k, b[order[i]], s[order[i]],
                     s[order[i]] / b[order[i]], w[order[i]], w[order[i]] / b[order[i]], lw[order[i]], e[order[i]] } }' "$JSONL"
+echo
+echo "| config | ranks x threads | rounds | train / bench, median of the paired rounds | range | wall / bench, median | loader wait ms/step, median |"
+echo "|---|---|---|---|---|---|---|"
+awk -F'[:,]' '{ for (i = 1; i < NF; i++) { k = $i; gsub(/[{}" ]/, "", k); v = $(i + 1); gsub(/[{}"]/, "", v); f[k] = v }
+       key = f["config"] " | " f["layout"]
+       if (!(key in n)) order[++m] = key
+       j = ++n[key]; rs[key, j] = f["ratio_step"] + 0; rw[key, j] = f["ratio_wall"] + 0; lw[key, j] = f["loader_wait_ms"] + 0 }
+     function median(a, key, c,   i, j, t, v) {
+       for (i = 1; i <= c; i++) v[i] = a[key, i]
+       for (i = 2; i <= c; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+       lo = v[1]; hi = v[c]
+       return c % 2 ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2 }
+     END { for (i = 1; i <= m; i++) { k = order[i]; c = n[k]
+             ms = median(rs, k, c); l = lo; h = hi; mw = median(rw, k, c); ml = median(lw, k, c)
+             printf "| %s | %d | %.3f | %.3f-%.3f | %.3f | %.3f |\n", k, c, ms, l, h, mw, ml } }' "$JSONL"
