@@ -38,7 +38,7 @@ KERNELS=(relu_forward relu_backward leaky_forward gelu_backward sigmoid_backward
          maxpool_forward maxpool_backward avgpool_forward avgpool_backward gap_forward gap_backward
          dropout_forward dropout_backward add_forward pass_grad im2col col2im softmax_ce mse
          larch_sgd_update larch_adam_update larch_lars_update larch_lamb_norms larch_lamb_update
-         larch_sumsq larch_f32_to_f16 larch_f16_to_f32 larch_f32_to_bf16 larch_bf16_to_f32)
+         larch_sumsq larch_f32_to_f16 larch_f16_to_f32 larch_f32_to_bf16 larch_bf16_to_f32 u8_normalize)
 # Kernels whose AVX2 clone must use ymm and AVX-512 clone zmm: plain
 # elementwise float loops GCC vectorizes at any width.
 WIDE=(relu_forward relu_backward larch_sgd_update larch_adam_update col2im add_forward)

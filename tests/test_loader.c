@@ -245,8 +245,42 @@ static void prefetch_take_over(const larch_dataset *ds)
     larch_loader_free(pf);
 }
 
+/* The plain path (one normalization channel, no augmentation) computes
+ * (u / 255 - mean) / std in float: every one of the 256 pixel values gives
+ * exactly that float, whichever clone runs (src/core/dispatch.h), with a
+ * mean and std that make every operation round (Fashion-MNIST's). */
+static void u8_values_exact(void)
+{
+    larch_dataset ds;
+    make_u8(&ds, 103, (larch_shape){6, 5, 2});                   /* pixels (i * 7 + j) % 256: all 256 values */
+    ds.mean[0] = 0.2860f;
+    ds.std[0] = 0.3530f;
+    size_t dim = larch_shape_size(ds.shape);
+    larch_loader *l = NULL;
+    larch_loader_opts o = {.global_batch = 103, .world = 1};
+    CHECK_OK(larch_loader_create(&l, &ds, &o));
+    const larch_batch *b = l ? larch_loader_next(l, NULL, NULL) : NULL;
+    int bad = 0, seen[256] = {0};
+    for (int i = 0; b && i < b->n; i++)
+        for (size_t j = 0; j < dim; j++) {
+            uint8_t px = ds.u8[(size_t)i * dim + j];
+            volatile float q = (float)px / 255.0f;                   /* the reference, one rounding at a time */
+            volatile float d = q - ds.mean[0];
+            float want = d / ds.std[0], got = b->x[(size_t)i * dim + j];
+            bad += memcmp(&want, &got, sizeof want) != 0;
+            seen[px] = 1;
+        }
+    int all = 0;
+    for (int v = 0; v < 256; v++) all += seen[v];
+    CHECK(b && b->n == 103 && all == 256, "every pixel value is in the batch (%d)", all);
+    CHECK(bad == 0, "%d normalized pixels differ from (u / 255 - mean) / std in float", bad);
+    larch_loader_free(l);
+    larch_dataset_free(&ds);
+}
+
 int main(void)
 {
+    u8_values_exact();
     split_shapes();
     larch_dataset ds;
     make_u8(&ds, 103, (larch_shape){6, 5, 2});

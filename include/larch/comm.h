@@ -30,8 +30,10 @@ typedef struct larch_comm {
     void *impl;              /* MPI_Comm handles, owned by comm.c     */
 } larch_comm;
 
-/* Initializes MPI if needed (thread level MULTIPLE, for the watchdog) and
- * describes MPI_COMM_WORLD. Reads LARCH_FAULT (see larch_comm_fault). */
+/* Initializes MPI if needed (thread level MULTIPLE, for the watchdog and the
+ * gradient comm thread; LARCH_MPI_THREAD_LEVEL=serialized or funneled asks
+ * for less, see larch_comm_threads) and describes MPI_COMM_WORLD. Reads
+ * LARCH_FAULT (see larch_comm_fault). */
 LARCH_API larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv);
 /* Finalizes MPI if larch_comm_init initialized it. */
 LARCH_API void larch_comm_finalize(larch_comm *c);

@@ -11,7 +11,9 @@
  *     back to back on buffers of those shapes): the best the step could do
  *     if everything but its GEMMs were free;
  *   - a square sgemm (the machine's sgemm peak at this thread count).
- * Each figure is the best of R rounds. FLOPs are the model's real
+ * Each figure is the best of R rounds (the step's median round too:
+ * samples_per_s_median, what a run of steps on a shared machine compares
+ * with). FLOPs are the model's real
  * multiply-adds in GEMMs (2 m n k per GEMM); elementwise work is not
  * counted, so the ratio understates the step slightly.
  * Output: one JSON object on stdout; a readable summary on stderr.
@@ -48,7 +50,8 @@ static void bench_usage(FILE *f)
                "  --threads T   OpenBLAS threads (default: train.threads, OPENBLAS_NUM_THREADS, or all cores)\n"
                "  --rounds R    timed rounds; each figure is the best round (default 7)\n"
                "  --layers      also time each layer's forward and backward (one JSON line per layer)\n"
-               "prints one JSON line: samples_per_s, gflops (model GEMM multiply-adds per second),\n"
+               "prints one JSON line: samples_per_s (best round; samples_per_s_median: the median round),\n"
+               "gflops (model GEMM multiply-adds per second),\n"
                "sgemm_gflops_model_shapes and ratio (step / sgemm on the same shapes), sgemm_gflops_square\n"
                "and ratio_square, all measured in the same run\n"
                "       mpirun -n N larch bench allreduce [CONFIG ...] [--help]: gradient-sum bandwidth\n"
@@ -126,6 +129,12 @@ static void layer_profile(step_ctx *s, int rounds)
                larch_layer_name(L), ops->type, f * 1e3, b * 1e3, flops * 1e-9, flops > 0 ? flops / (f + b) * 1e-9 : 0.0);
     }
     printf("{\"bench\":\"layers_total\",\"ms\":%.4f}\n", total * 1e3);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 /* Repetitions that make a round last about `target` seconds. */
@@ -255,12 +264,15 @@ static int bench_step(int argc, char **argv)
     int gemm_reps = reps_for((now() - t0) / 2, 0.3);
     larch_sgemm(0, 0, N, N, N, 1.0f, sq, N, sq + (size_t)N * N, N, 0.0f, sq + (size_t)2 * N * N, N);
     double best_step = 1e30, best_gemm = 1e30, best_sq = 1e30;
+    double *round_step = larch_calloc((size_t)rounds, sizeof *round_step, "bench rounds");
+    if (!round_step) { larch_cli_error("bench"); goto done; }
     size_t n_floats;
     larch_model_flat_params(m, &n_floats);
     for (int r = 0; r < rounds; r++) {
         t0 = now();
         for (int i = 0; i < step_reps; i++) train_step(&st, step++);
         double t = (now() - t0) / step_reps;
+        round_step[r] = t;
         if (t < best_step) best_step = t;
         t0 = now();
         for (int i = 0; i < gemm_reps; i++) gemm_run(gs);
@@ -271,15 +283,18 @@ static int bench_step(int argc, char **argv)
         t = now() - t0;
         if (t < best_sq) best_sq = t;
     }
+    qsort(round_step, (size_t)rounds, sizeof *round_step, cmp_double);
+    double median_step = rounds % 2 ? round_step[rounds / 2] : 0.5 * (round_step[rounds / 2 - 1] + round_step[rounds / 2]);
+    free(round_step);
     int conv_layers, conv_onednn = larch_conv_onednn_count(m, &conv_layers);   /* after the timed steps */
     double gflops = flops / best_step * 1e-9, sgemm = flops / best_gemm * 1e-9;
     double square = 2.0 * N * N * (double)N / best_sq * 1e-9;
     printf("{\"bench\":\"step\",\"config\":\"%s\",\"batch\":%d,\"threads\":%d,\"params\":%zu,"
-           "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,"
+           "\"gemms\":%d,\"gflop_per_step\":%.4f,\"step_ms\":%.4f,\"samples_per_s\":%.1f,\"samples_per_s_median\":%.1f,"
            "\"gflops\":%.2f,\"sgemm_gflops_model_shapes\":%.2f,\"ratio\":%.4f,"
            "\"sgemm_gflops_square\":%.2f,\"ratio_square\":%.4f,\"rounds\":%d,\"blas\":\"%s\",\"blas_threading\":\"%s\","
            "\"conv_backend\":\"%s\",\"conv_layers\":%d,\"conv_onednn_layers\":%d,\"precision\":\"%s\"}\n",
-           config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step,
+           config, batch, threads, n_floats, gs->n, flops * 1e-9, best_step * 1e3, batch / best_step, batch / median_step,
            gflops, sgemm, gflops / sgemm, square, gflops / square, rounds, larch_blas_corename(), larch_blas_threading(),
            larch_conv_backend_name(larch_get_conv_backend()), conv_layers, conv_onednn,
            larch_model_precision(m) == LARCH_PRECISION_BF16 ? "bf16" : "fp32");

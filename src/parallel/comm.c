@@ -123,18 +123,36 @@ static larch_status parse_fault(comm_impl *m)
     return LARCH_OK;
 }
 
+/* LARCH_MPI_THREAD_LEVEL (docs/distributed.md): the thread level larch
+ * asks MPI for; MULTIPLE unless set to serialized or funneled. */
+static larch_status thread_level(int *level)
+{
+    const char *e = getenv("LARCH_MPI_THREAD_LEVEL");
+    if (!e || !e[0] || !strcmp(e, "multiple")) *level = MPI_THREAD_MULTIPLE;
+    else if (!strcmp(e, "serialized")) *level = MPI_THREAD_SERIALIZED;
+    else if (!strcmp(e, "funneled")) *level = MPI_THREAD_FUNNELED;
+    else
+        return larch_fail(LARCH_ERR_INVALID, "LARCH_MPI_THREAD_LEVEL=%s: expected multiple (the default), serialized or "
+                          "funneled (docs/distributed.md)", e);
+    return LARCH_OK;
+}
+
 larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv)
 {
     memset(c, 0, sizeof *c);
     comm_impl *impl = calloc(1, sizeof *impl);
     if (!impl) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
     larch_status s = parse_fault(impl);
+    int level = MPI_THREAD_MULTIPLE;
+    if (!s) s = thread_level(&level);
     if (s) { free(impl); return s; }
     int inited = 0, provided = 0, rc;
     MPI_Initialized(&inited);
     if (!inited) {
-        /* MULTIPLE: the watchdog thread asks the other ranks and aborts */
-        if ((rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided)) != MPI_SUCCESS) {
+        /* MULTIPLE: the watchdog thread asks the other ranks and aborts, and
+         * the gradient comm thread sums buckets; below it, only the main
+         * thread calls MPI (larch_comm_threads is 0: both degrade) */
+        if ((rc = MPI_Init_thread(argc, argv, level, &provided)) != MPI_SUCCESS) {
             free(impl);
             return mpi_fail(rc, "MPI_Init_thread");
         }
@@ -518,8 +536,8 @@ static void diagnose(comm_impl *m, MPI_Request *req, long *query)
     static char msg[4096];
     if (!m->threads) {
         snprintf(msg, sizeof msg, "watchdog: waited %.1f s (dist.timeout_s = %g) in %s at step %ld (collective #%ld); "
-                 "the MPI library does not provide MPI_THREAD_MULTIPLE, so the other ranks were not asked which one "
-                 "is missing; ending this rank", waited, m->timeout_s, what, step, seq);
+                 "MPI runs without MPI_THREAD_MULTIPLE (LARCH_MPI_THREAD_LEVEL, or the library does not provide it), "
+                 "so the other ranks were not asked which one is missing; ending this rank", waited, m->timeout_s, what, step, seq);
         fprintf(stderr, "larch: rank %d: %s\n", rank, msg);
         fflush(stderr);
         _exit(1);

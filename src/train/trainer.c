@@ -866,6 +866,9 @@ static larch_status train_step(run_t *r, const larch_batch *b, long step, double
     return LARCH_OK;
 }
 
+/* Why a feature that needs a second thread in MPI is off. */
+#define NO_MULTIPLE "and MPI runs without it (LARCH_MPI_THREAD_LEVEL, docs/distributed.md)"
+
 /* "gradient sync: 2 bucket(s), 320 bytes per step, overlapped" (the plan
  * after setup or a thaw). */
 static const char *sync_summary(const run_t *r, char *buf, size_t len)
@@ -877,7 +880,10 @@ static const char *sync_summary(const run_t *r, char *buf, size_t len)
                  larch_grad_sync_bytes(r->sync));
     else
         snprintf(buf, len, "gradient sync: %d bucket(s), %zu bytes per step, %s", larch_grad_sync_buckets(r->sync),
-                 larch_grad_sync_bytes(r->sync), !dist->overlap ? "blocking" : dist->comm_thread ? "overlapped (comm thread)" : "overlapped (MPI_Iallreduce)");
+                 larch_grad_sync_bytes(r->sync), !dist->overlap ? "blocking"
+                 : !dist->comm_thread ? "overlapped (MPI_Iallreduce)"
+                 : larch_comm_threads(r->comm) ? "overlapped (comm thread)"
+                 : "overlapped (MPI_Iallreduce: dist.comm_thread needs MPI_THREAD_MULTIPLE, " NO_MULTIPLE ")");
     return buf;
 }
 
@@ -897,7 +903,7 @@ static larch_status thaw(run_t *r, long epoch)
     if (n == 0) return LARCH_OK;
     larch_grad_sync_plan(r->sync);                     /* the thawed tensors join the buckets */
     if (r->log) {
-        char sync[160];
+        char sync[320];
         fprintf(r->log, "epoch %ld: unfroze %d tensor(s):", epoch, n);
         for (int i = 0, shown = 0; i < m->n_params; i++)
             if (m->params[i].thaw_epoch > 0 && m->params[i].thaw_epoch <= epoch && shown++ < 12)
@@ -1090,11 +1096,14 @@ larch_status larch_fit_run(const larch_fit_spec *spec, const larch_comm *comm, c
                 LARCH_VERSION_STRING, comm->size, larch_blas_threads(), larch_blas_corename(),
                 count_params(r.model), r.total_steps, r.batch, r.local);
         if (r.accumulate > 1) fprintf(r.log, ", %d micro-batches of %d", r.accumulate, r.micro);
-        char sync[160];
+        char sync[320];
         fprintf(r.log, "); optimizer %s, state %.3g MiB per rank%s; %s\n", r.optim->name,
                 (double)r.optim->n_state * (double)r.optim->n_state_floats * sizeof(float) / 1048576.0,
                 comm->size > 1 && spec->dist.shard_optimizer ? " (sharded)" : "",
                 sync_summary(&r, sync, sizeof sync));
+        if (comm->size > 1 && spec->dist.timeout_s > 0 && !larch_comm_threads(comm))
+            fprintf(r.log, "dist.timeout_s: the watchdog asks the other ranks where they are only with MPI_THREAD_MULTIPLE, "
+                    NO_MULTIPLE "; a watchdog that fires ends its own rank\n");
         char note[300];   /* what a one-cycle schedule does to the momentum, once */
         if (!opts->eval_only && larch_sched_momentum_note(&r.sched, r.optim, note, sizeof note)) fprintf(r.log, "%s\n", note);
         fflush(r.log);
