@@ -52,6 +52,7 @@ class Layer(torch.nn.Module):
         t = self.type
         if t == "dequantize":
             self.levels = int(spec.get("levels", 256))
+            self.logit = float(spec.get("logit", 0))
             self.out_shape = shape
         elif t == "squeeze":
             self.out_shape = (h // 2, w // 2, 4 * c)
@@ -111,7 +112,13 @@ class Layer(torch.nn.Module):
             lv = float(self.levels)
             k = torch.clamp(torch.floor(x * (lv - 1) + 0.5), 0, lv - 1)
             u = torch.rand_like(x) if noise is None else noise
-            return (k + u) / lv - 0.5, zero - h * w * c * math.log(lv)
+            if self.logit <= 0:
+                return (k + u) / lv - 0.5, zero - h * w * c * math.log(lv)
+            a = self.logit   # y = logit(a + (1 - 2 a) v), v = (k + u) / levels
+            q = a + (1 - 2 * a) * (k + u) / lv
+            y = torch.log(q) - torch.log1p(-q)
+            ld = (math.log(1 - 2 * a) - torch.log(q) - torch.log1p(-q)).reshape(n, -1).sum(1)
+            return y, ld - h * w * c * math.log(lv)
         if t == "squeeze":
             y = x.reshape(n, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4 * c)
             return y, zero
@@ -220,11 +227,14 @@ def cmd_check(a):
     model.train()
     n = dump["bpd"].size
     x = torch.from_numpy(dump["x"].reshape(n, *shape))
-    # the same noise: u = (y + 0.5) * 256 - k, from larch's dequantized input y
-    lv = 256.0
+    # the same noise: u = v * levels - k, v = y + 0.5 (or with the logit transform
+    # v = (sigmoid(y) - alpha) / (1 - 2 alpha)), from larch's dequantized input y
+    dq = model.layers[0]
+    lv, al = float(dq.levels), dq.logit
     k = torch.clamp(torch.floor(x * (lv - 1) + 0.5), 0, lv - 1)
-    deq_l = torch.from_numpy(dump["deq"].reshape(n, *shape))
-    u = (deq_l.double() + 0.5) * lv - k.double()
+    deq_l = torch.from_numpy(dump["deq"].reshape(n, *shape)).double()
+    v = (torch.sigmoid(deq_l) - al) / (1 - 2 * al) if al > 0 else deq_l + 0.5
+    u = (v * lv - k.double()).clamp(0, 1 - 1e-9)
     print(f"noise recovered from larch's dequantized input: min {u.min().item():.4f} max {u.max().item():.4f}")
     if a.double:
         model.double()
@@ -270,6 +280,11 @@ def cmd_train(a):
     d = cfg["data"]["dir"]
     tr = torch.from_numpy(fmnist(d, True).astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
     te = torch.from_numpy(fmnist(d, False).astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)[: a.test]
+    for spec in cfg["model"]:
+        if spec["type"] == "dequantize" and a.logit:
+            spec["logit"] = a.logit
+        if spec["type"] == "coupling" and a.hidden:
+            spec["hidden"] = a.hidden
     model = Flow(cfg, (28, 28, 1))
     B = int(cfg["train"]["batch_size"])
     lr = float(a.lr if a.lr else cfg["optim"]["lr"])
@@ -325,6 +340,8 @@ def main():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=0)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--logit", type=float, default=0, help="dequantize's logit alpha (0: off)")
+    t.add_argument("--hidden", type=int, default=0, help="every coupling's hidden channels (0: the config's)")
     a = ap.parse_args()
     return cmd_check(a) if a.cmd == "check" else cmd_train(a)
 
