@@ -14,12 +14,14 @@ them by autograd and prints the worst relative differences:
     /usr/bin/python3 launch/experiments/flow_vs_torch.py check CONFIG CKPT DUMP_DIR
 
 train: trains the same model in PyTorch on Fashion-MNIST with the config's
-recipe (Adam, lr, batch, linear warmup + cosine, actnorm data-dependent init
-on the first batch; its own shuffling and noise) and prints the training loss
-every LOG steps and the test bits/dim at the end, for comparing curves with
-`larch train CONFIG --set train.max_steps=STEPS`:
+recipe (Adam, lr, batch, linear warmup + cosine over STEPS, optim.clip_norm,
+actnorm data-dependent init on the first batch; its own shuffling and noise)
+and prints the training loss and gradient norm every LOG steps and the test
+bits/dim at the end, for comparing curves with
+`larch train CONFIG --set train.max_steps=STEPS --set train.epochs=2`:
 
     /usr/bin/python3 launch/experiments/flow_vs_torch.py train CONFIG STEPS [--log 50] [--test 10000]
+        [--logit ALPHA] [--clip NORM] [--lr LR] [--hidden H] [--seed S]   (overrides of the config)
 """
 import argparse
 import gzip
@@ -281,7 +283,7 @@ def cmd_train(a):
     tr = torch.from_numpy(fmnist(d, True).astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
     te = torch.from_numpy(fmnist(d, False).astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)[: a.test]
     for spec in cfg["model"]:
-        if spec["type"] == "dequantize" and a.logit:
+        if spec["type"] == "dequantize" and a.logit is not None:
             spec["logit"] = a.logit
         if spec["type"] == "coupling" and a.hidden:
             spec["hidden"] = a.hidden
@@ -299,6 +301,9 @@ def cmd_train(a):
         return lr * 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
 
     perm = torch.randperm(tr.shape[0])
+    gmax = 0.0
+    if a.clip is None:
+        a.clip = float(cfg["optim"].get("clip_norm", 0))
     t0 = time.time()
     model.train()
     for s in range(total):
@@ -309,9 +314,13 @@ def cmd_train(a):
         loss = bpd.mean()
         opt.zero_grad()
         loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip if a.clip > 0 else float("inf")).item()
+        gmax = max(gmax, gn)
         opt.step()
         if (s + 1) % a.log == 0 or s == 0:
-            print(f"torch step {s + 1}/{total} loss {loss.item():.4f} lr {lr_at(s):.3g} ({time.time() - t0:.0f} s)", flush=True)
+            print(f"torch step {s + 1}/{total} loss {loss.item():.4f} lr {lr_at(s):.3g} grad norm {gn:.3g} "
+                  f"(max since last {gmax:.3g}) ({time.time() - t0:.0f} s)", flush=True)
+            gmax = 0.0
     model.eval()
     with torch.no_grad():
         tot = 0.0
@@ -339,8 +348,9 @@ def main():
     t.add_argument("--test", type=int, default=10000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=0)
+    t.add_argument("--clip", type=float, default=None, help="clip the gradient's global norm (0: off; default: the config's optim.clip_norm)")
     t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--logit", type=float, default=0, help="dequantize's logit alpha (0: off)")
+    t.add_argument("--logit", type=float, default=None, help="dequantize's logit alpha (0: off; default: the config's)")
     t.add_argument("--hidden", type=int, default=0, help="every coupling's hidden channels (0: the config's)")
     a = ap.parse_args()
     return cmd_check(a) if a.cmd == "check" else cmd_train(a)
