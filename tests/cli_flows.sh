@@ -6,7 +6,9 @@
 # - the checkpoint holds the actnorm init flag and the invconv permutation, and
 #   larch eval reports the same test bits/dim as the end of training;
 # - larch sample writes a PNG (1-channel configs) and refuses bad input;
-# - flow_nll on a model that is not a flow is refused before training.
+# - flow_nll on a model that is not a flow is refused before training;
+# - the generated 2-D toy (data.synthetic.toy2d: moons) trains and
+#   larch sample draws its density; toy2d with another shape is refused.
 . "$(dirname "$0")/cli_helpers.bash"
 command -v "$MPIEXEC" > /dev/null || { echo "cli_flows: no mpiexec"; exit 1; }
 CFG=$SRC/tests/configs/flow_synth.yaml
@@ -47,6 +49,19 @@ timeout 60 "$LARCH" train "$CFG" "${G1[@]}" --out "$TMP/g1" > "$TMP/g1.log" 2>&1
 expect 0 "sample: 9 samples at temperature 0.5" -- "$LARCH" sample "$CFG" "${G1[@]}" --checkpoint "$(ck "$TMP/g1" 2)" --png "$TMP/g.png" --n 9 --temperature 0.5
 head -c 8 "$TMP/g.png" | od -An -c | grep -q "P   N   G" && pass "PNG written" || fail "no PNG"
 expect 1 "8-bit pixels" -- "$LARCH" sample "$CFG" --baseline
+
+# the 2-D toy: 300 steps of launch/configs/toy2d_flow.yaml (moons), the density PNG holds most of the mass
+TOY=(--set train.max_steps=300)
+timeout 60 "$LARCH" train "$SRC/launch/configs/toy2d_flow.yaml" "${TOY[@]}" --out "$TMP/toy" > "$TMP/toy.log" 2>&1 \
+  || fail "toy2d run: $(tail -3 "$TMP/toy.log")"
+out=$("$LARCH" sample "$SRC/launch/configs/toy2d_flow.yaml" "${TOY[@]}" --checkpoint "$(ck "$TMP/toy" 300)" --n 256 --range 2 \
+      --temperature 1 --png "$TMP/toy.png" 2>&1)
+mass=$(sed -n 's/.*probability mass in the square \([0-9.]*\).*/\1/p' <<<"$out")
+awk -v m="$mass" 'BEGIN{exit !(m > 0.9 && m < 1.02)}' && pass "toy2d moons: density PNG, mass in the square $mass" \
+  || fail "toy2d moons: $out"
+expect 1 "shape must be [1, 1, 2]" -- "$LARCH" train "$SRC/launch/configs/toy2d_flow.yaml" --set 'data.synthetic.shape=[1, 1, 3]' \
+  --set train.max_steps=1 --out "$TMP/bad3"
+expect 1 "toy2d" -- "$LARCH" train "$SRC/launch/configs/toy2d_flow.yaml" --set data.synthetic.toy2d=spiral --out "$TMP/bad4"
 
 # flow_nll needs a flow
 expect 1 "the model is not a flow" -- "$LARCH" train "$SRC/tests/configs/synth_mlp.yaml" --set loss.type=flow_nll --out "$TMP/bad"

@@ -7,6 +7,10 @@
  *     gradients (through z and the log-determinants) with respect to the
  *     input and every parameter against finite differences of the loss;
  *   - per-layer gradient checks of y (tests/gradcheck.h);
+ *   - dequantize (plain and with the logit transform) is a normalized
+ *     discrete model: over the noise u, the mean of 2^(-bits) of level k
+ *     (D = 1, z scored by N(0, 1)) is P(k), the normal mass of the bin's
+ *     image (a wrong log-determinant or constant misses it);
  *   - actnorm's data-dependent init over the global batch through a
  *     simulated two-rank comm hook equals the one-process init;
  *   - errors: odd squeeze, one-channel coupling/split, bad options, the
@@ -213,6 +217,40 @@ static void ygrad(const char *label, const char *yaml, larch_shape in)
     larch_model_free(m);
 }
 
+static double Phi(double y) { return 0.5 * erfc(-y / sqrt(2.0)); }
+
+/* [{dequantize, levels L, logit a}] on one pixel, then N(0, 1): the discrete
+ * model P(k) = Phi(y(k + 1)) - Phi(y(k)), y(v) the map of v = (k + u) / L.
+ * exp(-loss nats) = p(v) / L, so its mean over u in [0, 1) is P(k). */
+static void dequantize_mass(const char *label, int L, double a)
+{
+    const int n = 4096;
+    char yaml[128];
+    snprintf(yaml, sizeof yaml, "[{type: dequantize, levels: %d, logit: %g}]", L, a);
+    larch_model *m = build(yaml, S(1, 1, 1), "{type: flow_nll}", n);
+    if (!m) return;
+    float *x = malloc(n * sizeof *x), *ld = malloc(n * sizeof *ld);
+    double worst = 0, total = 0;
+    for (int k = 0; k < L; k++) {
+        for (int i = 0; i < n; i++) x[i] = (float)k / (float)(L - 1);
+        larch_batch b = {.n = n, .x = x};
+        larch_pass p = {.n = n, .train = 1, .seed = 11, .step = (uint32_t)k};
+        larch_model_forward(m, &b, &p);
+        larch_model_flow_logdet(m, n, ld);
+        const float *z = larch_model_node_output(m, 1);
+        double mean = 0;
+        for (int i = 0; i < n; i++) mean += exp(-0.5 * (double)z[i] * z[i] - 0.5 * log(2 * M_PI) + ld[i]) / n;
+        double lo = a > 0 ? a + (1 - 2 * a) * k / L : (double)k / L, hi = a > 0 ? a + (1 - 2 * a) * (k + 1) / L : (k + 1.0) / L;
+        double ref = a > 0 ? Phi(log(hi / (1 - hi))) - Phi(log(lo / (1 - lo))) : Phi(hi - 0.5) - Phi(lo - 0.5);
+        worst = fmax(worst, fabs(mean - ref) / ref);
+        total += mean;
+    }
+    CHECK(worst < 0.03, "%s: mean 2^-bits per level off P(k) by up to %.1f%%", label, 100 * worst);
+    printf("%-28s P(k) from 2^-bits within %.2f%% (sum over levels %.4f)\n", label, 100 * worst, total);
+    free(x); free(ld);
+    larch_model_free(m);
+}
+
 typedef struct { double mine[64], *other; } fake_rank;
 static void fake_allreduce(void *ctx, double *buf, int n)
 {
@@ -286,6 +324,8 @@ static void errors(void)
     fail_build("[{type: split, name: sp}]", S(4, 4, 1), NULL, "layer 'sp' (split)");
     fail_build("[{type: coupling, hidden: 0}]", S(4, 4, 2), NULL, "hidden");
     fail_build("[{type: dequantize, levels: 1}]", S(4, 4, 2), NULL, "levels");
+    fail_build("[{type: dequantize, logit: 0.2}]", S(4, 4, 2), NULL, "logit");
+    fail_build("[{type: dequantize, logit: -0.01}]", S(4, 4, 2), NULL, "logit");
     fail_build("[{type: actnorm}]", S(4, 4, 2), "{type: flow_nll, weighting: uncertainty}", "flow_nll");
     larch_model *m = build("[{type: actnorm}, {type: dense, name: fc, units: 3}]", S(2, 2, 2), NULL, 2);
     if (!m) return;
@@ -302,9 +342,16 @@ int main(void)
 {
     const char *glow = "[{type: dequantize}, {type: squeeze}, {type: actnorm}, {type: invconv}, {type: coupling, hidden: 8},"
                        " {type: split}, {type: squeeze}, {type: actnorm}, {type: invconv}, {type: coupling, hidden: 8}]";
+    const char *glow_logit = "[{type: dequantize, logit: 1e-6}, {type: squeeze}, {type: actnorm}, {type: invconv},"
+                             " {type: coupling, hidden: 8}, {type: split}, {type: squeeze}, {type: actnorm}, {type: invconv},"
+                             " {type: coupling, hidden: 8}]";
     const char *nosplit = "[{type: squeeze}, {type: actnorm}, {type: invconv}, {type: coupling, hidden: 6},"
                           " {type: actnorm}, {type: invconv}, {type: coupling, hidden: 6}]";
     layer_case("dequantize", "[{type: dequantize}]", S(2, 2, 2), 0, 1);
+    layer_case("dequantize logit", "[{type: dequantize, logit: 1e-6}]", S(2, 2, 2), 0, 1);
+    dequantize_mass("dequantize mass", 4, 0);
+    dequantize_mass("dequantize logit mass", 4, 0.05);
+    dequantize_mass("dequantize logit 1e-6 mass", 8, 1e-6);
     layer_case("actnorm", "[{type: actnorm}]", S(2, 2, 3), 1, 0);
     layer_case("invconv", "[{type: invconv}]", S(2, 2, 5), 1, 0);
     layer_case("coupling", "[{type: coupling, hidden: 6}]", S(3, 2, 4), 1, 0);
@@ -313,6 +360,7 @@ int main(void)
     layer_case("split", "[{type: split}]", S(2, 2, 5), 0, 0);
     layer_case("model without split", nosplit, S(4, 4, 1), 1, 0);
     layer_case("glow model (dequant, split)", glow, S(8, 8, 1), 0, 1);
+    layer_case("glow model, logit", glow_logit, S(8, 8, 1), 0, 1);
 
     nll_grad("nll actnorm", "[{type: actnorm}]", S(2, 2, 3));
     nll_grad("nll invconv", "[{type: invconv}]", S(2, 2, 4));

@@ -69,6 +69,53 @@ static void sharding(const larch_dataset *ds, int G, int prefetch_one, int prefe
     larch_loader_free(one);
 }
 
+/* The generated 2-D toy densities (data.synthetic.toy2d): every point lies
+ * near its moon's half circle / its mode on the ring of radius 2, labels
+ * (moons: 2; ring: classes) all occur, the data is a function of the seed,
+ * and a shape other than 1x1x2 is refused. */
+static void toy2d(void)
+{
+    larch_synth_opts so = {.n = 2000, .shape = {1, 1, 2}, .classes = 8, .noise = 0.05f, .seed = 4, .toy2d = LARCH_TOY2D_MOONS};
+    larch_dataset a, b;
+    CHECK_OK(larch_dataset_synthetic(&so, &a));
+    CHECK(a.n_classes == 2, "moons: 2 classes, got %d", a.n_classes);
+    double worst = 0, upper = 0;
+    int count[8] = {0};
+    for (int i = 0; i < a.n; i++) {
+        int l = a.labels[i];
+        count[l & 7]++;
+        double sg = l ? -1 : 1, x = sg * a.f32[2 * i] + 0.5, y = sg * a.f32[2 * i + 1] + 0.25;   /* back to the unit half circle */
+        worst = fmax(worst, fabs(sqrt(x * x + y * y) - 1.0));
+        upper += y > -0.15 ? 1 : 0;
+    }
+    CHECK(worst < 0.3 && upper / a.n > 0.99, "moons: distance to the half circle up to %.3f, %.3f above it", worst, upper / a.n);
+    CHECK(count[0] > 900 && count[1] > 900, "moons: %d and %d points", count[0], count[1]);
+    CHECK_OK(larch_dataset_synthetic(&so, &b));
+    CHECK(memcmp(a.f32, b.f32, 2000 * 2 * sizeof(float)) == 0, "moons: the same seed gives the same points");
+    larch_dataset_free(&a);
+    larch_dataset_free(&b);
+    so.toy2d = LARCH_TOY2D_RING;
+    CHECK_OK(larch_dataset_synthetic(&so, &a));
+    worst = 0;
+    memset(count, 0, sizeof count);
+    for (int i = 0; i < a.n; i++) {
+        int l = a.labels[i];
+        count[l]++;
+        double cx = 2 * cos(2 * M_PI * l / 8), cy = 2 * sin(2 * M_PI * l / 8);
+        worst = fmax(worst, hypot(a.f32[2 * i] - cx, a.f32[2 * i + 1] - cy));
+    }
+    int minc = a.n;
+    for (int c = 0; c < 8; c++) minc = count[c] < minc ? count[c] : minc;
+    CHECK(worst < 0.3 && minc > 150, "ring: distance to the mode up to %.3f, smallest mode %d points", worst, minc);
+    larch_dataset_free(&a);
+    so.shape = (larch_shape){1, 1, 3};
+    CHECK_FAIL(larch_dataset_synthetic(&so, &a), LARCH_ERR_INVALID, "shape must be [1, 1, 2]");
+    so.shape = (larch_shape){1, 1, 2};
+    so.toy2d = 7;
+    CHECK_FAIL(larch_dataset_synthetic(&so, &a), LARCH_ERR_INVALID, "toy2d 7");
+    printf("toy2d: moons and ring generated as specified\n");
+}
+
 /* Synthetic regression targets: adding them leaves the samples and labels
  * as they were, they are a pure function of (seed, split, index), and they
  * follow their samples through shuffled, sharded, prefetched batches and
@@ -282,6 +329,7 @@ int main(void)
 {
     u8_values_exact();
     split_shapes();
+    toy2d();
     larch_dataset ds;
     make_u8(&ds, 103, (larch_shape){6, 5, 2});
     sharding(&ds, 16, 0, 1);

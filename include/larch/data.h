@@ -100,7 +100,15 @@ typedef struct larch_synth_opts {
     int split;               /* 0 train, 1 test: different samples, same clusters */
     int regression;          /* K float targets per sample (0: none)         */
     float regression_noise;
+    int toy2d;               /* LARCH_TOY2D_*: a generated 2-D density (shape 1x1x2) instead of the clusters */
 } larch_synth_opts;
+/* 2-D toy densities of larch_synth_opts.toy2d (label: the moon or the mode):
+ *   MOONS: two interleaved half circles (scikit-learn's make_moons, centred):
+ *          t ~ U[0, pi], label 0: (cos t - 0.5, sin t - 0.25), label 1:
+ *          (0.5 - cos t, 0.25 - sin t); then + noise * N(0, I);
+ *   RING:  `classes` Gaussians (standard deviation noise) with centres evenly on
+ *          the circle of radius 2, mode c at angle 2 pi c / classes. */
+enum { LARCH_TOY2D_NONE = 0, LARCH_TOY2D_MOONS = 1, LARCH_TOY2D_RING = 2 };
 LARCH_API larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *out);
 
 /* Keeps only samples whose label is in [lo, hi] (relabelled to 0..) and at

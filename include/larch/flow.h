@@ -31,14 +31,19 @@ typedef struct larch_coupling_opts {
 } larch_coupling_opts;
 #define LARCH_COUPLING_DEFAULTS {.hidden = 64}
 
-/* dequantize: x in [0, 1] holding k / (levels - 1), k integer; y = (k + u)
- * / levels - 0.5 with u ~ U[0, 1) drawn per (run seed, step, global sample,
- * element), so every rank count draws the same noise. logdet = -D ln(levels):
- * the discrete model's bits per dimension as the papers count them. */
+/* dequantize: x in [0, 1] holding k / (levels - 1), k integer; v = (k + u)
+ * / levels with u ~ U[0, 1) drawn per (run seed, step, global sample,
+ * element), so every rank count draws the same noise; y = v - 0.5, or with
+ * logit = alpha > 0 the logit transform of RealNVP (Dinh et al. 2017),
+ * y = logit(alpha + (1 - 2 alpha) v), which widens the bins near 0 and 1
+ * (Fashion-MNIST's background) in y. logdet = -D ln(levels) (the discrete
+ * model's bits per dimension as the papers count them) plus, with the logit,
+ * sum ln((1 - 2 alpha) / (q (1 - q))), q = alpha + (1 - 2 alpha) v. */
 typedef struct larch_dequantize_opts {
     int levels;               /* intensity levels, 2..65536 (256)            */
+    float logit;              /* alpha of the logit transform, 0..0.1; 0: off (0) */
 } larch_dequantize_opts;
-#define LARCH_DEQUANTIZE_DEFAULTS {.levels = 256}
+#define LARCH_DEQUANTIZE_DEFAULTS {.levels = 256, .logit = 0.0f}
 
 /* Whether every layer of m is invertible (has `inverse`) and the layers form
  * a chain (each reads the previous layer's output). */

@@ -111,6 +111,12 @@ larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *o
         return larch_fail(LARCH_ERR_INVALID, "synthetic data: need n >= 1, classes >= 2 and a positive shape");
     if (o->regression < 0)
         return larch_fail(LARCH_ERR_INVALID, "synthetic data: %d regression targets per sample", o->regression);
+    if (o->toy2d < LARCH_TOY2D_NONE || o->toy2d > LARCH_TOY2D_RING)
+        return larch_fail(LARCH_ERR_INVALID, "synthetic data: toy2d %d is not none (0), moons (1) or ring (2)", o->toy2d);
+    if (o->toy2d && (dim != 2 || o->regression))
+        return larch_fail(LARCH_ERR_INVALID, "synthetic data: toy2d %s draws points in the plane: shape must be [1, 1, 2] "
+                          "(is %dx%dx%d) and regression 0", o->toy2d == LARCH_TOY2D_MOONS ? "moons" : "ring", o->shape.h,
+                          o->shape.w, o->shape.c);
     size_t K = (size_t)o->regression;
     float *centres = malloc((size_t)o->classes * dim * sizeof *centres);
     float *map = K ? malloc(K * dim * sizeof *map) : NULL;
@@ -136,9 +142,21 @@ larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *o
     const double inv_sqrt_dim = 1.0 / sqrt((double)dim);
     for (int i = 0; i < o->n; i++) {                    /* sample = centre + noise * N(0, 1) */
         larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH, 1u + (uint32_t)o->split, (uint32_t)i);
-        int label = (int)larch_rng_below(&r, (uint32_t)o->classes);
+        int label = (int)larch_rng_below(&r, (uint32_t)(o->toy2d == LARCH_TOY2D_MOONS ? 2 : o->classes));
         out->labels[i] = label;
         float *x = out->f32 + (size_t)i * dim;
+        if (o->toy2d == LARCH_TOY2D_MOONS) {
+            double t = M_PI * larch_rng_uniform(&r), sg = label ? -1.0 : 1.0;
+            x[0] = (float)(sg * (cos(t) - 0.5)) + o->noise * larch_rng_normal(&r);
+            x[1] = (float)(sg * (sin(t) - 0.25)) + o->noise * larch_rng_normal(&r);
+            continue;
+        }
+        if (o->toy2d == LARCH_TOY2D_RING) {
+            double a = 2.0 * M_PI * label / o->classes;
+            x[0] = (float)(2.0 * cos(a)) + o->noise * larch_rng_normal(&r);
+            x[1] = (float)(2.0 * sin(a)) + o->noise * larch_rng_normal(&r);
+            continue;
+        }
         for (size_t j = 0; j < dim; j++)
             x[j] = centres[(size_t)label * dim + j] + o->noise * larch_rng_normal(&r);
         for (size_t k = 0; k < K; k++) {                /* targets: A x / sqrt(D) + noise, after the features' draws */
@@ -152,7 +170,7 @@ larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *o
     snprintf(out->name, sizeof out->name, "synthetic-%s", o->split ? "test" : "train");
     out->n = o->n;
     out->shape = o->shape;
-    out->n_classes = o->classes;
+    out->n_classes = o->toy2d == LARCH_TOY2D_MOONS ? 2 : o->classes;
     out->n_norm = 1;
     out->mean[0] = 0.0f;
     out->std[0] = 1.0f;

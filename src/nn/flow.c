@@ -79,38 +79,52 @@ static void dw_begin(larch_layer *L, const larch_pass *p)
 
 /* ==== dequantize ==== */
 
-typedef struct { int levels; } deq_priv;
+typedef struct { int levels; double alpha; } deq_priv;
 
 static larch_status deq_setup(larch_layer *L, const void *opts)
 {
     larch_dequantize_opts o = opts ? *(const larch_dequantize_opts *)opts : (larch_dequantize_opts)LARCH_DEQUANTIZE_DEFAULTS;
     larch_status s = larch_check_int(L, "levels", o.levels, 2, 65536);
+    if (!s) s = larch_check_float(L, "logit", o.logit, 0.0, 0.1);
     if (s) return s;
     deq_priv *q = larch_calloc(1, sizeof *q, "dequantize");
     if (!q) return LARCH_ERR_NOMEM;
     q->levels = o.levels;
+    q->alpha = o.logit;
     L->priv = q;
     L->out_shape = L->in_shape[0];
     return LARCH_OK;
 }
 static void deq_destroy(larch_layer *L) { free(L->priv); }
+/* saved: the logit transform's log-determinant per sample (n) */
+static size_t deq_saved(const larch_layer *L, int n) { return ((const deq_priv *)L->priv)->alpha > 0 ? (size_t)n : 0; }
 
 static void deq_forward(larch_layer *L, const larch_pass *p)
 {
     const deq_priv *q = L->priv;
     size_t D = larch_shape_size(L->in_shape[0]);
     float lv = (float)q->levels, inv = 1.0f / lv;
+    double a = q->alpha, l12a = log1p(-2.0 * a);
     uint32_t purpose = LARCH_RNG_AUGMENT ^ (larch_hash32(L->name) & 0xfff);
     for (int i = 0; i < p->n; i++) {
         larch_rng r;
         larch_rng_init(&r, p->seed, purpose, p->step, p->sample0 + (uint32_t)i);
         const float *x = L->x[0] + (size_t)i * D;
         float *y = L->y + (size_t)i * D;
+        double ld = 0;
         for (size_t j = 0; j < D; j++) {
             float k = floorf(x[j] * (lv - 1.0f) + 0.5f);
             k = k < 0.0f ? 0.0f : k > lv - 1.0f ? lv - 1.0f : k;
-            y[j] = (k + larch_rng_uniform(&r)) * inv - 0.5f;
+            float u = larch_rng_uniform(&r);
+            if (a > 0) {   /* q in [alpha, 1 - alpha): y = ln q - ln(1 - q), d y / d v = (1 - 2 alpha) / (q (1 - q)) */
+                double qq = a + (1.0 - 2.0 * a) * ((double)k + u) / q->levels, lq = log(qq), l1q = log1p(-qq);
+                y[j] = (float)(lq - l1q);
+                ld += l12a - lq - l1q;
+            } else {
+                y[j] = (k + u) * inv - 0.5f;
+            }
         }
+        if (a > 0) L->saved[i] = (float)ld;
     }
 }
 static void deq_backward(larch_layer *L, const larch_pass *p)
@@ -124,8 +138,11 @@ static void deq_inverse(larch_layer *L, const larch_pass *p)
     const deq_priv *q = L->priv;
     size_t len = (size_t)p->n * larch_shape_size(L->in_shape[0]);
     float lv = (float)q->levels, *x = (float *)L->x[0];
+    double a = q->alpha;
     for (size_t j = 0; j < len; j++) {
-        float k = floorf((L->y[j] + 0.5f) * lv);
+        /* v = y + 0.5, or with the logit v = (sigmoid(y) - alpha) / (1 - 2 alpha) */
+        float v = a > 0 ? (float)((1.0 / (1.0 + exp(-(double)L->y[j])) - a) / (1.0 - 2.0 * a)) : L->y[j] + 0.5f;
+        float k = floorf(v * lv);
         k = k < 0.0f ? 0.0f : k > lv - 1.0f ? lv - 1.0f : k;
         x[j] = k / (lv - 1.0f);
     }
@@ -134,11 +151,11 @@ static void deq_logdet(larch_layer *L, const larch_pass *p, float *out)
 {
     const deq_priv *q = L->priv;
     float v = (float)(-(double)larch_shape_size(L->in_shape[0]) * log((double)q->levels));
-    for (int i = 0; i < p->n; i++) out[i] = v;
+    for (int i = 0; i < p->n; i++) out[i] = v + (q->alpha > 0 ? L->saved[i] : 0.0f);
 }
 
 const larch_layer_ops larch_dequantize_ops = {
-    .type = "dequantize", .min_inputs = 1, .max_inputs = 1, .setup = deq_setup, .forward = deq_forward,
+    .type = "dequantize", .min_inputs = 1, .max_inputs = 1, .setup = deq_setup, .saved_size = deq_saved, .forward = deq_forward,
     .backward = deq_backward, .inverse = deq_inverse, .logdet = deq_logdet, .destroy = deq_destroy};
 
 /* ==== actnorm ==== y = x exp(logs) + bias, per channel ==== */

@@ -161,10 +161,13 @@ static larch_status cosine_from(const larch_node *n, void *out)
 
 static const larch_key deq_keys[] = {
     {"levels", LARCH_T_INT, "256", 2, 65536, NULL, NULL, "intensity levels of the data (inputs k / (levels - 1) in [0, 1])"},
+    {"logit", LARCH_T_FLOAT, "0", 0, 0.1, NULL, NULL,
+     "alpha of the logit transform y = logit(alpha + (1 - 2 alpha) (k + u) / levels) (RealNVP); 0: y = (k + u) / levels - 0.5"},
     {0}};
 static larch_status deq_from(const larch_node *n, void *out)
 {
     ((larch_dequantize_opts *)out)->levels = (int)larch_cfg_int(n, "levels");
+    ((larch_dequantize_opts *)out)->logit = (float)larch_cfg_float(n, "logit");
     return LARCH_OK;
 }
 

@@ -55,6 +55,9 @@ static const larch_key synthetic_keys[] = {
      "K > 0: also K float regression targets per sample, a fixed random linear map of the features plus noise "
      "(scored by a loss with type: mse, on: targets)"},
     {"regression_noise", LARCH_T_FLOAT, "0.1", 0, 100, NULL, NULL, "standard deviation of the regression targets' noise"},
+    {"toy2d", LARCH_T_ENUM, "none", 0, 0, "none|moons|ring", NULL,
+     "a generated 2-D density instead of the Gaussian clusters (shape [1, 1, 2]): moons, two interleaved half circles "
+     "(label: the moon); ring, `classes` Gaussians evenly on the circle of radius 2; noise is their spread"},
     {0}};
 
 static const larch_key data_keys[] = {
@@ -427,7 +430,7 @@ larch_status larch_run_input(const larch_node *cfg, larch_shape *shape, int *cla
         if (larch_cfg_ints(s, "shape", v, 3) != 3)
             return larch_fail(LARCH_ERR_CONFIG, "data.synthetic.shape: expected [h, w, c]");
         *shape = (larch_shape){(int)v[0], (int)v[1], (int)v[2]};
-        *classes = (int)larch_cfg_int(s, "classes");
+        *classes = !strcmp(larch_cfg_str(s, "toy2d"), "moons") ? 2 : (int)larch_cfg_int(s, "classes");
         return LARCH_OK;
     }
     *shape = (larch_shape){28, 28, 1};           /* Fashion-MNIST */
@@ -572,7 +575,9 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
         if ((s = larch_run_input(cfg, &shape, &classes))) return s;
         larch_synth_opts o = {(int)larch_cfg_int(sy, "n_train"), shape, (int)larch_cfg_int(sy, "classes"),
                               (float)larch_cfg_float(sy, "noise"), seed, 0, (int)larch_cfg_int(sy, "regression"),
-                              (float)larch_cfg_float(sy, "regression_noise")};
+                              (float)larch_cfg_float(sy, "regression_noise"), 0};
+        const char *toy = larch_cfg_str(sy, "toy2d");
+        o.toy2d = !strcmp(toy, "moons") ? LARCH_TOY2D_MOONS : !strcmp(toy, "ring") ? LARCH_TOY2D_RING : LARCH_TOY2D_NONE;
         if ((s = larch_dataset_synthetic(&o, train))) return s;
         o.n = (int)larch_cfg_int(sy, "n_test");
         o.split = 1;
