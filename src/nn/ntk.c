@@ -23,9 +23,14 @@ larch_status larch_ntk_jacobian(larch_model *m, int node, const float *x, int n,
     larch_layer *L = m->layers[node - 1];
     if (!m->arena || m->max_batch < 1)
         return larch_fail(LARCH_ERR_INVALID, "ntk: the model is not planned");
-    if (!L->need_backward || !m->node_dy[node])
-        return larch_fail(LARCH_ERR_INVALID, "ntk: no loss scores the output of layer '%s', so backward does not reach it",
-                          L->name);
+    int scored = 0, read = 0;
+    for (int l = 0; l < m->n_losses; l++) scored |= m->losses[l].node == node;
+    for (int i = node; i < m->n_layers; i++)
+        for (int k = 0; k < m->layers[i]->n_in; k++) read |= m->layers[i]->in_node[k] == node && m->layers[i]->need_backward;
+    if (!scored || read || !L->need_backward || !m->node_dy[node])
+        return larch_fail(LARCH_ERR_INVALID, "ntk: the output of layer '%s' %s", L->name,
+                          read ? "feeds later layers (the Jacobian is of a model output: a layer no other layer reads)"
+                               : "is scored by no loss, so backward does not start there");
     if (ldj < m->n_floats) return larch_fail(LARCH_ERR_INVALID, "ntk: ldj %zu < %zu parameters", ldj, m->n_floats);
     const size_t in = larch_shape_size(m->input_shape), K = larch_shape_size(L->out_shape);
     float *dy = m->node_dy[node];

@@ -16,8 +16,9 @@
  * padding and frozen parameters give zero columns), multiplied column by
  * column by col_scale (NULL: by 1). Each sample runs one eval-mode forward
  * of batch 1 and K backward passes seeded with the one-hot output gradient
- * e_k. The model must be planned (max batch >= 1) and some loss must score
- * `node` (else LARCH_ERR_INVALID naming the node). Overwrites the model's
+ * e_k. The model must be planned (max batch >= 1), some loss must score
+ * `node` and no layer read it (a model output; else LARCH_ERR_INVALID
+ * naming the layer). Overwrites the model's
  * gradient buffer and activations. ldj >= n_floats. */
 larch_status larch_ntk_jacobian(larch_model *m, int node, const float *x, int n, const float *col_scale, float *J,
                                 size_t ldj);

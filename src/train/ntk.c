@@ -80,7 +80,7 @@ larch_status larch_ntk_empirical(larch_model *m, int node, const float *x, int n
                            (double)(mine + most) * P * 4.0 / (1u << 30));
     }
     double t0 = larch_comm_wtime();
-    int nb = (n + block - 1) / block;
+    int nb = block > 0 ? (n + block - 1) / block : 0;
     /* this rank's Jacobian rows, block after block */
     size_t off = 0;
     for (int b = me; !s && b < nb; b += R) {
