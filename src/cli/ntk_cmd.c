@@ -40,9 +40,14 @@ static void usage(FILE *f)
         "  --block B        samples per block of the assembly (default 8; fixes the result's rounding)\n"
         "  --top T          eigenvalues printed (default 5)\n"
         "  --regress M      kernel regression with the analytic NTK and NNGP (one-hot targets, the N train\n"
-        "                   samples) scored on the first M test samples; with --checkpoint also the network's\n"
-        "                   accuracy on them and its agreement with each kernel (needs --kernel analytic)\n"
+        "                   samples) scored on the first M test samples, with the network's accuracy on them\n"
+        "                   (its parameters: --checkpoint or the initialization) and its agreement with each\n"
+        "                   kernel's predictions (needs --kernel analytic)\n"
         "  --ridge R        regression ridge, relative to the mean diagonal (default 1e-4)\n"
+        "  --gd-steps T     with --regress: also the linearized network (the analytic NTK, starting from the\n"
+        "                   network's initial outputs) after T full-batch gradient-descent steps on the mse\n"
+        "                   loss (batch N) at --gd-lr ETA, the learning rate of the NTK parameterization\n"
+        "                   (optim.lr x lr_mult / initialization variance; docs/ntk.md)\n"
         "  --out F          write the kernels, eigenvalues and predictions to F (HDF5)\n");
 }
 
@@ -90,6 +95,26 @@ static larch_status first_samples(const larch_dataset *ds, int n, uint64_t seed,
     return s;
 }
 
+/* The eval-mode outputs of `node` for n samples x, in double. */
+static larch_status forward_all(larch_model *m, int node, const float *x, int n, uint64_t seed, double *out)
+{
+    const int bs = n < 256 ? n : 256, K = (int)larch_shape_size(larch_model_node_shape(m, node));
+    const size_t dim = larch_shape_size(larch_model_input_shape(m));
+    larch_status s = larch_model_plan(m, bs);
+    for (int lo = 0; !s && lo < n; lo += bs) {
+        int nb = n - lo < bs ? n - lo : bs;
+        larch_batch b;
+        memset(&b, 0, sizeof b);
+        b.n = nb;
+        b.x = (float *)(x + (size_t)lo * dim);
+        larch_pass p = {.n = nb, .train = 0, .seed = seed};
+        larch_model_forward(m, &b, &p);
+        const float *y = larch_model_node_output(m, node);
+        for (size_t j = 0; j < (size_t)nb * K; j++) out[(size_t)lo * K + j] = y[j];
+    }
+    return s;
+}
+
 static double frob_rel(const double *a, const double *ref, size_t n)
 {
     double d = 0.0, r = 0.0;
@@ -122,8 +147,8 @@ int larch_cmd_ntk(int argc, char **argv)
     const char *config = NULL, *ckpt = NULL, *split = "train", *out = NULL, *kernel = "empirical", *scale_arg = NULL;
     const char *sets[MAX_SETS];
     int n_sets = 0, full = 0;
-    long samples = 0, block = 8, top = 5, regress = 0;
-    double ridge = 1e-4;
+    long samples = 0, block = 8, top = 5, regress = 0, gd_steps = 0;
+    double ridge = 1e-4, gd_lr = 0.0;
     for (int i = 1; i < argc;) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
         int next = larch_cli_sets(argc, argv, i, sets, &n_sets, MAX_SETS);
@@ -136,16 +161,17 @@ int larch_cmd_ntk(int argc, char **argv)
                           : !strcmp(a, "--kernel") ? &kernel : !strcmp(a, "--scale") ? &scale_arg : NULL;
         if (sopt && v) { *sopt = v; i += 2; continue; }
         long *lopt = !strcmp(a, "--samples") ? &samples : !strcmp(a, "--block") ? &block : !strcmp(a, "--top") ? &top
-                   : !strcmp(a, "--regress") ? &regress : NULL;
+                   : !strcmp(a, "--regress") ? &regress : !strcmp(a, "--gd-steps") ? &gd_steps : NULL;
         if (lopt && v) {
             if (!parse_long(a, v, lopt == &top ? 0 : 1, 1L << 24, lopt)) return 2;
             i += 2;
             continue;
         }
-        if (!strcmp(a, "--ridge") && v) {
+        if ((!strcmp(a, "--ridge") || !strcmp(a, "--gd-lr")) && v) {
             char *end;
-            ridge = strtod(v, &end);
-            if (*end || !(ridge >= 0.0 && ridge <= 1e6)) { fprintf(stderr, "larch ntk: --ridge %s: expected 0 to 1e6\n", v); return 2; }
+            double d = strtod(v, &end);
+            if (*end || !(d >= 0.0 && d <= 1e6)) { fprintf(stderr, "larch ntk: %s %s: expected 0 to 1e6\n", a, v); return 2; }
+            *(a[2] == 'r' ? &ridge : &gd_lr) = d;
             i += 2;
             continue;
         }
@@ -174,6 +200,10 @@ int larch_cmd_ntk(int argc, char **argv)
         fprintf(stderr, "larch ntk: --kernel both compares with the analytic kernel, which describes --scale init\n");
         return 2;
     }
+    if ((gd_steps > 0) != (gd_lr > 0.0) || (gd_steps && !regress)) {
+        fprintf(stderr, "larch ntk: --gd-steps and --gd-lr go together, with --regress\n");
+        return 2;
+    }
     if (regress && (want_emp || strcmp(split, "train"))) {
         fprintf(stderr, "larch ntk: --regress needs --kernel analytic and the train split (it fits the N train samples)\n");
         return 2;
@@ -193,7 +223,8 @@ int larch_cmd_ntk(int argc, char **argv)
     float *x = NULL, *xt = NULL, *scale = NULL;
     int32_t *labels = NULL, *tlabels = NULL;
     double *theta = NULL, *tr = NULL, *ev = NULL, *evf = NULL, *ana = NULL, *nngp = NULL, *eva = NULL;
-    double *Y = NULL, *Kx = NULL, *Sx = NULL, *pred_ntk = NULL, *pred_nngp = NULL, *pred_net = NULL;
+    double *Y = NULL, *Kx = NULL, *Sx = NULL, *pred_ntk = NULL, *pred_nngp = NULL, *pred_net = NULL, *pred_gd = NULL;
+    double gd_loss = NAN, *f0 = NULL;
     double rel = NAN, jac_s = 0, gemm_s = 0;
     larch_ntk_mlp mlp;
     larch_status s = larch_run_load(config, sets, n_sets, &cfg);
@@ -214,7 +245,6 @@ int larch_cmd_ntk(int argc, char **argv)
         if (s) larch_fail_context(s, "--kernel %s: %s", kernel, config);
     }
     s = larch_comm_check(&comm, s);
-    if (!s && ckpt) s = larch_ckpt_load(ckpt, &comm, m, NULL, NULL);   /* collective */
     if (!s) {
         s = larch_run_datasets(cfg, &train, &test);
         if (s) larch_fail_context(s, "the data of %s", config);
@@ -230,6 +260,14 @@ int larch_cmd_ntk(int argc, char **argv)
     if (!s && M && (!(xt = malloc((size_t)M * dim * sizeof *xt)) || !(tlabels = malloc((size_t)M * sizeof *tlabels))))
         s = larch_fail(LARCH_ERR_NOMEM, "ntk: %d test samples", M);
     if (!s && M) s = first_samples(&test, M, seed, xt, tlabels);
+    /* --gd-steps: the network's initial function on both sets (before the checkpoint replaces it) */
+    if (!s && gd_steps && comm.rank == 0) {
+        if (!(f0 = malloc(((size_t)N + M) * K * sizeof *f0))) s = larch_fail(LARCH_ERR_NOMEM, "ntk: initial outputs");
+        if (!s) s = forward_all(m, node, x, N, seed, f0);
+        if (!s) s = forward_all(m, node, xt, M, seed, f0 + (size_t)N * K);
+    }
+    s = larch_comm_check(&comm, s);
+    if (!s && ckpt) s = larch_ckpt_load(ckpt, &comm, m, NULL, NULL);   /* collective */
     s = larch_comm_check(&comm, s);
 
     /* the empirical kernel (collective) */
@@ -276,26 +314,22 @@ int larch_cmd_ntk(int argc, char **argv)
             if (!s) s = larch_ntk_analytic(&mlp, xt, M, x, N, Kx, Sx);
             if (!s) s = larch_ntk_regress(ana, N, Y, K, Kx, M, ridge, pred_ntk);
             if (!s) s = larch_ntk_regress(nngp, N, Y, K, Sx, M, ridge, pred_nngp);
+            if (!s && gd_steps) {
+                if (!(pred_gd = malloc((size_t)M * K * sizeof *pred_gd))) s = larch_fail(LARCH_ERR_NOMEM, "ntk: predictions");
+                /* from the network's initial function f0: fit the residual Y - f0 and add f0 back */
+                for (size_t j = 0; !s && j < (size_t)N * K; j++) Y[j] -= f0[j];
+                if (!s) s = larch_ntk_gd_predict(ana, N, Y, K, Kx, M, 2.0 * gd_lr / ((double)K * N), gd_steps, pred_gd, &gd_loss);
+                for (size_t j = 0; !s && j < (size_t)M * K; j++) pred_gd[j] += f0[(size_t)N * K + j];
+                for (size_t j = 0; !s && j < (size_t)N * K; j++) Y[j] += f0[j];
+            }
             if (s) larch_fail_context(s, "--regress %d", M);
         }
     }
     s = larch_comm_check(&comm, s);
     /* the network's predictions on the M test samples (rank 0) */
-    if (!s && M && ckpt && comm.rank == 0) {
-        int bs = M < 256 ? M : 256;
-        s = larch_model_plan(m, bs);
-        if (!s && !(pred_net = malloc((size_t)M * K * sizeof *pred_net))) s = larch_fail(LARCH_ERR_NOMEM, "ntk: predictions");
-        for (int lo = 0; !s && lo < M; lo += bs) {
-            int n = M - lo < bs ? M - lo : bs;
-            larch_batch b;
-            memset(&b, 0, sizeof b);
-            b.n = n;
-            b.x = xt + (size_t)lo * dim;
-            larch_pass p = {.n = n, .train = 0, .seed = seed};
-            larch_model_forward(m, &b, &p);
-            const float *y = larch_model_node_output(m, node);
-            for (size_t j = 0; j < (size_t)n * K; j++) pred_net[(size_t)lo * K + j] = y[j];
-        }
+    if (!s && M && comm.rank == 0) {
+        if (!(pred_net = malloc((size_t)M * K * sizeof *pred_net))) s = larch_fail(LARCH_ERR_NOMEM, "ntk: predictions");
+        if (!s) s = forward_all(m, node, xt, M, seed, pred_net);
     }
     s = larch_comm_check(&comm, s);
 
@@ -313,12 +347,13 @@ int larch_cmd_ntk(int argc, char **argv)
             print_spectrum("analytic", eva, N, (int)top);
             if (want_emp) printf("  relative Frobenius error ||empirical - analytic|| / ||analytic|| = %.6g\n", rel);
         }
-        int32_t *a = NULL, *b = NULL, *c = NULL;
+        int32_t *a = NULL, *b = NULL, *c = NULL, *g = NULL;
         if (M) {
             a = malloc((size_t)M * sizeof *a);
             b = malloc((size_t)M * sizeof *b);
             c = malloc((size_t)M * sizeof *c);
-            if (!a || !b || !c) s = larch_fail(LARCH_ERR_NOMEM, "ntk: predictions");
+            g = malloc((size_t)M * sizeof *g);
+            if (!a || !b || !c || !g) s = larch_fail(LARCH_ERR_NOMEM, "ntk: predictions");
         }
         if (!s && M) {
             argmax(pred_ntk, M, K, a);
@@ -336,6 +371,15 @@ int larch_cmd_ntk(int argc, char **argv)
                 printf("; network accuracy %.4f, agreement NTK/network %.4f, NNGP/network %.4f", (double)cc / M,
                        (double)ag_a / M, (double)ag_b / M);
             printf("\n");
+            if (pred_gd) {
+                argmax(pred_gd, M, K, g);
+                long cg = 0, ag = 0;
+                for (int i = 0; i < M; i++) { cg += g[i] == tlabels[i]; ag += pred_net && g[i] == c[i]; }
+                printf("  linearized network after %ld gradient-descent steps (eta %g, batch %d): train loss %.6g, "
+                       "test accuracy %.4f", gd_steps, gd_lr, N, gd_loss, (double)cg / M);
+                if (pred_net) printf(", agreement with the network %.4f", (double)ag / M);
+                printf("\n");
+            }
         }
         if (!s && out) {
             larch_h5_array arr[16];
@@ -358,6 +402,7 @@ int larch_cmd_ntk(int argc, char **argv)
                 arr[na++] = (larch_h5_array){"regress_ntk", pred_ntk, NULL, M, K};
                 arr[na++] = (larch_h5_array){"regress_nngp", pred_nngp, NULL, M, K};
                 if (pred_net) arr[na++] = (larch_h5_array){"regress_network", pred_net, NULL, M, K};
+                if (pred_gd) arr[na++] = (larch_h5_array){"regress_ntk_gd", pred_gd, NULL, M, K};
                 arr[na++] = (larch_h5_array){"test_labels", NULL, tlabels, M, 0};
             }
             larch_h5_attr at[] = {
@@ -365,6 +410,7 @@ int larch_cmd_ntk(int argc, char **argv)
                 {"scale", scale_init ? "init" : "none", 0}, {"kernel", kernel, 0}, {"samples", NULL, N},
                 {"outputs", NULL, K}, {"parameters", NULL, (double)P}, {"ranks", NULL, comm.size},
                 {"block", NULL, (double)block}, {"rel_error", NULL, rel}, {"ridge", NULL, ridge},
+                {"gd_steps", NULL, (double)gd_steps}, {"gd_lr", NULL, gd_lr}, {"gd_train_loss", NULL, gd_loss},
             };
             s = larch_ntk_h5_write(out, arr, na, at, (int)(sizeof at / sizeof at[0]));
             if (!s) printf("  wrote %s\n", out);
@@ -372,13 +418,14 @@ int larch_cmd_ntk(int argc, char **argv)
         free(a);
         free(b);
         free(c);
+        free(g);
     }
     s = larch_comm_check(&comm, s);
     if (s && comm.rank == 0) larch_cli_error("ntk");
     fflush(stdout);
     free(x); free(xt); free(scale); free(labels); free(tlabels);
     free(theta); free(tr); free(ev); free(evf); free(ana); free(nngp); free(eva);
-    free(Y); free(Kx); free(Sx); free(pred_ntk); free(pred_nngp); free(pred_net);
+    free(Y); free(Kx); free(Sx); free(pred_ntk); free(pred_nngp); free(pred_net); free(pred_gd); free(f0);
     larch_dataset_free(&train);
     larch_dataset_free(&test);
     larch_model_free(m);

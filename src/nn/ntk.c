@@ -275,3 +275,58 @@ larch_status larch_ntk_regress(const double *Ktr, int n, const double *Y, int k,
     free(B);
     return s;
 }
+
+larch_status larch_ntk_gd_predict(const double *Ktr, int n, const double *Y, int k, const double *Kx, int m, double c,
+                                  long steps, double *pred, double *train_loss)
+{
+    double *A = malloc((size_t)n * n * sizeof *A), *w = malloc((size_t)n * sizeof *w);
+    double *Z = malloc((size_t)n * k * sizeof *Z), *coef = malloc((size_t)n * k * sizeof *coef), qw;
+    int lwork = -1, liwork = -1, qi = 0, info = 0;
+    double *work = NULL;
+    int *iwork = NULL;
+    larch_status s = LARCH_OK;
+    if (!A || !w || !Z || !coef) s = larch_fail(LARCH_ERR_NOMEM, "ntk: gradient-descent prediction on %d samples", n);
+    if (!s) {
+        memcpy(A, Ktr, (size_t)n * n * sizeof *A);      /* symmetric: row- and column-major alike */
+        dsyevd_("V", "U", &n, A, &n, w, &qw, &lwork, &qi, &liwork, &info, 1, 1);
+        lwork = (int)qw + 1;
+        liwork = qi > 0 ? qi : 1;
+        if (info || !(work = malloc((size_t)lwork * sizeof *work)) || !(iwork = malloc((size_t)liwork * sizeof *iwork)))
+            s = larch_fail(info ? LARCH_ERR_NUMERIC : LARCH_ERR_NOMEM, "ntk: LAPACK dsyevd workspace (info %d)", info);
+    }
+    if (!s) {
+        dsyevd_("V", "U", &n, A, &n, w, work, &lwork, iwork, &liwork, &info, 1, 1);
+        if (info) s = larch_fail(LARCH_ERR_NUMERIC, "ntk: LAPACK dsyevd %s (info %d)", info > 0 ? "did not converge" : "rejected an argument", info);
+    }
+    if (!s && c * w[n - 1] >= 2.0)
+        s = larch_fail(LARCH_ERR_NUMERIC, "ntk: gradient descent diverges: the step times the largest eigenvalue is %.4g >= 2 "
+                       "(lower --gd-lr)", c * w[n - 1]);
+    double loss = 0.0;
+    for (int j = 0; !s && j < n; j++) {                   /* Z = V^T Y, eigenvector j = column j of A */
+        double lam = w[j] > 0.0 ? w[j] : 0.0;
+        /* (1 - c lam)^T, and g = (1 - (1 - c lam)^T) / lam (c T as lam -> 0) */
+        double decay = exp((double)steps * log1p(-c * lam)), g = lam > 1e-300 ? -expm1((double)steps * log1p(-c * lam)) / lam
+                                                                               : c * (double)steps;
+        for (int q = 0; q < k; q++) {
+            double z = 0.0;
+            for (int i = 0; i < n; i++) z += A[(size_t)j * n + i] * Y[(size_t)i * k + q];
+            loss += decay * decay * z * z;
+            Z[(size_t)j * k + q] = g * z;
+        }
+    }
+    for (int i = 0; !s && i < n; i++)                     /* coef = V (g Z) */
+        for (int q = 0; q < k; q++) {
+            double v = 0.0;
+            for (int j = 0; j < n; j++) v += A[(size_t)j * n + i] * Z[(size_t)j * k + q];
+            coef[(size_t)i * k + q] = v;
+        }
+    for (int i = 0; !s && i < m; i++)
+        for (int q = 0; q < k; q++) {
+            double v = 0.0;
+            for (int j = 0; j < n; j++) v += Kx[(size_t)i * n + j] * coef[(size_t)j * k + q];
+            pred[(size_t)i * k + q] = v;
+        }
+    if (!s && train_loss) *train_loss = loss / ((double)n * k);
+    free(A); free(w); free(Z); free(coef); free(work); free(iwork);
+    return s;
+}

@@ -68,4 +68,16 @@ larch_status larch_ntk_eigvals(const double *a, int n, double *w);
 larch_status larch_ntk_regress(const double *Ktr, int n, const double *Y, int k, const double *Kx, int m, double ridge,
                                double *pred);
 
+/* The linearized network after `steps` full-batch gradient-descent steps
+ * on the squared error from f = 0 (Lee et al. 2019): on the training set
+ * f_T - Y = -(I - c Ktr)^T Y, elsewhere pred (m, k) = Kx Ktr^-1 (I - (I - c
+ * Ktr)^T) Y, by the eigenvectors of Ktr (dsyevd). c is the step on the
+ * kernel: for larch's mse loss (mean over k outputs and n samples) and
+ * learning rate eta of the NTK parameterization, c = 2 eta / (k n).
+ * train_loss (may be NULL): the mean over n k of (f_T - Y)^2 on the training
+ * set. LARCH_ERR_NUMERIC when c times the largest eigenvalue reaches 2 (the
+ * descent diverges). */
+larch_status larch_ntk_gd_predict(const double *Ktr, int n, const double *Y, int k, const double *Kx, int m, double c,
+                                  long steps, double *pred, double *train_loss);
+
 #endif
