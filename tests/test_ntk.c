@@ -219,6 +219,21 @@ static void eig_and_regress(void)
     double e = 0;
     for (int i = 0; i < 6; i++) e = fmax(e, fabs(pred[i] - Y[i]));
     CHECK(e < 1e-12, "regression does not interpolate its targets (%g)", e);
+    /* gradient descent on the kernel, step by step, against the closed form (c lam up to 1.5: one mode oscillates) */
+    double c3 = 0.3, f[6] = {0}, Kf[6], gd[6], tl = -1;
+    for (int t = 0; t < 25; t++) {
+        for (int i = 0; i < 3; i++)
+            for (int q = 0; q < 2; q++) {
+                Kf[i * 2 + q] = 0;
+                for (int j = 0; j < 3; j++) Kf[i * 2 + q] += A[i * 3 + j] * (f[j * 2 + q] - Y[j * 2 + q]);
+            }
+        for (int i = 0; i < 6; i++) f[i] -= c3 * Kf[i];
+    }
+    CHECK_OK(larch_ntk_gd_predict(A, 3, Y, 2, A, 3, c3, 25, gd, &tl));
+    double e2 = 0, loss = 0;
+    for (int i = 0; i < 6; i++) { e2 = fmax(e2, fabs(gd[i] - f[i])); loss += (f[i] - Y[i]) * (f[i] - Y[i]) / 6; }
+    CHECK(e2 < 1e-9 && fabs(tl - loss) < 1e-9, "gradient descent: closed form differs by %g, loss %g vs %g", e2, tl, loss);
+    CHECK_FAIL(larch_ntk_gd_predict(A, 3, Y, 2, A, 3, 0.45, 25, gd, NULL), LARCH_ERR_NUMERIC, "diverges");
     double Bad[4] = {1, 2, 2, 1};                                   /* eigenvalues 3, -1 */
     CHECK_FAIL(larch_ntk_regress(Bad, 2, Y, 1, Bad, 2, 0.0, pred), LARCH_ERR_NUMERIC, "not positive definite");
 }

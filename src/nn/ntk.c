@@ -305,8 +305,14 @@ larch_status larch_ntk_gd_predict(const double *Ktr, int n, const double *Y, int
     for (int j = 0; !s && j < n; j++) {                   /* Z = V^T Y, eigenvector j = column j of A */
         double lam = w[j] > 0.0 ? w[j] : 0.0;
         /* (1 - c lam)^T, and g = (1 - (1 - c lam)^T) / lam (c T as lam -> 0) */
-        double decay = exp((double)steps * log1p(-c * lam)), g = lam > 1e-300 ? -expm1((double)steps * log1p(-c * lam)) / lam
-                                                                               : c * (double)steps;
+        double base = 1.0 - c * lam, decay, g;
+        if (base > 0.0) {                                 /* accurate for small c lam */
+            decay = exp((double)steps * log1p(-c * lam));
+            g = lam > 1e-300 ? -expm1((double)steps * log1p(-c * lam)) / lam : c * (double)steps;
+        } else {                                          /* 1 < c lam < 2: an oscillating, shrinking mode */
+            decay = pow(base, (double)steps);
+            g = (1.0 - decay) / lam;
+        }
         for (int q = 0; q < k; q++) {
             double z = 0.0;
             for (int i = 0; i < n; i++) z += A[(size_t)j * n + i] * Y[(size_t)i * k + q];
