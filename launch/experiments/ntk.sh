@@ -194,5 +194,5 @@ plot "$DOCS/lazy.dat" using 1:2 with linespoints pt 7 lc rgb "blue" title sprint
      $C0 * (x/$WL0)**(-0.5) with lines dt 3 lc rgb "black" title "slope -1/2", \
      $C0 * (x/$WL0)**(-1) with lines dt 2 lc rgb "gray" title "slope -1"
 GP
-rm -f "$DOCS/fits.txt"
+rm -f "$DOCS/fits.txt" "$DOCS/convergence.dat" "$DOCS/lazy.dat"   # the plots' data: in the CSV files
 echo "done in $(( $(date +%s) - T0 )) s; results in $DOCS, logs in $OUT"
