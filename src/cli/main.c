@@ -60,6 +60,8 @@ static void usage(FILE *f)
             "        quantize, prune or factorize a trained model and measure every result (docs/compression.md)\n"
             "  attack CONFIG --checkpoint FILE [--eps LIST] [--method fgsm,pgd] [--json F] [--png F] [--grid F]\n"
             "        robust accuracy under FGSM / PGD attacks per epsilon (docs/adversarial.md)\n"
+            "  ntk CONFIG --samples N [--checkpoint FILE] [--kernel empirical|analytic|both] [--regress M] [--out F]\n"
+            "        empirical and analytic neural tangent kernels, their spectra, kernel regression (docs/ntk.md)\n"
             "  import FILE.safetensors --config CFG [--map RULES] --out CKPT.h5\n"
             "  export CKPT.h5 --config CFG --format safetensors --out FILE [--map RULES]\n"
             "        PyTorch weights (safetensors) to a larch checkpoint and back (docs/backbones.md)\n"
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "sample")) return larch_cmd_sample(argc - 1, argv + 1);
     if (!strcmp(cmd, "compress")) return larch_cmd_compress(argc - 1, argv + 1);
     if (!strcmp(cmd, "attack")) return larch_cmd_attack(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ntk")) return larch_cmd_ntk(argc - 1, argv + 1);
     if (!strcmp(cmd, "import")) return larch_cmd_import(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return larch_cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);

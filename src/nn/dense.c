@@ -96,6 +96,17 @@ static int dense_gemms(const larch_layer *L, int n, int train, larch_gemm_shape 
 
 static void dense_destroy(larch_layer *L) { free(L->priv); }
 
+int larch_dense_info(const larch_layer *L, int *units, int *in, int *bias, larch_init_kind *init)
+{
+    if (L->ops != &larch_dense_ops) return 0;
+    const dense_t *d = L->priv;
+    if (units) *units = d->units;
+    if (in) *in = d->in;
+    if (bias) *bias = d->bias;
+    if (init) *init = d->init;
+    return 1;
+}
+
 const larch_layer_ops larch_dense_ops = {
     .type = "dense", .min_inputs = 1, .max_inputs = 1,
     .setup = dense_setup, .saved_size = dense_saved, .scratch_size = dense_scratch, .init = dense_init, .forward = dense_forward,

@@ -52,6 +52,10 @@ void larch_batchnorm_eval_affine(larch_layer *L, float *a, float *b);
 /* A conv2d layer's kernel size, stride and padding (nn/quant.c). */
 void larch_conv_geom(const larch_layer *L, int *k, int *stride, int *pad);
 
+/* A dense layer's settings (1), or 0 when L is not a dense layer; any
+ * out pointer may be NULL (nn/ntk.c: the analytic kernels). */
+int larch_dense_info(const larch_layer *L, int *units, int *in, int *bias, larch_init_kind *init);
+
 /* How many conv2d layers of m ran oneDNN in their last forward (of
  * *conv_layers conv2d layers; for `larch bench step` and the tests). */
 int larch_conv_onednn_count(const larch_model *m, int *conv_layers);
