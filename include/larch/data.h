@@ -100,6 +100,11 @@ typedef struct larch_synth_opts {
     int split;               /* 0 train, 1 test: different samples, same clusters */
     int regression;          /* K float targets per sample (0: none)         */
     float regression_noise;
+    /* The training split's draw: 0 is the usual one; d > 0 an independent
+     * sample of the same distribution (same clusters, same map A), sample i
+     * a function of (seed, d, i): fresh training sets for bias-variance
+     * studies (docs/biasvar.md). Ignored for the test split. */
+    int draw;
 } larch_synth_opts;
 LARCH_API larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *out);
 
