@@ -4,6 +4,7 @@
 
 #include <json-c/json.h>
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,7 +136,7 @@ static larch_status run_variant(const larch_groups_opts *o, const larch_variant 
         s = larch_mkdir_p(dir);
         char path[4500];
         snprintf(path, sizeof path, "%s/train.log", dir);
-        if (!s && !(log = fopen(path, "w"))) s = larch_fail(LARCH_ERR_IO, "%s: cannot write", path);
+        if (!s && !(log = fopen(path, "w"))) s = larch_fail(LARCH_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     }
     s = larch_comm_check(group, s);
     larch_train_result res;
@@ -209,7 +210,7 @@ static larch_status write_summary(const char *out_dir, const larch_variant *v, c
         json_object_object_add(o, "test_accuracy", json_num(r[i].test_accuracy));
         json_object_object_add(o, "wall_seconds", r[i].ran ? json_num(r[i].wall_seconds) : NULL);
         json_object_object_add(o, "error", r[i].ran && r[i].status ? json_object_new_string(r[i].message) : NULL);
-        fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        fprintf(f, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
     }
     if (fclose(f) != 0) return larch_fail(LARCH_ERR_IO, "%s: write failed", path);
@@ -230,8 +231,8 @@ static void print_table(FILE *f, const larch_variant *v, const larch_variant_res
         char acc[16] = "-", tl[16] = "-", fl[16] = "-";
         if (isfinite(x->test_accuracy)) snprintf(acc, sizeof acc, "%.4f", x->test_accuracy);
         if (isfinite(x->test_loss)) snprintf(tl, sizeof tl, "%.4f", x->test_loss);
-        if (x->ran && x->steps && isfinite(x->final_loss)) snprintf(fl, sizeof fl, "%.4f", x->final_loss);
-        else if (x->ran && x->steps) snprintf(fl, sizeof fl, "%g", x->final_loss);
+        if (x->ran && x->steps && isfinite(x->final_loss) && fabs(x->final_loss) < 1e6) snprintf(fl, sizeof fl, "%.4f", x->final_loss);
+        else if (x->ran && x->steps) snprintf(fl, sizeof fl, "%.4g", x->final_loss);
         fprintf(f, "%-*.*s  %-7s %7ld %12s %10s %9s %8.1f\n", w, w, v[i].name, st, x->steps, fl, tl, acc,
                 x->ran ? x->wall_seconds : 0.0);
         if (x->ran && x->status) fprintf(f, "%*s  error: %s\n", w, "", x->message);

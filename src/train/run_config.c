@@ -11,6 +11,7 @@
 #include "io/attributes.h"
 #include "io/cfg_internal.h"
 #include "train/quant_cfg.h"
+#include "train/groups.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,6 +283,11 @@ static larch_status check_run(const larch_node *root)
                               "data.samples_per_class (%ld) must equal train.batch_size (%ld)",
                               place(d, "sampler", where, sizeof where), P, K, batch);
     }
+    larch_variant *v = NULL;                    /* the sweep expands (its errors name the key) */
+    int nv = 0;
+    larch_status s = larch_sweep_variants(root, &v, &nv);
+    free(v);
+    if (s) return s;
     return larch_sched_check(larch_map_get(root, "sched"));
 }
 
