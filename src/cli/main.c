@@ -60,6 +60,9 @@ static void usage(FILE *f)
             "        quantize, prune or factorize a trained model and measure every result (docs/compression.md)\n"
             "  attack CONFIG --checkpoint FILE [--eps LIST] [--method fgsm,pgd] [--json F] [--png F] [--grid F]\n"
             "        robust accuracy under FGSM / PGD attacks per epsilon (docs/adversarial.md)\n"
+            "  biasvar CONFIG --models K [--bootstrap|--fresh] [--out DIR]\n"
+            "        train K models through groups and decompose their test error into bias and variance\n"
+            "        (docs/biasvar.md; dist.groups and sweeps of larch train: docs/groups.md)\n"
             "  import FILE.safetensors --config CFG [--map RULES] --out CKPT.h5\n"
             "  export CKPT.h5 --config CFG --format safetensors --out FILE [--map RULES]\n"
             "        PyTorch weights (safetensors) to a larch checkpoint and back (docs/backbones.md)\n"
@@ -83,7 +86,7 @@ int main(int argc, char **argv)
     /* `larch train`: the stop signals are held from here (across the
      * re-exec, which keeps them pending) until their handlers are in place,
      * before MPI starts and data loads, so that none is lost. */
-    int train = argc > 1 && !strcmp(argv[1], "train");
+    int train = argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "biasvar"));
     sigset_t stops;
     sigemptyset(&stops);
     sigaddset(&stops, SIGTERM);
@@ -118,6 +121,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "sample")) return larch_cmd_sample(argc - 1, argv + 1);
     if (!strcmp(cmd, "compress")) return larch_cmd_compress(argc - 1, argv + 1);
     if (!strcmp(cmd, "attack")) return larch_cmd_attack(argc - 1, argv + 1);
+    if (!strcmp(cmd, "biasvar")) return larch_cmd_biasvar(argc - 1, argv + 1);
     if (!strcmp(cmd, "import")) return larch_cmd_import(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return larch_cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);
