@@ -40,7 +40,9 @@ LARCH_API void larch_comm_finalize(larch_comm *c);
  * the ranks with the same `color` form one communicator in *out, ranked in
  * parent order. Each group has its own watchdog, lane and agreement state,
  * so a failure agreed inside one group leaves the others alone (dist.groups,
- * docs/groups.md). LARCH_FAULT's RANK stays a rank of the parent. Free it
+ * docs/groups.md). LARCH_FAULT's RANK stays a rank of the parent, and
+ * local_rank / local_size stay the parent's (the ranks of the whole job on
+ * this node share its cores: train.threads = 0 divides them by it). Free it
  * with larch_comm_finalize. */
 LARCH_API larch_status larch_comm_split(const larch_comm *parent, int color, larch_comm *out);
 /* A barrier that sleeps (poll_s seconds between tests) instead of spinning:

@@ -115,13 +115,15 @@ static int train_or_eval(int argc, char **argv, int eval)
         larch_variant *v = NULL;
         int nv = 0, failed = 0;
         s = larch_groups_run(&go, &comm, &r, &v, &nv, &failed);
+        int stopped = 0;                         /* a stop signal: resume with checkpoint.resume=auto */
+        for (int i = 0; !s && i < nv; i++) stopped |= !r[i].ran || r[i].status == LARCH_ERR_INTERRUPTED;
         if (s && comm.rank == 0) larch_cli_error(NULL);
         else if (failed && comm.rank == 0) fprintf(stderr, "larch: error: %d of %d variant(s) failed or did not run\n", failed, nv);
         free(r);
         free(v);
         fflush(stdout);
         larch_comm_finalize(&comm);
-        return s || failed ? 1 : 0;
+        return s ? 1 : stopped ? LARCH_EXIT_PREEMPTED : failed ? 1 : 0;
     }
     larch_train_result res;
     if (!s) {

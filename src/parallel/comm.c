@@ -180,8 +180,8 @@ larch_status larch_comm_split(const larch_comm *parent, int color, larch_comm *o
     impl->size = out->size;
     impl->threads = p->threads;
     MPI_Comm_split_type(impl->world, MPI_COMM_TYPE_SHARED, out->rank, MPI_INFO_NULL, &impl->node);
-    MPI_Comm_rank(impl->node, &out->local_rank);
-    MPI_Comm_size(impl->node, &out->local_size);
+    out->local_rank = parent->local_rank;     /* the node's cores are shared with every group's ranks */
+    out->local_size = parent->local_size;
     MPI_Op_create(op_sum_f16, 1, &impl->sum_f16);
     MPI_Op_create(op_sum_bf16, 1, &impl->sum_bf16);
     if (p->fault_site[0] && p->fault_rank == p->rank) {  /* the fault stays on the same process */

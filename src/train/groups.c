@@ -202,7 +202,8 @@ static larch_status write_summary(const char *out_dir, const larch_variant *v, c
             json_object_object_add(set, key, json_value(eq + 1));
         }
         json_object_object_add(o, "settings", set);
-        const char *status = !r[i].ran ? "not run" : r[i].status ? "failed" : "ok";
+        const char *status = !r[i].ran ? "not run" : r[i].status == LARCH_ERR_INTERRUPTED ? "interrupted"
+                           : r[i].status ? "failed" : "ok";
         json_object_object_add(o, "status", json_object_new_string(status));
         json_object_object_add(o, "steps", json_object_new_int64(r[i].steps));
         json_object_object_add(o, "final_train_loss", r[i].ran && r[i].steps ? json_num(r[i].final_loss) : NULL);
@@ -227,14 +228,15 @@ static void print_table(FILE *f, const larch_variant *v, const larch_variant_res
             "wall s");
     for (int i = 0; i < n; i++) {
         const larch_variant_result *x = r + i;
-        const char *st = !x->ran ? "not run" : x->status ? "FAILED" : "ok";
+        const char *st = !x->ran ? "not run" : x->status == LARCH_ERR_INTERRUPTED ? "stopped" : x->status ? "FAILED" : "ok";
         char acc[16] = "-", tl[16] = "-", fl[16] = "-";
         if (isfinite(x->test_accuracy)) snprintf(acc, sizeof acc, "%.4f", x->test_accuracy);
         if (isfinite(x->test_loss)) snprintf(tl, sizeof tl, "%.4f", x->test_loss);
         if (x->ran && x->steps && isfinite(x->final_loss) && fabs(x->final_loss) < 1e6) snprintf(fl, sizeof fl, "%.4f", x->final_loss);
         else if (x->ran && x->steps) snprintf(fl, sizeof fl, "%.4g", x->final_loss);
-        fprintf(f, "%-*.*s  %-7s %7ld %12s %10s %9s %8.1f\n", w, w, v[i].name, st, x->steps, fl, tl, acc,
-                x->ran ? x->wall_seconds : 0.0);
+        char wall[16] = "-";
+        if (x->ran) snprintf(wall, sizeof wall, "%.1f", x->wall_seconds);
+        fprintf(f, "%-*.*s  %-7s %7ld %12s %10s %9s %8s\n", w, w, v[i].name, st, x->steps, fl, tl, acc, wall);
         if (x->ran && x->status) fprintf(f, "%*s  error: %s\n", w, "", x->message);
     }
     fflush(f);
@@ -278,6 +280,7 @@ larch_status larch_groups_run(const larch_groups_opts *o, const larch_comm *worl
     }
     larch_variant_result *r = calloc((size_t)n, sizeof *r), *all = calloc((size_t)n * (size_t)world->size, sizeof *all);
     s = (r && all) ? LARCH_OK : larch_fail(LARCH_ERR_NOMEM, "out of memory for %d results", n);
+    for (int i = 0; r && i < n; i++) r[i].final_loss = r[i].test_loss = r[i].test_accuracy = r[i].wall_seconds = NAN;
     s = larch_comm_check(world, s);
     int interrupted = 0, broken = 0;
     for (int i = g; !s && i < n && !interrupted; i += (int)G) {
