@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Bias-variance sweeps (docs/biasvar.md) through `larch biasvar`, each point
+# K models trained by 2 groups x 1 rank (one mpiexec of 2 ranks per point):
+#   width        Fashion-MNIST, 0-1 loss: model.fc1.units of
+#                launch/configs/biasvar_fmnist.yaml (500 training images,
+#                100 epochs), K bootstrap resamples
+#   l2           the same at width 256 with an L2 penalty coef * sum w^2
+#   width_noise  the width sweep with data.label_noise 0.2 (20% of the
+#                training labels changed to another class, keyed by sample)
+#   reg_width    squared error on launch/configs/biasvar_regression.yaml
+#                (known function and noise), K fresh training sets
+#   reg_l2       the same at width 64 with an L2 penalty
+# Writes OUT/<sweep>/<value>/ (the runs), docs/biasvar/<sweep>.jsonl (one
+# biasvar record per point, with the swept value, the models' mean final
+# training loss and mean test loss), docs/biasvar/<sweep>.md (the table) and
+# docs/biasvar/<sweep>.png (matplotlib, /usr/bin/python3).
+# Usage: bash launch/experiments/biasvar.sh [OUT, default runs/biasvar]
+# Environment: BUILD (build), K (5 models per point on Fashion-MNIST; the
+# regression uses 2K), SWEEPS (default "width l2 width_noise reg_width reg_l2"),
+# DOCS (docs/biasvar). About 15 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-runs/biasvar}
+BUILD=${BUILD:-build}
+K=${K:-5}
+SWEEPS=${SWEEPS:-width l2 width_noise reg_width reg_l2}
+DOCS=${DOCS:-docs/biasvar}
+[ -x "$BUILD/larch" ] || { echo "biasvar.sh: $BUILD/larch not built" >&2; exit 1; }
+if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+mkdir -p "$OUT" "$DOCS"
+FM=launch/configs/biasvar_fmnist.yaml
+RG=launch/configs/biasvar_regression.yaml
+WIDTHS="2 4 8 16 32 64 128 256 512"
+L2S="0 0.0001 0.0003 0.001 0.003 0.01 0.03"
+
+# point SWEEP VALUE CONFIG MODELS RESAMPLE [--set ...]: one biasvar run, its record appended
+point() {
+  local sweep=$1 value=$2 cfg=$3 models=$4 how=$5; shift 5
+  local dir=$OUT/$sweep/$value
+  rm -rf "$dir"; mkdir -p "$OUT/$sweep"
+  local t0=$SECONDS
+  mpiexec -n 2 --oversubscribe --bind-to none "$BUILD/larch" biasvar "$cfg" --models "$models" "$how" \
+    --set dist.groups=2 --out "$dir" "$@" > "$dir.log" 2>&1 || { echo "biasvar.sh: $sweep=$value failed: $(tail -3 "$dir.log")" >&2; return 1; }
+  /usr/bin/python3 - "$dir" "$sweep" "$value" $((SECONDS - t0)) >> "$DOCS/$sweep.jsonl" <<'EOF'
+import json, sys
+d, sweep, value, secs = sys.argv[1:5]
+rec = json.loads(open(d + "/biasvar.jsonl").readline())
+runs = [json.loads(l) for l in open(d + "/summary.jsonl")]
+ok = [r for r in runs if r["status"] == "ok"]
+rec.update(sweep=sweep, value=float(value), seconds=int(secs),
+           mean_train_loss=sum(r["final_train_loss"] for r in ok) / len(ok))
+print(json.dumps(rec))
+EOF
+  echo "$sweep=$value done in $((SECONDS - t0)) s"
+}
+
+for sweep in $SWEEPS; do
+  : > "$DOCS/$sweep.jsonl"
+  case $sweep in
+    width) for w in $WIDTHS; do point width "$w" $FM "$K" --bootstrap --set model.fc1.units="$w"; done ;;
+    l2) for c in $L2S; do point l2 "$c" $FM "$K" --bootstrap --set model.fc1.units=256 \
+          --set "regularization=[{type: l2, coef: $c}]"; done ;;
+    width_noise) for w in $WIDTHS; do point width_noise "$w" $FM "$K" --bootstrap --set model.fc1.units="$w" \
+          --set data.label_noise=0.2; done ;;
+    reg_width) for w in 1 2 4 8 16 32 64 128 256; do point reg_width "$w" $RG $((2 * K)) --fresh --set model.fc1.units="$w"; done ;;
+    reg_l2) for c in $L2S; do point reg_l2 "$c" $RG $((2 * K)) --fresh --set "regularization=[{type: l2, coef: $c}]"; done ;;
+    *) echo "biasvar.sh: unknown sweep $sweep" >&2; exit 2 ;;
+  esac
+done
+
+# tables and plots
+/usr/bin/python3 - "$DOCS" $SWEEPS <<'EOF'
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+docs, sweeps = sys.argv[1], sys.argv[2:]
+label = {"width": "hidden units", "width_noise": "hidden units", "reg_width": "hidden units",
+         "l2": "L2 coefficient", "reg_l2": "L2 coefficient"}
+for sweep in sweeps:
+    recs = [json.loads(l) for l in open(f"{docs}/{sweep}.jsonl")]
+    if not recs:
+        continue
+    sq = recs[0]["loss"] == "squared"
+    xs = [r["value"] for r in recs]
+    with open(f"{docs}/{sweep}.md", "w") as f:
+        r0 = recs[0]
+        f.write(f"{sweep}: {r0['models']} models per point ({r0['resample']}), {r0['test_samples']} test samples, "
+                f"config {r0['config']}\n\n")
+        if sq:
+            f.write("| value | train loss | expected error | bias^2 | variance | noise | sum | cross term | s |\n")
+            f.write("|---|---|---|---|---|---|---|---|---|\n")
+            for r in recs:
+                f.write(f"| {r['value']:g} | {r['mean_train_loss']:.4f} | {r['expected_error']:.4f} | {r['bias2']:.4f} | "
+                        f"{r['variance']:.4f} | {r['noise']:.4f} | {r['sum']:.4f} | {r['cross']:+.4f} | {r['seconds']} |\n")
+        else:
+            f.write("| value | train loss | 0-1 loss | bias | variance | Vu | Vb | net variance | Vb_w | s |\n")
+            f.write("|---|---|---|---|---|---|---|---|---|---|\n")
+            for r in recs:
+                f.write(f"| {r['value']:g} | {r['mean_train_loss']:.4f} | {r['expected_loss']:.4f} | {r['bias']:.4f} | "
+                        f"{r['variance']:.4f} | {r['var_unbiased']:.4f} | {r['var_biased']:.4f} | {r['net_variance']:+.4f} | "
+                        f"{r['var_biased_weighted']:.4f} | {r['seconds']} |\n")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xplot = [x if x > 0 else (min(v for v in xs if v > 0) / 3) for x in xs]   # L2 = 0 drawn left of the others
+    if sq:
+        ax.plot(xplot, [r["expected_error"] for r in recs], "k-o", label="expected test error")
+        ax.plot(xplot, [r["bias2"] for r in recs], "-s", label="bias$^2$")
+        ax.plot(xplot, [r["variance"] for r in recs], "-^", label="variance")
+        ax.plot(xplot, [r["noise"] for r in recs], ":", label="noise")
+        ax.plot(xplot, [r["mean_train_loss"] for r in recs], "--", color="gray", label="train loss (last step)")
+    else:
+        ax.plot(xplot, [r["expected_loss"] for r in recs], "k-o", label="expected 0-1 test loss")
+        ax.plot(xplot, [r["bias"] for r in recs], "-s", label="bias")
+        ax.plot(xplot, [r["variance"] for r in recs], "-^", label="variance")
+        ax.plot(xplot, [r["net_variance"] for r in recs], "-v", label="net variance (Vu - Vb)")
+    ax.set_xscale("log")
+    ax.set_xlabel(label[sweep] + (" (0 drawn at the left)" if min(xs) == 0 else ""))
+    ax.set_title(f"{sweep}: {recs[0]['models']} models per point")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{docs}/{sweep}.png", dpi=100)
+    print(f"{docs}/{sweep}.md, {docs}/{sweep}.png")
+EOF
