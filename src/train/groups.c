@@ -295,7 +295,9 @@ larch_status larch_groups_run(const larch_groups_opts *o, const larch_comm *worl
         }
     }
     if (broken) {                                /* this group cannot agree any more: end the job */
-        larch_comm_abort(world, 1, r ? "a group's communication failed (see above); ending the job" : "");
+        char msg[1024];
+        snprintf(msg, sizeof msg, "group %d cannot agree any more (%s); ending the job", g, larch_errmsg());
+        larch_comm_abort(world, 1, msg);
     }
     /* every rank meets here; the early ones sleep */
     if (!s) s = larch_comm_idle_barrier(world, 0.05);
