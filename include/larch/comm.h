@@ -35,8 +35,21 @@ typedef struct larch_comm {
  * for less, see larch_comm_threads) and describes MPI_COMM_WORLD. Reads
  * LARCH_FAULT (see larch_comm_fault). */
 LARCH_API larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv);
-/* Finalizes MPI if larch_comm_init initialized it. */
+/* Finalizes MPI if larch_comm_init initialized it. On a communicator made by
+ * larch_comm_split it only frees that communicator. */
 LARCH_API void larch_comm_finalize(larch_comm *c);
+/* Splits `parent` into groups (MPI_Comm_split, collective over parent):
+ * the ranks with the same `color` form one communicator in *out, ranked in
+ * parent order. Each group has its own watchdog, lane and agreement state,
+ * so a failure agreed inside one group leaves the others alone (dist.groups,
+ * docs/groups.md). LARCH_FAULT's RANK stays a rank of the parent, and
+ * local_rank / local_size stay the parent's (the ranks of the whole job on
+ * this node share its cores: train.threads = 0 divides them by it). Free it
+ * with larch_comm_finalize. */
+LARCH_API larch_status larch_comm_split(const larch_comm *parent, int color, larch_comm *out);
+/* A barrier that sleeps (poll_s seconds between tests) instead of spinning:
+ * for ranks that finished their work early and wait for the others. */
+LARCH_API larch_status larch_comm_idle_barrier(const larch_comm *c, double poll_s);
 /* Ends every rank of the job now (exit status `code`), after printing `msg`
  * on stderr. For failures that cannot be agreed on. */
 LARCH_API void larch_comm_abort(const larch_comm *c, int code, const char *msg);

@@ -101,6 +101,11 @@ typedef struct larch_synth_opts {
     int regression;          /* K float targets per sample (0: none)         */
     float regression_noise;
     int toy2d;               /* LARCH_TOY2D_*: a generated 2-D density (shape 1x1x2) instead of the clusters */
+    /* The training split's draw: 0 is the usual one; d > 0 an independent
+     * sample of the same distribution (same clusters, same map A), sample i
+     * a function of (seed, d, i): fresh training sets for bias-variance
+     * studies (docs/biasvar.md). Ignored for the test split. */
+    int draw;
 } larch_synth_opts;
 /* 2-D toy densities of larch_synth_opts.toy2d (label: the moon or the mode):
  *   MOONS: two interleaved half circles (scikit-learn's make_moons, centred):

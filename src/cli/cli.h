@@ -23,6 +23,7 @@ int larch_cmd_sample(int argc, char **argv);    /* normalizing flows: sample_cmd
 int larch_cmd_compress(int argc, char **argv);   /* compress_cmd.c */
 int larch_cmd_attack(int argc, char **argv);     /* attack_cmd.c */
 int larch_cmd_ntk(int argc, char **argv);        /* ntk_cmd.c: neural tangent kernels */
+int larch_cmd_biasvar(int argc, char **argv);    /* biasvar_cmd.c: bias-variance through groups */
 int larch_cmd_import(int argc, char **argv);   /* and export: import_cmd.c */
 int larch_cmd_export(int argc, char **argv);
 int larch_cmd_bench_allreduce(int argc, char **argv);   /* argv[1] == "allreduce" */

@@ -62,6 +62,9 @@ static void usage(FILE *f)
             "        robust accuracy under FGSM / PGD attacks per epsilon (docs/adversarial.md)\n"
             "  ntk CONFIG --samples N [--checkpoint FILE] [--kernel empirical|analytic|both] [--regress M] [--out F]\n"
             "        empirical and analytic neural tangent kernels, their spectra, kernel regression (docs/ntk.md)\n"
+            "  biasvar CONFIG --models K [--bootstrap|--fresh] [--out DIR]\n"
+            "        train K models through groups and decompose their test error into bias and variance\n"
+            "        (docs/biasvar.md; dist.groups and sweeps of larch train: docs/groups.md)\n"
             "  import FILE.safetensors --config CFG [--map RULES] --out CKPT.h5\n"
             "  export CKPT.h5 --config CFG --format safetensors --out FILE [--map RULES]\n"
             "        PyTorch weights (safetensors) to a larch checkpoint and back (docs/backbones.md)\n"
@@ -85,7 +88,7 @@ int main(int argc, char **argv)
     /* `larch train`: the stop signals are held from here (across the
      * re-exec, which keeps them pending) until their handlers are in place,
      * before MPI starts and data loads, so that none is lost. */
-    int train = argc > 1 && !strcmp(argv[1], "train");
+    int train = argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "biasvar"));
     sigset_t stops;
     sigemptyset(&stops);
     sigaddset(&stops, SIGTERM);
@@ -121,6 +124,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "compress")) return larch_cmd_compress(argc - 1, argv + 1);
     if (!strcmp(cmd, "attack")) return larch_cmd_attack(argc - 1, argv + 1);
     if (!strcmp(cmd, "ntk")) return larch_cmd_ntk(argc - 1, argv + 1);
+    if (!strcmp(cmd, "biasvar")) return larch_cmd_biasvar(argc - 1, argv + 1);
     if (!strcmp(cmd, "import")) return larch_cmd_import(argc - 1, argv + 1);
     if (!strcmp(cmd, "export")) return larch_cmd_export(argc - 1, argv + 1);
     fprintf(stderr, "larch: unknown command '%s'\n\n", cmd);

@@ -3,6 +3,7 @@
 #include "larch/larch.h"
 #include "larch/train.h"
 #include "larch/optim_cfg.h"
+#include "train/groups.h"
 
 #include <libgen.h>
 #include <math.h>
@@ -58,6 +59,8 @@ static void train_usage(FILE *f, int eval)
                    "  CONFIG       a YAML experiment config (see launch/configs/)\n"
                    "  --set k=v    override any key, e.g. --set train.epochs=2 --set model.0.units=512\n"
                    "  --out DIR    output directory (default runs/<config name>)\n"
+                   "With dist.groups > 1 or a sweep section it trains every variant (OUT/<variant>/) and writes\n"
+                   "OUT/summary.jsonl (docs/groups.md).\n"
                    "On SIGTERM, SIGINT or SIGUSR1 every rank finishes its step, a checkpoint is written and\n"
                    "larch exits with status %d; checkpoint.resume=auto continues from it (a signal during\n"
                    "start-up stops before the first step, same status; a second SIGINT ends at once).\n"
@@ -105,6 +108,23 @@ static int train_or_eval(int argc, char **argv, int eval)
     larch_node *cfg = NULL;
     larch_status s = larch_comm_check(&comm, larch_run_load(config, sets, n_sets, &cfg));
     if (!s && comm.rank == 0) larch_cli_warnings(cfg);      /* once, not once per rank */
+    if (!s && !eval && larch_groups_wanted(cfg)) {   /* dist.groups / sweep: many runs (docs/groups.md) */
+        larch_node_free(cfg);
+        larch_groups_opts go = {.config = config, .sets = sets, .n_sets = n_sets, .out_dir = out, .log = stdout};
+        larch_variant_result *r = NULL;
+        larch_variant *v = NULL;
+        int nv = 0, failed = 0;
+        s = larch_groups_run(&go, &comm, &r, &v, &nv, &failed);
+        int stopped = 0;                         /* a stop signal: resume with checkpoint.resume=auto */
+        for (int i = 0; !s && i < nv; i++) stopped |= !r[i].ran || r[i].status == LARCH_ERR_INTERRUPTED;
+        if (s && comm.rank == 0) larch_cli_error(NULL);
+        else if (failed && comm.rank == 0) fprintf(stderr, "larch: error: %d of %d variant(s) failed or did not run\n", failed, nv);
+        free(r);
+        free(v);
+        fflush(stdout);
+        larch_comm_finalize(&comm);
+        return s ? 1 : stopped ? LARCH_EXIT_PREEMPTED : failed ? 1 : 0;
+    }
     larch_train_result res;
     if (!s) {
         larch_train_opts opts = {out, stdout, eval, ckpt, !eval};

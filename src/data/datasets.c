@@ -109,6 +109,8 @@ larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *o
     size_t dim = larch_shape_size(o->shape);
     if (o->n < 1 || o->classes < 2 || dim < 1)
         return larch_fail(LARCH_ERR_INVALID, "synthetic data: need n >= 1, classes >= 2 and a positive shape");
+    if (o->draw < 0)
+        return larch_fail(LARCH_ERR_INVALID, "synthetic data: draw %d (expected 0 or more)", o->draw);
     if (o->regression < 0)
         return larch_fail(LARCH_ERR_INVALID, "synthetic data: %d regression targets per sample", o->regression);
     if (o->toy2d < LARCH_TOY2D_NONE || o->toy2d > LARCH_TOY2D_RING)
@@ -141,7 +143,8 @@ larch_status larch_dataset_synthetic(const larch_synth_opts *o, larch_dataset *o
     }
     const double inv_sqrt_dim = 1.0 / sqrt((double)dim);
     for (int i = 0; i < o->n; i++) {                    /* sample = centre + noise * N(0, 1) */
-        larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH, 1u + (uint32_t)o->split, (uint32_t)i);
+        if (o->draw > 0 && !o->split) larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH + 2, (uint32_t)o->draw, (uint32_t)i);
+        else larch_rng_init(&r, o->seed, LARCH_RNG_SYNTH, 1u + (uint32_t)o->split, (uint32_t)i);
         int label = (int)larch_rng_below(&r, (uint32_t)(o->toy2d == LARCH_TOY2D_MOONS ? 2 : o->classes));
         out->labels[i] = label;
         float *x = out->f32 + (size_t)i * dim;

@@ -522,9 +522,13 @@ larch_status larch_cfg_set(larch_node *root, const char *assignment)
             cur = c;
         } else if (cur->kind == LARCH_NODE_SEQ) {
             long i = seq_index(tok);
+            for (int k = 0; i < 0 && k < cur->n; k++) {      /* a list of named entries (layers): by name */
+                const larch_node *nm = cur->items[k]->kind == LARCH_NODE_MAP ? larch_map_get(cur->items[k], "name") : NULL;
+                if (nm && nm->kind == LARCH_NODE_SCALAR && nm->scalar && !strcmp(nm->scalar, tok)) i = k;
+            }
             if (i < 0 || i >= cur->n) {
-                s = larch_fail(LARCH_ERR_CONFIG, "--set %s: '%s' is not an index of a list of %d entries", shown,
-                               larch_excerpt(tok, ex, sizeof ex), cur->n);
+                s = larch_fail(LARCH_ERR_CONFIG, "--set %s: '%s' is not an index of a list of %d entries, nor the name of one",
+                               shown, larch_excerpt(tok, ex, sizeof ex), cur->n);
                 break;
             }
             if (!next) { larch_node_free(cur->items[i]); cur->items[i] = value; value = NULL; break; }

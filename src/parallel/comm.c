@@ -180,6 +180,38 @@ larch_status larch_comm_init(larch_comm *c, int *argc, char ***argv)
     return LARCH_OK;
 }
 
+larch_status larch_comm_split(const larch_comm *parent, int color, larch_comm *out)
+{
+    memset(out, 0, sizeof *out);
+    comm_impl *p = parent->impl, *impl = calloc(1, sizeof *impl);
+    if (!impl) return larch_fail(LARCH_ERR_NOMEM, "out of memory");
+    if (p->broken) { free(impl); return LARCH_ERR_MPI; }
+    int rc = MPI_Comm_split(p->world, color < 0 ? 0 : color, p->rank, &impl->world);
+    if (rc != MPI_SUCCESS) { free(impl); return mpi_fail(rc, "MPI_Comm_split"); }
+    MPI_Comm_set_errhandler(impl->world, MPI_ERRORS_RETURN);
+    MPI_Comm_dup(impl->world, &impl->hb);
+    MPI_Comm_dup(impl->world, &impl->lane);
+    MPI_Comm_set_errhandler(impl->lane, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(impl->world, &out->rank);
+    MPI_Comm_size(impl->world, &out->size);
+    impl->rank = out->rank;
+    impl->size = out->size;
+    impl->threads = p->threads;
+    MPI_Comm_split_type(impl->world, MPI_COMM_TYPE_SHARED, out->rank, MPI_INFO_NULL, &impl->node);
+    out->local_rank = parent->local_rank;     /* the node's cores are shared with every group's ranks */
+    out->local_size = parent->local_size;
+    MPI_Op_create(op_sum_f16, 1, &impl->sum_f16);
+    MPI_Op_create(op_sum_bf16, 1, &impl->sum_bf16);
+    if (p->fault_site[0] && p->fault_rank == p->rank) {  /* the fault stays on the same process */
+        impl->fault_rank = out->rank;
+        impl->fault_step = p->fault_step;
+        memcpy(impl->fault_site, p->fault_site, sizeof impl->fault_site);
+        memcpy(impl->fault_spec, p->fault_spec, sizeof impl->fault_spec);
+    }
+    out->impl = impl;
+    return LARCH_OK;
+}
+
 void larch_comm_finalize(larch_comm *c)
 {
     comm_impl *impl = c->impl;
@@ -357,6 +389,22 @@ larch_status larch_comm_barrier(const larch_comm *c)
     int rc = MPI_Barrier(world(c));
     leave(c->impl);
     return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Barrier");
+}
+
+larch_status larch_comm_idle_barrier(const larch_comm *c, double poll_s)
+{
+    if (c->size == 1) return LARCH_OK;
+    RETURN_IF_BROKEN(c);
+    MPI_Request req;
+    int rc = MPI_Ibarrier(world(c), &req), done = 0;
+    while (rc == MPI_SUCCESS && !done) {
+        rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (rc == MPI_SUCCESS && !done) {
+            struct timespec t = {(time_t)poll_s, (long)((poll_s - (double)(time_t)poll_s) * 1e9)};
+            nanosleep(&t, NULL);
+        }
+    }
+    return rc == MPI_SUCCESS ? LARCH_OK : mpi_fail(rc, "MPI_Ibarrier");
 }
 
 double larch_comm_wtime(void) { return MPI_Wtime(); }

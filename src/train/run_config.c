@@ -7,9 +7,11 @@
 #include "larch/train.h"
 #include "larch/optim_cfg.h"
 #include "larch/data.h"
+#include "larch/rng.h"
 #include "io/attributes.h"
 #include "io/cfg_internal.h"
 #include "train/quant_cfg.h"
+#include "train/groups.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,11 @@ static const larch_key synthetic_keys[] = {
     {"toy2d", LARCH_T_ENUM, "none", 0, 0, "none|moons|ring", NULL,
      "a generated 2-D density instead of the Gaussian clusters (shape [1, 1, 2]): moons, two interleaved half circles "
      "(label: the moon); ring, `classes` Gaussians evenly on the circle of radius 2; noise is their spread"},
+    {"seed", LARCH_T_INT, "-1", -1, 4294967295.0, NULL, NULL,
+     "seed of the generated data (clusters, regression map, samples); -1 = train.seed"},
+    {"draw", LARCH_T_INT, "0", 0, 1 << 30, NULL, NULL,
+     "the training split's draw: 0 the usual one, d > 0 an independent fresh sample of the same distribution "
+     "(docs/biasvar.md)"},
     {0}};
 
 static const larch_key data_keys[] = {
@@ -90,6 +97,12 @@ static const larch_key data_keys[] = {
     {"classes_per_batch", LARCH_T_INT, "0", 0, 65536, NULL, NULL,
      "class_balanced: P distinct classes per global batch (P x samples_per_class = train.batch_size)"},
     {"samples_per_class", LARCH_T_INT, "0", 0, 1 << 24, NULL, NULL, "class_balanced: K samples of each class per batch"},
+    {"bootstrap", LARCH_T_INT, "-1", -1, 1 << 30, NULL, NULL,
+     "k >= 0: train on bootstrap resample k of the training set (n draws with replacement keyed by k and the "
+     "sample position, after data.classes, train_per_class and label_noise; the same on any rank count); -1 = off"},
+    {"label_noise", LARCH_T_FLOAT, "0", 0, 1, NULL, NULL,
+     "fraction p of training labels replaced by another class drawn uniformly: sample i's label is changed with "
+     "probability p, keyed by i alone (not by train.seed); after data.classes and train_per_class"},
     {"derived_labels", LARCH_T_ANY, "[]", 0, 0, NULL, NULL,
      "further label sets for multi-task heads: a list of maps class -> coarse class, e.g. [[0, 1, 0, 0, 0, 2, 0, 2, 3, 2]]; "
      "loss target 1 is the first"},
@@ -106,6 +119,9 @@ static const larch_key dist_keys[] = {
      "ZeRO stage 1: each rank keeps optimizer state for its slice of the parameters"},
     {"timeout_s", LARCH_T_FLOAT, "600", 0, 1e7, NULL, NULL,
      "watchdog: a collective waiting longer than this ends the job, naming the missing ranks (0 = off)"},
+    {"groups", LARCH_T_INT, "1", 1, 1 << 20, NULL, NULL,
+     "split the ranks into this many groups, each training its own variants of the sweep section (must divide "
+     "the number of ranks; docs/groups.md)"},
     {0}};
 
 static const larch_key checkpoint_keys[] = {
@@ -152,6 +168,14 @@ static const larch_key distill_keys[] = {
     {"temperature", LARCH_T_FLOAT, "4", 0.01, 100, NULL, NULL, "softmax temperature T of both"},
     {0}};
 
+static const larch_key sweep_keys[] = {
+    {"seeds", LARCH_T_INTS, "[]", 0, 4294967295.0, NULL, NULL, "one variant per train.seed in the list"},
+    {"bootstrap", LARCH_T_INT, "0", 0, 1 << 20, NULL, NULL, "K > 0: one variant per bootstrap resample data.bootstrap = 0..K-1"},
+    {"grid", LARCH_T_ANY, "{}", 0, 0, NULL, NULL,
+     "a mapping key -> list of values, e.g. {optim.lr: [0.1, 0.05], model.fc1.units: [16, 64]}; each point of the "
+     "cartesian product is a variant, its values applied as --set key=value"},
+    {0}};
+
 const larch_key larch_run_keys[] = {
     {"train", LARCH_T_MAP, "{}", 0, 0, NULL, train_keys, "training loop"},
     {"optim", LARCH_T_MAP, "{}", 0, 0, NULL, larch_optim_keys, "optimizer"},
@@ -168,6 +192,8 @@ const larch_key larch_run_keys[] = {
     {"regularization", LARCH_T_ANY, "[]", 0, 0, NULL, NULL, "list of penalties"},
     {"quantize", LARCH_T_MAP, "{}", 0, 0, NULL, larch_quantize_keys,
      "quantized weights and quantization-aware training (docs/compression/quantization.md)"},
+    {"sweep", LARCH_T_MAP, "{}", 0, 0, NULL, sweep_keys,
+     "variants trained side by side by `larch train` (the product of seeds x bootstrap x grid; docs/groups.md)"},
     {0}};
 
 static const larch_key init_from_keys[] = {
@@ -260,6 +286,11 @@ static larch_status check_run(const larch_node *root)
                               "data.samples_per_class (%ld) must equal train.batch_size (%ld)",
                               place(d, "sampler", where, sizeof where), P, K, batch);
     }
+    larch_variant *v = NULL;                    /* the sweep expands (its errors name the key) */
+    int nv = 0;
+    larch_status s = larch_sweep_variants(root, &v, &nv);
+    free(v);
+    if (s) return s;
     return larch_sched_check(larch_map_get(root, "sched"));
 }
 
@@ -562,6 +593,73 @@ static larch_status config_norm(const larch_node *d, larch_dataset *ds)
     return s ? larch_fail_context(s, "%s: data.mean/data.std", place(d, "mean", where, sizeof where)) : LARCH_OK;
 }
 
+/* data.label_noise: sample i's label (set 0) becomes another class, drawn
+ * uniformly, with probability p; keyed by i alone (docs/biasvar.md). */
+static larch_status label_noise(larch_dataset *ds, double p)
+{
+    if (p <= 0.0) return LARCH_OK;
+    if (ds->n_classes < 2) return larch_fail(LARCH_ERR_CONFIG, "data.label_noise: the training set has one class");
+    for (int i = 0; i < ds->n; i++) {
+        larch_rng r;
+        larch_rng_init(&r, 0, LARCH_RNG_SYNTH + 0x11, 0, (uint32_t)i);
+        if ((double)larch_rng_uniform(&r) >= p) continue;
+        int other = (int)larch_rng_below(&r, (uint32_t)ds->n_classes - 1);
+        ds->labels[i] = other >= ds->labels[i] ? other + 1 : other;
+    }
+    return LARCH_OK;
+}
+
+/* data.bootstrap = k: n draws with replacement, draw j = uniform below n
+ * from (k, j): the same resample on any rank count and for any train.seed.
+ * The samples, labels, derived labels and targets are gathered into new
+ * arrays (out of core: the row map). */
+static larch_status bootstrap(larch_dataset *ds, long k)
+{
+    int n = ds->n;
+    size_t dim = larch_shape_size(ds->shape), K = (size_t)ds->n_targets;
+    int32_t *idx = malloc((size_t)n * sizeof *idx);
+    if (!idx) return larch_fail(LARCH_ERR_NOMEM, "data.bootstrap: out of memory");
+    for (int j = 0; j < n; j++) {
+        larch_rng r;
+        larch_rng_init(&r, (uint64_t)k, LARCH_RNG_SYNTH + 0x10, 0, (uint32_t)j);
+        idx[j] = (int32_t)larch_rng_below(&r, (uint32_t)n);
+    }
+    larch_status s = LARCH_OK;
+    uint8_t *u8 = ds->u8 ? malloc((size_t)n * dim) : NULL;
+    float *f32 = ds->f32 ? malloc((size_t)n * dim * sizeof *f32) : NULL;
+    int32_t *labels = malloc((size_t)n * sizeof *labels), *rows = NULL;
+    float *targets = K ? malloc((size_t)n * K * sizeof *targets) : NULL;
+    int32_t *derived[LARCH_MAX_TARGETS - 1] = {0};
+    int ok = labels && (!ds->u8 || u8) && (!ds->f32 || f32) && (!K || targets);
+    for (int t = 0; ok && t < ds->n_derived; t++) ok = (derived[t] = malloc((size_t)n * sizeof *derived[t])) != NULL;
+    if (ok && ds->ooc) ok = (rows = malloc((size_t)n * sizeof *rows)) != NULL;
+    if (!ok) {
+        s = larch_fail(LARCH_ERR_NOMEM, "data.bootstrap: out of memory for %d samples", n);
+        free(u8), free(f32), free(labels), free(targets), free(rows);
+        for (int t = 0; t < ds->n_derived; t++) free(derived[t]);
+        free(idx);
+        return s;
+    }
+    for (int j = 0; j < n; j++) {
+        size_t i = (size_t)idx[j];
+        if (u8) memcpy(u8 + (size_t)j * dim, ds->u8 + i * dim, dim);
+        if (f32) memcpy(f32 + (size_t)j * dim, ds->f32 + i * dim, dim * sizeof *f32);
+        labels[j] = ds->labels[i];
+        if (K) memcpy(targets + (size_t)j * K, ds->targets + i * K, K * sizeof *targets);
+        for (int t = 0; t < ds->n_derived; t++) derived[t][j] = ds->derived[t][i];
+        if (rows) rows[j] = ds->rows ? ds->rows[i] : (int32_t)i;
+    }
+    free(idx);
+    if (u8) { free(ds->u8); ds->u8 = u8; }
+    if (f32) { free(ds->f32); ds->f32 = f32; }
+    free(ds->labels);
+    ds->labels = labels;
+    if (K) { free(ds->targets); ds->targets = targets; }
+    for (int t = 0; t < ds->n_derived; t++) { free(ds->derived[t]); ds->derived[t] = derived[t]; }
+    if (rows) { free(ds->rows); ds->rows = rows; }
+    return LARCH_OK;
+}
+
 larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, larch_dataset *test)
 {
     const larch_node *d = larch_map_get(cfg, "data");
@@ -573,9 +671,11 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
         larch_shape shape;
         int classes;
         if ((s = larch_run_input(cfg, &shape, &classes))) return s;
+        long dseed = larch_cfg_int(sy, "seed");
         larch_synth_opts o = {(int)larch_cfg_int(sy, "n_train"), shape, (int)larch_cfg_int(sy, "classes"),
-                              (float)larch_cfg_float(sy, "noise"), seed, 0, (int)larch_cfg_int(sy, "regression"),
-                              (float)larch_cfg_float(sy, "regression_noise"), 0};
+                              (float)larch_cfg_float(sy, "noise"), dseed >= 0 ? (uint64_t)dseed : seed, 0,
+                              (int)larch_cfg_int(sy, "regression"), (float)larch_cfg_float(sy, "regression_noise"), 0,
+                              (int)larch_cfg_int(sy, "draw")};
         const char *toy = larch_cfg_str(sy, "toy2d");
         o.toy2d = !strcmp(toy, "moons") ? LARCH_TOY2D_MOONS : !strcmp(toy, "ring") ? LARCH_TOY2D_RING : LARCH_TOY2D_NONE;
         if ((s = larch_dataset_synthetic(&o, train))) return s;
@@ -610,6 +710,8 @@ larch_status larch_run_datasets(const larch_node *cfg, larch_dataset *train, lar
     }
     if (!s) s = shape_split(d, train, 1);
     if (!s) s = shape_split(d, test, 0);
+    if (!s) s = label_noise(train, larch_cfg_float(d, "label_noise"));
+    if (!s && larch_cfg_int(d, "bootstrap") >= 0) s = bootstrap(train, larch_cfg_int(d, "bootstrap"));
     if (s) { larch_dataset_free(train); larch_dataset_free(test); }
     return s;
 }
